@@ -372,6 +372,7 @@ fn host(
     names: &mut BTreeSet<String>,
 ) -> Result<HostSpec, SpecError> {
     validate_name(&format!("{field}.name"), &name)?;
+    crate::spec::validate_labels(&format!("{field}.labels"), &labels)?;
     if !names.insert(name.clone()) {
         return Err(SpecError::new(
             format!("{field}.name"),
@@ -405,6 +406,7 @@ fn group(
     hosts: Vec<HostSpec>,
 ) -> Result<GroupSpec, SpecError> {
     validate_name(&format!("{field}.name"), &name)?;
+    crate::spec::validate_labels(&format!("{field}.assignment"), &assignment)?;
     if name.contains('/') {
         return Err(SpecError::new(
             format!("{field}.name"),

@@ -121,3 +121,67 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), SpecError> {
         ))
     }
 }
+
+/// Check label keys and values the way Kubernetes does: `[prefix/]name`, name and value at most
+/// 63 characters of alphanumerics, '-', '_', '.', starting and ending alphanumeric.
+pub fn validate_labels(field: &str, labels: &Labels) -> Result<(), SpecError> {
+    fn segment_ok(s: &str, allow_empty: bool) -> bool {
+        (allow_empty && s.is_empty())
+            || (s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && s.ends_with(|c: char| c.is_ascii_alphanumeric()))
+    }
+    for (key, value) in labels {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let prefix_ok = prefix.is_empty()
+            || (prefix.len() <= 253 && prefix.split('.').all(|p| segment_ok(p, false)));
+        if !prefix_ok || !segment_ok(name, false) || key.matches('/').count() > 1 {
+            return Err(SpecError::new(
+                format!("{field}.{key}"),
+                format!(
+                    "`{key}` is not a valid label key ([prefix/]name, name at most 63 characters)"
+                ),
+            ));
+        }
+        if !segment_ok(value, true) {
+            return Err(SpecError::new(
+                format!("{field}.{key}"),
+                format!(
+                    "`{value}` is not a valid label value (at most 63 characters of letters, digits, '-', '_', '.')"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_follow_kubernetes_syntax() {
+        let ok: Labels = [
+            ("topology.kubernetes.io/zone", "us-east-1a"),
+            ("rack", ""),
+            ("a_b.c", "X-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert!(validate_labels("labels", &ok).is_ok());
+        for (k, v) in [
+            ("", "x"),
+            ("-bad", "x"),
+            ("a/b/c", "x"),
+            ("ok", "bad value"),
+            ("ok", "-x"),
+        ] {
+            let labels: Labels = [(k.to_string(), v.to_string())].into_iter().collect();
+            let err = validate_labels("labels", &labels).expect_err(k);
+            assert_eq!(err.field, format!("labels.{k}"));
+        }
+    }
+}

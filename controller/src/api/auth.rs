@@ -1,0 +1,96 @@
+//! Bearer-token authentication and the authorisation rules of each role.
+//!
+//! Admin tokens do everything; read tokens read everything; tenant tokens read and change only
+//! their own tenant's objects (and never the infrastructure: topology, hosts, routes, tokens).
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::store::Principal;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing `Authorization: Bearer <token>` header")
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
+            })?;
+        match state.store.authenticate(token).await? {
+            Some(principal) => Ok(Caller(principal)),
+            None => Err(ApiError::unauthorized("unknown token")),
+        }
+    }
+}
+
+impl Caller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.0 {
+            Principal::Admin => Ok(()),
+            _ => Err(ApiError::forbidden("this needs an admin token")),
+        }
+    }
+
+    /// Infrastructure (topology, hosts, routes, all blocks) is readable by admin and read tokens.
+    pub fn require_infra_read(&self) -> Result<(), ApiError> {
+        match self.0 {
+            Principal::Admin | Principal::ReadOnly => Ok(()),
+            Principal::Tenant(_) => Err(ApiError::forbidden(
+                "tenant tokens cannot read the infrastructure",
+            )),
+        }
+    }
+
+    pub fn can_read_tenant(&self, tenant: &str) -> bool {
+        match &self.0 {
+            Principal::Admin | Principal::ReadOnly => true,
+            Principal::Tenant(t) => t == tenant,
+        }
+    }
+
+    pub fn require_tenant_read(&self, tenant: &str) -> Result<(), ApiError> {
+        if self.can_read_tenant(tenant) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this token cannot access tenant `{tenant}`"
+            )))
+        }
+    }
+
+    pub fn require_tenant_write(&self, tenant: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            Principal::Admin => Ok(()),
+            Principal::Tenant(t) if t == tenant => Ok(()),
+            Principal::ReadOnly => Err(ApiError::forbidden("read-only token")),
+            Principal::Tenant(_) => Err(ApiError::forbidden(format!(
+                "this token cannot change tenant `{tenant}`"
+            ))),
+        }
+    }
+
+    /// The one tenant a tenant token is limited to.
+    pub fn tenant_scope(&self) -> Option<&str> {
+        match &self.0 {
+            Principal::Tenant(t) => Some(t),
+            _ => None,
+        }
+    }
+}

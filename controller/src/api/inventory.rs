@@ -1,0 +1,272 @@
+//! Hosts, tenants and segments handlers.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tessera_topology::aggregate;
+use tessera_topology::spec::validate_labels;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{IfMatch, JsonBody, etag};
+use super::views::{HostView, NewHostBody, NewSegmentBody, NewTenantBody, SegmentView, TenantView};
+use crate::store::{BlockFilter, HostRecord, NewHost};
+
+fn check_labels(field: &str, labels: &super::views::LabelMap) -> ApiResult<()> {
+    validate_labels(field, labels).map_err(|e| ApiError::invalid(e.field, e.message))
+}
+
+async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
+    let blocks = state
+        .store
+        .blocks(BlockFilter {
+            host: Some(&h.name),
+            ..Default::default()
+        })
+        .await?;
+    Ok(HostView {
+        name: h.name,
+        group: h.group,
+        ips: h.ips.iter().map(ToString::to_string).collect(),
+        labels: h.labels,
+        pinned: h.pinned,
+        revision: h.revision,
+        blocks: blocks.iter().map(|b| b.cidr.to_string()).collect(),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/hosts", responses((status = 200, body = [HostView])))]
+pub async fn list_hosts(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<HostView>>> {
+    caller.require_infra_read()?;
+    let mut out = Vec::new();
+    for h in state.store.hosts().await? {
+        out.push(host_view(&state, h).await?);
+    }
+    Ok(Json(out))
+}
+
+/// Register a host; it is placed in the eligible leaf group with the fewest hosts.
+#[utoipa::path(post, path = "/v1/hosts", request_body = NewHostBody, responses((status = 201, body = HostView), (status = 422, body = ErrorBody)))]
+pub async fn create_host(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewHostBody>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_labels("labels", &body.labels)?;
+    let ips = body
+        .ips
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.parse::<IpAddr>().map_err(|_| {
+                ApiError::invalid(format!("ips[{i}]"), format!("`{t}` is not an IP address"))
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let host = state
+        .store
+        .create_host(NewHost {
+            name: body.name,
+            ips,
+            labels: body.labels,
+        })
+        .await?;
+    let revision = host.revision;
+    Ok((
+        StatusCode::CREATED,
+        etag(revision),
+        Json(host_view(&state, host).await?),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/hosts/{name}", responses((status = 200, body = HostView), (status = 404, body = ErrorBody)))]
+pub async fn get_host(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_infra_read()?;
+    let host = state.store.host(&name).await?;
+    Ok((etag(host.revision), Json(host_view(&state, host).await?)).into_response())
+}
+
+/// Remove a host: its endpoints are released and its blocks return to its group.
+#[utoipa::path(delete, path = "/v1/hosts/{name}", responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_host(
+    State(state): State<AppState>,
+    caller: Caller,
+    IfMatch(if_match): IfMatch,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    state.store.delete_host(&name, if_match).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn tenant_view(state: &AppState, name: &str) -> ApiResult<TenantView> {
+    let tenant = state.store.tenant(name).await?;
+    let segments = state.store.segments(name).await?;
+    let blocks = state
+        .store
+        .blocks(BlockFilter {
+            tenant: Some(name),
+            ..Default::default()
+        })
+        .await?;
+    let cidrs: Vec<_> = blocks.iter().map(|b| b.cidr).collect();
+    Ok(TenantView {
+        name: tenant.name,
+        labels: tenant.labels,
+        revision: tenant.revision,
+        segments: segments.into_iter().map(|s| s.name).collect(),
+        blocks: cidrs.iter().map(ToString::to_string).collect(),
+        cidrs: aggregate(&cidrs).iter().map(ToString::to_string).collect(),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
+pub async fn list_tenants(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<TenantView>>> {
+    let mut out = Vec::new();
+    for t in state.store.tenants().await? {
+        if caller.can_read_tenant(&t.name) {
+            out.push(tenant_view(&state, &t.name).await?);
+        }
+    }
+    Ok(Json(out))
+}
+
+/// Create a tenant (with its `default` segment).
+#[utoipa::path(post, path = "/v1/tenants", request_body = NewTenantBody, responses((status = 201, body = TenantView), (status = 409, body = ErrorBody)))]
+pub async fn create_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewTenantBody>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_labels("labels", &body.labels)?;
+    let tenant = state.store.create_tenant(&body.name, body.labels).await?;
+    Ok((
+        StatusCode::CREATED,
+        etag(tenant.revision),
+        Json(tenant_view(&state, &tenant.name).await?),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}", responses((status = 200, body = TenantView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Response> {
+    caller.require_tenant_read(&tenant)?;
+    let view = tenant_view(&state, &tenant).await?;
+    Ok((etag(view.revision), Json(view)).into_response())
+}
+
+/// Delete a tenant without endpoints.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}", responses((status = 204), (status = 409, body = ErrorBody)))]
+pub async fn delete_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    IfMatch(if_match): IfMatch,
+    Path(tenant): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    state.store.delete_tenant(&tenant, if_match).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn segment_view(state: &AppState, tenant: &str, name: &str) -> ApiResult<SegmentView> {
+    let segment = state.store.segment(tenant, name).await?;
+    let blocks = state
+        .store
+        .blocks(BlockFilter {
+            tenant: Some(tenant),
+            segment: Some(name),
+            ..Default::default()
+        })
+        .await?;
+    let cidrs: Vec<_> = blocks.iter().map(|b| b.cidr).collect();
+    Ok(SegmentView {
+        tenant: segment.tenant,
+        name: segment.name,
+        labels: segment.labels,
+        revision: segment.revision,
+        blocks: cidrs.iter().map(ToString::to_string).collect(),
+        cidrs: aggregate(&cidrs).iter().map(ToString::to_string).collect(),
+    })
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/segments", responses((status = 200, body = [SegmentView])))]
+pub async fn list_segments(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+) -> ApiResult<Json<Vec<SegmentView>>> {
+    caller.require_tenant_read(&tenant)?;
+    let mut out = Vec::new();
+    for s in state.store.segments(&tenant).await? {
+        out.push(segment_view(&state, &tenant, &s.name).await?);
+    }
+    Ok(Json(out))
+}
+
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/segments", request_body = NewSegmentBody, responses((status = 201, body = SegmentView), (status = 409, body = ErrorBody)))]
+pub async fn create_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<NewSegmentBody>,
+) -> ApiResult<Response> {
+    caller.require_tenant_write(&tenant)?;
+    check_labels("labels", &body.labels)?;
+    let segment = state
+        .store
+        .create_segment(&tenant, &body.name, body.labels)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        etag(segment.revision),
+        Json(segment_view(&state, &tenant, &segment.name).await?),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/segments/{segment}", responses((status = 200, body = SegmentView), (status = 404, body = ErrorBody)))]
+pub async fn get_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((tenant, segment)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require_tenant_read(&tenant)?;
+    let view = segment_view(&state, &tenant, &segment).await?;
+    Ok((etag(view.revision), Json(view)).into_response())
+}
+
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/segments/{segment}", responses((status = 204), (status = 409, body = ErrorBody)))]
+pub async fn delete_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    IfMatch(if_match): IfMatch,
+    Path((tenant, segment)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require_tenant_write(&tenant)?;
+    state
+        .store
+        .delete_segment(&tenant, &segment, if_match)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,135 @@
+//! Endpoints (create = allocate, delete = release) and blocks handlers.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tessera_topology::spec::validate_labels;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JsonBody, QueryParams, etag};
+use super::views::{BlockView, BlocksQuery, EndpointView, EndpointsQuery, NewEndpointBody};
+use crate::store::{BlockFilter, NewEndpoint};
+
+/// Blocks, filtered; a tenant token sees only its tenant's blocks.
+#[utoipa::path(get, path = "/v1/blocks", params(("host" = Option<String>, Query), ("tenant" = Option<String>, Query), ("segment" = Option<String>, Query)), responses((status = 200, body = [BlockView])))]
+pub async fn list_blocks(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<BlocksQuery>,
+) -> ApiResult<Json<Vec<BlockView>>> {
+    let tenant = match (caller.tenant_scope(), q.tenant.as_deref()) {
+        (Some(scope), Some(asked)) if scope != asked => {
+            return Err(ApiError::forbidden(format!(
+                "this token cannot access tenant `{asked}`"
+            )));
+        }
+        (Some(scope), _) => Some(scope.to_string()),
+        (None, asked) => asked.map(String::from),
+    };
+    let filter = BlockFilter {
+        host: q.host.as_deref(),
+        tenant: tenant.as_deref(),
+        segment: q.segment.as_deref(),
+    };
+    Ok(Json(
+        state
+            .store
+            .blocks(filter)
+            .await?
+            .into_iter()
+            .map(BlockView::from)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/endpoints", params(("tenant" = Option<String>, Query), ("host" = Option<String>, Query)), responses((status = 200, body = [EndpointView])))]
+pub async fn list_endpoints(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(q): QueryParams<EndpointsQuery>,
+) -> ApiResult<Json<Vec<EndpointView>>> {
+    let tenant = match (caller.tenant_scope(), q.tenant.as_deref()) {
+        (Some(scope), Some(asked)) if scope != asked => {
+            return Err(ApiError::forbidden(format!(
+                "this token cannot access tenant `{asked}`"
+            )));
+        }
+        (Some(scope), _) => Some(scope.to_string()),
+        (None, asked) => asked.map(String::from),
+    };
+    let list = state
+        .store
+        .endpoints(tenant.as_deref(), q.host.as_deref())
+        .await?;
+    Ok(Json(list.into_iter().map(EndpointView::from).collect()))
+}
+
+/// Register an endpoint and allocate its addresses (one per address family of the host's group).
+/// Sending the same id again returns the existing endpoint with 200.
+#[utoipa::path(post, path = "/v1/endpoints", request_body = NewEndpointBody, responses((status = 201, body = EndpointView), (status = 200, body = EndpointView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewEndpointBody>,
+) -> ApiResult<Response> {
+    caller.require_tenant_write(&body.tenant)?;
+    validate_labels("labels", &body.labels).map_err(|e| ApiError::invalid(e.field, e.message))?;
+    let new = NewEndpoint {
+        id: body.id,
+        tenant: body.tenant,
+        segment: body.segment,
+        host: body.host,
+        labels: body.labels,
+    };
+    let (endpoint, created) = state.store.allocate(new).await?;
+    state.metrics.allocations.inc();
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        etag(endpoint.revision),
+        Json(EndpointView::from(endpoint)),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/endpoints/{id}", responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+pub async fn get_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let endpoint = state.store.endpoint(&id).await?;
+    // Another tenant's endpoint is reported as absent: ids must not leak across tenants.
+    if !caller.can_read_tenant(&endpoint.tenant) {
+        return Err(ApiError::not_found(format!("endpoint `{id}` not found")));
+    }
+    Ok((etag(endpoint.revision), Json(EndpointView::from(endpoint))).into_response())
+}
+
+/// Release an endpoint's addresses. Deleting an id that does not exist is harmless (204).
+#[utoipa::path(delete, path = "/v1/endpoints/{id}", responses((status = 204), (status = 403, body = ErrorBody)))]
+pub async fn delete_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    match state.store.endpoint(&id).await {
+        Ok(endpoint) if !caller.can_read_tenant(&endpoint.tenant) => {
+            return Err(ApiError::not_found(format!("endpoint `{id}` not found")));
+        }
+        Ok(endpoint) => caller.require_tenant_write(&endpoint.tenant)?,
+        Err(crate::store::StoreError::NotFound { .. }) => return Ok(StatusCode::NO_CONTENT),
+        Err(e) => return Err(e.into()),
+    }
+    if state.store.release(&id).await?.is_some() {
+        state.metrics.releases.inc();
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,121 @@
+//! The REST API under `/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! `app(state)` builds the whole router, so tests drive it with `oneshot` and the binary serves it.
+
+mod auth;
+mod error;
+mod extract;
+mod inventory;
+mod ipam;
+mod system;
+mod topology;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use utoipa::OpenApi;
+
+pub use error::{ApiError, ErrorBody};
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/openapi.json", get(system::openapi))
+        .route(
+            "/topology",
+            get(topology::get_topology).put(topology::put_topology),
+        )
+        .route("/networks", get(topology::list_networks))
+        .route("/routes", get(topology::get_routes))
+        .route(
+            "/hosts",
+            get(inventory::list_hosts).post(inventory::create_host),
+        )
+        .route(
+            "/hosts/{name}",
+            get(inventory::get_host).delete(inventory::delete_host),
+        )
+        .route(
+            "/tenants",
+            get(inventory::list_tenants).post(inventory::create_tenant),
+        )
+        .route(
+            "/tenants/{tenant}",
+            get(inventory::get_tenant).delete(inventory::delete_tenant),
+        )
+        .route(
+            "/tenants/{tenant}/segments",
+            get(inventory::list_segments).post(inventory::create_segment),
+        )
+        .route(
+            "/tenants/{tenant}/segments/{segment}",
+            get(inventory::get_segment).delete(inventory::delete_segment),
+        )
+        .route("/blocks", get(ipam::list_blocks))
+        .route(
+            "/endpoints",
+            get(ipam::list_endpoints).post(ipam::create_endpoint),
+        )
+        .route(
+            "/endpoints/{*id}",
+            get(ipam::get_endpoint).delete(ipam::delete_endpoint),
+        )
+        .route(
+            "/tokens",
+            get(system::list_tokens).post(system::create_token),
+        )
+        .route("/tokens/{id}", axum::routing::delete(system::delete_token));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .fallback(system::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            system::observe,
+        ))
+        .with_state(state)
+}
+
+/// The OpenAPI document, generated from the handlers and their types.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Tessera controller API", version = "1"),
+    paths(
+        topology::get_topology, topology::put_topology, topology::list_networks, topology::get_routes,
+        inventory::list_hosts, inventory::create_host, inventory::get_host, inventory::delete_host,
+        inventory::list_tenants, inventory::create_tenant, inventory::get_tenant, inventory::delete_tenant,
+        inventory::list_segments, inventory::create_segment, inventory::get_segment, inventory::delete_segment,
+        ipam::list_blocks, ipam::list_endpoints, ipam::create_endpoint, ipam::get_endpoint, ipam::delete_endpoint,
+        system::list_tokens, system::create_token, system::delete_token,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}

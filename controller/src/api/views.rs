@@ -1,0 +1,255 @@
+//! Request and response bodies of the API, as the OpenAPI document describes them.
+//!
+//! Requests deny unknown fields (a typo is an error, not a silently ignored setting).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Label map (`key: value`).
+pub type LabelMap = BTreeMap<String, String>;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologyView {
+    /// 0 before any topology was applied. Also sent as the `ETag`.
+    pub revision: i64,
+    /// The stored document in Tessera's format.
+    #[schema(value_type = Object)]
+    pub spec: serde_json::Value,
+    pub networks: Vec<NetworkView>,
+    pub groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkView {
+    pub name: String,
+    pub cidr: String,
+    pub block_prefix: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<String>>,
+    pub blackouts: Vec<String>,
+    pub blocks: usize,
+    pub used_addresses: i64,
+    /// Used addresses over the network's size.
+    pub utilization: f64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupView {
+    pub path: String,
+    pub name: String,
+    pub leaf: bool,
+    pub assignment: LabelMap,
+    /// CIDR per network name.
+    pub cidrs: BTreeMap<String, String>,
+    pub hosts: usize,
+    pub blocks: usize,
+    pub used_addresses: i64,
+    /// Used addresses over the addresses of the group's CIDRs.
+    pub utilization: f64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TopologyQuery {
+    /// Return the plan without changing anything.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `tessera`, `romana`, or (default) detect from the document.
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologyChangeView {
+    pub applied: bool,
+    pub dry_run: bool,
+    /// The revision after the change (unchanged for a dry run).
+    pub revision: i64,
+    #[schema(value_type = Object)]
+    pub plan: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutesQuery {
+    /// Most fabric/VPC routes Tessera may use (for example 50 minus the routes it does not own).
+    pub budget: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewHostBody {
+    pub name: String,
+    /// Underlay addresses of the host.
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub labels: LabelMap,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostView {
+    pub name: String,
+    /// The leaf group the host was placed in.
+    pub group: String,
+    pub ips: Vec<String>,
+    pub labels: LabelMap,
+    pub pinned: bool,
+    pub revision: i64,
+    pub blocks: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTenantBody {
+    pub name: String,
+    #[serde(default)]
+    pub labels: LabelMap,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantView {
+    pub name: String,
+    pub labels: LabelMap,
+    pub revision: i64,
+    pub segments: Vec<String>,
+    pub blocks: Vec<String>,
+    /// The tenant's blocks aggregated: the compact form policies use.
+    pub cidrs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewSegmentBody {
+    pub name: String,
+    #[serde(default)]
+    pub labels: LabelMap,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentView {
+    pub tenant: String,
+    pub name: String,
+    pub labels: LabelMap,
+    pub revision: i64,
+    pub blocks: Vec<String>,
+    /// The segment's blocks aggregated: the compact form policies use.
+    pub cidrs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlocksQuery {
+    pub host: Option<String>,
+    pub tenant: Option<String>,
+    pub segment: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockView {
+    pub cidr: String,
+    pub network: String,
+    pub group: String,
+    /// Absent for a released block.
+    pub host: Option<String>,
+    pub tenant: Option<String>,
+    pub segment: Option<String>,
+    pub used: i64,
+    pub capacity: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointsQuery {
+    pub tenant: Option<String>,
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewEndpointBody {
+    /// Caller-chosen id (`namespace/pod` for Kubernetes); allocating the same id again returns it.
+    pub id: String,
+    pub tenant: String,
+    #[serde(default = "default_segment")]
+    pub segment: String,
+    pub host: String,
+    #[serde(default)]
+    pub labels: LabelMap,
+}
+
+fn default_segment() -> String {
+    crate::store::DEFAULT_SEGMENT.to_string()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointView {
+    pub id: String,
+    pub tenant: String,
+    pub segment: String,
+    pub host: String,
+    pub labels: LabelMap,
+    pub ips: Vec<String>,
+    pub revision: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewTokenBody {
+    pub name: String,
+    /// `admin`, `read` or `tenant`.
+    pub role: String,
+    /// Required for (and only for) tenant tokens.
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub tenant: Option<String>,
+    pub created_at: i64,
+    /// Only in the answer to the creation: the secret is not stored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<crate::store::EndpointRecord> for EndpointView {
+    fn from(e: crate::store::EndpointRecord) -> EndpointView {
+        EndpointView {
+            id: e.id,
+            tenant: e.tenant,
+            segment: e.segment,
+            host: e.host,
+            labels: e.labels,
+            ips: e.ips.iter().map(ToString::to_string).collect(),
+            revision: e.revision,
+        }
+    }
+}
+
+impl From<crate::store::BlockRecord> for BlockView {
+    fn from(b: crate::store::BlockRecord) -> BlockView {
+        BlockView {
+            cidr: b.cidr.to_string(),
+            network: b.network,
+            group: b.group,
+            host: b.host,
+            tenant: b.tenant,
+            segment: b.segment,
+            used: b.used,
+            capacity: b.capacity,
+        }
+    }
+}

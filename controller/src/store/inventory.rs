@@ -1,0 +1,380 @@
+//! Stored hosts, tenants and segments.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+use sqlx::Row;
+use tessera_topology::spec::validate_name;
+use tessera_topology::{Labels, place_host};
+
+use super::{Result, Store, StoreError, from_json, now, to_json};
+
+/// A host as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub name: String,
+    pub group: String,
+    pub ips: Vec<IpAddr>,
+    pub labels: Labels,
+    /// Placed by the topology document rather than by labels.
+    pub pinned: bool,
+    pub revision: i64,
+}
+
+/// A host to register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewHost {
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub name: String,
+    pub labels: Labels,
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentRecord {
+    pub tenant: String,
+    pub name: String,
+    pub labels: Labels,
+    pub revision: i64,
+}
+
+/// Every tenant has this segment from its creation on.
+pub const DEFAULT_SEGMENT: &str = "default";
+
+fn host_from(row: &sqlx::any::AnyRow) -> Result<HostRecord> {
+    Ok(HostRecord {
+        name: row.try_get("name")?,
+        group: row.try_get("group_path")?,
+        ips: from_json(&row.try_get::<String, _>("ips")?)?,
+        labels: from_json(&row.try_get::<String, _>("labels")?)?,
+        pinned: row.try_get::<i64, _>("pinned")? != 0,
+        revision: row.try_get("revision")?,
+    })
+}
+
+impl Store {
+    pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, group_path, ips, labels, pinned, revision FROM hosts ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(host_from).collect()
+    }
+
+    pub async fn host(&self, name: &str) -> Result<HostRecord> {
+        let mut conn = self.pool.acquire().await?;
+        host_in(&mut conn, name).await
+    }
+
+    /// Register a host, placing it by its labels (or by the document if it is pinned there).
+    pub async fn create_host(&self, host: NewHost) -> Result<HostRecord> {
+        validate_name("name", &host.name).map_err(|e| StoreError::invalid(e.field, e.message))?;
+        if host.ips.is_empty() {
+            return Err(StoreError::invalid(
+                "ips",
+                "a host needs at least one underlay IP",
+            ));
+        }
+        let store = self.clone();
+        self.with_retries(move |tx| {
+            let (store, host) = (store.clone(), host.clone());
+            Box::pin(async move {
+                if sqlx::query("SELECT 1 FROM hosts WHERE name = $1").bind(&host.name).fetch_optional(&mut **tx).await?.is_some() {
+                    return Err(StoreError::Conflict(format!("host `{}` already exists", host.name)));
+                }
+                let topology = store.topology_in(tx).await?;
+                let counts: BTreeMap<String, i64> = sqlx::query("SELECT group_path, COUNT(*) AS n FROM hosts GROUP BY group_path")
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .into_iter()
+                    .map(|r| Ok((r.try_get("group_path")?, r.try_get("n")?)))
+                    .collect::<Result<_>>()?;
+                let layout = &topology.layout;
+                let group = place_host(layout, &host.name, &host.labels, |g| {
+                    counts.get(&layout.groups[g].path).copied().unwrap_or(0) as usize
+                })
+                .map_err(|e| StoreError::invalid("labels", e.to_string()))?;
+                let pinned = layout.static_host(&host.name).is_some();
+                sqlx::query("INSERT INTO hosts (name, group_path, ips, labels, pinned, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
+                    .bind(&host.name)
+                    .bind(&layout.groups[group].path)
+                    .bind(to_json(&host.ips)?)
+                    .bind(to_json(&host.labels)?)
+                    .bind(i64::from(pinned))
+                    .bind(now())
+                    .execute(&mut **tx)
+                    .await?;
+                host_in(tx, &host.name).await
+            })
+        })
+        .await
+    }
+
+    /// Remove a host, releasing its endpoints and blocks.
+    pub async fn delete_host(&self, name: &str, if_match: Option<i64>) -> Result<()> {
+        let name = name.to_string();
+        self.with_retries(move |tx| {
+            let name = name.clone();
+            Box::pin(async move {
+                let host = host_in(tx, &name).await?;
+                if let Some(sent) = if_match.filter(|s| *s != host.revision) {
+                    return Err(StoreError::Stale { kind: "host", name, current: host.revision, sent });
+                }
+                sqlx::query("DELETE FROM endpoint_addresses WHERE endpoint IN (SELECT id FROM endpoints WHERE host = $1)").bind(&name).execute(&mut **tx).await?;
+                sqlx::query("DELETE FROM endpoints WHERE host = $1").bind(&name).execute(&mut **tx).await?;
+                sqlx::query("UPDATE blocks SET host = NULL, tenant = NULL, segment = NULL, used = 0 WHERE host = $1").bind(&name).execute(&mut **tx).await?;
+                sqlx::query("DELETE FROM hosts WHERE name = $1").bind(&name).execute(&mut **tx).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        let rows = sqlx::query("SELECT name, labels, revision FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TenantRecord {
+                    name: r.try_get("name")?,
+                    labels: from_json(&r.try_get::<String, _>("labels")?)?,
+                    revision: r.try_get("revision")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn tenant(&self, name: &str) -> Result<TenantRecord> {
+        let row = sqlx::query("SELECT name, labels, revision FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        let row = row.ok_or_else(|| StoreError::NotFound {
+            kind: "tenant",
+            name: name.into(),
+        })?;
+        Ok(TenantRecord {
+            name: row.try_get("name")?,
+            labels: from_json(&row.try_get::<String, _>("labels")?)?,
+            revision: row.try_get("revision")?,
+        })
+    }
+
+    /// Create a tenant and its `default` segment.
+    pub async fn create_tenant(&self, name: &str, labels: Labels) -> Result<TenantRecord> {
+        validate_name("name", name).map_err(|e| StoreError::invalid(e.field, e.message))?;
+        let name = name.to_string();
+        self.with_retries(move |tx| {
+            let (name, labels) = (name.clone(), labels.clone());
+            Box::pin(async move {
+                if sqlx::query("SELECT 1 FROM tenants WHERE name = $1").bind(&name).fetch_optional(&mut **tx).await?.is_some() {
+                    return Err(StoreError::Conflict(format!("tenant `{name}` already exists")));
+                }
+                sqlx::query("INSERT INTO tenants (name, labels, revision, created_at) VALUES ($1, $2, 1, $3)")
+                    .bind(&name)
+                    .bind(to_json(&labels)?)
+                    .bind(now())
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query("INSERT INTO segments (tenant, name, labels, revision, created_at) VALUES ($1, $2, '{}', 1, $3)")
+                    .bind(&name)
+                    .bind(DEFAULT_SEGMENT)
+                    .bind(now())
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(TenantRecord { name, labels, revision: 1 })
+            })
+        })
+        .await
+    }
+
+    /// Delete a tenant that has no endpoints left.
+    pub async fn delete_tenant(&self, name: &str, if_match: Option<i64>) -> Result<()> {
+        let name = name.to_string();
+        self.with_retries(move |tx| {
+            let name = name.clone();
+            Box::pin(async move {
+                let row = sqlx::query("SELECT revision FROM tenants WHERE name = $1")
+                    .bind(&name)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let current: i64 = row
+                    .ok_or_else(|| StoreError::NotFound {
+                        kind: "tenant",
+                        name: name.clone(),
+                    })?
+                    .try_get("revision")?;
+                if let Some(sent) = if_match.filter(|s| *s != current) {
+                    return Err(StoreError::Stale {
+                        kind: "tenant",
+                        name,
+                        current,
+                        sent,
+                    });
+                }
+                if sqlx::query("SELECT 1 FROM endpoints WHERE tenant = $1 LIMIT 1")
+                    .bind(&name)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .is_some()
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "tenant `{name}` still has endpoints; delete them first"
+                    )));
+                }
+                sqlx::query("DELETE FROM segments WHERE tenant = $1")
+                    .bind(&name)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query("DELETE FROM tenants WHERE name = $1")
+                    .bind(&name)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub async fn segments(&self, tenant: &str) -> Result<Vec<SegmentRecord>> {
+        self.tenant(tenant).await?;
+        let rows = sqlx::query(
+            "SELECT tenant, name, labels, revision FROM segments WHERE tenant = $1 ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(segment_from).collect()
+    }
+
+    pub async fn segment(&self, tenant: &str, name: &str) -> Result<SegmentRecord> {
+        let row = sqlx::query(
+            "SELECT tenant, name, labels, revision FROM segments WHERE tenant = $1 AND name = $2",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        segment_from(&row.ok_or_else(|| StoreError::NotFound {
+            kind: "segment",
+            name: format!("{tenant}/{name}"),
+        })?)
+    }
+
+    pub async fn create_segment(
+        &self,
+        tenant: &str,
+        name: &str,
+        labels: Labels,
+    ) -> Result<SegmentRecord> {
+        validate_name("name", name).map_err(|e| StoreError::invalid(e.field, e.message))?;
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.with_retries(move |tx| {
+            let (tenant, name, labels) = (tenant.clone(), name.clone(), labels.clone());
+            Box::pin(async move {
+                if sqlx::query("SELECT 1 FROM tenants WHERE name = $1").bind(&tenant).fetch_optional(&mut **tx).await?.is_none() {
+                    return Err(StoreError::NotFound { kind: "tenant", name: tenant });
+                }
+                let exists = sqlx::query("SELECT 1 FROM segments WHERE tenant = $1 AND name = $2").bind(&tenant).bind(&name).fetch_optional(&mut **tx).await?;
+                if exists.is_some() {
+                    return Err(StoreError::Conflict(format!("segment `{tenant}/{name}` already exists")));
+                }
+                sqlx::query("INSERT INTO segments (tenant, name, labels, revision, created_at) VALUES ($1, $2, $3, 1, $4)")
+                    .bind(&tenant)
+                    .bind(&name)
+                    .bind(to_json(&labels)?)
+                    .bind(now())
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(SegmentRecord { tenant, name, labels, revision: 1 })
+            })
+        })
+        .await
+    }
+
+    pub async fn delete_segment(
+        &self,
+        tenant: &str,
+        name: &str,
+        if_match: Option<i64>,
+    ) -> Result<()> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.with_retries(move |tx| {
+            let (tenant, name) = (tenant.clone(), name.clone());
+            Box::pin(async move {
+                let row =
+                    sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2")
+                        .bind(&tenant)
+                        .bind(&name)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                let full = format!("{tenant}/{name}");
+                let current: i64 = row
+                    .ok_or_else(|| StoreError::NotFound {
+                        kind: "segment",
+                        name: full.clone(),
+                    })?
+                    .try_get("revision")?;
+                if let Some(sent) = if_match.filter(|s| *s != current) {
+                    return Err(StoreError::Stale {
+                        kind: "segment",
+                        name: full,
+                        current,
+                        sent,
+                    });
+                }
+                let used = sqlx::query(
+                    "SELECT 1 FROM endpoints WHERE tenant = $1 AND segment = $2 LIMIT 1",
+                )
+                .bind(&tenant)
+                .bind(&name)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if used.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "segment `{full}` still has endpoints; delete them first"
+                    )));
+                }
+                sqlx::query("DELETE FROM segments WHERE tenant = $1 AND name = $2")
+                    .bind(&tenant)
+                    .bind(&name)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+fn segment_from(r: &sqlx::any::AnyRow) -> Result<SegmentRecord> {
+    Ok(SegmentRecord {
+        tenant: r.try_get("tenant")?,
+        name: r.try_get("name")?,
+        labels: from_json(&r.try_get::<String, _>("labels")?)?,
+        revision: r.try_get("revision")?,
+    })
+}
+
+pub(super) async fn host_in(conn: &mut AnyConnection, name: &str) -> Result<HostRecord> {
+    let row = sqlx::query(
+        "SELECT name, group_path, ips, labels, pinned, revision FROM hosts WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    host_from(&row.ok_or_else(|| StoreError::NotFound {
+        kind: "host",
+        name: name.into(),
+    })?)
+}

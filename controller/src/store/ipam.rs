@@ -1,0 +1,393 @@
+//! Stored endpoints and blocks: allocation and release of endpoint addresses.
+//!
+//! An allocation is one transaction: lock the host's group, load that group's blocks, let the
+//! pure `tessera_topology::ipam` decide, write. One address per family the host's group has a
+//! network for (and the tenant may use). Allocating an existing endpoint id again returns it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
+use sqlx::Row;
+use tessera_topology::cidr::Family;
+use tessera_topology::ipam::{
+    BlockChoice, BlockOwner, BlockState, capacity, choose_address, choose_block,
+};
+use tessera_topology::{Labels, Network};
+
+use super::inventory::host_in;
+use super::{Backend, Result, Store, StoreError, from_json, now, to_json};
+
+/// An endpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub tenant: String,
+    pub segment: String,
+    pub host: String,
+    pub labels: Labels,
+    pub ips: Vec<IpAddr>,
+    pub revision: i64,
+}
+
+/// An endpoint to allocate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEndpoint {
+    pub id: String,
+    pub tenant: String,
+    pub segment: String,
+    pub host: String,
+    pub labels: Labels,
+}
+
+/// A block as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRecord {
+    pub cidr: IpNet,
+    pub network: String,
+    pub group: String,
+    pub host: Option<String>,
+    pub tenant: Option<String>,
+    pub segment: Option<String>,
+    pub used: i64,
+    pub capacity: i64,
+}
+
+/// Filters for listing blocks.
+#[derive(Debug, Clone, Default)]
+pub struct BlockFilter<'a> {
+    pub host: Option<&'a str>,
+    pub tenant: Option<&'a str>,
+    pub segment: Option<&'a str>,
+}
+
+impl Store {
+    /// Allocate addresses for a new endpoint, or return it unchanged if it exists with the same
+    /// owner (`false` in the second field when it already existed).
+    pub async fn allocate(&self, new: NewEndpoint) -> Result<(EndpointRecord, bool)> {
+        validate_endpoint_id(&new.id)?;
+        let store = self.clone();
+        self.with_retries(move |tx| {
+            let (store, new) = (store.clone(), new.clone());
+            Box::pin(async move {
+                if let Some(existing) = endpoint_in(tx, &new.id).await? {
+                    if (existing.tenant.as_str(), existing.segment.as_str(), existing.host.as_str()) == (new.tenant.as_str(), new.segment.as_str(), new.host.as_str()) {
+                        return Ok((existing, false));
+                    }
+                    return Err(StoreError::Conflict(format!(
+                        "endpoint `{}` already exists on host `{}` in {}/{}",
+                        new.id, existing.host, existing.tenant, existing.segment
+                    )));
+                }
+                let host = host_in(tx, &new.host).await.map_err(|e| match e {
+                    StoreError::NotFound { .. } => StoreError::invalid("host", format!("host `{}` is not registered", new.host)),
+                    other => other,
+                })?;
+                let segment = sqlx::query("SELECT 1 FROM segments WHERE tenant = $1 AND name = $2").bind(&new.tenant).bind(&new.segment).fetch_optional(&mut **tx).await?;
+                if segment.is_none() {
+                    let tenant = sqlx::query("SELECT 1 FROM tenants WHERE name = $1").bind(&new.tenant).fetch_optional(&mut **tx).await?;
+                    return Err(match tenant {
+                        None => StoreError::invalid("tenant", format!("tenant `{}` does not exist", new.tenant)),
+                        Some(_) => StoreError::invalid("segment", format!("segment `{}` does not exist in tenant `{}`", new.segment, new.tenant)),
+                    });
+                }
+                let topology = store.topology_in(tx).await?;
+                let layout = topology.layout.clone();
+                let group = layout
+                    .group_by_path(&host.group)
+                    .ok_or_else(|| StoreError::Corrupt(format!("host `{}` is in unknown group {}", host.name, host.group)))?;
+                // First network of each family that the tenant may use.
+                let mut networks: BTreeMap<Family, (&Network, IpNet)> = BTreeMap::new();
+                for (&net_id, &cidr) in &group.cidrs {
+                    let network = &layout.networks[net_id];
+                    if network.allows(&new.tenant) {
+                        networks.entry(network.family).or_insert((network, cidr));
+                    }
+                }
+                if networks.is_empty() {
+                    return Err(StoreError::invalid("tenant", format!("tenant `{}` may not draw from any network of group {}", new.tenant, group.path)));
+                }
+                if store.backend == Backend::Postgres {
+                    sqlx::query("SELECT path FROM group_locks WHERE path = $1 FOR UPDATE").bind(&group.path).fetch_optional(&mut **tx).await?;
+                }
+                sqlx::query("INSERT INTO endpoints (id, tenant, segment, host, labels, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
+                    .bind(&new.id)
+                    .bind(&new.tenant)
+                    .bind(&new.segment)
+                    .bind(&new.host)
+                    .bind(to_json(&new.labels)?)
+                    .bind(now())
+                    .execute(&mut **tx)
+                    .await?;
+                let owner = BlockOwner { host: new.host.clone(), tenant: new.tenant.clone(), segment: new.segment.clone() };
+                let mut ips = Vec::new();
+                for (network, cidr) in networks.values() {
+                    ips.push(allocate_in(tx, &group.path, network, *cidr, &owner, &new.id).await?);
+                }
+                Ok((EndpointRecord { id: new.id, tenant: new.tenant, segment: new.segment, host: new.host, labels: new.labels, ips, revision: 1 }, true))
+            })
+        })
+        .await
+    }
+
+    /// Release an endpoint's addresses. Releasing an unknown id does nothing.
+    pub async fn release(&self, id: &str) -> Result<Option<EndpointRecord>> {
+        let id = id.to_string();
+        self.with_retries(move |tx| {
+            let id = id.clone();
+            Box::pin(async move {
+                let Some(existing) = endpoint_in(tx, &id).await? else { return Ok(None) };
+                let blocks: Vec<String> = sqlx::query("SELECT block FROM endpoint_addresses WHERE endpoint = $1")
+                    .bind(&id)
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get("block"))
+                    .collect::<Result<_, _>>()?;
+                sqlx::query("DELETE FROM endpoint_addresses WHERE endpoint = $1").bind(&id).execute(&mut **tx).await?;
+                sqlx::query("DELETE FROM endpoints WHERE id = $1").bind(&id).execute(&mut **tx).await?;
+                for block in blocks {
+                    sqlx::query("UPDATE blocks SET used = used - 1 WHERE cidr = $1").bind(&block).execute(&mut **tx).await?;
+                    // An emptied block is released so any owner in the group can take it.
+                    sqlx::query("UPDATE blocks SET host = NULL, tenant = NULL, segment = NULL WHERE cidr = $1 AND used = 0").bind(&block).execute(&mut **tx).await?;
+                }
+                Ok(Some(existing))
+            })
+        })
+        .await
+    }
+
+    pub async fn endpoint(&self, id: &str) -> Result<EndpointRecord> {
+        let mut conn = self.pool.acquire().await?;
+        endpoint_in(&mut conn, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                kind: "endpoint",
+                name: id.into(),
+            })
+    }
+
+    /// Endpoints, optionally of one tenant and/or host, ordered by id.
+    pub async fn endpoints(
+        &self,
+        tenant: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<Vec<EndpointRecord>> {
+        let rows = sqlx::query(
+            "SELECT e.id, e.tenant, e.segment, e.host, e.labels, e.revision, a.address FROM endpoints e
+             LEFT JOIN endpoint_addresses a ON a.endpoint = e.id
+             WHERE ($1 IS NULL OR e.tenant = $1) AND ($2 IS NULL OR e.host = $2) ORDER BY e.id, a.address",
+        )
+        .bind(tenant)
+        .bind(host)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<EndpointRecord> = Vec::new();
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let address: Option<String> = row.try_get("address")?;
+            if out.last().is_none_or(|e| e.id != id) {
+                out.push(endpoint_from(&row)?);
+            }
+            if let (Some(e), Some(a)) = (out.last_mut(), address) {
+                e.ips.push(parse_ip(&a)?);
+            }
+        }
+        for e in &mut out {
+            e.ips.sort();
+        }
+        Ok(out)
+    }
+
+    pub async fn blocks(&self, filter: BlockFilter<'_>) -> Result<Vec<BlockRecord>> {
+        let rows = sqlx::query(
+            "SELECT cidr, network, group_path, host, tenant, segment, used, capacity FROM blocks
+             WHERE ($1 IS NULL OR host = $1) AND ($2 IS NULL OR tenant = $2) AND ($3 IS NULL OR segment = $3)",
+        )
+        .bind(filter.host)
+        .bind(filter.tenant)
+        .bind(filter.segment)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(BlockRecord {
+                    cidr: r
+                        .try_get::<String, _>("cidr")?
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt("block CIDR".into()))?,
+                    network: r.try_get("network")?,
+                    group: r.try_get("group_path")?,
+                    host: r.try_get("host")?,
+                    tenant: r.try_get("tenant")?,
+                    segment: r.try_get("segment")?,
+                    used: r.try_get("used")?,
+                    capacity: r.try_get("capacity")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by_key(|b| b.cidr);
+        Ok(out)
+    }
+}
+
+fn validate_endpoint_id(id: &str) -> Result<()> {
+    // Kubernetes endpoints are `namespace/pod`; container ids are hex.
+    let ok = !id.is_empty()
+        && id.len() <= 512
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid(
+            "id",
+            "must be 1-512 characters of letters, digits, '-', '_', '.', '/', ':'",
+        ))
+    }
+}
+
+/// Allocate one address of `network` inside `group_cidr` for `owner`.
+async fn allocate_in(
+    conn: &mut AnyConnection,
+    group_path: &str,
+    network: &Network,
+    group_cidr: IpNet,
+    owner: &BlockOwner,
+    endpoint: &str,
+) -> Result<IpAddr> {
+    let rows = sqlx::query("SELECT cidr, host, tenant, segment, used FROM blocks WHERE group_path = $1 AND network = $2")
+        .bind(group_path)
+        .bind(&network.name)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut blocks = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let host: Option<String> = r.try_get("host")?;
+        let owner = match host {
+            Some(host) => Some(BlockOwner {
+                host,
+                tenant: r
+                    .try_get::<Option<String>, _>("tenant")?
+                    .unwrap_or_default(),
+                segment: r
+                    .try_get::<Option<String>, _>("segment")?
+                    .unwrap_or_default(),
+            }),
+            None => None,
+        };
+        let cidr: IpNet = r
+            .try_get::<String, _>("cidr")?
+            .parse()
+            .map_err(|_| StoreError::Corrupt("block CIDR".into()))?;
+        blocks.push(BlockState {
+            cidr,
+            owner,
+            used: u64::try_from(r.try_get::<i64, _>("used")?).unwrap_or(0),
+        });
+    }
+    let choice = choose_block(network, group_cidr, &blocks, owner).ok_or_else(|| {
+        StoreError::Exhausted(format!(
+            "group {group_path} has no room left in network `{}` ({group_cidr})",
+            network.name
+        ))
+    })?;
+    let block = choice.cidr();
+    let block_text = block.to_string();
+    let cap = i64::try_from(capacity(network, block)).unwrap_or(i64::MAX);
+    let used: BTreeSet<IpAddr> = match choice {
+        BlockChoice::New(_) => {
+            sqlx::query("INSERT INTO blocks (cidr, network, group_path, host, tenant, segment, used, capacity) VALUES ($1, $2, $3, $4, $5, $6, 0, $7)")
+                .bind(&block_text)
+                .bind(&network.name)
+                .bind(group_path)
+                .bind(&owner.host)
+                .bind(&owner.tenant)
+                .bind(&owner.segment)
+                .bind(cap)
+                .execute(&mut *conn)
+                .await?;
+            BTreeSet::new()
+        }
+        BlockChoice::Reuse(_) => {
+            let taken = sqlx::query("UPDATE blocks SET host = $1, tenant = $2, segment = $3, capacity = $4 WHERE cidr = $5 AND host IS NULL")
+                .bind(&owner.host)
+                .bind(&owner.tenant)
+                .bind(&owner.segment)
+                .bind(cap)
+                .bind(&block_text)
+                .execute(&mut *conn)
+                .await?;
+            if taken.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "block {block} was taken concurrently; retry"
+                )));
+            }
+            BTreeSet::new()
+        }
+        BlockChoice::Owned(_) => {
+            sqlx::query("SELECT address FROM endpoint_addresses WHERE block = $1")
+                .bind(&block_text)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| parse_ip(&r.try_get::<String, _>("address")?))
+                .collect::<Result<_>>()?
+        }
+    };
+    let address = choose_address(network, block, &used).ok_or_else(|| {
+        StoreError::Corrupt(format!("block {block} counts free addresses but has none"))
+    })?;
+    sqlx::query("INSERT INTO endpoint_addresses (address, endpoint, block) VALUES ($1, $2, $3)")
+        .bind(address.to_string())
+        .bind(endpoint)
+        .bind(&block_text)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE blocks SET used = used + 1 WHERE cidr = $1")
+        .bind(&block_text)
+        .execute(&mut *conn)
+        .await?;
+    Ok(address)
+}
+
+fn parse_ip(text: &str) -> Result<IpAddr> {
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(format!("address `{text}`")))
+}
+
+fn endpoint_from(row: &sqlx::any::AnyRow) -> Result<EndpointRecord> {
+    Ok(EndpointRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        segment: row.try_get("segment")?,
+        host: row.try_get("host")?,
+        labels: from_json(&row.try_get::<String, _>("labels")?)?,
+        ips: Vec::new(),
+        revision: row.try_get("revision")?,
+    })
+}
+
+async fn endpoint_in(conn: &mut AnyConnection, id: &str) -> Result<Option<EndpointRecord>> {
+    let row = sqlx::query(
+        "SELECT id, tenant, segment, host, labels, revision FROM endpoints WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut e = endpoint_from(&row)?;
+    for r in sqlx::query("SELECT address FROM endpoint_addresses WHERE endpoint = $1")
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        e.ips.push(parse_ip(&r.try_get::<String, _>("address")?)?);
+    }
+    e.ips.sort();
+    Ok(Some(e))
+}

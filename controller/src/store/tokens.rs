@@ -1,0 +1,194 @@
+//! API tokens, stored as SHA-256 hashes: a leaked database does not leak usable tokens.
+//!
+//! A token reads `tsr_<id>_<secret>`; the id is public (for listing and deleting), the secret is
+//! shown once when the token is created.
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::{Result, Store, StoreError, now};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Read,
+    Tenant,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Read => "read",
+            Role::Tenant => "tenant",
+        }
+    }
+}
+
+/// The caller behind a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    ReadOnly,
+    Tenant(String),
+}
+
+/// A token as listed (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub tenant: Option<String>,
+    pub created_at: i64,
+}
+
+/// A freshly created token: the only time the secret is seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    #[serde(flatten)]
+    pub record: TokenRecord,
+    pub token: String,
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_string(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+impl Store {
+    /// Create a token; `secret` lets an operator supply one (the bootstrap admin token).
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        tenant: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<NewToken> {
+        match (role, tenant) {
+            (Role::Tenant, None) => {
+                return Err(StoreError::invalid(
+                    "tenant",
+                    "a tenant token must name its tenant",
+                ));
+            }
+            (Role::Admin | Role::Read, Some(_)) => {
+                return Err(StoreError::invalid(
+                    "tenant",
+                    "only tenant tokens name a tenant",
+                ));
+            }
+            (Role::Tenant, Some(t)) => {
+                self.tenant(t).await.map_err(|_| {
+                    StoreError::invalid("tenant", format!("tenant `{t}` does not exist"))
+                })?;
+            }
+            _ => {}
+        }
+        if name.is_empty() || name.len() > 200 {
+            return Err(StoreError::invalid("name", "must be 1-200 characters"));
+        }
+        let id = random_string(12);
+        let token = match secret {
+            Some(s) if s.len() < 16 => {
+                return Err(StoreError::invalid(
+                    "token",
+                    "a supplied token must be at least 16 characters",
+                ));
+            }
+            Some(s) => s.to_string(),
+            None => format!("tsr_{id}_{}", random_string(32)),
+        };
+        let created_at = now();
+        sqlx::query("INSERT INTO tokens (id, hash, role, tenant, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&id)
+            .bind(hash(&token))
+            .bind(role.as_str())
+            .bind(tenant)
+            .bind(name)
+            .bind(created_at)
+            .execute(&self.pool)
+            .await?;
+        let record = TokenRecord {
+            id,
+            name: name.into(),
+            role,
+            tenant: tenant.map(String::from),
+            created_at,
+        };
+        Ok(NewToken { record, token })
+    }
+
+    /// The principal a bearer token stands for, if any.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>> {
+        let row = sqlx::query("SELECT role, tenant FROM tokens WHERE hash = $1")
+            .bind(hash(token))
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let role: String = row.try_get("role")?;
+        let tenant: Option<String> = row.try_get("tenant")?;
+        Ok(Some(match (role.as_str(), tenant) {
+            ("admin", _) => Principal::Admin,
+            ("read", _) => Principal::ReadOnly,
+            ("tenant", Some(t)) => Principal::Tenant(t),
+            _ => return Err(StoreError::Corrupt(format!("token role `{role}`"))),
+        }))
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, tenant, created_at FROM tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let role = match r.try_get::<String, _>("role")?.as_str() {
+                    "admin" => Role::Admin,
+                    "read" => Role::Read,
+                    _ => Role::Tenant,
+                };
+                Ok(TokenRecord {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    role,
+                    tenant: r.try_get("tenant")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn token_count(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM tokens")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    pub async fn delete_token(&self, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM tokens WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "token",
+                name: id.into(),
+            });
+        }
+        Ok(())
+    }
+}
