@@ -1,1 +1,73 @@
-fn main() {}
+//! `tessera`: the command-line client of the controller's REST API.
+//!
+//! Every command prints a table by default and JSON with `-o json`. Any failure is one line on
+//! stderr and exit code 1.
+
+mod client;
+mod commands;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Tessera: topology-aware IPAM, route aggregation and microsegmentation.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version)]
+pub struct Cli {
+    /// Controller URL.
+    #[arg(long, global = true, env = "TESSERA_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// API token.
+    #[arg(long, global = true, env = "TESSERA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show or change the topology.
+    #[command(subcommand)]
+    Topology(commands::TopologyCmd),
+    /// Hosts (nodes) and their placement.
+    #[command(subcommand)]
+    Hosts(commands::HostsCmd),
+    /// Tenants.
+    #[command(subcommand)]
+    Tenants(commands::TenantsCmd),
+    /// Segments of a tenant.
+    #[command(subcommand)]
+    Segments(commands::SegmentsCmd),
+    /// Endpoints (create = allocate addresses, remove = release them).
+    #[command(subcommand)]
+    Endpoints(commands::EndpointsCmd),
+    /// Address blocks.
+    #[command(subcommand)]
+    Blocks(commands::BlocksCmd),
+    /// The route plan.
+    Routes(commands::RoutesArgs),
+    /// API tokens.
+    #[command(subcommand)]
+    Tokens(commands::TokensCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -69,3 +69,45 @@ pub async fn apply(store: &Store, doc: &str) {
         plan.refusals
     );
 }
+
+/// A `tessera-controller` process on a free loopback port with a fresh SQLite store; killed on drop.
+#[derive(Debug)]
+pub struct Controller {
+    child: std::process::Child,
+    pub url: String,
+    pub token: String,
+}
+
+impl Controller {
+    pub fn start(extra_env: &[(&str, &str)]) -> Controller {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let url = format!("http://127.0.0.1:{port}");
+        let token = format!("test-admin-{}", rand::random::<u64>());
+        let mut cmd = std::process::Command::new(binary("tessera-controller"));
+        cmd.env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TESSERA_DATABASE_URL", sqlite_url())
+            .env("TESSERA_ADMIN_TOKEN", &token)
+            .env("TESSERA_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start tessera-controller");
+        let controller = Controller { child, url, token };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if reqwest::blocking::get(format!("{}/readyz", controller.url)).is_ok_and(|r| r.status().is_success()) {
+                return controller;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("tessera-controller did not become ready at {}", controller.url);
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -53,7 +53,7 @@ fn is_romana(value: &serde_yaml::Value) -> bool {
 fn decode<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, SpecError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
+        let field = if path == "." || path == "?" {
             "document".to_string()
         } else {
             path

@@ -62,6 +62,7 @@ pub struct FabricRoute {
 
 /// Addresses a fabric route covers that belong to someone else.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OverCoverage {
     pub route: IpNet,
     pub range: IpNet,

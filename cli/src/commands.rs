@@ -1,0 +1,346 @@
+//! The commands: each builds one or two API calls and prints a table or JSON.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tessera_topology::{Format, parse_topology};
+
+use crate::client::{Api, segment};
+use crate::table::{cell, render};
+use crate::{Cli, Command, Output};
+
+#[derive(Debug, Subcommand)]
+pub enum TopologyCmd {
+    /// Groups with their CIDRs, hosts and utilization.
+    Show,
+    /// Replace the topology with a Tessera (YAML/JSON) or Romana v2 file.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Show the plan without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// File format (default: detect).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "tessera", "romana"])]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCmd {
+    List,
+    Show {
+        name: String,
+    },
+    /// Register a host; it is placed by its labels.
+    Add {
+        name: String,
+        #[arg(long = "ip", required = true)]
+        ips: Vec<String>,
+        /// key=value, repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Remove a host, releasing its endpoints and blocks.
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCmd {
+    List,
+    Show {
+        name: String,
+    },
+    Add {
+        name: String,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SegmentsCmd {
+    List {
+        tenant: String,
+    },
+    Show {
+        tenant: String,
+        name: String,
+    },
+    Add {
+        tenant: String,
+        name: String,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    Remove {
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointsCmd {
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+    },
+    Show {
+        id: String,
+    },
+    /// Allocate addresses for an endpoint.
+    Add {
+        id: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "default")]
+        segment: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Release an endpoint's addresses.
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BlocksCmd {
+    List {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        segment: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    /// Most fabric/VPC routes to use.
+    #[arg(long)]
+    pub budget: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCmd {
+    List,
+    /// Create a token; its secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "read", "tenant"])]
+        role: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+fn labels(pairs: &[String]) -> anyhow::Result<Value> {
+    let mut map = serde_json::Map::new();
+    for p in pairs {
+        let (k, v) = p.split_once('=').with_context(|| format!("--label `{p}`: expected key=value"))?;
+        map.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    Ok(Value::Object(map))
+}
+
+fn query(pairs: &[(&str, &Option<String>)]) -> String {
+    let parts: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", segment(v)))).collect();
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+}
+
+/// Print `value` as JSON, or as a table of `columns` (header, JSON key) over a list or one object.
+fn print(output: Output, value: &Value, columns: &[(&str, &str)]) {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        return;
+    }
+    let items: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    let rows: Vec<Vec<String>> = items.iter().map(|item| columns.iter().map(|(_, key)| cell(&item[*key])).collect()).collect();
+    let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    println!("{}", render(&headers, &rows));
+}
+
+const HOST_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("GROUP", "group"), ("IPS", "ips"), ("LABELS", "labels"), ("BLOCKS", "blocks")];
+const TENANT_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("SEGMENTS", "segments"), ("CIDRS", "cidrs")];
+const SEGMENT_COLUMNS: &[(&str, &str)] = &[("TENANT", "tenant"), ("NAME", "name"), ("CIDRS", "cidrs"), ("BLOCKS", "blocks")];
+const ENDPOINT_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("TENANT", "tenant"), ("SEGMENT", "segment"), ("HOST", "host"), ("IPS", "ips")];
+const BLOCK_COLUMNS: &[(&str, &str)] =
+    &[("CIDR", "cidr"), ("NETWORK", "network"), ("GROUP", "group"), ("HOST", "host"), ("TENANT", "tenant"), ("SEGMENT", "segment"), ("USED", "used"), ("CAPACITY", "capacity")];
+const TOKEN_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("TENANT", "tenant"), ("TOKEN", "token")];
+
+pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    let api = Api::new(&cli.server, cli.token.as_deref())?;
+    let out = cli.output;
+    match &cli.command {
+        Command::Topology(TopologyCmd::Show) => {
+            let t = api.get("/v1/topology")?;
+            if out == Output::Json {
+                return Ok(print(out, &t, &[]));
+            }
+            let rows: Vec<Vec<String>> = t["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|g| {
+                    let used = format!("{} ({:.2}%)", g["usedAddresses"], g["utilization"].as_f64().unwrap_or(0.0) * 100.0);
+                    vec![cell(&g["path"]), cell(&g["cidrs"]), cell(&g["assignment"]), cell(&g["hosts"]), cell(&g["blocks"]), used]
+                })
+                .collect();
+            println!("revision {}", t["revision"]);
+            println!("{}", render(&["GROUP", "CIDRS", "ASSIGNMENT", "HOSTS", "BLOCKS", "USED"], &rows));
+        }
+        Command::Topology(TopologyCmd::Apply { file, dry_run, format }) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            // Check locally first, so errors name the file.
+            let parsed = match format.as_str() {
+                "tessera" => Format::Tessera,
+                "romana" => Format::Romana,
+                _ => Format::Auto,
+            };
+            parse_topology(&text, parsed).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let path = format!("/v1/topology?format={format}{}", if *dry_run { "&dryRun=true" } else { "" });
+            let answer = api.put_text(&path, text, "application/yaml")?;
+            if out == Output::Json {
+                return Ok(print(out, &answer, &[]));
+            }
+            print_plan(&answer);
+        }
+        Command::Hosts(cmd) => match cmd {
+            HostsCmd::List => print(out, &api.get("/v1/hosts")?, HOST_COLUMNS),
+            HostsCmd::Show { name } => print(out, &api.get(&format!("/v1/hosts/{}", segment(name)))?, HOST_COLUMNS),
+            HostsCmd::Add { name, ips, labels: l } => {
+                print(out, &api.post("/v1/hosts", &json!({"name": name, "ips": ips, "labels": labels(l)?}))?, HOST_COLUMNS)
+            }
+            HostsCmd::Remove { name } => {
+                api.delete(&format!("/v1/hosts/{}", segment(name)))?;
+                println!("host {name} removed");
+            }
+        },
+        Command::Tenants(cmd) => match cmd {
+            TenantsCmd::List => print(out, &api.get("/v1/tenants")?, TENANT_COLUMNS),
+            TenantsCmd::Show { name } => print(out, &api.get(&format!("/v1/tenants/{}", segment(name)))?, TENANT_COLUMNS),
+            TenantsCmd::Add { name, labels: l } => print(out, &api.post("/v1/tenants", &json!({"name": name, "labels": labels(l)?}))?, TENANT_COLUMNS),
+            TenantsCmd::Remove { name } => {
+                api.delete(&format!("/v1/tenants/{}", segment(name)))?;
+                println!("tenant {name} removed");
+            }
+        },
+        Command::Segments(cmd) => match cmd {
+            SegmentsCmd::List { tenant } => print(out, &api.get(&format!("/v1/tenants/{}/segments", segment(tenant)))?, SEGMENT_COLUMNS),
+            SegmentsCmd::Show { tenant, name } => {
+                print(out, &api.get(&format!("/v1/tenants/{}/segments/{}", segment(tenant), segment(name)))?, SEGMENT_COLUMNS)
+            }
+            SegmentsCmd::Add { tenant, name, labels: l } => print(
+                out,
+                &api.post(&format!("/v1/tenants/{}/segments", segment(tenant)), &json!({"name": name, "labels": labels(l)?}))?,
+                SEGMENT_COLUMNS,
+            ),
+            SegmentsCmd::Remove { tenant, name } => {
+                api.delete(&format!("/v1/tenants/{}/segments/{}", segment(tenant), segment(name)))?;
+                println!("segment {tenant}/{name} removed");
+            }
+        },
+        Command::Endpoints(cmd) => match cmd {
+            EndpointsCmd::List { tenant, host } => {
+                print(out, &api.get(&format!("/v1/endpoints{}", query(&[("tenant", tenant), ("host", host)])))?, ENDPOINT_COLUMNS)
+            }
+            EndpointsCmd::Show { id } => print(out, &api.get(&format!("/v1/endpoints/{}", segment(id)))?, ENDPOINT_COLUMNS),
+            EndpointsCmd::Add { id, tenant, segment: seg, host, labels: l } => print(
+                out,
+                &api.post("/v1/endpoints", &json!({"id": id, "tenant": tenant, "segment": seg, "host": host, "labels": labels(l)?}))?,
+                ENDPOINT_COLUMNS,
+            ),
+            EndpointsCmd::Remove { id } => {
+                api.delete(&format!("/v1/endpoints/{}", segment(id)))?;
+                println!("endpoint {id} released");
+            }
+        },
+        Command::Blocks(BlocksCmd::List { host, tenant, segment: seg }) => print(
+            out,
+            &api.get(&format!("/v1/blocks{}", query(&[("host", host), ("tenant", tenant), ("segment", seg)])))?,
+            BLOCK_COLUMNS,
+        ),
+        Command::Routes(RoutesArgs { budget }) => {
+            let plan = api.get(&format!("/v1/routes{}", query(&[("budget", &budget.map(|b| b.to_string()))])))?;
+            if out == Output::Json {
+                return Ok(print(out, &plan, &[]));
+            }
+            print_routes(&plan);
+        }
+        Command::Tokens(cmd) => match cmd {
+            TokensCmd::List => print(out, &api.get("/v1/tokens")?, TOKEN_COLUMNS),
+            TokensCmd::Create { name, role, tenant } => {
+                print(out, &api.post("/v1/tokens", &json!({"name": name, "role": role, "tenant": tenant}))?, TOKEN_COLUMNS)
+            }
+            TokensCmd::Remove { id } => {
+                api.delete(&format!("/v1/tokens/{}", segment(id)))?;
+                println!("token {id} removed");
+            }
+        },
+    }
+    Ok(())
+}
+
+fn print_plan(answer: &Value) {
+    let plan = &answer["plan"];
+    let verb = match (answer["dryRun"].as_bool(), answer["applied"].as_bool()) {
+        (Some(true), _) => "dry run: nothing changed",
+        (_, Some(true)) => "applied",
+        _ => "not applied",
+    };
+    println!("{verb} (revision {})", answer["revision"]);
+    for c in plan["cidrChanges"].as_array().into_iter().flatten() {
+        println!("  group {} in {}: {} -> {}", cell(&c["group"]), cell(&c["network"]), cell(&c["from"]), cell(&c["to"]));
+    }
+    for m in plan["hostMoves"].as_array().into_iter().flatten() {
+        println!("  host {} moves: {} -> {}", cell(&m["host"]), cell(&m["from"]), cell(&m["to"]));
+    }
+    for r in plan["refusals"].as_array().into_iter().flatten() {
+        println!("  REFUSED {}: {}", cell(&r["subject"]), cell(&r["message"]));
+    }
+}
+
+fn print_routes(plan: &Value) {
+    let rows: Vec<Vec<String>> = plan["fabricRoutes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let gws: Vec<String> = r["gateways"].as_array().into_iter().flatten().map(|g| format!("{}({})", cell(&g["host"]), cell(&g["ip"]))).collect();
+            vec![cell(&r["network"]), cell(&r["dst"]), cell(&r["scope"]), gws.join(",")]
+        })
+        .collect();
+    println!("{}", render(&["NETWORK", "DESTINATION", "SCOPE", "GATEWAYS"], &rows));
+    let over = plan["overCoverage"].as_array().map(Vec::len).unwrap_or(0);
+    if over > 0 {
+        println!("\nover-covered ranges (forced by the budget):");
+        for o in plan["overCoverage"].as_array().into_iter().flatten() {
+            println!("  {} under {}: {}", cell(&o["range"]), cell(&o["route"]), cell(&o["belongsTo"]));
+        }
+    }
+    let host_routes: usize = plan["hostRoutes"].as_object().map(|m| m.values().map(|v| v.as_array().map_or(0, Vec::len)).sum()).unwrap_or(0);
+    println!("\n{host_routes} host route(s) across {} host(s)", plan["hostRoutes"].as_object().map_or(0, |m| m.len()));
+    for d in plan["diagnostics"].as_array().into_iter().flatten() {
+        println!("warning: {}", cell(d));
+    }
+}
