@@ -260,42 +260,24 @@ async fn allocate_in(
     owner: &BlockOwner,
     endpoint: &str,
 ) -> Result<IpAddr> {
-    let rows = sqlx::query("SELECT cidr, host, tenant, segment, used FROM blocks WHERE group_path = $1 AND network = $2")
-        .bind(group_path)
-        .bind(&network.name)
-        .fetch_all(&mut *conn)
-        .await?;
-    let mut blocks = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let host: Option<String> = r.try_get("host")?;
-        let owner = match host {
-            Some(host) => Some(BlockOwner {
-                host,
-                tenant: r
-                    .try_get::<Option<String>, _>("tenant")?
-                    .unwrap_or_default(),
-                segment: r
-                    .try_get::<Option<String>, _>("segment")?
-                    .unwrap_or_default(),
-            }),
-            None => None,
-        };
-        let cidr: IpNet = r
-            .try_get::<String, _>("cidr")?
-            .parse()
-            .map_err(|_| StoreError::Corrupt("block CIDR".into()))?;
-        blocks.push(BlockState {
-            cidr,
-            owner,
-            used: u64::try_from(r.try_get::<i64, _>("used")?).unwrap_or(0),
-        });
-    }
-    let choice = choose_block(network, group_cidr, &blocks, owner).ok_or_else(|| {
-        StoreError::Exhausted(format!(
-            "group {group_path} has no room left in network `{}` ({group_cidr})",
-            network.name
-        ))
-    })?;
+    // Fast path: a block of this owner with room needs only the owner's blocks; the whole
+    // group's blocks are read only when a block must be taken over or carved.
+    let owned = load_blocks(
+        conn,
+        "SELECT cidr, host, tenant, segment, used FROM blocks WHERE group_path = $1 AND network = $2 AND host = $3 AND tenant = $4 AND segment = $5 AND used < capacity",
+        group_path,
+        network,
+        Some(owner),
+    )
+    .await?;
+    let choice = match choose_block(network, group_cidr, &owned, owner) {
+        Some(choice @ BlockChoice::Owned(_)) => choice,
+        _ => {
+            let all = load_blocks(conn, "SELECT cidr, host, tenant, segment, used FROM blocks WHERE group_path = $1 AND network = $2", group_path, network, None).await?;
+            choose_block(network, group_cidr, &all, owner)
+                .ok_or_else(|| StoreError::Exhausted(format!("group {group_path} has no room left in network `{}` ({group_cidr})", network.name)))?
+        }
+    };
     let block = choice.cidr();
     let block_text = block.to_string();
     let cap = i64::try_from(capacity(network, block)).unwrap_or(i64::MAX);
@@ -353,6 +335,27 @@ async fn allocate_in(
         .execute(&mut *conn)
         .await?;
     Ok(address)
+}
+
+async fn load_blocks(conn: &mut AnyConnection, sql: &str, group_path: &str, network: &Network, owner: Option<&BlockOwner>) -> Result<Vec<BlockState>> {
+    let mut query = sqlx::query(sql).bind(group_path).bind(&network.name);
+    if let Some(o) = owner {
+        query = query.bind(&o.host).bind(&o.tenant).bind(&o.segment);
+    }
+    let mut blocks = Vec::new();
+    for r in query.fetch_all(&mut *conn).await? {
+        let owner = match r.try_get::<Option<String>, _>("host")? {
+            Some(host) => Some(BlockOwner {
+                host,
+                tenant: r.try_get::<Option<String>, _>("tenant")?.unwrap_or_default(),
+                segment: r.try_get::<Option<String>, _>("segment")?.unwrap_or_default(),
+            }),
+            None => None,
+        };
+        let cidr: IpNet = r.try_get::<String, _>("cidr")?.parse().map_err(|_| StoreError::Corrupt("block CIDR".into()))?;
+        blocks.push(BlockState { cidr, owner, used: u64::try_from(r.try_get::<i64, _>("used")?).unwrap_or(0) });
+    }
+    Ok(blocks)
 }
 
 fn parse_ip(text: &str) -> Result<IpAddr> {

@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Transaction};
-use tessera_topology::Layout;
 
 pub use inventory::{DEFAULT_SEGMENT, HostRecord, NewHost, SegmentRecord, TenantRecord};
 pub use ipam::{BlockFilter, BlockRecord, EndpointRecord, NewEndpoint};
@@ -85,9 +84,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// The carved layout of the stored topology, by revision: carving is pure and repeatable,
-    /// so every controller instance can cache it.
-    layout: Arc<Mutex<Option<(i64, Arc<Layout>)>>>,
+    /// The stored topology and its carved layout, for the revision it was read at.
+    topology: Arc<Mutex<Option<TopologyRecord>>>,
 }
 
 impl Store {
@@ -140,7 +138,7 @@ impl Store {
         Ok(Store {
             pool,
             backend,
-            layout: Arc::new(Mutex::new(None)),
+            topology: Arc::new(Mutex::new(None)),
         })
     }
 

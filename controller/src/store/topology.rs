@@ -27,44 +27,27 @@ impl Store {
     }
 
     pub(super) async fn topology_in(&self, conn: &mut AnyConnection) -> Result<TopologyRecord> {
-        let row = sqlx::query("SELECT revision, spec FROM topology WHERE id = 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-        let (revision, text) = match row {
-            Some(row) => (
-                row.try_get::<i64, _>("revision")?,
-                row.try_get::<String, _>("spec")?,
-            ),
-            None => (0, String::new()),
+        let revision: i64 = match sqlx::query("SELECT revision FROM topology WHERE id = 1").fetch_optional(&mut *conn).await? {
+            Some(row) => row.try_get("revision")?,
+            None => 0,
         };
-        let spec: TopologySpec = if text.is_empty() {
-            TopologySpec::default()
-        } else {
-            from_json(&text)?
-        };
-        let cached = self.layout.lock().ok().and_then(|c| {
-            c.as_ref()
-                .filter(|(r, _)| *r == revision)
-                .map(|(_, l)| l.clone())
-        });
-        let layout = match cached {
-            Some(layout) => layout,
-            None => {
-                let layout = Arc::new(
-                    Layout::build(&spec)
-                        .map_err(|e| StoreError::Corrupt(format!("stored topology: {e}")))?,
-                );
-                if let Ok(mut cache) = self.layout.lock() {
-                    *cache = Some((revision, layout.clone()));
-                }
-                layout
+        // Carving is pure, so a record cached for this revision is as good as a fresh read.
+        if let Some(cached) = self.topology.lock().ok().and_then(|c| c.as_ref().filter(|t| t.revision == revision).cloned()) {
+            return Ok(cached);
+        }
+        let spec: TopologySpec = match revision {
+            0 => TopologySpec::default(),
+            _ => {
+                let row = sqlx::query("SELECT spec FROM topology WHERE id = 1").fetch_one(&mut *conn).await?;
+                from_json(&row.try_get::<String, _>("spec")?)?
             }
         };
-        Ok(TopologyRecord {
-            revision,
-            spec,
-            layout,
-        })
+        let layout = Arc::new(Layout::build(&spec).map_err(|e| StoreError::Corrupt(format!("stored topology: {e}")))?);
+        let record = TopologyRecord { revision, spec, layout };
+        if let Ok(mut cache) = self.topology.lock() {
+            *cache = Some(record.clone());
+        }
+        Ok(record)
     }
 
     /// Plan replacing the topology by `spec`; unless `dry_run`, apply it when nothing is refused.
