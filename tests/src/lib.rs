@@ -80,7 +80,10 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(extra_env: &[(&str, &str)]) -> Controller {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
         let url = format!("http://127.0.0.1:{port}");
         let token = format!("test-admin-{}", rand::random::<u64>());
         let mut cmd = std::process::Command::new(binary("tessera-controller"));
@@ -96,12 +99,17 @@ impl Controller {
         let controller = Controller { child, url, token };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
-            if reqwest::blocking::get(format!("{}/readyz", controller.url)).is_ok_and(|r| r.status().is_success()) {
+            if reqwest::blocking::get(format!("{}/readyz", controller.url))
+                .is_ok_and(|r| r.status().is_success())
+            {
                 return controller;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("tessera-controller did not become ready at {}", controller.url);
+        panic!(
+            "tessera-controller did not become ready at {}",
+            controller.url
+        );
     }
 }
 

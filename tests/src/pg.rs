@@ -158,10 +158,8 @@ fn start() -> Result<Cluster, String> {
                 "-c",
                 "max_connections=500",
             ]);
-        if let Ok(log) = log {
-            if let Ok(err) = log.try_clone() {
-                cmd.stdout(log).stderr(err);
-            }
+        if let Ok((log, err)) = log.and_then(|l| l.try_clone().map(|e| (l, e))) {
+            cmd.stdout(log).stderr(err);
         }
         match cmd.spawn() {
             Ok(mut child) => {

@@ -274,8 +274,12 @@ async fn allocate_in(
         Some(choice @ BlockChoice::Owned(_)) => choice,
         _ => {
             let all = load_blocks(conn, "SELECT cidr, host, tenant, segment, used FROM blocks WHERE group_path = $1 AND network = $2", group_path, network, None).await?;
-            choose_block(network, group_cidr, &all, owner)
-                .ok_or_else(|| StoreError::Exhausted(format!("group {group_path} has no room left in network `{}` ({group_cidr})", network.name)))?
+            choose_block(network, group_cidr, &all, owner).ok_or_else(|| {
+                StoreError::Exhausted(format!(
+                    "group {group_path} has no room left in network `{}` ({group_cidr})",
+                    network.name
+                ))
+            })?
         }
     };
     let block = choice.cidr();
@@ -337,7 +341,13 @@ async fn allocate_in(
     Ok(address)
 }
 
-async fn load_blocks(conn: &mut AnyConnection, sql: &str, group_path: &str, network: &Network, owner: Option<&BlockOwner>) -> Result<Vec<BlockState>> {
+async fn load_blocks(
+    conn: &mut AnyConnection,
+    sql: &str,
+    group_path: &str,
+    network: &Network,
+    owner: Option<&BlockOwner>,
+) -> Result<Vec<BlockState>> {
     let mut query = sqlx::query(sql).bind(group_path).bind(&network.name);
     if let Some(o) = owner {
         query = query.bind(&o.host).bind(&o.tenant).bind(&o.segment);
@@ -347,13 +357,24 @@ async fn load_blocks(conn: &mut AnyConnection, sql: &str, group_path: &str, netw
         let owner = match r.try_get::<Option<String>, _>("host")? {
             Some(host) => Some(BlockOwner {
                 host,
-                tenant: r.try_get::<Option<String>, _>("tenant")?.unwrap_or_default(),
-                segment: r.try_get::<Option<String>, _>("segment")?.unwrap_or_default(),
+                tenant: r
+                    .try_get::<Option<String>, _>("tenant")?
+                    .unwrap_or_default(),
+                segment: r
+                    .try_get::<Option<String>, _>("segment")?
+                    .unwrap_or_default(),
             }),
             None => None,
         };
-        let cidr: IpNet = r.try_get::<String, _>("cidr")?.parse().map_err(|_| StoreError::Corrupt("block CIDR".into()))?;
-        blocks.push(BlockState { cidr, owner, used: u64::try_from(r.try_get::<i64, _>("used")?).unwrap_or(0) });
+        let cidr: IpNet = r
+            .try_get::<String, _>("cidr")?
+            .parse()
+            .map_err(|_| StoreError::Corrupt("block CIDR".into()))?;
+        blocks.push(BlockState {
+            cidr,
+            owner,
+            used: u64::try_from(r.try_get::<i64, _>("used")?).unwrap_or(0),
+        });
     }
     Ok(blocks)
 }

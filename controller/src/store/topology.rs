@@ -27,23 +27,40 @@ impl Store {
     }
 
     pub(super) async fn topology_in(&self, conn: &mut AnyConnection) -> Result<TopologyRecord> {
-        let revision: i64 = match sqlx::query("SELECT revision FROM topology WHERE id = 1").fetch_optional(&mut *conn).await? {
+        let revision: i64 = match sqlx::query("SELECT revision FROM topology WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await?
+        {
             Some(row) => row.try_get("revision")?,
             None => 0,
         };
         // Carving is pure, so a record cached for this revision is as good as a fresh read.
-        if let Some(cached) = self.topology.lock().ok().and_then(|c| c.as_ref().filter(|t| t.revision == revision).cloned()) {
+        if let Some(cached) = self
+            .topology
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().filter(|t| t.revision == revision).cloned())
+        {
             return Ok(cached);
         }
         let spec: TopologySpec = match revision {
             0 => TopologySpec::default(),
             _ => {
-                let row = sqlx::query("SELECT spec FROM topology WHERE id = 1").fetch_one(&mut *conn).await?;
+                let row = sqlx::query("SELECT spec FROM topology WHERE id = 1")
+                    .fetch_one(&mut *conn)
+                    .await?;
                 from_json(&row.try_get::<String, _>("spec")?)?
             }
         };
-        let layout = Arc::new(Layout::build(&spec).map_err(|e| StoreError::Corrupt(format!("stored topology: {e}")))?);
-        let record = TopologyRecord { revision, spec, layout };
+        let layout = Arc::new(
+            Layout::build(&spec)
+                .map_err(|e| StoreError::Corrupt(format!("stored topology: {e}")))?,
+        );
+        let record = TopologyRecord {
+            revision,
+            spec,
+            layout,
+        };
         if let Ok(mut cache) = self.topology.lock() {
             *cache = Some(record.clone());
         }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Run every Tessera test on a Debian 12 machine, installing what the tests need first.
+# Needs Rust (rustup, 1.85 or newer) and root for the package installs; CI runs it as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need_apt+=(postgresql-15)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
+command -v pg_isready >/dev/null || [ -x /usr/lib/postgresql/15/bin/pg_isready ] || need_apt+=(postgresql-client-15)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+command -v cc >/dev/null || need_apt+=(build-essential)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Python peers of the tests, in a project-local virtualenv.
+if [ ! -x .venv/bin/aggregate6 ]; then
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check 'aggregate6==1.0.15'
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
