@@ -419,3 +419,42 @@ async fn concurrent_allocations_never_collide() {
         }
     }
 }
+
+/// Allocations and releases racing on the same hosts and blocks keep every block consistent:
+/// a released block holds nothing, and an owned block holds only its owner's addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_allocate_and_release_keep_blocks_consistent() {
+    for (backend, store) in stores().await {
+        setup(&store).await;
+        host(&store, "h0", "a").await;
+        host(&store, "h1", "a").await;
+        let mut tasks = Vec::new();
+        for t in 0..12 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for round in 0..15 {
+                    let id = format!("r{t}-{round}");
+                    let tenant = if t % 3 == 0 { "t2" } else { "t1" };
+                    store.allocate(endpoint(&id, tenant, "default", &format!("h{}", t % 2))).await.expect("allocate");
+                    if round % 3 != 2 {
+                        store.release(&id).await.expect("release");
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("task");
+        }
+        let blocks = store.blocks(BlockFilter::default()).await.expect("blocks");
+        let endpoints = store.endpoints(None, None).await.expect("endpoints");
+        assert_eq!(endpoints.len(), 12 * 5, "{backend}");
+        for b in &blocks {
+            let inside: Vec<_> = endpoints.iter().filter(|e| e.ips.iter().any(|ip| b.cidr.contains(ip))).collect();
+            assert_eq!(inside.len() as i64, b.used, "{backend}: used count of {}", b.cidr);
+            match &b.host {
+                None => assert!(inside.is_empty(), "{backend}: released block {} holds addresses", b.cidr),
+                Some(h) => assert!(inside.iter().all(|e| &e.host == h && Some(&e.tenant) == b.tenant.as_ref()), "{backend}: block {} mixes owners", b.cidr),
+            }
+        }
+    }
+}

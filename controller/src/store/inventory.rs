@@ -122,10 +122,12 @@ impl Store {
     /// Remove a host, releasing its endpoints and blocks.
     pub async fn delete_host(&self, name: &str, if_match: Option<i64>) -> Result<()> {
         let name = name.to_string();
+        let store = self.clone();
         self.with_retries(move |tx| {
-            let name = name.clone();
+            let (name, store) = (name.clone(), store.clone());
             Box::pin(async move {
                 let host = host_in(tx, &name).await?;
+                store.lock_groups(tx, Some(&host.group)).await?;
                 if let Some(sent) = if_match.filter(|s| *s != host.revision) {
                     return Err(StoreError::Stale { kind: "host", name, current: host.revision, sent });
                 }

@@ -18,7 +18,7 @@ use tessera_topology::ipam::{
 use tessera_topology::{Labels, Network};
 
 use super::inventory::host_in;
-use super::{Backend, Result, Store, StoreError, from_json, now, to_json};
+use super::{Result, Store, StoreError, from_json, now, to_json};
 
 /// An endpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,9 +109,7 @@ impl Store {
                 if networks.is_empty() {
                     return Err(StoreError::invalid("tenant", format!("tenant `{}` may not draw from any network of group {}", new.tenant, group.path)));
                 }
-                if store.backend == Backend::Postgres {
-                    sqlx::query("SELECT path FROM group_locks WHERE path = $1 FOR UPDATE").bind(&group.path).fetch_optional(&mut **tx).await?;
-                }
+                store.lock_groups(tx, Some(&group.path)).await?;
                 sqlx::query("INSERT INTO endpoints (id, tenant, segment, host, labels, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
                     .bind(&new.id)
                     .bind(&new.tenant)
@@ -135,10 +133,14 @@ impl Store {
     /// Release an endpoint's addresses. Releasing an unknown id does nothing.
     pub async fn release(&self, id: &str) -> Result<Option<EndpointRecord>> {
         let id = id.to_string();
+        let store = self.clone();
         self.with_retries(move |tx| {
-            let id = id.clone();
+            let (id, store) = (id.clone(), store.clone());
             Box::pin(async move {
                 let Some(existing) = endpoint_in(tx, &id).await? else { return Ok(None) };
+                let group: Option<String> =
+                    sqlx::query("SELECT group_path FROM hosts WHERE name = $1").bind(&existing.host).fetch_optional(&mut **tx).await?.map(|r| r.try_get("group_path")).transpose()?;
+                store.lock_groups(tx, group.as_deref()).await?;
                 let blocks: Vec<String> = sqlx::query("SELECT block FROM endpoint_addresses WHERE endpoint = $1")
                     .bind(&id)
                     .fetch_all(&mut **tx)

@@ -161,6 +161,18 @@ impl Store {
         })
     }
 
+    /// Serialise with every other writer of the prefix group at `path` (PostgreSQL; on SQLite
+    /// `BEGIN IMMEDIATE` already serialises all writers). `None` locks every group.
+    async fn lock_groups(&self, conn: &mut sqlx::AnyConnection, path: Option<&str>) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            match path {
+                Some(p) => sqlx::query("SELECT path FROM group_locks WHERE path = $1 FOR UPDATE").bind(p).fetch_all(&mut *conn).await?,
+                None => sqlx::query("SELECT path FROM group_locks ORDER BY path FOR UPDATE").fetch_all(&mut *conn).await?,
+            };
+        }
+        Ok(())
+    }
+
     /// Run `body` in a write transaction, retrying lost races a bounded number of times.
     async fn with_retries<T, F>(&self, mut body: F) -> Result<T>
     where

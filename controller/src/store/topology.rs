@@ -81,6 +81,8 @@ impl Store {
         self.with_retries(move |tx| {
             let (store, spec, new_layout) = (store.clone(), spec.clone(), new_layout.clone());
             Box::pin(async move {
+                // Allocations read the layout; none may run while it changes.
+                store.lock_groups(tx, None).await?;
                 let current = store.topology_in(tx).await?;
                 if let Some(sent) = if_match.filter(|sent| *sent != current.revision) {
                     return Err(StoreError::Stale {
