@@ -24,4 +24,6 @@ fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The integration tests run the binaries (controller, CLI) as processes: build them first.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked

@@ -2,8 +2,6 @@
 //! to start rather than pretend to enforce anything.
 
 fn main() -> std::process::ExitCode {
-    eprintln!(
-        "tessera-agent: the node agent is not implemented yet; nothing is enforced by this build"
-    );
+    eprintln!("tessera-agent: the node agent is not implemented yet; nothing is enforced by this build");
     std::process::ExitCode::from(2)
 }

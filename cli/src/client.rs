@@ -19,15 +19,8 @@ impl Api {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!("--server must be an http:// or https:// URL, not `{server}`");
         }
-        let http = Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("building the HTTP client")?;
-        Ok(Api {
-            base,
-            token: token.map(String::from),
-            http,
-        })
+        let http = Client::builder().timeout(Duration::from_secs(60)).build().context("building the HTTP client")?;
+        Ok(Api { base, token: token.map(String::from), http })
     }
 
     fn send(&self, request: RequestBuilder) -> anyhow::Result<Value> {
@@ -35,13 +28,7 @@ impl Api {
             Some(t) => request.bearer_auth(t),
             None => request,
         };
-        let response = request.send().map_err(|e| {
-            anyhow!(
-                "cannot reach the controller at {}: {}",
-                self.base,
-                root_cause(&e)
-            )
-        })?;
+        let response = request.send().map_err(|e| anyhow!("cannot reach the controller at {}: {}", self.base, root_cause(&e)))?;
         decode(response)
     }
 
@@ -54,12 +41,7 @@ impl Api {
     }
 
     pub fn put_text(&self, path: &str, body: String, content_type: &str) -> anyhow::Result<Value> {
-        self.send(
-            self.http
-                .put(format!("{}{path}", self.base))
-                .header("content-type", content_type)
-                .body(body),
-        )
+        self.send(self.http.put(format!("{}{path}", self.base)).header("content-type", content_type).body(body))
     }
 
     pub fn delete(&self, path: &str) -> anyhow::Result<Value> {
@@ -78,27 +60,17 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 fn decode(response: Response) -> anyhow::Result<Value> {
     let status = response.status();
     let text = response.text().context("reading the controller's answer")?;
-    let body: Value = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
+    let body: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
     if status.is_success() {
         return Ok(body);
     }
     let error = &body["error"];
-    let message = error["message"]
-        .as_str()
-        .map(String::from)
-        .unwrap_or_else(|| format!("{body}"));
+    let message = error["message"].as_str().map(String::from).unwrap_or_else(|| format!("{body}"));
     let mut line = match error["field"].as_str() {
         Some(field) => format!("{field}: {message}"),
         None => message,
     };
-    if let Some(refusals) = body["plan"]["refusals"]
-        .as_array()
-        .filter(|r| !r.is_empty())
-    {
+    if let Some(refusals) = body["plan"]["refusals"].as_array().filter(|r| !r.is_empty()) {
         line = format!("{line} ({} refusal(s))", refusals.len());
     }
     Err(anyhow!("{line} [HTTP {}]", status.as_u16()))
@@ -108,9 +80,7 @@ fn decode(response: Response) -> anyhow::Result<Value> {
 pub fn segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -154,72 +154,36 @@ pub enum TokensCmd {
 fn labels(pairs: &[String]) -> anyhow::Result<Value> {
     let mut map = serde_json::Map::new();
     for p in pairs {
-        let (k, v) = p
-            .split_once('=')
-            .with_context(|| format!("--label `{p}`: expected key=value"))?;
+        let (k, v) = p.split_once('=').with_context(|| format!("--label `{p}`: expected key=value"))?;
         map.insert(k.to_string(), Value::String(v.to_string()));
     }
     Ok(Value::Object(map))
 }
 
 fn query(pairs: &[(&str, &Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", segment(v))))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
+    let parts: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", segment(v)))).collect();
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
 }
 
 /// Print `value` as JSON, or as a table of `columns` (header, JSON key) over a list or one object.
 fn print(output: Output, value: &Value, columns: &[(&str, &str)]) {
     if output == Output::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
         return;
     }
     let items: Vec<&Value> = match value {
         Value::Array(a) => a.iter().collect(),
         other => vec![other],
     };
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|item| columns.iter().map(|(_, key)| cell(&item[*key])).collect())
-        .collect();
+    let rows: Vec<Vec<String>> = items.iter().map(|item| columns.iter().map(|(_, key)| cell(&item[*key])).collect()).collect();
     let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
     println!("{}", render(&headers, &rows));
 }
 
-const HOST_COLUMNS: &[(&str, &str)] = &[
-    ("NAME", "name"),
-    ("GROUP", "group"),
-    ("IPS", "ips"),
-    ("LABELS", "labels"),
-    ("BLOCKS", "blocks"),
-];
-const TENANT_COLUMNS: &[(&str, &str)] = &[
-    ("NAME", "name"),
-    ("SEGMENTS", "segments"),
-    ("CIDRS", "cidrs"),
-];
-const SEGMENT_COLUMNS: &[(&str, &str)] = &[
-    ("TENANT", "tenant"),
-    ("NAME", "name"),
-    ("CIDRS", "cidrs"),
-    ("BLOCKS", "blocks"),
-];
-const ENDPOINT_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "id"),
-    ("TENANT", "tenant"),
-    ("SEGMENT", "segment"),
-    ("HOST", "host"),
-    ("IPS", "ips"),
-];
+const HOST_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("GROUP", "group"), ("IPS", "ips"), ("LABELS", "labels"), ("BLOCKS", "blocks")];
+const TENANT_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("SEGMENTS", "segments"), ("CIDRS", "cidrs")];
+const SEGMENT_COLUMNS: &[(&str, &str)] = &[("TENANT", "tenant"), ("NAME", "name"), ("CIDRS", "cidrs"), ("BLOCKS", "blocks")];
+const ENDPOINT_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("TENANT", "tenant"), ("SEGMENT", "segment"), ("HOST", "host"), ("IPS", "ips")];
 const BLOCK_COLUMNS: &[(&str, &str)] = &[
     ("CIDR", "cidr"),
     ("NETWORK", "network"),
@@ -230,13 +194,7 @@ const BLOCK_COLUMNS: &[(&str, &str)] = &[
     ("USED", "used"),
     ("CAPACITY", "capacity"),
 ];
-const TOKEN_COLUMNS: &[(&str, &str)] = &[
-    ("ID", "id"),
-    ("NAME", "name"),
-    ("ROLE", "role"),
-    ("TENANT", "tenant"),
-    ("TOKEN", "token"),
-];
+const TOKEN_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("TENANT", "tenant"), ("TOKEN", "token")];
 
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
     let api = Api::new(&cli.server, cli.token.as_deref())?;
@@ -291,7 +249,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Tenants(cmd) => match cmd {
             TenantsCmd::List => print(out, &api.get("/v1/tenants")?, TENANT_COLUMNS),
             TenantsCmd::Show { name } => print(out, &api.get(&format!("/v1/tenants/{}", segment(name)))?, TENANT_COLUMNS),
-            TenantsCmd::Add { name, labels: l } => print(out, &api.post("/v1/tenants", &json!({"name": name, "labels": labels(l)?}))?, TENANT_COLUMNS),
+            TenantsCmd::Add { name, labels: l } => {
+                print(out, &api.post("/v1/tenants", &json!({"name": name, "labels": labels(l)?}))?, TENANT_COLUMNS)
+            }
             TenantsCmd::Remove { name } => {
                 api.delete(&format!("/v1/tenants/{}", segment(name)))?;
                 println!("tenant {name} removed");
@@ -327,11 +287,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 println!("endpoint {id} released");
             }
         },
-        Command::Blocks(BlocksCmd::List { host, tenant, segment: seg }) => print(
-            out,
-            &api.get(&format!("/v1/blocks{}", query(&[("host", host), ("tenant", tenant), ("segment", seg)])))?,
-            BLOCK_COLUMNS,
-        ),
+        Command::Blocks(BlocksCmd::List { host, tenant, segment: seg }) => {
+            print(out, &api.get(&format!("/v1/blocks{}", query(&[("host", host), ("tenant", tenant), ("segment", seg)])))?, BLOCK_COLUMNS)
+        }
         Command::Routes(RoutesArgs { budget }) => {
             let plan = api.get(&format!("/v1/routes{}", query(&[("budget", &budget.map(|b| b.to_string()))])))?;
             if out == Output::Json {
@@ -363,21 +321,10 @@ fn print_plan(answer: &Value) {
     };
     println!("{verb} (revision {})", answer["revision"]);
     for c in plan["cidrChanges"].as_array().into_iter().flatten() {
-        println!(
-            "  group {} in {}: {} -> {}",
-            cell(&c["group"]),
-            cell(&c["network"]),
-            cell(&c["from"]),
-            cell(&c["to"])
-        );
+        println!("  group {} in {}: {} -> {}", cell(&c["group"]), cell(&c["network"]), cell(&c["from"]), cell(&c["to"]));
     }
     for m in plan["hostMoves"].as_array().into_iter().flatten() {
-        println!(
-            "  host {} moves: {} -> {}",
-            cell(&m["host"]),
-            cell(&m["from"]),
-            cell(&m["to"])
-        );
+        println!("  host {} moves: {} -> {}", cell(&m["host"]), cell(&m["from"]), cell(&m["to"]));
     }
     for r in plan["refusals"].as_array().into_iter().flatten() {
         println!("  REFUSED {}: {}", cell(&r["subject"]), cell(&r["message"]));
@@ -390,44 +337,22 @@ fn print_routes(plan: &Value) {
         .into_iter()
         .flatten()
         .map(|r| {
-            let gws: Vec<String> = r["gateways"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|g| format!("{}({})", cell(&g["host"]), cell(&g["ip"])))
-                .collect();
-            vec![
-                cell(&r["network"]),
-                cell(&r["dst"]),
-                cell(&r["scope"]),
-                gws.join(","),
-            ]
+            let gws: Vec<String> =
+                r["gateways"].as_array().into_iter().flatten().map(|g| format!("{}({})", cell(&g["host"]), cell(&g["ip"]))).collect();
+            vec![cell(&r["network"]), cell(&r["dst"]), cell(&r["scope"]), gws.join(",")]
         })
         .collect();
-    println!(
-        "{}",
-        render(&["NETWORK", "DESTINATION", "SCOPE", "GATEWAYS"], &rows)
-    );
+    println!("{}", render(&["NETWORK", "DESTINATION", "SCOPE", "GATEWAYS"], &rows));
     let over = plan["overCoverage"].as_array().map(Vec::len).unwrap_or(0);
     if over > 0 {
         println!("\nover-covered ranges (forced by the budget):");
         for o in plan["overCoverage"].as_array().into_iter().flatten() {
-            println!(
-                "  {} under {}: {}",
-                cell(&o["range"]),
-                cell(&o["route"]),
-                cell(&o["belongsTo"])
-            );
+            println!("  {} under {}: {}", cell(&o["range"]), cell(&o["route"]), cell(&o["belongsTo"]));
         }
     }
-    let host_routes: usize = plan["hostRoutes"]
-        .as_object()
-        .map(|m| m.values().map(|v| v.as_array().map_or(0, Vec::len)).sum())
-        .unwrap_or(0);
-    println!(
-        "\n{host_routes} host route(s) across {} host(s)",
-        plan["hostRoutes"].as_object().map_or(0, |m| m.len())
-    );
+    let host_routes: usize =
+        plan["hostRoutes"].as_object().map(|m| m.values().map(|v| v.as_array().map_or(0, Vec::len)).sum()).unwrap_or(0);
+    println!("\n{host_routes} host route(s) across {} host(s)", plan["hostRoutes"].as_object().map_or(0, |m| m.len()));
     for d in plan["diagnostics"].as_array().into_iter().flatten() {
         println!("warning: {}", cell(d));
     }

@@ -16,12 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "tessera", version)]
 pub struct Cli {
     /// Controller URL.
-    #[arg(
-        long,
-        global = true,
-        env = "TESSERA_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
+    #[arg(long, global = true, env = "TESSERA_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// API token.
     #[arg(long, global = true, env = "TESSERA_TOKEN", hide_env_values = true)]

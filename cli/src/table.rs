@@ -13,11 +13,7 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<String>| -> String {
-        let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = widths[i]))
-            .collect();
+        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = widths[i])).collect();
         padded.join("  ").trim_end().to_string()
     };
     let mut out = vec![line(headers.iter().map(|h| h.to_string()).collect())];
@@ -33,11 +29,7 @@ pub fn cell(v: &Value) -> String {
         Value::Array(a) if a.is_empty() => "-".into(),
         Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
         Value::Object(m) if m.is_empty() => "-".into(),
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| format!("{k}={}", cell(v)))
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", cell(v))).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }
@@ -48,13 +40,7 @@ mod tests {
 
     #[test]
     fn aligns_columns() {
-        let t = render(
-            &["NAME", "IPS"],
-            &[
-                vec!["h1".into(), "a,b".into()],
-                vec!["host-22".into(), "-".into()],
-            ],
-        );
+        let t = render(&["NAME", "IPS"], &[vec!["h1".into(), "a,b".into()], vec!["host-22".into(), "-".into()]]);
         assert_eq!(t, "NAME     IPS\nh1       a,b\nhost-22  -");
         assert_eq!(cell(&serde_json::json!({"a": "1"})), "a=1");
     }

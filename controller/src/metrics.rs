@@ -32,34 +32,14 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("tessera");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
         let allocations = Counter::default();
         let releases = Counter::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route and status",
-            requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            latency.clone(),
-        );
-        registry.register(
-            "endpoint_allocations",
-            "Endpoint allocations answered",
-            allocations.clone(),
-        );
+        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
+        registry.register("endpoint_allocations", "Endpoint allocations answered", allocations.clone());
         registry.register("endpoint_releases", "Endpoints released", releases.clone());
-        Metrics {
-            registry,
-            requests,
-            latency,
-            allocations,
-            releases,
-        }
+        Metrics { registry, requests, latency, allocations, releases }
     }
 }
 

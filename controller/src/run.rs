@@ -22,11 +22,7 @@ pub struct Args {
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// `sqlite://FILE` (embedded default) or `postgres://…` for HA.
-    #[arg(
-        long,
-        env = "TESSERA_DATABASE_URL",
-        default_value = "sqlite://tessera.db"
-    )]
+    #[arg(long, env = "TESSERA_DATABASE_URL", default_value = "sqlite://tessera.db")]
     pub database_url: String,
     /// Topology document applied on start when the store has none yet.
     #[arg(long, env = "TESSERA_TOPOLOGY")]
@@ -43,80 +39,44 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
-        .with_writer(std::io::stderr)
-        .init();
-    let store = Store::connect(&args.database_url)
-        .await
-        .with_context(|| format!("opening the store at {}", args.database_url))?;
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?).with_writer(std::io::stderr).init();
+    let store = Store::connect(&args.database_url).await.with_context(|| format!("opening the store at {}", args.database_url))?;
     bootstrap_token(&store, args.admin_token.as_deref()).await?;
     bootstrap_topology(&store, args.topology.as_deref(), args.no_demo).await?;
-    let state = AppState {
-        store,
-        metrics: Arc::new(Metrics::default()),
-    };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let state = AppState { store, metrics: Arc::new(Metrics::default()) };
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving the API");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown()).await?;
     Ok(())
 }
 
 async fn bootstrap_token(store: &Store, admin_token: Option<&str>) -> anyhow::Result<()> {
     if let Some(token) = admin_token {
         if store.authenticate(token).await?.is_none() {
-            store
-                .create_token(
-                    "bootstrap admin (TESSERA_ADMIN_TOKEN)",
-                    Role::Admin,
-                    None,
-                    Some(token),
-                )
-                .await?;
+            store.create_token("bootstrap admin (TESSERA_ADMIN_TOKEN)", Role::Admin, None, Some(token)).await?;
         }
         return Ok(());
     }
     if store.token_count().await? == 0 {
-        let created = store
-            .create_token("bootstrap admin", Role::Admin, None, None)
-            .await?;
+        let created = store.create_token("bootstrap admin", Role::Admin, None, None).await?;
         // Printed once, on stdout, so it can be captured; the store keeps only its hash.
         println!("Admin token (shown once, keep it): {}", created.token);
     }
     Ok(())
 }
 
-async fn bootstrap_topology(
-    store: &Store,
-    file: Option<&std::path::Path>,
-    no_demo: bool,
-) -> anyhow::Result<()> {
+async fn bootstrap_topology(store: &Store, file: Option<&std::path::Path>, no_demo: bool) -> anyhow::Result<()> {
     if store.topology().await?.revision != 0 {
         return Ok(());
     }
     let (text, origin) = match file {
-        Some(path) => (
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-            path.display().to_string(),
-        ),
+        Some(path) => (std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?, path.display().to_string()),
         None if no_demo => return Ok(()),
-        None => (
-            include_str!("demo-topology.yaml").to_string(),
-            "the built-in demo".to_string(),
-        ),
+        None => (include_str!("demo-topology.yaml").to_string(), "the built-in demo".to_string()),
     };
-    let spec =
-        parse_topology(&text, Format::Auto).with_context(|| format!("topology from {origin}"))?;
+    let spec = parse_topology(&text, Format::Auto).with_context(|| format!("topology from {origin}"))?;
     let (plan, revision) = store.apply_topology(spec, Some(0), false).await?;
-    anyhow::ensure!(
-        revision.is_some(),
-        "topology from {origin} was refused: {:?}",
-        plan.refusals
-    );
+    anyhow::ensure!(revision.is_some(), "topology from {origin} was refused: {:?}", plan.refusals);
     tracing::info!(%origin, "loaded the topology");
     Ok(())
 }
@@ -125,11 +85,10 @@ async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

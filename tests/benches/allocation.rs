@@ -13,13 +13,9 @@ const CLIENTS: usize = 8;
 fn topology() -> String {
     let mut doc = String::from("networks: [{name: pods, cidr: 10.0.0.0/8}]\ngroups:\n");
     for z in 0..3 {
-        doc.push_str(&format!(
-            "  - name: zone-{z}\n    assignment: {{zone: z{z}}}\n    groups:\n"
-        ));
+        doc.push_str(&format!("  - name: zone-{z}\n    assignment: {{zone: z{z}}}\n    groups:\n"));
         for r in 0..8 {
-            doc.push_str(&format!(
-                "      - {{name: rack-{r}, assignment: {{rack: r{r}}}}}\n"
-            ));
+            doc.push_str(&format!("      - {{name: rack-{r}, assignment: {{rack: r{r}}}}}\n"));
         }
     }
     doc
@@ -28,28 +24,14 @@ fn topology() -> String {
 async fn run(backend: &str, store: Store, endpoints: usize) {
     tessera_tests::apply(&store, &topology()).await;
     for t in 0..4 {
-        store
-            .create_tenant(&format!("tenant-{t}"), Labels::new())
-            .await
-            .expect("tenant");
+        store.create_tenant(&format!("tenant-{t}"), Labels::new()).await.expect("tenant");
     }
     let started = Instant::now();
     for i in 0..HOSTS {
-        let labels: Labels = [
-            ("zone".to_string(), format!("z{}", i % 3)),
-            ("rack".to_string(), format!("r{}", (i / 3) % 8)),
-        ]
-        .into_iter()
-        .collect();
+        let labels: Labels =
+            [("zone".to_string(), format!("z{}", i % 3)), ("rack".to_string(), format!("r{}", (i / 3) % 8))].into_iter().collect();
         let ip = std::net::Ipv4Addr::from(0xc0a8_0000u32 + i as u32);
-        store
-            .create_host(NewHost {
-                name: format!("host-{i}"),
-                ips: vec![ip.into()],
-                labels,
-            })
-            .await
-            .expect("host");
+        store.create_host(NewHost { name: format!("host-{i}"), ips: vec![ip.into()], labels }).await.expect("host");
     }
     let hosts_time = started.elapsed().as_secs_f64();
     let started = Instant::now();
@@ -73,11 +55,7 @@ async fn run(backend: &str, store: Store, endpoints: usize) {
         t.await.expect("client");
     }
     let secs = started.elapsed().as_secs_f64();
-    let blocks = store
-        .blocks(Default::default())
-        .await
-        .expect("blocks")
-        .len();
+    let blocks = store.blocks(Default::default()).await.expect("blocks").len();
     println!(
         "{backend}: {HOSTS} hosts registered in {hosts_time:.1} s; {endpoints} addresses in {secs:.1} s = {:.0} addresses/s ({CLIENTS} clients, {blocks} blocks)",
         endpoints as f64 / secs
@@ -86,10 +64,7 @@ async fn run(backend: &str, store: Store, endpoints: usize) {
 
 #[tokio::main]
 async fn main() {
-    let endpoints: usize = std::env::var("TESSERA_BENCH_ENDPOINTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let endpoints: usize = std::env::var("TESSERA_BENCH_ENDPOINTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     run("sqlite", tessera_tests::sqlite_store().await, endpoints).await;
     run("postgres", tessera_tests::postgres_store().await, endpoints).await;
 }

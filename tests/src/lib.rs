@@ -9,34 +9,23 @@ use tessera_controller::store::Store;
 
 /// A store on each backend, each in a fresh database: `[("sqlite", …), ("postgres", …)]`.
 pub async fn stores() -> Vec<(&'static str, Store)> {
-    vec![
-        ("sqlite", sqlite_store().await),
-        ("postgres", postgres_store().await),
-    ]
+    vec![("sqlite", sqlite_store().await), ("postgres", postgres_store().await)]
 }
 
 /// A store on a fresh SQLite file (kept for the life of the test process).
 pub async fn sqlite_store() -> Store {
-    Store::connect(&sqlite_url())
-        .await
-        .expect("open SQLite store")
+    Store::connect(&sqlite_url()).await.expect("open SQLite store")
 }
 
 /// A URL to a fresh SQLite file in a directory removed at process exit by the OS temp cleaner.
 pub fn sqlite_url() -> String {
-    let dir = tempfile::Builder::new()
-        .prefix("tessera-sqlite-")
-        .tempdir()
-        .expect("temp dir")
-        .keep();
+    let dir = tempfile::Builder::new().prefix("tessera-sqlite-").tempdir().expect("temp dir").keep();
     format!("sqlite://{}", dir.join("tessera.db").display())
 }
 
 /// A store on a fresh database of the shared throwaway PostgreSQL cluster.
 pub async fn postgres_store() -> Store {
-    Store::connect(&pg::fresh_database().await)
-        .await
-        .expect("open PostgreSQL store")
+    Store::connect(&pg::fresh_database().await).await.expect("open PostgreSQL store")
 }
 
 /// Path of a binary of this workspace, built by `cargo test` for the integration tests.
@@ -47,27 +36,15 @@ pub fn binary(name: &str) -> PathBuf {
         dir.pop();
     }
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built; run the tests through `cargo test --workspace`",
-        path.display()
-    );
+    assert!(path.exists(), "{} is not built; run `cargo build --workspace --bins` first (scripts/test-all.sh does)", path.display());
     path
 }
 
 /// Load a Tessera topology document into `store` (test helper).
 pub async fn apply(store: &Store, doc: &str) {
-    let spec = tessera_topology::parse_topology(doc, tessera_topology::Format::Auto)
-        .expect("test topology parses");
-    let (plan, revision) = store
-        .apply_topology(spec, None, false)
-        .await
-        .expect("apply");
-    assert!(
-        revision.is_some(),
-        "test topology refused: {:?}",
-        plan.refusals
-    );
+    let spec = tessera_topology::parse_topology(doc, tessera_topology::Format::Auto).expect("test topology parses");
+    let (plan, revision) = store.apply_topology(spec, None, false).await.expect("apply");
+    assert!(revision.is_some(), "test topology refused: {:?}", plan.refusals);
 }
 
 /// A `tessera-controller` process on a free loopback port with a fresh SQLite store; killed on drop.
@@ -80,10 +57,7 @@ pub struct Controller {
 
 impl Controller {
     pub fn start(extra_env: &[(&str, &str)]) -> Controller {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let url = format!("http://127.0.0.1:{port}");
         let token = format!("test-admin-{}", rand::random::<u64>());
         let mut cmd = std::process::Command::new(binary("tessera-controller"));
@@ -99,17 +73,12 @@ impl Controller {
         let controller = Controller { child, url, token };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
-            if reqwest::blocking::get(format!("{}/readyz", controller.url))
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if reqwest::blocking::get(format!("{}/readyz", controller.url)).is_ok_and(|r| r.status().is_success()) {
                 return controller;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!(
-            "tessera-controller did not become ready at {}",
-            controller.url
-        );
+        panic!("tessera-controller did not become ready at {}", controller.url);
     }
 }
 

@@ -36,10 +36,7 @@ pub async fn fresh_database() -> String {
     for _ in 0..50 {
         match sqlx::postgres::PgPool::connect(&admin).await {
             Ok(pool) => {
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&pool)
-                    .await
-                    .expect("create test database");
+                sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create test database");
                 pool.close().await;
                 return format!("{base}/{name}");
             }
@@ -51,28 +48,14 @@ pub async fn fresh_database() -> String {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
 /// Run a command as the postgres user when we are root.
 fn as_postgres(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid",
-            "postgres",
-            "--regid",
-            "postgres",
-            "--init-groups",
-            "--pdeathsig",
-            "KILL",
-            "--",
-        ])
-        .arg(program);
+        c.args(["--reuid", "postgres", "--regid", "postgres", "--init-groups", "--pdeathsig", "KILL", "--"]).arg(program);
         c
     } else {
         let mut c = Command::new("setpriv");
@@ -92,10 +75,7 @@ fn remove_stale_clusters(root: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
-            .strip_prefix("tessera-pg-")
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let Some(pid) = name.strip_prefix("tessera-pg-").and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -111,11 +91,7 @@ fn start() -> Result<Cluster, String> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     if is_root() {
-        let status = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .map_err(|e| e.to_string())?;
+        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().map_err(|e| e.to_string())?;
         if !status.success() {
             return Err("chown of the cluster directory failed".into());
         }
@@ -129,10 +105,7 @@ fn start() -> Result<Cluster, String> {
         .output()
         .map_err(|e| format!("initdb: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
+        return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let port = free_port()?;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -142,22 +115,18 @@ fn start() -> Result<Cluster, String> {
     std::thread::spawn(move || {
         let log = std::fs::File::create(dir2.join("postgres.log"));
         let mut cmd = as_postgres(&Path::new(BIN).join("postgres"));
-        cmd.arg("-D")
-            .arg(&data2)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&dir2)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=500",
-            ]);
+        cmd.arg("-D").arg(&data2).args(["-p", &port.to_string(), "-k"]).arg(&dir2).args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=500",
+        ]);
         if let Ok((log, err)) = log.and_then(|l| l.try_clone().map(|e| (l, e))) {
             cmd.stdout(log).stderr(err);
         }
@@ -177,21 +146,15 @@ fn start() -> Result<Cluster, String> {
     rx.recv().map_err(|e| e.to_string())??;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ready = Command::new(Path::new(BIN).join("pg_isready"))
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .output();
+        let ready = Command::new(Path::new(BIN).join("pg_isready")).args(["-h", "127.0.0.1", "-p", &port.to_string()]).output();
         if ready.map(|o| o.status.success()).unwrap_or(false) {
             break;
         }
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
-            return Err(format!(
-                "postgres did not become ready on port {port}: {log}"
-            ));
+            return Err(format!("postgres did not become ready on port {port}: {log}"));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(Cluster {
-        base_url: format!("postgres://postgres@127.0.0.1:{port}"),
-    })
+    Ok(Cluster { base_url: format!("postgres://postgres@127.0.0.1:{port}") })
 }

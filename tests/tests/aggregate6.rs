@@ -15,10 +15,7 @@ fn aggregate6() -> PathBuf {
     if let Ok(path) = std::env::var("TESSERA_AGGREGATE6") {
         return path.into();
     }
-    let venv = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../.venv/bin/aggregate6"
-    ));
+    let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/aggregate6"));
     assert!(
         venv.exists(),
         "aggregate6 not found at {}: run `bash .ci/run` once, or `python3 -m venv .venv && .venv/bin/pip install aggregate6`",
@@ -28,25 +25,12 @@ fn aggregate6() -> PathBuf {
 }
 
 fn reference(input: &[IpNet]) -> Vec<String> {
-    let mut child = Command::new(aggregate6())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run aggregate6");
+    let mut child = Command::new(aggregate6()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("run aggregate6");
     let text: String = input.iter().map(|n| format!("{n}\n")).collect();
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write");
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
     let out = child.wait_with_output().expect("aggregate6 output");
     assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(String::from)
-        .collect()
+    String::from_utf8(out.stdout).expect("utf-8").lines().map(String::from).collect()
 }
 
 /// Prefixes clustered in a few regions, so that merges and containment actually happen.
@@ -57,16 +41,12 @@ fn random_prefixes(rng: &mut StdRng, count: usize) -> Vec<IpNet> {
             let base = 0x0a00_0000u32 | (rng.gen_range(0..4u32) << 16);
             let len = rng.gen_range(18..=32u8);
             let addr = base | rng.gen_range(0..(1u32 << 16));
-            out.push(IpNet::V4(
-                Ipv4Net::new_assert(Ipv4Addr::from(addr), len).trunc(),
-            ));
+            out.push(IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(addr), len).trunc()));
         } else {
             let base = 0xfd00_0000_0000_0000_0000_0000_0000_0000u128;
             let len = rng.gen_range(112..=128u8);
             let addr = base | u128::from(rng.gen_range(0..(1u32 << 18)));
-            out.push(IpNet::V6(
-                Ipv6Net::new_assert(Ipv6Addr::from(addr), len).trunc(),
-            ));
+            out.push(IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::from(addr), len).trunc()));
         }
     }
     out

@@ -30,25 +30,12 @@ struct Reply {
 
 impl Api {
     async fn new(store: Store) -> Api {
-        store
-            .create_token("admin", Role::Admin, None, Some(ADMIN))
-            .await
-            .expect("admin token");
-        let router = app(AppState {
-            store: store.clone(),
-            metrics: Arc::new(Metrics::default()),
-        });
+        store.create_token("admin", Role::Admin, None, Some(ADMIN)).await.expect("admin token");
+        let router = app(AppState { store: store.clone(), metrics: Arc::new(Metrics::default()) });
         Api { router, store }
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<String>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
+    async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<String>, headers: &[(&str, &str)]) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -56,34 +43,21 @@ impl Api {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req
-            .body(body.map(Body::from).unwrap_or_else(Body::empty))
-            .expect("request");
+        let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).expect("request");
         let resp = self.router.clone().oneshot(req).await.expect("response");
         let status = resp.status();
-        let etag = resp
-            .headers()
-            .get("etag")
-            .map(|v| v.to_str().expect("etag").to_string());
+        let etag = resp.headers().get("etag").map(|v| v.to_str().expect("etag").to_string());
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         Reply { status, etag, body }
     }
 
     async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        self.call(method, path, Some(ADMIN), body.map(|b| b.to_string()), &[])
-            .await
+        self.call(method, path, Some(ADMIN), body.map(|b| b.to_string()), &[]).await
     }
 
     async fn token(&self, role: &str, tenant: Option<&str>) -> String {
-        let r = self
-            .admin(
-                Method::POST,
-                "/v1/tokens",
-                Some(json!({"name": role, "role": role, "tenant": tenant})),
-            )
-            .await;
+        let r = self.admin(Method::POST, "/v1/tokens", Some(json!({"name": role, "role": role, "tenant": tenant}))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         r.body["token"].as_str().expect("token").to_string()
     }
@@ -92,50 +66,24 @@ impl Api {
 fn assert_error(r: &Reply, status: StatusCode, code: &str, field: Option<&str>) {
     assert_eq!(r.status, status, "{}", r.body);
     assert_eq!(r.body["error"]["code"], code, "{}", r.body);
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{}",
-        r.body
-    );
+    assert!(r.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.body);
     if let Some(f) = field {
         assert_eq!(r.body["error"]["field"], f, "{}", r.body);
     }
 }
 
-const TOPOLOGY: &str =
-    "networks: [{name: pods, cidr: 10.40.0.0/16}]\ngroups: [{name: rack-1}, {name: rack-2}]\n";
+const TOPOLOGY: &str = "networks: [{name: pods, cidr: 10.40.0.0/16}]\ngroups: [{name: rack-1}, {name: rack-2}]\n";
 
 async fn seeded(store: Store) -> Api {
     let api = Api::new(store).await;
-    let r = api
-        .call(
-            Method::PUT,
-            "/v1/topology",
-            Some(ADMIN),
-            Some(TOPOLOGY.into()),
-            &[("content-type", "application/yaml")],
-        )
-        .await;
+    let r = api.call(Method::PUT, "/v1/topology", Some(ADMIN), Some(TOPOLOGY.into()), &[("content-type", "application/yaml")]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     for (name, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
-        let r = api
-            .admin(
-                Method::POST,
-                "/v1/hosts",
-                Some(json!({"name": name, "ips": [ip]})),
-            )
-            .await;
+        let r = api.admin(Method::POST, "/v1/hosts", Some(json!({"name": name, "ips": [ip]}))).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }
     for t in ["red", "blue"] {
-        assert_eq!(
-            api.admin(Method::POST, "/v1/tenants", Some(json!({"name": t})))
-                .await
-                .status,
-            StatusCode::CREATED
-        );
+        assert_eq!(api.admin(Method::POST, "/v1/tenants", Some(json!({"name": t}))).await.status, StatusCode::CREATED);
     }
     api
 }
@@ -144,68 +92,21 @@ async fn seeded(store: Store) -> Api {
 async fn authentication_and_roles() {
     for (backend, store) in stores().await {
         let api = seeded(store).await;
-        assert_error(
-            &api.call(Method::GET, "/v1/hosts", None, None, &[]).await,
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            None,
-        );
-        assert_error(
-            &api.call(Method::GET, "/v1/hosts", Some("wrong"), None, &[])
-                .await,
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            None,
-        );
+        assert_error(&api.call(Method::GET, "/v1/hosts", None, None, &[]).await, StatusCode::UNAUTHORIZED, "unauthorized", None);
+        assert_error(&api.call(Method::GET, "/v1/hosts", Some("wrong"), None, &[]).await, StatusCode::UNAUTHORIZED, "unauthorized", None);
 
         let read = api.token("read", None).await;
-        assert_eq!(
-            api.call(Method::GET, "/v1/hosts", Some(&read), None, &[])
-                .await
-                .status,
-            StatusCode::OK,
-            "{backend}"
-        );
-        let r = api
-            .call(
-                Method::POST,
-                "/v1/tenants",
-                Some(&read),
-                Some(json!({"name": "x"}).to_string()),
-                &[],
-            )
-            .await;
+        assert_eq!(api.call(Method::GET, "/v1/hosts", Some(&read), None, &[]).await.status, StatusCode::OK, "{backend}");
+        let r = api.call(Method::POST, "/v1/tenants", Some(&read), Some(json!({"name": "x"}).to_string()), &[]).await;
         assert_error(&r, StatusCode::FORBIDDEN, "forbidden", None);
 
         // Tokens are stored hashed: the secret appears nowhere in the listing.
         let list = api.admin(Method::GET, "/v1/tokens", None).await;
         assert!(!list.body.to_string().contains(&read), "{backend}");
-        let r = api
-            .admin(
-                Method::POST,
-                "/v1/tokens",
-                Some(json!({"name": "x", "role": "tenant"})),
-            )
-            .await;
-        assert_error(
-            &r,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            Some("tenant"),
-        );
-        let r = api
-            .admin(
-                Method::POST,
-                "/v1/tokens",
-                Some(json!({"name": "x", "role": "root"})),
-            )
-            .await;
-        assert_error(
-            &r,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            Some("role"),
-        );
+        let r = api.admin(Method::POST, "/v1/tokens", Some(json!({"name": "x", "role": "tenant"}))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("tenant"));
+        let r = api.admin(Method::POST, "/v1/tokens", Some(json!({"name": "x", "role": "root"}))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("role"));
     }
 }
 
@@ -214,180 +115,57 @@ async fn tenant_tokens_see_and_change_only_their_tenant() {
     for (backend, store) in stores().await {
         let api = seeded(store).await;
         let red = api.token("tenant", Some("red")).await;
-        let ep = |id: &str, tenant: &str| {
-            Some(json!({"id": id, "tenant": tenant, "host": "h1"}).to_string())
-        };
+        let ep = |id: &str, tenant: &str| Some(json!({"id": id, "tenant": tenant, "host": "h1"}).to_string());
 
-        let r = api
-            .call(
-                Method::POST,
-                "/v1/endpoints",
-                Some(&red),
-                ep("red/a", "red"),
-                &[],
-            )
-            .await;
+        let r = api.call(Method::POST, "/v1/endpoints", Some(&red), ep("red/a", "red"), &[]).await;
         assert_eq!(r.status, StatusCode::CREATED, "{backend}: {}", r.body);
-        let r = api
-            .call(
-                Method::POST,
-                "/v1/endpoints",
-                Some(&red),
-                ep("blue/a", "blue"),
-                &[],
-            )
-            .await;
+        let r = api.call(Method::POST, "/v1/endpoints", Some(&red), ep("blue/a", "blue"), &[]).await;
         assert_error(&r, StatusCode::FORBIDDEN, "forbidden", None);
         assert_eq!(
-            api.admin(
-                Method::POST,
-                "/v1/endpoints",
-                Some(json!({"id": "blue/b", "tenant": "blue", "host": "h2"}))
-            )
-            .await
-            .status,
+            api.admin(Method::POST, "/v1/endpoints", Some(json!({"id": "blue/b", "tenant": "blue", "host": "h2"}))).await.status,
             StatusCode::CREATED
         );
 
         // Reads: own tenant yes, other tenant no, infrastructure no.
-        assert_eq!(
-            api.call(Method::GET, "/v1/tenants/red", Some(&red), None, &[])
-                .await
-                .status,
-            StatusCode::OK
-        );
+        assert_eq!(api.call(Method::GET, "/v1/tenants/red", Some(&red), None, &[]).await.status, StatusCode::OK);
+        assert_error(&api.call(Method::GET, "/v1/tenants/blue", Some(&red), None, &[]).await, StatusCode::FORBIDDEN, "forbidden", None);
         assert_error(
-            &api.call(Method::GET, "/v1/tenants/blue", Some(&red), None, &[])
-                .await,
+            &api.call(Method::GET, "/v1/tenants/blue/segments", Some(&red), None, &[]).await,
             StatusCode::FORBIDDEN,
             "forbidden",
             None,
         );
+        assert_error(&api.call(Method::GET, "/v1/hosts", Some(&red), None, &[]).await, StatusCode::FORBIDDEN, "forbidden", None);
+        assert_error(&api.call(Method::GET, "/v1/topology", Some(&red), None, &[]).await, StatusCode::FORBIDDEN, "forbidden", None);
         assert_error(
-            &api.call(
-                Method::GET,
-                "/v1/tenants/blue/segments",
-                Some(&red),
-                None,
-                &[],
-            )
-            .await,
+            &api.call(Method::GET, "/v1/endpoints?tenant=blue", Some(&red), None, &[]).await,
             StatusCode::FORBIDDEN,
             "forbidden",
             None,
         );
-        assert_error(
-            &api.call(Method::GET, "/v1/hosts", Some(&red), None, &[])
-                .await,
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            None,
-        );
-        assert_error(
-            &api.call(Method::GET, "/v1/topology", Some(&red), None, &[])
-                .await,
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            None,
-        );
-        assert_error(
-            &api.call(
-                Method::GET,
-                "/v1/endpoints?tenant=blue",
-                Some(&red),
-                None,
-                &[],
-            )
-            .await,
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            None,
-        );
-        let tenants = api
-            .call(Method::GET, "/v1/tenants", Some(&red), None, &[])
-            .await;
-        assert_eq!(
-            tenants.body.as_array().map(Vec::len),
-            Some(1),
-            "{backend}: {}",
-            tenants.body
-        );
-        let eps = api
-            .call(Method::GET, "/v1/endpoints", Some(&red), None, &[])
-            .await;
-        assert_eq!(
-            eps.body
-                .as_array()
-                .map(|a| a.iter().map(|e| e["id"].clone()).collect::<Vec<_>>()),
-            Some(vec![json!("red/a")])
-        );
-        let blocks = api
-            .call(Method::GET, "/v1/blocks", Some(&red), None, &[])
-            .await;
-        assert!(
-            blocks
-                .body
-                .as_array()
-                .expect("blocks")
-                .iter()
-                .all(|b| b["tenant"] == "red"),
-            "{backend}"
-        );
+        let tenants = api.call(Method::GET, "/v1/tenants", Some(&red), None, &[]).await;
+        assert_eq!(tenants.body.as_array().map(Vec::len), Some(1), "{backend}: {}", tenants.body);
+        let eps = api.call(Method::GET, "/v1/endpoints", Some(&red), None, &[]).await;
+        assert_eq!(eps.body.as_array().map(|a| a.iter().map(|e| e["id"].clone()).collect::<Vec<_>>()), Some(vec![json!("red/a")]));
+        let blocks = api.call(Method::GET, "/v1/blocks", Some(&red), None, &[]).await;
+        assert!(blocks.body.as_array().expect("blocks").iter().all(|b| b["tenant"] == "red"), "{backend}");
         // Another tenant's endpoint is invisible and cannot be deleted.
         assert_error(
-            &api.call(Method::GET, "/v1/endpoints/blue%2Fb", Some(&red), None, &[])
-                .await,
+            &api.call(Method::GET, "/v1/endpoints/blue%2Fb", Some(&red), None, &[]).await,
             StatusCode::NOT_FOUND,
             "not_found",
             None,
         );
         assert_error(
-            &api.call(
-                Method::DELETE,
-                "/v1/endpoints/blue%2Fb",
-                Some(&red),
-                None,
-                &[],
-            )
-            .await,
+            &api.call(Method::DELETE, "/v1/endpoints/blue%2Fb", Some(&red), None, &[]).await,
             StatusCode::NOT_FOUND,
             "not_found",
             None,
         );
-        assert_eq!(
-            api.store
-                .endpoints(Some("blue"), None)
-                .await
-                .expect("endpoints")
-                .len(),
-            1,
-            "{backend}"
-        );
+        assert_eq!(api.store.endpoints(Some("blue"), None).await.expect("endpoints").len(), 1, "{backend}");
         // Its own: deleted, and deleting again is harmless.
-        assert_eq!(
-            api.call(
-                Method::DELETE,
-                "/v1/endpoints/red%2Fa",
-                Some(&red),
-                None,
-                &[]
-            )
-            .await
-            .status,
-            StatusCode::NO_CONTENT
-        );
-        assert_eq!(
-            api.call(
-                Method::DELETE,
-                "/v1/endpoints/red%2Fa",
-                Some(&red),
-                None,
-                &[]
-            )
-            .await
-            .status,
-            StatusCode::NO_CONTENT
-        );
+        assert_eq!(api.call(Method::DELETE, "/v1/endpoints/red%2Fa", Some(&red), None, &[]).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(api.call(Method::DELETE, "/v1/endpoints/red%2Fa", Some(&red), None, &[]).await.status, StatusCode::NO_CONTENT);
     }
 }
 
@@ -396,14 +174,7 @@ async fn bad_input_gets_field_named_errors_and_stores_nothing() {
     for (backend, store) in stores().await {
         let api = seeded(store).await;
         let cases: Vec<(Method, &str, String, StatusCode, &str, &str)> = vec![
-            (
-                Method::POST,
-                "/v1/hosts",
-                "{not json".into(),
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "body",
-            ),
+            (Method::POST, "/v1/hosts", "{not json".into(), StatusCode::BAD_REQUEST, "bad_request", "body"),
             (
                 Method::POST,
                 "/v1/hosts",
@@ -436,14 +207,7 @@ async fn bad_input_gets_field_named_errors_and_stores_nothing() {
                 "invalid",
                 "name",
             ),
-            (
-                Method::POST,
-                "/v1/hosts",
-                json!({"name": "h1", "ips": ["192.0.2.9"]}).to_string(),
-                StatusCode::CONFLICT,
-                "conflict",
-                "",
-            ),
+            (Method::POST, "/v1/hosts", json!({"name": "h1", "ips": ["192.0.2.9"]}).to_string(), StatusCode::CONFLICT, "conflict", ""),
             (
                 Method::POST,
                 "/v1/tenants",
@@ -476,54 +240,12 @@ async fn bad_input_gets_field_named_errors_and_stores_nothing() {
                 "invalid",
                 "networks[0].cidr",
             ),
-            (
-                Method::PUT,
-                "/v1/topology?format=xml",
-                TOPOLOGY.into(),
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "query.format",
-            ),
-            (
-                Method::PUT,
-                "/v1/topology?dryRun=maybe",
-                TOPOLOGY.into(),
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "query.dryRun",
-            ),
-            (
-                Method::GET,
-                "/v1/routes?budget=-1",
-                String::new(),
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "query.budget",
-            ),
-            (
-                Method::GET,
-                "/v1/routes?budget=0",
-                String::new(),
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid",
-                "query.budget",
-            ),
-            (
-                Method::GET,
-                "/v1/hosts/nope",
-                String::new(),
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "",
-            ),
-            (
-                Method::GET,
-                "/v2/anything",
-                String::new(),
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "",
-            ),
+            (Method::PUT, "/v1/topology?format=xml", TOPOLOGY.into(), StatusCode::BAD_REQUEST, "bad_request", "query.format"),
+            (Method::PUT, "/v1/topology?dryRun=maybe", TOPOLOGY.into(), StatusCode::BAD_REQUEST, "bad_request", "query.dryRun"),
+            (Method::GET, "/v1/routes?budget=-1", String::new(), StatusCode::BAD_REQUEST, "bad_request", "query.budget"),
+            (Method::GET, "/v1/routes?budget=0", String::new(), StatusCode::UNPROCESSABLE_ENTITY, "invalid", "query.budget"),
+            (Method::GET, "/v1/hosts/nope", String::new(), StatusCode::NOT_FOUND, "not_found", ""),
+            (Method::GET, "/v2/anything", String::new(), StatusCode::NOT_FOUND, "not_found", ""),
         ];
         let before = (
             api.store.hosts().await.expect("hosts"),
@@ -531,9 +253,7 @@ async fn bad_input_gets_field_named_errors_and_stores_nothing() {
             api.store.topology().await.expect("t").revision,
         );
         for (method, path, body, status, code, field) in cases {
-            let r = api
-                .call(method.clone(), path, Some(ADMIN), Some(body.clone()), &[])
-                .await;
+            let r = api.call(method.clone(), path, Some(ADMIN), Some(body.clone()), &[]).await;
             assert_error(&r, status, code, (!field.is_empty()).then_some(field));
             assert!(r.status.as_u16() < 500, "{backend}: {method} {path} {body}");
         }
@@ -543,17 +263,8 @@ async fn bad_input_gets_field_named_errors_and_stores_nothing() {
             api.store.tenants().await.expect("tenants"),
             api.store.topology().await.expect("t").revision,
         );
-        assert_eq!(
-            before, after,
-            "{backend}: rejected requests changed nothing"
-        );
-        assert!(
-            api.store
-                .endpoints(None, None)
-                .await
-                .expect("endpoints")
-                .is_empty()
-        );
+        assert_eq!(before, after, "{backend}: rejected requests changed nothing");
+        assert!(api.store.endpoints(None, None).await.expect("endpoints").is_empty());
     }
 }
 
@@ -566,50 +277,16 @@ async fn etags_and_stale_writes() {
         assert_eq!(etag, "\"1\"", "{backend}");
         let grown = TOPOLOGY.replace("{name: rack-2}", "{name: rack-2}, {name: rack-3}");
         // A stale If-Match is refused with 409 and nothing changes.
-        let r = api
-            .call(
-                Method::PUT,
-                "/v1/topology",
-                Some(ADMIN),
-                Some(grown.clone()),
-                &[("if-match", "\"0\"")],
-            )
-            .await;
+        let r = api.call(Method::PUT, "/v1/topology", Some(ADMIN), Some(grown.clone()), &[("if-match", "\"0\"")]).await;
         assert_error(&r, StatusCode::CONFLICT, "stale_revision", Some("If-Match"));
-        let r = api
-            .call(
-                Method::PUT,
-                "/v1/topology",
-                Some(ADMIN),
-                Some(grown.clone()),
-                &[("if-match", "garbage")],
-            )
-            .await;
+        let r = api.call(Method::PUT, "/v1/topology", Some(ADMIN), Some(grown.clone()), &[("if-match", "garbage")]).await;
         assert_error(&r, StatusCode::BAD_REQUEST, "bad_request", Some("If-Match"));
-        let r = api
-            .call(
-                Method::PUT,
-                "/v1/topology",
-                Some(ADMIN),
-                Some(grown.clone()),
-                &[("if-match", &etag)],
-            )
-            .await;
+        let r = api.call(Method::PUT, "/v1/topology", Some(ADMIN), Some(grown.clone()), &[("if-match", &etag)]).await;
         assert_eq!(r.status, StatusCode::OK, "{backend}: {}", r.body);
         assert_eq!(r.etag.as_deref(), Some("\"2\""));
 
-        let seg = api
-            .admin(Method::GET, "/v1/tenants/red/segments/default", None)
-            .await;
-        let r = api
-            .call(
-                Method::DELETE,
-                "/v1/tenants/red/segments/default",
-                Some(ADMIN),
-                None,
-                &[("if-match", "\"7\"")],
-            )
-            .await;
+        let seg = api.admin(Method::GET, "/v1/tenants/red/segments/default", None).await;
+        let r = api.call(Method::DELETE, "/v1/tenants/red/segments/default", Some(ADMIN), None, &[("if-match", "\"7\"")]).await;
         assert_error(&r, StatusCode::CONFLICT, "stale_revision", Some("If-Match"));
         let r = api
             .call(
@@ -628,73 +305,28 @@ async fn etags_and_stale_writes() {
 async fn topology_dry_run_refusal_and_romana_files() {
     for (backend, store) in stores().await {
         let api = seeded(store).await;
-        let r = api
-            .admin(
-                Method::POST,
-                "/v1/endpoints",
-                Some(json!({"id": "e1", "tenant": "red", "host": "h2"})),
-            )
-            .await;
+        let r = api.admin(Method::POST, "/v1/endpoints", Some(json!({"id": "e1", "tenant": "red", "host": "h2"}))).await;
         assert_eq!(r.body["ips"][0], "10.40.128.0", "{backend}: {}", r.body);
         // A third rack re-carves rack-2 (10.40.128.0/17 → 10.40.64.0/18): the dry run shows the
         // refusal, the real PUT answers 409 with the plan and changes nothing.
         let grown = TOPOLOGY.replace("{name: rack-2}", "{name: rack-2}, {name: rack-3}");
-        let r = api
-            .call(
-                Method::PUT,
-                "/v1/topology?dryRun=true",
-                Some(ADMIN),
-                Some(grown.clone()),
-                &[],
-            )
-            .await;
+        let r = api.call(Method::PUT, "/v1/topology?dryRun=true", Some(ADMIN), Some(grown.clone()), &[]).await;
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.body["applied"], false);
-        assert!(
-            !r.body["plan"]["refusals"]
-                .as_array()
-                .expect("refusals")
-                .is_empty(),
-            "{backend}: {}",
-            r.body
-        );
-        let r = api
-            .call(Method::PUT, "/v1/topology", Some(ADMIN), Some(grown), &[])
-            .await;
+        assert!(!r.body["plan"]["refusals"].as_array().expect("refusals").is_empty(), "{backend}: {}", r.body);
+        let r = api.call(Method::PUT, "/v1/topology", Some(ADMIN), Some(grown), &[]).await;
         assert_error(&r, StatusCode::CONFLICT, "refused", None);
-        assert!(
-            r.body["plan"]["refusals"][0]["message"]
-                .as_str()
-                .expect("message")
-                .contains("would move")
-        );
-        assert_eq!(
-            api.store.topology().await.expect("t").revision,
-            1,
-            "{backend}"
-        );
+        assert!(r.body["plan"]["refusals"][0]["message"].as_str().expect("message").contains("would move"));
+        assert_eq!(api.store.topology().await.expect("t").revision, 1, "{backend}");
 
         // Romana's documented multi-zone file, unchanged, on a fresh store.
         let romana = include_str!("../../deploy/examples/romana-multi-zone.json");
         let fresh = Api::new(tessera_tests::sqlite_store().await).await;
-        let r = fresh
-            .call(
-                Method::PUT,
-                "/v1/topology",
-                Some(ADMIN),
-                Some(romana.into()),
-                &[("content-type", "application/json")],
-            )
-            .await;
+        let r = fresh.call(Method::PUT, "/v1/topology", Some(ADMIN), Some(romana.into()), &[("content-type", "application/json")]).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let t = fresh.admin(Method::GET, "/v1/topology", None).await;
         let groups = t.body["groups"].as_array().expect("groups");
-        let cidr = |path: &str| {
-            groups
-                .iter()
-                .find(|g| g["path"] == path)
-                .map(|g| g["cidrs"]["romana-network"].clone())
-        };
+        let cidr = |path: &str| groups.iter().find(|g| g["path"] == path).map(|g| g["cidrs"]["romana-network"].clone());
         assert_eq!(cidr("zone-A/rack-9"), Some(json!("10.111.96.0/19")));
         assert_eq!(cidr("zone-B/rack-22"), Some(json!("10.111.192.0/18")));
     }
@@ -706,47 +338,19 @@ async fn tenants_and_segments_show_aggregated_blocks_and_routes_plan() {
         let api = seeded(store).await;
         for i in 0..20 {
             let host = if i % 2 == 0 { "h1" } else { "h2" };
-            let r = api
-                .admin(
-                    Method::POST,
-                    "/v1/endpoints",
-                    Some(json!({"id": format!("e{i}"), "tenant": "red", "host": host})),
-                )
-                .await;
+            let r = api.admin(Method::POST, "/v1/endpoints", Some(json!({"id": format!("e{i}"), "tenant": "red", "host": host}))).await;
             assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         }
-        let r = api
-            .admin(Method::GET, "/v1/tenants/red/segments/default", None)
-            .await;
-        assert_eq!(
-            r.body["blocks"],
-            json!(["10.40.0.0/28", "10.40.128.0/28"]),
-            "{backend}: {}",
-            r.body
-        );
+        let r = api.admin(Method::GET, "/v1/tenants/red/segments/default", None).await;
+        assert_eq!(r.body["blocks"], json!(["10.40.0.0/28", "10.40.128.0/28"]), "{backend}: {}", r.body);
         assert_eq!(r.body["cidrs"], json!(["10.40.0.0/28", "10.40.128.0/28"]));
         let r = api.admin(Method::GET, "/v1/routes?budget=50", None).await;
-        let dsts: Vec<Value> = r.body["fabricRoutes"]
-            .as_array()
-            .expect("routes")
-            .iter()
-            .map(|x| x["dst"].clone())
-            .collect();
-        assert_eq!(
-            dsts,
-            vec![json!("10.40.0.0/17"), json!("10.40.128.0/17")],
-            "{backend}"
-        );
+        let dsts: Vec<Value> = r.body["fabricRoutes"].as_array().expect("routes").iter().map(|x| x["dst"].clone()).collect();
+        assert_eq!(dsts, vec![json!("10.40.0.0/17"), json!("10.40.128.0/17")], "{backend}");
         let r = api.admin(Method::GET, "/v1/routes?budget=1", None).await;
         assert_eq!(r.body["fabricRoutes"][0]["dst"], "10.40.0.0/16");
         let t = api.admin(Method::GET, "/v1/topology", None).await;
-        let rack1 = t.body["groups"]
-            .as_array()
-            .expect("groups")
-            .iter()
-            .find(|g| g["path"] == "rack-1")
-            .cloned()
-            .expect("rack-1");
+        let rack1 = t.body["groups"].as_array().expect("groups").iter().find(|g| g["path"] == "rack-1").cloned().expect("rack-1");
         assert_eq!(rack1["usedAddresses"], 10);
         assert_eq!(rack1["hosts"], 1);
     }
@@ -756,38 +360,59 @@ async fn tenants_and_segments_show_aggregated_blocks_and_routes_plan() {
 async fn openapi_health_and_metrics() {
     let (_, store) = stores().await.remove(0);
     let api = seeded(store).await;
-    let doc = api
-        .call(Method::GET, "/v1/openapi.json", None, None, &[])
-        .await;
+    let doc = api.call(Method::GET, "/v1/openapi.json", None, None, &[]).await;
     assert_eq!(doc.status, StatusCode::OK);
-    for path in [
-        "/v1/topology",
-        "/v1/hosts/{name}",
-        "/v1/endpoints",
-        "/v1/routes",
-        "/v1/tenants/{tenant}/segments/{segment}",
-    ] {
+    for path in ["/v1/topology", "/v1/hosts/{name}", "/v1/endpoints", "/v1/routes", "/v1/tenants/{tenant}/segments/{segment}"] {
         assert!(doc.body["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
     assert!(doc.body["components"]["schemas"]["EndpointView"].is_object());
-    assert_eq!(
-        api.call(Method::GET, "/healthz", None, None, &[])
-            .await
-            .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        api.call(Method::GET, "/readyz", None, None, &[])
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(api.call(Method::GET, "/healthz", None, None, &[]).await.status, StatusCode::OK);
+    assert_eq!(api.call(Method::GET, "/readyz", None, None, &[]).await.status, StatusCode::OK);
     let m = api.call(Method::GET, "/metrics", None, None, &[]).await;
     let text = m.body.as_str().expect("metrics text");
-    assert!(
-        text.contains(
-            "tessera_http_requests_total{method=\"POST\",route=\"/v1/hosts\",status=\"201\"} 2"
-        ),
-        "{text}"
-    );
+    assert!(text.contains("tessera_http_requests_total{method=\"POST\",route=\"/v1/hosts\",status=\"201\"} 2"), "{text}");
+}
+
+#[tokio::test]
+async fn updates_are_conditional_and_labels_move_only_empty_hosts() {
+    for (backend, store) in stores().await {
+        let api = Api::new(store).await;
+        let doc =
+            "networks: [{name: pods, cidr: 10.50.0.0/16}]\ngroups: [{name: a, assignment: {zone: a}}, {name: b, assignment: {zone: b}}]\n";
+        assert_eq!(api.call(Method::PUT, "/v1/topology", Some(ADMIN), Some(doc.into()), &[]).await.status, StatusCode::OK);
+        let r = api.admin(Method::POST, "/v1/hosts", Some(json!({"name": "h1", "ips": ["192.0.2.1"], "labels": {"zone": "a"}}))).await;
+        assert_eq!(r.body["group"], "a", "{backend}");
+        let etag = r.etag.expect("etag");
+
+        // Stale revision: 409, nothing changed.
+        let body = json!({"ips": ["192.0.2.7"], "labels": {"zone": "b"}}).to_string();
+        let r = api.call(Method::PUT, "/v1/hosts/h1", Some(ADMIN), Some(body.clone()), &[("if-match", "\"9\"")]).await;
+        assert_error(&r, StatusCode::CONFLICT, "stale_revision", Some("If-Match"));
+        assert_eq!(api.store.host("h1").await.expect("host").ips[0].to_string(), "192.0.2.1");
+        // Current revision: the empty host moves to the group its labels now fit.
+        let r = api.call(Method::PUT, "/v1/hosts/h1", Some(ADMIN), Some(body), &[("if-match", &etag)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend}: {}", r.body);
+        assert_eq!(r.body["group"], "b");
+        assert_eq!(r.etag.as_deref(), Some("\"2\""));
+
+        // A host holding blocks cannot be relabelled out of its group.
+        api.admin(Method::POST, "/v1/tenants", Some(json!({"name": "red"}))).await;
+        api.admin(Method::POST, "/v1/endpoints", Some(json!({"id": "e", "tenant": "red", "host": "h1"}))).await;
+        let r = api.admin(Method::PUT, "/v1/hosts/h1", Some(json!({"ips": ["192.0.2.7"], "labels": {"zone": "a"}}))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("labels"));
+        let r = api.admin(Method::PUT, "/v1/hosts/h1", Some(json!({"ips": ["192.0.2.7"], "labels": {"zone": "b", "extra": "x"}}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend}: labels that still fit are fine: {}", r.body);
+        let r = api.admin(Method::PUT, "/v1/hosts/h1", Some(json!({"ips": []}))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("ips"));
+
+        let r = api.admin(Method::PUT, "/v1/tenants/red", Some(json!({"labels": {"team": "shop"}}))).await;
+        assert_eq!(r.body["labels"]["team"], "shop", "{backend}");
+        let r =
+            api.call(Method::PUT, "/v1/tenants/red", Some(ADMIN), Some(json!({"labels": {}}).to_string()), &[("if-match", "\"1\"")]).await;
+        assert_error(&r, StatusCode::CONFLICT, "stale_revision", Some("If-Match"));
+        let r = api.admin(Method::PUT, "/v1/tenants/red/segments/default", Some(json!({"labels": {"tier": "web"}}))).await;
+        assert_eq!(r.body["labels"]["tier"], "web");
+        let r = api.admin(Method::PUT, "/v1/tenants/red/segments/nope", Some(json!({"labels": {}}))).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "not_found", None);
+    }
 }

@@ -17,22 +17,13 @@ fn tessera(c: &Controller, args: &[&str]) -> Output {
 
 fn ok(c: &Controller, args: &[&str]) -> String {
     let out = tessera(c, args);
-    assert!(
-        out.status.success(),
-        "tessera {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tessera {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
 fn fails(c: &Controller, args: &[&str]) -> String {
     let out = tessera(c, args);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "tessera {args:?} should fail: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(out.status.code(), Some(1), "tessera {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
     assert!(out.stdout.is_empty(), "no partial output on failure");
     let err = String::from_utf8(out.stderr).expect("utf-8");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
@@ -42,86 +33,22 @@ fn fails(c: &Controller, args: &[&str]) -> String {
 #[test]
 fn topology_hosts_endpoints_and_routes_through_the_cli() {
     let c = Controller::start(&[("TESSERA_NO_DEMO", "true")]);
-    let romana = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/examples/romana-multi-zone.json"
-    );
+    let romana = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/romana-multi-zone.json");
     let dry = ok(&c, &["topology", "apply", "-f", romana, "--dry-run"]);
     assert!(dry.starts_with("dry run: nothing changed"), "{dry}");
-    assert!(
-        dry.contains("group zone-A/rack-9 in romana-network: - -> 10.111.96.0/19"),
-        "{dry}"
-    );
+    assert!(dry.contains("group zone-A/rack-9 in romana-network: - -> 10.111.96.0/19"), "{dry}");
     ok(&c, &["topology", "apply", "-f", romana]);
     let show = ok(&c, &["topology", "show"]);
-    assert!(
-        show.contains("zone-B/rack-22  romana-network=10.111.192.0/18"),
-        "{show}"
-    );
+    assert!(show.contains("zone-B/rack-22  romana-network=10.111.192.0/18"), "{show}");
 
-    let added = ok(
-        &c,
-        &[
-            "hosts",
-            "add",
-            "h1",
-            "--ip",
-            "192.0.2.1",
-            "--label",
-            "failure-domain/zone=zone-B",
-            "--label",
-            "rack=rack-22",
-        ],
-    );
+    let added = ok(&c, &["hosts", "add", "h1", "--ip", "192.0.2.1", "--label", "failure-domain/zone=zone-B", "--label", "rack=rack-22"]);
     assert!(added.contains("zone-B/rack-22"), "{added}");
-    let err = fails(
-        &c,
-        &[
-            "hosts",
-            "add",
-            "h2",
-            "--ip",
-            "192.0.2.2",
-            "--label",
-            "rack=rack-99",
-        ],
-    );
-    assert!(
-        err.starts_with("tessera: labels: host `h2` matches no leaf group"),
-        "{err}"
-    );
-    ok(
-        &c,
-        &[
-            "hosts",
-            "add",
-            "h3",
-            "--ip",
-            "192.0.2.3",
-            "--label",
-            "failure-domain/zone=zone-A",
-            "--label",
-            "rack=rack-3",
-        ],
-    );
+    let err = fails(&c, &["hosts", "add", "h2", "--ip", "192.0.2.2", "--label", "rack=rack-99"]);
+    assert!(err.starts_with("tessera: labels: host `h2` matches no leaf group"), "{err}");
+    ok(&c, &["hosts", "add", "h3", "--ip", "192.0.2.3", "--label", "failure-domain/zone=zone-A", "--label", "rack=rack-3"]);
     ok(&c, &["tenants", "add", "red"]);
     ok(&c, &["segments", "add", "red", "web"]);
-    let ep = ok(
-        &c,
-        &[
-            "-o",
-            "json",
-            "endpoints",
-            "add",
-            "red/web-1",
-            "--tenant",
-            "red",
-            "--segment",
-            "web",
-            "--host",
-            "h1",
-        ],
-    );
+    let ep = ok(&c, &["-o", "json", "endpoints", "add", "red/web-1", "--tenant", "red", "--segment", "web", "--host", "h1"]);
     let ep: Value = serde_json::from_str(&ep).expect("json");
     assert_eq!(ep["ips"][0], "10.111.192.0");
     let seg = ok(&c, &["segments", "show", "red", "web"]);
@@ -129,8 +56,7 @@ fn topology_hosts_endpoints_and_routes_through_the_cli() {
     let routes = ok(&c, &["routes", "--budget", "1"]);
     assert!(routes.contains("10.111.0.0/16"), "{routes}");
     assert!(routes.contains("over-covered ranges"), "{routes}");
-    let blocks: Value =
-        serde_json::from_str(&ok(&c, &["blocks", "list", "-o", "json"])).expect("json");
+    let blocks: Value = serde_json::from_str(&ok(&c, &["blocks", "list", "-o", "json"])).expect("json");
     assert_eq!(blocks.as_array().map(Vec::len), Some(1));
     ok(&c, &["endpoints", "remove", "red/web-1"]);
     ok(&c, &["endpoints", "remove", "red/web-1"]);
@@ -144,41 +70,16 @@ fn errors_are_one_line_with_exit_code_one() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "networks: [{name: n, cidr: 10.0.0.1/8}]\n").expect("write");
-    let err = fails(
-        &c,
-        &["topology", "apply", "-f", bad.to_str().expect("path")],
-    );
-    assert!(
-        err.contains(
-            "bad.yaml: networks[0].cidr: `10.0.0.1/8` has host bits set; did you mean 10.0.0.0/8?"
-        ),
-        "{err}"
-    );
+    let err = fails(&c, &["topology", "apply", "-f", bad.to_str().expect("path")]);
+    assert!(err.contains("bad.yaml: networks[0].cidr: `10.0.0.1/8` has host bits set; did you mean 10.0.0.0/8?"), "{err}");
     let err = fails(&c, &["hosts", "show", "nope"]);
     assert!(err.contains("host `nope` not found [HTTP 404]"), "{err}");
     let err = fails(&c, &["--token", "wrong", "hosts", "list"]);
     assert!(err.contains("unknown token [HTTP 401]"), "{err}");
     let err = fails(&c, &["--server", "http://127.0.0.1:1", "hosts", "list"]);
-    assert!(
-        err.contains("cannot reach the controller at http://127.0.0.1:1"),
-        "{err}"
-    );
-    let err = fails(
-        &c,
-        &[
-            "hosts",
-            "add",
-            "h",
-            "--ip",
-            "192.0.2.1",
-            "--label",
-            "nolabel",
-        ],
-    );
-    assert!(
-        err.contains("--label `nolabel`: expected key=value"),
-        "{err}"
-    );
+    assert!(err.contains("cannot reach the controller at http://127.0.0.1:1"), "{err}");
+    let err = fails(&c, &["hosts", "add", "h", "--ip", "192.0.2.1", "--label", "nolabel"]);
+    assert!(err.contains("--label `nolabel`: expected key=value"), "{err}");
     // The demo topology is there on a fresh controller.
     let show = ok(&c, &["topology", "show"]);
     assert!(show.contains("zone-a/rack-1"), "{show}");

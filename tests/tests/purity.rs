@@ -38,12 +38,7 @@ fn closure(package: &str, metadata: &Value) -> BTreeSet<String> {
         .as_array()
         .expect("packages")
         .iter()
-        .map(|p| {
-            (
-                p["id"].as_str().expect("id"),
-                p["name"].as_str().expect("name"),
-            )
-        })
+        .map(|p| (p["id"].as_str().expect("id"), p["name"].as_str().expect("name")))
         .collect();
     let nodes: BTreeMap<&str, Vec<&str>> = metadata["resolve"]["nodes"]
         .as_array()
@@ -55,23 +50,13 @@ fn closure(package: &str, metadata: &Value) -> BTreeSet<String> {
                 .expect("deps")
                 .iter()
                 // Only normal dependencies: dev- and build-dependencies do not ship.
-                .filter(|d| {
-                    d["dep_kinds"]
-                        .as_array()
-                        .expect("kinds")
-                        .iter()
-                        .any(|k| k["kind"].is_null())
-                })
+                .filter(|d| d["dep_kinds"].as_array().expect("kinds").iter().any(|k| k["kind"].is_null()))
                 .map(|d| d["pkg"].as_str().expect("pkg"))
                 .collect();
             (n["id"].as_str().expect("id"), deps)
         })
         .collect();
-    let root = names
-        .iter()
-        .find(|(_, name)| **name == package)
-        .map(|(id, _)| *id)
-        .expect("package in metadata");
+    let root = names.iter().find(|(_, name)| **name == package).map(|(id, _)| *id).expect("package in metadata");
     let mut seen = BTreeSet::new();
     let mut stack = vec![root];
     while let Some(id) = stack.pop() {
@@ -92,23 +77,13 @@ fn topology_and_policy_have_no_io_dependencies() {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
         .output()
         .expect("cargo metadata");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let metadata: Value = serde_json::from_slice(&out.stdout).expect("metadata json");
     for package in ["tessera-topology", "tessera-policy"] {
         let deps = closure(package, &metadata);
         let bad: Vec<&&str> = FORBIDDEN.iter().filter(|f| deps.contains(**f)).collect();
-        assert!(
-            bad.is_empty(),
-            "{package} must stay pure but depends on {bad:?}"
-        );
-        assert!(
-            !deps.iter().any(|d| d.starts_with("tessera-")),
-            "{package} must not depend on other Tessera crates: {deps:?}"
-        );
+        assert!(bad.is_empty(), "{package} must stay pure but depends on {bad:?}");
+        assert!(!deps.iter().any(|d| d.starts_with("tessera-")), "{package} must not depend on other Tessera crates: {deps:?}");
     }
     // The check itself can fail: the controller does pull in the forbidden crates.
     assert!(closure("tessera-controller", &metadata).contains("sqlx"));

@@ -23,48 +23,26 @@ groups:
 ";
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 async fn host(store: &Store, name: &str, zone: &str) -> String {
     let h = store
-        .create_host(NewHost {
-            name: name.into(),
-            ips: vec!["192.0.2.1".parse().expect("ip")],
-            labels: labels(&[("zone", zone)]),
-        })
+        .create_host(NewHost { name: name.into(), ips: vec!["192.0.2.1".parse().expect("ip")], labels: labels(&[("zone", zone)]) })
         .await
         .expect("create host");
     h.group
 }
 
 fn endpoint(id: &str, tenant: &str, segment: &str, host: &str) -> NewEndpoint {
-    NewEndpoint {
-        id: id.into(),
-        tenant: tenant.into(),
-        segment: segment.into(),
-        host: host.into(),
-        labels: Labels::new(),
-    }
+    NewEndpoint { id: id.into(), tenant: tenant.into(), segment: segment.into(), host: host.into(), labels: Labels::new() }
 }
 
 async fn setup(store: &Store) {
     apply(store, TOPOLOGY).await;
-    store
-        .create_tenant("t1", Labels::new())
-        .await
-        .expect("tenant");
-    store
-        .create_tenant("t2", Labels::new())
-        .await
-        .expect("tenant");
-    store
-        .create_segment("t1", "web", Labels::new())
-        .await
-        .expect("segment");
+    store.create_tenant("t1", Labels::new()).await.expect("tenant");
+    store.create_tenant("t2", Labels::new()).await.expect("tenant");
+    store.create_segment("t1", "web", Labels::new()).await.expect("segment");
 }
 
 #[tokio::test]
@@ -75,56 +53,27 @@ async fn placement_and_allocation_order() {
         assert_eq!(host(&store, "h2", "a").await, "zone-a/rack-2", "{backend}");
         assert_eq!(host(&store, "h3", "a").await, "zone-a/rack-1", "{backend}");
         let err = store
-            .create_host(NewHost {
-                name: "h4".into(),
-                ips: vec!["192.0.2.9".parse().expect("ip")],
-                labels: labels(&[("zone", "c")]),
-            })
+            .create_host(NewHost { name: "h4".into(), ips: vec!["192.0.2.9".parse().expect("ip")], labels: labels(&[("zone", "c")]) })
             .await;
-        assert!(
-            matches!(err, Err(StoreError::Invalid { ref field, .. }) if field == "labels"),
-            "{backend}: {err:?}"
-        );
+        assert!(matches!(err, Err(StoreError::Invalid { ref field, .. }) if field == "labels"), "{backend}: {err:?}");
 
         // Dual-stack: one address per family; the restricted network is not for t1.
-        let (e1, created) = store
-            .allocate(endpoint("e1", "t1", "default", "h1"))
-            .await
-            .expect("allocate");
+        let (e1, created) = store.allocate(endpoint("e1", "t1", "default", "h1")).await.expect("allocate");
         assert!(created);
-        assert_eq!(
-            e1.ips,
-            vec![
-                "10.20.0.0".parse::<IpAddr>().expect("ip"),
-                "fd00:20::".parse().expect("ip")
-            ],
-            "{backend}"
-        );
+        assert_eq!(e1.ips, vec!["10.20.0.0".parse::<IpAddr>().expect("ip"), "fd00:20::".parse().expect("ip")], "{backend}");
         // Same id again: the same endpoint, nothing new allocated.
-        let (again, created) = store
-            .allocate(endpoint("e1", "t1", "default", "h1"))
-            .await
-            .expect("allocate");
+        let (again, created) = store.allocate(endpoint("e1", "t1", "default", "h1")).await.expect("allocate");
         assert!(!created);
         assert_eq!(again.ips, e1.ips);
         // Same id, other owner: refused.
-        assert!(matches!(
-            store.allocate(endpoint("e1", "t2", "default", "h1")).await,
-            Err(StoreError::Conflict(_))
-        ));
+        assert!(matches!(store.allocate(endpoint("e1", "t2", "default", "h1")).await, Err(StoreError::Conflict(_))));
 
         // Same owner fills its block (a /29: 8 addresses), then gets a new block.
         for i in 2..=9 {
-            store
-                .allocate(endpoint(&format!("e{i}"), "t1", "default", "h1"))
-                .await
-                .expect("allocate");
+            store.allocate(endpoint(&format!("e{i}"), "t1", "default", "h1")).await.expect("allocate");
         }
         let v4: Vec<String> = store
-            .blocks(BlockFilter {
-                host: Some("h1"),
-                ..Default::default()
-            })
+            .blocks(BlockFilter { host: Some("h1"), ..Default::default() })
             .await
             .expect("blocks")
             .iter()
@@ -133,22 +82,13 @@ async fn placement_and_allocation_order() {
             .collect();
         assert_eq!(v4, ["10.20.0.0/29 8", "10.20.0.8/29 1"], "{backend}");
         // Another segment on the same host gets its own block.
-        let (w, _) = store
-            .allocate(endpoint("w1", "t1", "web", "h1"))
-            .await
-            .expect("allocate");
+        let (w, _) = store.allocate(endpoint("w1", "t1", "web", "h1")).await.expect("allocate");
         assert_eq!(w.ips[0].to_string(), "10.20.0.16", "{backend}");
         // Another host of the same group gets its own block too.
-        let (o, _) = store
-            .allocate(endpoint("o1", "t1", "default", "h3"))
-            .await
-            .expect("allocate");
+        let (o, _) = store.allocate(endpoint("o1", "t1", "default", "h3")).await.expect("allocate");
         assert_eq!(o.ips[0].to_string(), "10.20.0.24", "{backend}");
         // h2 is in rack-2: zone-a is 10.20.0.0/17 carved in two, so rack-2 starts at 10.20.64.0.
-        let (r2, _) = store
-            .allocate(endpoint("r2", "t1", "default", "h2"))
-            .await
-            .expect("allocate");
+        let (r2, _) = store.allocate(endpoint("r2", "t1", "default", "h2")).await.expect("allocate");
         assert_eq!(r2.ips[0].to_string(), "10.20.64.0", "{backend}");
     }
 }
@@ -159,53 +99,19 @@ async fn release_is_idempotent_and_emptied_blocks_are_reused() {
         setup(&store).await;
         host(&store, "h1", "a").await;
         host(&store, "h2", "a").await;
-        assert_eq!(
-            host(&store, "h3", "a").await,
-            "zone-a/rack-1",
-            "{backend}: h3 shares h1's group"
-        );
-        let (w, _) = store
-            .allocate(endpoint("w1", "t1", "web", "h1"))
-            .await
-            .expect("allocate");
+        assert_eq!(host(&store, "h3", "a").await, "zone-a/rack-1", "{backend}: h3 shares h1's group");
+        let (w, _) = store.allocate(endpoint("w1", "t1", "web", "h1")).await.expect("allocate");
         assert_eq!(w.ips[0].to_string(), "10.20.0.0", "{backend}");
         assert!(store.release("w1").await.expect("release").is_some());
-        assert!(
-            store.release("w1").await.expect("release twice").is_none(),
-            "{backend}"
-        );
-        assert!(
-            store
-                .release("never-existed")
-                .await
-                .expect("release unknown")
-                .is_none()
-        );
-        let released: Vec<_> = store
-            .blocks(BlockFilter::default())
-            .await
-            .expect("blocks")
-            .into_iter()
-            .filter(|b| b.host.is_none())
-            .collect();
-        assert_eq!(
-            released.len(),
-            2,
-            "{backend}: both families' blocks are released"
-        );
+        assert!(store.release("w1").await.expect("release twice").is_none(), "{backend}");
+        assert!(store.release("never-existed").await.expect("release unknown").is_none());
+        let released: Vec<_> =
+            store.blocks(BlockFilter::default()).await.expect("blocks").into_iter().filter(|b| b.host.is_none()).collect();
+        assert_eq!(released.len(), 2, "{backend}: both families' blocks are released");
         // Another host and owner in the same group takes the released block over.
-        let (e, _) = store
-            .allocate(endpoint("x1", "t2", "default", "h3"))
-            .await
-            .expect("allocate");
+        let (e, _) = store.allocate(endpoint("x1", "t2", "default", "h3")).await.expect("allocate");
         assert_eq!(e.ips[0].to_string(), "10.20.0.0", "{backend}");
-        let b = store
-            .blocks(BlockFilter {
-                host: Some("h3"),
-                ..Default::default()
-            })
-            .await
-            .expect("blocks");
+        let b = store.blocks(BlockFilter { host: Some("h3"), ..Default::default() }).await.expect("blocks");
         assert!(b.iter().all(|b| b.tenant.as_deref() == Some("t2")));
     }
 }
@@ -215,28 +121,12 @@ async fn removing_a_host_releases_its_blocks_and_endpoints() {
     for (backend, store) in stores().await {
         setup(&store).await;
         host(&store, "h1", "a").await;
-        store
-            .allocate(endpoint("e1", "t1", "default", "h1"))
-            .await
-            .expect("allocate");
+        store.allocate(endpoint("e1", "t1", "default", "h1")).await.expect("allocate");
         store.delete_host("h1", None).await.expect("delete host");
-        assert!(
-            store
-                .endpoints(None, None)
-                .await
-                .expect("endpoints")
-                .is_empty(),
-            "{backend}"
-        );
+        assert!(store.endpoints(None, None).await.expect("endpoints").is_empty(), "{backend}");
         let blocks = store.blocks(BlockFilter::default()).await.expect("blocks");
-        assert!(
-            blocks.iter().all(|b| b.host.is_none() && b.used == 0),
-            "{backend}: {blocks:?}"
-        );
-        assert!(matches!(
-            store.delete_host("h1", None).await,
-            Err(StoreError::NotFound { .. })
-        ));
+        assert!(blocks.iter().all(|b| b.host.is_none() && b.used == 0), "{backend}: {blocks:?}");
+        assert!(matches!(store.delete_host("h1", None).await, Err(StoreError::NotFound { .. })));
     }
 }
 
@@ -244,15 +134,9 @@ async fn removing_a_host_releases_its_blocks_and_endpoints() {
 async fn tenant_networks_and_validation_errors() {
     for (backend, store) in stores().await {
         setup(&store).await;
-        store
-            .create_tenant("vip", Labels::new())
-            .await
-            .expect("tenant");
+        store.create_tenant("vip", Labels::new()).await.expect("tenant");
         host(&store, "h1", "a").await;
-        let (v, _) = store
-            .allocate(endpoint("v1", "vip", "default", "h1"))
-            .await
-            .expect("allocate");
+        let (v, _) = store.allocate(endpoint("v1", "vip", "default", "h1")).await.expect("allocate");
         // pods comes first in the document, so vip draws IPv4 from it, not from restricted.
         assert_eq!(v.ips[0].to_string(), "10.20.0.0", "{backend}");
         let cases = [
@@ -267,10 +151,7 @@ async fn tenant_networks_and_validation_errors() {
                 other => panic!("{backend}: expected invalid {field}, got {other:?}"),
             }
         }
-        assert!(
-            store.endpoints(None, None).await.expect("endpoints").len() == 1,
-            "{backend}: rejected requests stored nothing"
-        );
+        assert!(store.endpoints(None, None).await.expect("endpoints").len() == 1, "{backend}: rejected requests stored nothing");
     }
 }
 
@@ -279,41 +160,19 @@ async fn topology_changes_never_move_allocated_addresses() {
     for (backend, store) in stores().await {
         setup(&store).await;
         host(&store, "h1", "b").await;
-        store
-            .allocate(endpoint("e1", "t1", "default", "h1"))
-            .await
-            .expect("allocate");
+        store.allocate(endpoint("e1", "t1", "default", "h1")).await.expect("allocate");
         let before = store.topology().await.expect("topology");
         // Adding a third zone re-carves zone-b (10.20.128.0/17 → 10.20.64.0/18): refused.
-        let grown = TOPOLOGY.replace(
-            "groups: [{name: rack-3}]",
-            "groups: [{name: rack-3}]\n  - name: zone-c\n    groups: [{name: rack-5}]",
-        );
+        let grown =
+            TOPOLOGY.replace("groups: [{name: rack-3}]", "groups: [{name: rack-3}]\n  - name: zone-c\n    groups: [{name: rack-5}]");
         let spec = parse_topology(&grown, Format::Auto).expect("parses");
-        let (plan, revision) = store
-            .apply_topology(spec.clone(), None, true)
-            .await
-            .expect("dry run");
+        let (plan, revision) = store.apply_topology(spec.clone(), None, true).await.expect("dry run");
         assert!(revision.is_none() && !plan.is_allowed(), "{backend}");
-        assert!(
-            plan.refusals
-                .iter()
-                .any(|r| r.message.contains("would move")),
-            "{backend}: {plan:?}"
-        );
-        let (_, revision) = store
-            .apply_topology(spec, None, false)
-            .await
-            .expect("apply");
-        assert!(
-            revision.is_none(),
-            "{backend}: refused change must not apply"
-        );
+        assert!(plan.refusals.iter().any(|r| r.message.contains("would move")), "{backend}: {plan:?}");
+        let (_, revision) = store.apply_topology(spec, None, false).await.expect("apply");
+        assert!(revision.is_none(), "{backend}: refused change must not apply");
         let after = store.topology().await.expect("topology");
-        assert_eq!(
-            after.revision, before.revision,
-            "{backend}: nothing changed"
-        );
+        assert_eq!(after.revision, before.revision, "{backend}: nothing changed");
         assert_eq!(after.spec, before.spec);
 
         // Pinning zones with explicit CIDRs makes the same growth safe.
@@ -321,30 +180,18 @@ async fn topology_changes_never_move_allocated_addresses() {
             .replace("  - name: zone-a\n", "  - name: zone-a\n    cidr: 10.20.0.0/17\n")
             .replace("  - name: zone-b\n", "  - name: zone-b\n    cidr: [10.20.128.0/17, 'fd00:20:0:8000::/49', 10.30.128.0/17]\n")
             .replace("  - name: zone-c\n", "  - name: zone-c\n    cidr: [10.20.64.0/18, 'fd00:20:0:4000::/50', 10.30.64.0/18]\n")
-            .replace("  - name: zone-a\n    cidr: 10.20.0.0/17\n", "  - name: zone-a\n    cidr: [10.20.0.0/18, 'fd00:20::/50', 10.30.0.0/18]\n");
+            .replace(
+                "  - name: zone-a\n    cidr: 10.20.0.0/17\n",
+                "  - name: zone-a\n    cidr: [10.20.0.0/18, 'fd00:20::/50', 10.30.0.0/18]\n",
+            );
         let spec = parse_topology(&pinned, Format::Auto).expect("parses");
-        let (plan, revision) = store
-            .apply_topology(spec, Some(before.revision), false)
-            .await
-            .expect("apply");
+        let (plan, revision) = store.apply_topology(spec, Some(before.revision), false).await.expect("apply");
         assert!(revision.is_some(), "{backend}: {:?}", plan.refusals);
         // Stale revision: 409-worthy error, nothing changed.
         let spec = parse_topology(&pinned, Format::Auto).expect("parses");
-        assert!(
-            matches!(
-                store
-                    .apply_topology(spec, Some(before.revision), false)
-                    .await,
-                Err(StoreError::Stale { .. })
-            ),
-            "{backend}"
-        );
+        assert!(matches!(store.apply_topology(spec, Some(before.revision), false).await, Err(StoreError::Stale { .. })), "{backend}");
         let e1 = store.endpoint("e1").await.expect("endpoint");
-        assert_eq!(
-            e1.ips[0].to_string(),
-            "10.20.128.0",
-            "{backend}: address did not move"
-        );
+        assert_eq!(e1.ips[0].to_string(), "10.20.128.0", "{backend}: address did not move");
     }
 }
 
@@ -364,10 +211,7 @@ async fn concurrent_allocations_never_collide() {
                 for i in 0..10 {
                     let tenant = if t % 2 == 0 { "t1" } else { "t2" };
                     let host = format!("h{}", (t + i) % 3);
-                    let (e, _) = store
-                        .allocate(endpoint(&format!("c{t}-{i}"), tenant, "default", &host))
-                        .await
-                        .expect("allocate");
+                    let (e, _) = store.allocate(endpoint(&format!("c{t}-{i}"), tenant, "default", &host)).await.expect("allocate");
                     out.push(e);
                 }
                 out
@@ -390,32 +234,14 @@ async fn concurrent_allocations_never_collide() {
         let mut per_block: BTreeMap<String, i64> = BTreeMap::new();
         for e in &endpoints {
             for ip in &e.ips {
-                let b = blocks
-                    .iter()
-                    .find(|b| b.cidr.contains(ip))
-                    .expect("address inside a block");
-                assert_eq!(
-                    b.host.as_deref(),
-                    Some(e.host.as_str()),
-                    "{backend}: block {} serves two hosts",
-                    b.cidr
-                );
-                assert_eq!(
-                    b.tenant.as_deref(),
-                    Some(e.tenant.as_str()),
-                    "{backend}: block {} serves two tenants",
-                    b.cidr
-                );
+                let b = blocks.iter().find(|b| b.cidr.contains(ip)).expect("address inside a block");
+                assert_eq!(b.host.as_deref(), Some(e.host.as_str()), "{backend}: block {} serves two hosts", b.cidr);
+                assert_eq!(b.tenant.as_deref(), Some(e.tenant.as_str()), "{backend}: block {} serves two tenants", b.cidr);
                 *per_block.entry(b.cidr.to_string()).or_default() += 1;
             }
         }
         for b in &blocks {
-            assert_eq!(
-                per_block.get(&b.cidr.to_string()).copied().unwrap_or(0),
-                b.used,
-                "{backend}: used count of {}",
-                b.cidr
-            );
+            assert_eq!(per_block.get(&b.cidr.to_string()).copied().unwrap_or(0), b.used, "{backend}: used count of {}", b.cidr);
         }
     }
 }
@@ -453,7 +279,11 @@ async fn concurrent_allocate_and_release_keep_blocks_consistent() {
             assert_eq!(inside.len() as i64, b.used, "{backend}: used count of {}", b.cidr);
             match &b.host {
                 None => assert!(inside.is_empty(), "{backend}: released block {} holds addresses", b.cidr),
-                Some(h) => assert!(inside.iter().all(|e| &e.host == h && Some(&e.tenant) == b.tenant.as_ref()), "{backend}: block {} mixes owners", b.cidr),
+                Some(h) => assert!(
+                    inside.iter().all(|e| &e.host == h && Some(&e.tenant) == b.tenant.as_ref()),
+                    "{backend}: block {} mixes owners",
+                    b.cidr
+                ),
             }
         }
     }

@@ -10,10 +10,7 @@ use crate::cidr::{Prefix, Range, range_to_prefixes};
 /// Aggregate `nets` into the minimal exact cover, sorted (IPv4 first, then by address).
 pub fn aggregate(nets: &[IpNet]) -> Vec<IpNet> {
     let prefixes: Vec<Prefix> = nets.iter().map(Prefix::from_net).collect();
-    aggregate_prefixes(prefixes)
-        .into_iter()
-        .map(Prefix::to_net)
-        .collect()
+    aggregate_prefixes(prefixes).into_iter().map(Prefix::to_net).collect()
 }
 
 /// Aggregate on the compact form (the hot path: no allocation per prefix).
@@ -60,37 +57,21 @@ pub fn subtract(from: &[IpNet], remove: &[IpNet]) -> Vec<IpNet> {
             // `hole` lies inside `base` here, and holes are sorted and disjoint.
             if let Some(start) = cursor {
                 if hole.addr > start {
-                    out.extend(range_to_prefixes(Range {
-                        family: base.family,
-                        first: start,
-                        last: hole.addr - 1,
-                    }));
+                    out.extend(range_to_prefixes(Range { family: base.family, first: start, last: hole.addr - 1 }));
                 }
-                cursor = hole
-                    .last()
-                    .checked_add(1)
-                    .filter(|next| *next <= base.last());
+                cursor = hole.last().checked_add(1).filter(|next| *next <= base.last());
             }
         }
         if let Some(start) = cursor {
-            out.extend(range_to_prefixes(Range {
-                family: base.family,
-                first: start,
-                last: base.last(),
-            }));
+            out.extend(range_to_prefixes(Range { family: base.family, first: start, last: base.last() }));
         }
     }
-    aggregate_prefixes(out)
-        .into_iter()
-        .map(Prefix::to_net)
-        .collect()
+    aggregate_prefixes(out).into_iter().map(Prefix::to_net).collect()
 }
 
 /// Total number of addresses in a list of disjoint prefixes (saturating).
 pub fn address_count(nets: &[IpNet]) -> u128 {
-    nets.iter()
-        .map(|n| Prefix::from_net(n).size())
-        .fold(0u128, u128::saturating_add)
+    nets.iter().map(|n| Prefix::from_net(n).size()).fold(0u128, u128::saturating_add)
 }
 
 #[cfg(test)]
@@ -116,20 +97,11 @@ mod tests {
             (&[], &[]),
             (&["10.0.0.0/25", "10.0.0.128/25"], &["10.0.0.0/24"]),
             (&["10.0.0.0/24", "10.0.0.5/32"], &["10.0.0.0/24"]),
-            (
-                &["10.0.1.0/24", "10.0.2.0/24"],
-                &["10.0.1.0/24", "10.0.2.0/24"],
-            ),
-            (
-                &["10.0.0.0/26", "10.0.0.64/26", "10.0.0.128/25"],
-                &["10.0.0.0/24"],
-            ),
+            (&["10.0.1.0/24", "10.0.2.0/24"], &["10.0.1.0/24", "10.0.2.0/24"]),
+            (&["10.0.0.0/26", "10.0.0.64/26", "10.0.0.128/25"], &["10.0.0.0/24"]),
             (&["0.0.0.0/1", "128.0.0.0/1"], &["0.0.0.0/0"]),
             (&["::/1", "8000::/1"], &["::/0"]),
-            (
-                &["fd00::/64", "10.0.0.0/8", "fd00:0:0:1::/64"],
-                &["10.0.0.0/8", "fd00::/63"],
-            ),
+            (&["fd00::/64", "10.0.0.0/8", "fd00:0:0:1::/64"], &["10.0.0.0/8", "fd00::/63"]),
         ];
         for (input, want) in cases {
             assert_eq!(strings(&aggregate(&nets(input))), *want, "input {input:?}");
@@ -138,16 +110,10 @@ mod tests {
 
     #[test]
     fn subtract_table() {
-        let got = subtract(
-            &nets(&["10.0.0.0/24"]),
-            &nets(&["10.0.0.0/26", "10.0.0.128/26"]),
-        );
+        let got = subtract(&nets(&["10.0.0.0/24"]), &nets(&["10.0.0.0/26", "10.0.0.128/26"]));
         assert_eq!(strings(&got), ["10.0.0.64/26", "10.0.0.192/26"]);
         assert!(subtract(&nets(&["10.0.0.0/24"]), &nets(&["10.0.0.0/16"])).is_empty());
-        assert_eq!(
-            strings(&subtract(&nets(&["10.0.0.0/24"]), &nets(&["10.1.0.0/16"]))),
-            ["10.0.0.0/24"]
-        );
+        assert_eq!(strings(&subtract(&nets(&["10.0.0.0/24"]), &nets(&["10.1.0.0/16"]))), ["10.0.0.0/24"]);
         let got = subtract(&nets(&["::/0"]), &nets(&["8000::/1"]));
         assert_eq!(strings(&got), ["::/1"]);
     }
@@ -174,11 +140,7 @@ mod tests {
                 last += 1;
                 iter.next();
             }
-            let range = Range {
-                family: Family::V4,
-                first: first as u128,
-                last: last as u128,
-            };
+            let range = Range { family: Family::V4, first: first as u128, last: last as u128 };
             out.extend(range_to_prefixes(range).into_iter().map(Prefix::to_net));
         }
         out

@@ -93,10 +93,9 @@ pub fn plan_change(old: &Layout, new: &Layout, now: &Allocated) -> ChangePlan {
     for h in &now.hosts {
         let stays = match new.static_host(&h.name) {
             Some((g, _)) => Some(g),
-            None => new.group_by_path(&h.group).filter(|g| {
-                g.takes_dynamic_hosts()
-                    && g.required.iter().all(|(k, v)| h.labels.get(k) == Some(v))
-            }),
+            None => new
+                .group_by_path(&h.group)
+                .filter(|g| g.takes_dynamic_hosts() && g.required.iter().all(|(k, v)| h.labels.get(k) == Some(v))),
         };
         match stays {
             Some(g) => {
@@ -107,26 +106,17 @@ pub fn plan_change(old: &Layout, new: &Layout, now: &Allocated) -> ChangePlan {
         }
     }
     for h in replace {
-        match place_host(new, &h.name, &h.labels, |g| {
-            counts.get(&g).copied().unwrap_or(0)
-        }) {
+        match place_host(new, &h.name, &h.labels, |g| counts.get(&g).copied().unwrap_or(0)) {
             Ok(g) => {
                 *counts.entry(g).or_default() += 1;
                 placement.insert(&h.name, new.groups[g].path.clone());
             }
-            Err(e) => plan.refusals.push(Refusal {
-                subject: format!("host {}", h.name),
-                message: e.to_string(),
-            }),
+            Err(e) => plan.refusals.push(Refusal { subject: format!("host {}", h.name), message: e.to_string() }),
         }
     }
     for h in &now.hosts {
         if let Some(to) = placement.get(h.name.as_str()).filter(|to| **to != h.group) {
-            plan.host_moves.push(HostMove {
-                host: h.name.clone(),
-                from: h.group.clone(),
-                to: to.clone(),
-            });
+            plan.host_moves.push(HostMove { host: h.name.clone(), from: h.group.clone(), to: to.clone() });
         }
     }
 
@@ -134,21 +124,12 @@ pub fn plan_change(old: &Layout, new: &Layout, now: &Allocated) -> ChangePlan {
         check_block(new, b, &placement, &mut plan);
     }
 
-    let blackouts: Vec<Prefix> = new
-        .networks
-        .iter()
-        .flat_map(|n| n.blackouts.iter().map(Prefix::from_net))
-        .collect();
+    let blackouts: Vec<Prefix> = new.networks.iter().flat_map(|n| n.blackouts.iter().map(Prefix::from_net)).collect();
     for addr in &now.addresses {
         let family = crate::cidr::Family::of_addr(addr);
-        if let Some(b) = blackouts
-            .iter()
-            .find(|b| b.contains_addr(family, addr_to_u128(*addr)))
-        {
-            plan.refusals.push(Refusal {
-                subject: format!("address {addr}"),
-                message: format!("is allocated, so blackout {b} cannot be added"),
-            });
+        if let Some(b) = blackouts.iter().find(|b| b.contains_addr(family, addr_to_u128(*addr))) {
+            plan.refusals
+                .push(Refusal { subject: format!("address {addr}"), message: format!("is allocated, so blackout {b} cannot be added") });
         }
     }
     plan.cidr_changes.sort();
@@ -160,74 +141,39 @@ pub fn plan_change(old: &Layout, new: &Layout, now: &Allocated) -> ChangePlan {
 
 fn cidr_changes(old: &Layout, new: &Layout, plan: &mut ChangePlan) {
     let cidrs = |l: &Layout| -> BTreeMap<(String, String), IpNet> {
-        l.groups
-            .iter()
-            .flat_map(|g| {
-                g.cidrs
-                    .iter()
-                    .map(move |(n, c)| ((g.path.clone(), l.networks[*n].name.clone()), *c))
-            })
-            .collect()
+        l.groups.iter().flat_map(|g| g.cidrs.iter().map(move |(n, c)| ((g.path.clone(), l.networks[*n].name.clone()), *c))).collect()
     };
     let (before, after) = (cidrs(old), cidrs(new));
     let keys: BTreeSet<&(String, String)> = before.keys().chain(after.keys()).collect();
     for key in keys {
         let (from, to) = (before.get(key).copied(), after.get(key).copied());
         if from != to {
-            plan.cidr_changes.push(CidrChange {
-                group: key.0.clone(),
-                network: key.1.clone(),
-                from,
-                to,
-            });
+            plan.cidr_changes.push(CidrChange { group: key.0.clone(), network: key.1.clone(), from, to });
         }
     }
 }
 
-fn check_block(
-    new: &Layout,
-    b: &HeldBlock,
-    placement: &BTreeMap<&str, String>,
-    plan: &mut ChangePlan,
-) {
+fn check_block(new: &Layout, b: &HeldBlock, placement: &BTreeMap<&str, String>, plan: &mut ChangePlan) {
     let subject = format!("block {}", b.cidr);
     let refuse = |plan: &mut ChangePlan, message: String| {
         if b.used == 0 && b.host.is_none() {
             plan.released_blocks_dropped.push(b.cidr);
         } else {
-            plan.refusals.push(Refusal {
-                subject: subject.clone(),
-                message,
-            });
+            plan.refusals.push(Refusal { subject: subject.clone(), message });
         }
     };
     let Some((net_id, network)) = new.network_by_name(&b.network) else {
-        return refuse(
-            plan,
-            format!(
-                "network `{}` would be removed while it has allocated blocks",
-                b.network
-            ),
-        );
+        return refuse(plan, format!("network `{}` would be removed while it has allocated blocks", b.network));
     };
     if !network.cidr.contains(&b.cidr) || b.cidr.prefix_len() != network.block_prefix {
         return refuse(
             plan,
-            format!(
-                "would no longer be a /{} block of network `{}` ({})",
-                network.block_prefix, network.name, network.cidr
-            ),
+            format!("would no longer be a /{} block of network `{}` ({})", network.block_prefix, network.name, network.cidr),
         );
     }
     let Some(host) = &b.host else { return };
     if let Some(tenant) = &b.tenant.as_ref().filter(|t| !network.allows(t)) {
-        return refuse(
-            plan,
-            format!(
-                "tenant `{tenant}` would no longer be allowed in network `{}`",
-                network.name
-            ),
-        );
+        return refuse(plan, format!("tenant `{tenant}` would no longer be allowed in network `{}`", network.name));
     }
     let Some(group_path) = placement.get(host.as_str()) else {
         return;
@@ -239,18 +185,9 @@ fn check_block(
         Some(cidr) if cidr.contains(&b.cidr) => {}
         Some(cidr) => refuse(
             plan,
-            format!(
-                "holds {} address(es) of host `{host}`, whose group {group_path} would be {cidr}: the addresses would move",
-                b.used
-            ),
+            format!("holds {} address(es) of host `{host}`, whose group {group_path} would be {cidr}: the addresses would move", b.used),
         ),
-        None => refuse(
-            plan,
-            format!(
-                "host `{host}`'s group {group_path} would have no CIDR in network `{}`",
-                network.name
-            ),
-        ),
+        None => refuse(plan, format!("host `{host}`'s group {group_path} would have no CIDR in network `{}`", network.name)),
     }
 }
 
@@ -265,11 +202,7 @@ mod tests {
 
     fn allocated(host: &str, group: &str, block: &str, used: u64) -> Allocated {
         Allocated {
-            hosts: vec![PlacedHost {
-                name: host.into(),
-                group: group.into(),
-                labels: Labels::new(),
-            }],
+            hosts: vec![PlacedHost { name: host.into(), group: group.into(), labels: Labels::new() }],
             blocks: vec![HeldBlock {
                 cidr: block.parse().expect("c"),
                 network: "n".into(),
@@ -283,36 +216,21 @@ mod tests {
 
     #[test]
     fn adding_a_sibling_that_moves_allocated_addresses_is_refused() {
-        let old =
-            layout("networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a}, {name: b}]");
-        let new = layout(
-            "networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a}, {name: b}, {name: c}]",
-        );
+        let old = layout("networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a}, {name: b}]");
+        let new = layout("networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a}, {name: b}, {name: c}]");
         // b moves from 10.0.128.0/17 to 10.0.64.0/18: a block in b's old upper half would move.
         let plan = plan_change(&old, &new, &allocated("h", "b", "10.0.128.0/28", 2));
         assert!(!plan.is_allowed());
-        assert!(
-            plan.refusals[0].message.contains("would move"),
-            "{:?}",
-            plan.refusals
-        );
-        assert!(
-            plan.cidr_changes
-                .iter()
-                .any(|c| c.group == "c" && c.from.is_none())
-        );
+        assert!(plan.refusals[0].message.contains("would move"), "{:?}", plan.refusals);
+        assert!(plan.cidr_changes.iter().any(|c| c.group == "c" && c.from.is_none()));
         // A block in a, which does not move, is fine.
         assert!(plan_change(&old, &new, &allocated("h", "a", "10.0.0.0/28", 2)).is_allowed());
     }
 
     #[test]
     fn growing_into_reserved_slots_moves_nothing() {
-        let old = layout(
-            "networks: [{name: n, cidr: 10.0.0.0/16}]\nslots: 4\ngroups: [{name: a}, {name: b}]",
-        );
-        let new = layout(
-            "networks: [{name: n, cidr: 10.0.0.0/16}]\nslots: 4\ngroups: [{name: a}, {name: b}, {name: c}]",
-        );
+        let old = layout("networks: [{name: n, cidr: 10.0.0.0/16}]\nslots: 4\ngroups: [{name: a}, {name: b}]");
+        let new = layout("networks: [{name: n, cidr: 10.0.0.0/16}]\nslots: 4\ngroups: [{name: a}, {name: b}, {name: c}]");
         let plan = plan_change(&old, &new, &allocated("h", "b", "10.0.64.0/28", 5));
         assert!(plan.is_allowed(), "{:?}", plan.refusals);
         assert_eq!(plan.cidr_changes.len(), 1);
@@ -321,17 +239,13 @@ mod tests {
     #[test]
     fn blackouts_over_allocated_addresses_and_unplaceable_hosts_are_refused() {
         let old = layout("networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a}]");
-        let new = layout(
-            "networks: [{name: n, cidr: 10.0.0.0/16, blackouts: [10.0.0.0/24]}]\ngroups: [{name: a}]",
-        );
+        let new = layout("networks: [{name: n, cidr: 10.0.0.0/16, blackouts: [10.0.0.0/24]}]\ngroups: [{name: a}]");
         let mut now = allocated("h", "a", "10.0.0.0/28", 1);
         now.addresses.push("10.0.0.1".parse().expect("ip"));
         let plan = plan_change(&old, &new, &now);
         assert_eq!(plan.refusals[0].subject, "address 10.0.0.1");
 
-        let labelled = layout(
-            "networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a, assignment: {zone: x}}]",
-        );
+        let labelled = layout("networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a, assignment: {zone: x}}]");
         let plan = plan_change(&old, &labelled, &allocated("h", "a", "10.0.0.0/28", 1));
         assert_eq!(plan.refusals[0].subject, "host h");
     }

@@ -9,9 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Address family.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Family {
     V4,
     V6,
@@ -62,11 +60,7 @@ pub struct Prefix {
 /// Host mask for a prefix length: the bits that vary inside the prefix.
 pub const fn host_mask(family: Family, len: u8) -> u128 {
     let bits = family.width() - len;
-    if bits >= 128 {
-        u128::MAX
-    } else {
-        (1u128 << bits) - 1
-    }
+    if bits >= 128 { u128::MAX } else { (1u128 << bits) - 1 }
 }
 
 pub fn addr_to_u128(addr: IpAddr) -> u128 {
@@ -87,19 +81,11 @@ pub fn u128_to_addr(family: Family, value: u128) -> IpAddr {
 impl Prefix {
     /// Build from any address and length, clearing host bits.
     pub fn new(family: Family, addr: u128, len: u8) -> Prefix {
-        Prefix {
-            family,
-            addr: addr & !host_mask(family, len),
-            len,
-        }
+        Prefix { family, addr: addr & !host_mask(family, len), len }
     }
 
     pub fn from_net(net: &IpNet) -> Prefix {
-        Prefix::new(
-            Family::of_net(net),
-            addr_to_u128(net.addr()),
-            net.prefix_len(),
-        )
+        Prefix::new(Family::of_net(net), addr_to_u128(net.addr()), net.prefix_len())
     }
 
     pub fn to_net(self) -> IpNet {
@@ -120,9 +106,7 @@ impl Prefix {
     }
 
     pub fn contains(self, other: Prefix) -> bool {
-        self.family == other.family
-            && self.len <= other.len
-            && other.addr & !host_mask(self.family, self.len) == self.addr
+        self.family == other.family && self.len <= other.len && other.addr & !host_mask(self.family, self.len) == self.addr
     }
 
     pub fn contains_addr(self, family: Family, value: u128) -> bool {
@@ -140,21 +124,13 @@ impl Prefix {
 
     /// True when `self` and `other` are the two halves of one parent.
     pub fn is_sibling_of(self, other: Prefix) -> bool {
-        self.family == other.family
-            && self.len == other.len
-            && self.len > 0
-            && self.addr != other.addr
-            && self.parent() == other.parent()
+        self.family == other.family && self.len == other.len && self.len > 0 && self.addr != other.addr && self.parent() == other.parent()
     }
 
     /// The `index`-th sub-prefix of length `len` inside `self`.
     pub fn subnet(self, len: u8, index: u128) -> Prefix {
         let step = host_mask(self.family, len).wrapping_add(1);
-        Prefix {
-            family: self.family,
-            addr: self.addr + index * step,
-            len,
-        }
+        Prefix { family: self.family, addr: self.addr + index * step, len }
     }
 }
 
@@ -179,29 +155,17 @@ pub fn range_to_prefixes(range: Range) -> Vec<Prefix> {
     let mut start = range.first;
     loop {
         // Largest aligned block starting at `start` that does not pass `range.last`.
-        let align = if start == 0 {
-            width as u32
-        } else {
-            start.trailing_zeros().min(width as u32)
-        };
+        let align = if start == 0 { width as u32 } else { start.trailing_zeros().min(width as u32) };
         let mut bits = align;
         while bits > 0 {
-            let mask = if bits >= 128 {
-                u128::MAX
-            } else {
-                (1u128 << bits) - 1
-            };
+            let mask = if bits >= 128 { u128::MAX } else { (1u128 << bits) - 1 };
             if start.checked_add(mask).is_some_and(|end| end <= range.last) {
                 break;
             }
             bits -= 1;
         }
         // `bits <= width` holds, so the cast cannot truncate.
-        let prefix = Prefix {
-            family: range.family,
-            addr: start,
-            len: width - bits as u8,
-        };
+        let prefix = Prefix { family: range.family, addr: start, len: width - bits as u8 };
         out.push(prefix);
         let end = prefix.last();
         if end >= range.last {
@@ -214,14 +178,9 @@ pub fn range_to_prefixes(range: Range) -> Vec<Prefix> {
 /// Parse a CIDR that must be canonical: `10.1.2.0/24` is fine, `10.1.2.3/24` is refused with the
 /// canonical form suggested, because a non-canonical CIDR almost always hides a typo.
 pub fn parse_canonical(text: &str) -> Result<IpNet, String> {
-    let net: IpNet = text.trim().parse().map_err(|_| {
-        format!("`{text}` is not a CIDR (expected for example 10.1.0.0/16 or fd00::/48)")
-    })?;
+    let net: IpNet = text.trim().parse().map_err(|_| format!("`{text}` is not a CIDR (expected for example 10.1.0.0/16 or fd00::/48)"))?;
     if net.trunc() != net {
-        return Err(format!(
-            "`{text}` has host bits set; did you mean {}?",
-            net.trunc()
-        ));
+        return Err(format!("`{text}` has host bits set; did you mean {}?", net.trunc()));
     }
     Ok(net)
 }
@@ -242,21 +201,10 @@ mod tests {
             last: addr_to_u128("10.0.0.6".parse().expect("ip")),
         };
         let got: Vec<String> = range_to_prefixes(r).iter().map(|p| p.to_string()).collect();
-        assert_eq!(
-            got,
-            ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
-        );
-        let all = Range {
-            family: Family::V6,
-            first: 0,
-            last: u128::MAX,
-        };
+        assert_eq!(got, ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]);
+        let all = Range { family: Family::V6, first: 0, last: u128::MAX };
         assert_eq!(range_to_prefixes(all), vec![p("::/0")]);
-        let all4 = Range {
-            family: Family::V4,
-            first: 0,
-            last: u32::MAX as u128,
-        };
+        let all4 = Range { family: Family::V4, first: 0, last: u32::MAX as u128 };
         assert_eq!(range_to_prefixes(all4), vec![p("0.0.0.0/0")]);
     }
 
@@ -272,10 +220,7 @@ mod tests {
 
     #[test]
     fn canonical_parsing_names_the_fix() {
-        assert_eq!(
-            parse_canonical("10.1.0.0/16").expect("valid").to_string(),
-            "10.1.0.0/16"
-        );
+        assert_eq!(parse_canonical("10.1.0.0/16").expect("valid").to_string(), "10.1.0.0/16");
         let err = parse_canonical("10.1.2.3/16").expect_err("host bits");
         assert!(err.contains("did you mean 10.1.0.0/16"), "{err}");
         assert!(parse_canonical("10.1.0.0/33").is_err());

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::cidr::{Family, parse_canonical};
 use crate::spec::{
-    DEFAULT_BLOCK_PREFIX_V4, DEFAULT_BLOCK_PREFIX_V6, GroupSpec, HostSpec, Labels, NetworkSpec,
-    SpecError, TopologySpec, TreeSpec, validate_name,
+    DEFAULT_BLOCK_PREFIX_V4, DEFAULT_BLOCK_PREFIX_V6, GroupSpec, HostSpec, Labels, NetworkSpec, SpecError, TopologySpec, TreeSpec,
+    validate_name,
 };
 
 /// Which dialect a document is written in.
@@ -26,8 +26,8 @@ pub enum Format {
 
 /// Parse a topology document (YAML or JSON text).
 pub fn parse_topology(text: &str, format: Format) -> Result<TopologySpec, SpecError> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text)
-        .map_err(|e| SpecError::new("document", format!("not valid YAML or JSON: {e}")))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| SpecError::new("document", format!("not valid YAML or JSON: {e}")))?;
     let format = match format {
         Format::Auto if is_romana(&value) => Format::Romana,
         Format::Auto => Format::Tessera,
@@ -40,24 +40,14 @@ pub fn parse_topology(text: &str, format: Format) -> Result<TopologySpec, SpecEr
 }
 
 fn is_romana(value: &serde_yaml::Value) -> bool {
-    value
-        .get("topologies")
-        .and_then(|t| t.as_sequence())
-        .is_some_and(|list| list.iter().any(|t| t.get("map").is_some()))
-        || value
-            .get("networks")
-            .and_then(|n| n.as_sequence())
-            .is_some_and(|list| list.iter().any(|n| n.get("block_mask").is_some()))
+    value.get("topologies").and_then(|t| t.as_sequence()).is_some_and(|list| list.iter().any(|t| t.get("map").is_some()))
+        || value.get("networks").and_then(|n| n.as_sequence()).is_some_and(|list| list.iter().any(|n| n.get("block_mask").is_some()))
 }
 
 fn decode<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, SpecError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path == "?" {
-            "document".to_string()
-        } else {
-            path
-        };
+        let field = if path == "." || path == "?" { "document".to_string() } else { path };
         SpecError::new(field, e.into_inner().to_string())
     })
 }
@@ -129,28 +119,13 @@ struct TesseraHost {
 fn from_tessera(doc: TesseraDoc) -> Result<TopologySpec, SpecError> {
     let mut networks = Vec::new();
     for (i, n) in doc.networks.into_iter().enumerate() {
-        networks.push(network(
-            &format!("networks[{i}]"),
-            n.name,
-            &n.cidr,
-            n.block_prefix,
-            "blockPrefix",
-            n.tenants,
-            &n.blackouts,
-        )?);
+        networks.push(network(&format!("networks[{i}]"), n.name, &n.cidr, n.block_prefix, "blockPrefix", n.tenants, &n.blackouts)?);
     }
     if doc.groups.is_some() && !doc.topologies.is_empty() {
-        return Err(SpecError::new(
-            "groups",
-            "use either top-level `groups` (one tree over all networks) or `topologies`, not both",
-        ));
+        return Err(SpecError::new("groups", "use either top-level `groups` (one tree over all networks) or `topologies`, not both"));
     }
     let trees = match doc.groups {
-        Some(groups) => vec![TesseraTree {
-            networks: networks.iter().map(|n| n.name.clone()).collect(),
-            slots: doc.slots,
-            groups,
-        }],
+        Some(groups) => vec![TesseraTree { networks: networks.iter().map(|n| n.name.clone()).collect(), slots: doc.slots, groups }],
         None => doc.topologies,
     };
     let mut topologies = Vec::new();
@@ -163,23 +138,12 @@ fn from_tessera(doc: TesseraDoc) -> Result<TopologySpec, SpecError> {
             .enumerate()
             .map(|(j, g)| tessera_group(&format!("{field}.groups[{j}]"), g, &mut host_names))
             .collect::<Result<Vec<_>, _>>()?;
-        topologies.push(TreeSpec {
-            networks: tree.networks,
-            slots: tree.slots,
-            groups,
-        });
+        topologies.push(TreeSpec { networks: tree.networks, slots: tree.slots, groups });
     }
-    finish(TopologySpec {
-        networks,
-        topologies,
-    })
+    finish(TopologySpec { networks, topologies })
 }
 
-fn tessera_group(
-    field: &str,
-    g: TesseraGroup,
-    host_names: &mut BTreeSet<String>,
-) -> Result<GroupSpec, SpecError> {
+fn tessera_group(field: &str, g: TesseraGroup, host_names: &mut BTreeSet<String>) -> Result<GroupSpec, SpecError> {
     let cidr_texts = match g.cidr {
         None => Vec::new(),
         Some(OneOrMany::One(c)) => vec![c],
@@ -256,15 +220,7 @@ struct RomanaHost {
 fn from_romana(doc: RomanaDoc) -> Result<TopologySpec, SpecError> {
     let mut networks = Vec::new();
     for (i, n) in doc.networks.into_iter().enumerate() {
-        networks.push(network(
-            &format!("networks[{i}]"),
-            n.name,
-            &n.cidr,
-            n.block_mask,
-            "block_mask",
-            n.tenants,
-            &[],
-        )?);
+        networks.push(network(&format!("networks[{i}]"), n.name, &n.cidr, n.block_mask, "block_mask", n.tenants, &[])?);
     }
     let mut host_names = BTreeSet::new();
     let mut topologies = Vec::new();
@@ -275,23 +231,12 @@ fn from_romana(doc: RomanaDoc) -> Result<TopologySpec, SpecError> {
             .enumerate()
             .map(|(j, g)| romana_group(&format!("topologies[{i}].map[{j}]"), g, &mut host_names))
             .collect::<Result<Vec<_>, _>>()?;
-        topologies.push(TreeSpec {
-            networks: t.networks,
-            slots: None,
-            groups,
-        });
+        topologies.push(TreeSpec { networks: t.networks, slots: None, groups });
     }
-    finish(TopologySpec {
-        networks,
-        topologies,
-    })
+    finish(TopologySpec { networks, topologies })
 }
 
-fn romana_group(
-    field: &str,
-    g: RomanaGroup,
-    host_names: &mut BTreeSet<String>,
-) -> Result<GroupSpec, SpecError> {
+fn romana_group(field: &str, g: RomanaGroup, host_names: &mut BTreeSet<String>) -> Result<GroupSpec, SpecError> {
     let groups = g
         .groups
         .into_iter()
@@ -300,13 +245,7 @@ fn romana_group(
         .collect::<Result<Vec<_>, _>>()?;
     let mut hosts = Vec::new();
     for (k, h) in g.hosts.into_iter().enumerate() {
-        hosts.push(host(
-            &format!("{field}.hosts[{k}]"),
-            h.name,
-            std::slice::from_ref(&h.ip),
-            Labels::new(),
-            host_names,
-        )?);
+        hosts.push(host(&format!("{field}.hosts[{k}]"), h.name, std::slice::from_ref(&h.ip), Labels::new(), host_names)?);
     }
     group(field, g.name, g.assignment, Vec::new(), None, groups, hosts)
 }
@@ -332,10 +271,7 @@ fn network(
     if block_prefix < smallest || block_prefix > family.width() {
         return Err(SpecError::new(
             format!("{field}.{block_field}"),
-            format!(
-                "must be between {smallest} and {} for network {cidr}",
-                family.width()
-            ),
+            format!("must be between {smallest} and {} for network {cidr}", family.width()),
         ));
     }
     if let Some(list) = &tenants {
@@ -348,50 +284,25 @@ fn network(
         let bfield = format!("{field}.blackouts[{k}]");
         let net = parse_canonical(b).map_err(|m| SpecError::new(&bfield, m))?;
         if !cidr.contains(&net) {
-            return Err(SpecError::new(
-                bfield,
-                format!("{net} is outside the network {cidr}"),
-            ));
+            return Err(SpecError::new(bfield, format!("{net} is outside the network {cidr}")));
         }
         parsed.push(net);
     }
-    Ok(NetworkSpec {
-        name,
-        cidr,
-        block_prefix,
-        tenants,
-        blackouts: parsed,
-    })
+    Ok(NetworkSpec { name, cidr, block_prefix, tenants, blackouts: parsed })
 }
 
-fn host(
-    field: &str,
-    name: String,
-    ips: &[String],
-    labels: Labels,
-    names: &mut BTreeSet<String>,
-) -> Result<HostSpec, SpecError> {
+fn host(field: &str, name: String, ips: &[String], labels: Labels, names: &mut BTreeSet<String>) -> Result<HostSpec, SpecError> {
     validate_name(&format!("{field}.name"), &name)?;
     crate::spec::validate_labels(&format!("{field}.labels"), &labels)?;
     if !names.insert(name.clone()) {
-        return Err(SpecError::new(
-            format!("{field}.name"),
-            format!("host `{name}` is listed twice"),
-        ));
+        return Err(SpecError::new(format!("{field}.name"), format!("host `{name}` is listed twice")));
     }
     if ips.is_empty() {
-        return Err(SpecError::new(
-            format!("{field}.ip"),
-            "a host needs at least one underlay IP",
-        ));
+        return Err(SpecError::new(format!("{field}.ip"), "a host needs at least one underlay IP"));
     }
     let ips = ips
         .iter()
-        .map(|t| {
-            t.parse::<IpAddr>().map_err(|_| {
-                SpecError::new(format!("{field}.ip"), format!("`{t}` is not an IP address"))
-            })
-        })
+        .map(|t| t.parse::<IpAddr>().map_err(|_| SpecError::new(format!("{field}.ip"), format!("`{t}` is not an IP address"))))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HostSpec { name, ips, labels })
 }
@@ -408,34 +319,18 @@ fn group(
     validate_name(&format!("{field}.name"), &name)?;
     crate::spec::validate_labels(&format!("{field}.assignment"), &assignment)?;
     if name.contains('/') {
-        return Err(SpecError::new(
-            format!("{field}.name"),
-            "group names cannot contain '/'",
-        ));
+        return Err(SpecError::new(format!("{field}.name"), "group names cannot contain '/'"));
     }
     if !groups.is_empty() && !hosts.is_empty() {
-        return Err(SpecError::new(
-            format!("{field}.hosts"),
-            "a group has either child groups or hosts, not both",
-        ));
+        return Err(SpecError::new(format!("{field}.hosts"), "a group has either child groups or hosts, not both"));
     }
     let mut seen = BTreeSet::new();
     for (j, g) in groups.iter().enumerate() {
         if !seen.insert(g.name.as_str()) {
-            return Err(SpecError::new(
-                format!("{field}.groups[{j}].name"),
-                format!("`{}` is used twice under one parent", g.name),
-            ));
+            return Err(SpecError::new(format!("{field}.groups[{j}].name"), format!("`{}` is used twice under one parent", g.name)));
         }
     }
-    Ok(GroupSpec {
-        name,
-        assignment,
-        cidrs,
-        slots,
-        groups,
-        hosts,
-    })
+    Ok(GroupSpec { name, assignment, cidrs, slots, groups, hosts })
 }
 
 /// Document-wide checks: unique network names, trees naming known networks, each network in one tree.
@@ -443,20 +338,14 @@ fn finish(spec: TopologySpec) -> Result<TopologySpec, SpecError> {
     let mut names = BTreeSet::new();
     for (i, n) in spec.networks.iter().enumerate() {
         if !names.insert(n.name.as_str()) {
-            return Err(SpecError::new(
-                format!("networks[{i}].name"),
-                format!("network `{}` is defined twice", n.name),
-            ));
+            return Err(SpecError::new(format!("networks[{i}].name"), format!("network `{}` is defined twice", n.name)));
         }
     }
     let mut used = BTreeSet::new();
     let mut top_names = BTreeSet::new();
     for (i, t) in spec.topologies.iter().enumerate() {
         if t.networks.is_empty() {
-            return Err(SpecError::new(
-                format!("topologies[{i}].networks"),
-                "a topology must name at least one network",
-            ));
+            return Err(SpecError::new(format!("topologies[{i}].networks"), "a topology must name at least one network"));
         }
         for (k, n) in t.networks.iter().enumerate() {
             let field = format!("topologies[{i}].networks[{k}]");
@@ -464,10 +353,7 @@ fn finish(spec: TopologySpec) -> Result<TopologySpec, SpecError> {
                 return Err(SpecError::new(field, format!("unknown network `{n}`")));
             }
             if !used.insert(n.as_str()) {
-                return Err(SpecError::new(
-                    field,
-                    format!("network `{n}` is already used by another topology"),
-                ));
+                return Err(SpecError::new(field, format!("network `{n}` is already used by another topology")));
             }
         }
         for (j, g) in t.groups.iter().enumerate() {
@@ -501,46 +387,14 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            (
-                "networks: [{name: a, cidr: 10.0.0.1/16}]",
-                "networks[0].cidr",
-                "did you mean 10.0.0.0/16",
-            ),
-            (
-                "networks: [{name: a, cidr: 10.0.0.0/16, blockPrefix: 8}]",
-                "networks[0].blockPrefix",
-                "between",
-            ),
-            (
-                "networks: [{name: a, cidr: 10.0.0.0/16, colour: red}]",
-                "networks[0].colour",
-                "unknown field `colour`",
-            ),
-            (
-                "networks: [{name: a, cidr: 10.0.0.0/16}]\ntopologies: [{networks: [b]}]",
-                "topologies[0].networks[0]",
-                "unknown network",
-            ),
-            (
-                "networks: [{name: a, cidr: 10.0.0.0/16, blackouts: [10.1.0.0/24]}]",
-                "networks[0].blackouts[0]",
-                "outside",
-            ),
-            (
-                "groups: [{name: r, hosts: [{name: h, ip: nope}]}]",
-                "topologies[0].groups[0].hosts[0].ip",
-                "not an IP",
-            ),
-            (
-                "groups: [{name: r, groups: [{name: x}, {name: x}]}]",
-                "topologies[0].groups[0].groups[1].name",
-                "twice",
-            ),
-            (
-                "networks: [{name: a, cidr: 10.0.0.0/16, blockPrefix: -1}]",
-                "networks[0].blockPrefix",
-                "invalid value",
-            ),
+            ("networks: [{name: a, cidr: 10.0.0.1/16}]", "networks[0].cidr", "did you mean 10.0.0.0/16"),
+            ("networks: [{name: a, cidr: 10.0.0.0/16, blockPrefix: 8}]", "networks[0].blockPrefix", "between"),
+            ("networks: [{name: a, cidr: 10.0.0.0/16, colour: red}]", "networks[0].colour", "unknown field `colour`"),
+            ("networks: [{name: a, cidr: 10.0.0.0/16}]\ntopologies: [{networks: [b]}]", "topologies[0].networks[0]", "unknown network"),
+            ("networks: [{name: a, cidr: 10.0.0.0/16, blackouts: [10.1.0.0/24]}]", "networks[0].blackouts[0]", "outside"),
+            ("groups: [{name: r, hosts: [{name: h, ip: nope}]}]", "topologies[0].groups[0].hosts[0].ip", "not an IP"),
+            ("groups: [{name: r, groups: [{name: x}, {name: x}]}]", "topologies[0].groups[0].groups[1].name", "twice"),
+            ("networks: [{name: a, cidr: 10.0.0.0/16, blockPrefix: -1}]", "networks[0].blockPrefix", "invalid value"),
             ("[1, 2", "document", "not valid"),
         ];
         for (doc, field, text) in cases {
@@ -556,10 +410,7 @@ mod tests {
             "topologies":[{"networks":["n"],"map":[{"name":"g","groups":[],"hosts":[{"name":"h1","ip":"192.168.1.1","agent_port":9604}]}]}]}"#;
         let spec = parse_topology(doc, Format::Auto).expect("valid");
         assert_eq!(spec.networks[0].block_prefix, 29);
-        assert_eq!(
-            spec.networks[0].tenants.as_deref(),
-            Some(&["t1".to_string()][..])
-        );
+        assert_eq!(spec.networks[0].tenants.as_deref(), Some(&["t1".to_string()][..]));
         assert_eq!(spec.topologies[0].groups[0].hosts[0].name, "h1");
     }
 }

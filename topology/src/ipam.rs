@@ -58,53 +58,25 @@ pub fn capacity(network: &Network, block: IpNet) -> u64 {
         .iter()
         .map(Prefix::from_net)
         .filter(|b| b.overlaps(block))
-        .map(|b| {
-            if b.contains(block) {
-                block.size()
-            } else {
-                b.size()
-            }
-        })
+        .map(|b| if b.contains(block) { block.size() } else { b.size() })
         .sum();
     u64::try_from(block.size().saturating_sub(blacked)).unwrap_or(u64::MAX)
 }
 
 /// Pick the block for `owner` among the group's `blocks` (every block inside `group_cidr`).
-pub fn choose_block(
-    network: &Network,
-    group_cidr: IpNet,
-    blocks: &[BlockState],
-    owner: &BlockOwner,
-) -> Option<BlockChoice> {
-    let mut in_group: Vec<&BlockState> = blocks
-        .iter()
-        .filter(|b| group_cidr.contains(&b.cidr))
-        .collect();
+pub fn choose_block(network: &Network, group_cidr: IpNet, blocks: &[BlockState], owner: &BlockOwner) -> Option<BlockChoice> {
+    let mut in_group: Vec<&BlockState> = blocks.iter().filter(|b| group_cidr.contains(&b.cidr)).collect();
     in_group.sort_by_key(|b| b.cidr);
-    if let Some(b) = in_group
-        .iter()
-        .find(|b| b.owner.as_ref() == Some(owner) && b.used < capacity(network, b.cidr))
-    {
+    if let Some(b) = in_group.iter().find(|b| b.owner.as_ref() == Some(owner) && b.used < capacity(network, b.cidr)) {
         return Some(BlockChoice::Owned(b.cidr));
     }
-    if let Some(b) = in_group
-        .iter()
-        .find(|b| b.owner.is_none() && capacity(network, b.cidr) > 0)
-    {
+    if let Some(b) = in_group.iter().find(|b| b.owner.is_none() && capacity(network, b.cidr) > 0) {
         return Some(BlockChoice::Reuse(b.cidr));
     }
-    new_block(
-        network,
-        group_cidr,
-        &in_group.iter().map(|b| Prefix::from_net(&b.cidr)).collect(),
-    )
+    new_block(network, group_cidr, &in_group.iter().map(|b| Prefix::from_net(&b.cidr)).collect())
 }
 
-fn new_block(
-    network: &Network,
-    group_cidr: IpNet,
-    existing: &BTreeSet<Prefix>,
-) -> Option<BlockChoice> {
+fn new_block(network: &Network, group_cidr: IpNet, existing: &BTreeSet<Prefix>) -> Option<BlockChoice> {
     let group = Prefix::from_net(&group_cidr);
     let step = Prefix::new(group.family, 0, network.block_prefix).size();
     let blackouts: Vec<Prefix> = network.blackouts.iter().map(Prefix::from_net).collect();
@@ -132,17 +104,12 @@ pub fn choose_address(network: &Network, block: IpNet, used: &BTreeSet<IpAddr>) 
     let blackouts: Vec<Prefix> = network.blackouts.iter().map(Prefix::from_net).collect();
     let mut value = prefix.addr;
     loop {
-        if let Some(b) = blackouts
-            .iter()
-            .find(|b| b.contains_addr(prefix.family, value))
-        {
+        if let Some(b) = blackouts.iter().find(|b| b.contains_addr(prefix.family, value)) {
             value = b.last().checked_add(1)?;
         } else if used.contains(&value) {
             value = value.checked_add(1)?;
         } else {
-            return prefix
-                .contains_addr(prefix.family, value)
-                .then(|| u128_to_addr(prefix.family, value));
+            return prefix.contains_addr(prefix.family, value).then(|| u128_to_addr(prefix.family, value));
         }
         if !prefix.contains_addr(prefix.family, value) {
             return None;
@@ -168,19 +135,11 @@ mod tests {
     }
 
     fn owner(host: &str) -> BlockOwner {
-        BlockOwner {
-            host: host.into(),
-            tenant: "t".into(),
-            segment: "default".into(),
-        }
+        BlockOwner { host: host.into(), tenant: "t".into(), segment: "default".into() }
     }
 
     fn block(cidr: &str, owner: Option<BlockOwner>, used: u64) -> BlockState {
-        BlockState {
-            cidr: cidr.parse().expect("cidr"),
-            owner,
-            used,
-        }
+        BlockState { cidr: cidr.parse().expect("cidr"), owner, used }
     }
 
     #[test]
@@ -193,19 +152,10 @@ mod tests {
             block("10.0.0.32/28", Some(owner("h1")), 16),
             block("10.0.0.48/28", Some(owner("h1")), 2),
         ];
-        assert_eq!(
-            choose_block(&n, group, &blocks, &owner("h1")),
-            Some(BlockChoice::Owned("10.0.0.48/28".parse().expect("c")))
-        );
-        assert_eq!(
-            choose_block(&n, group, &blocks[..3], &owner("h1")),
-            Some(BlockChoice::Reuse("10.0.0.16/28".parse().expect("c")))
-        );
+        assert_eq!(choose_block(&n, group, &blocks, &owner("h1")), Some(BlockChoice::Owned("10.0.0.48/28".parse().expect("c"))));
+        assert_eq!(choose_block(&n, group, &blocks[..3], &owner("h1")), Some(BlockChoice::Reuse("10.0.0.16/28".parse().expect("c"))));
         let without_free = [blocks[0].clone(), blocks[2].clone()];
-        assert_eq!(
-            choose_block(&n, group, &without_free, &owner("h1")),
-            Some(BlockChoice::New("10.0.0.16/28".parse().expect("c")))
-        );
+        assert_eq!(choose_block(&n, group, &without_free, &owner("h1")), Some(BlockChoice::New("10.0.0.16/28".parse().expect("c"))));
     }
 
     #[test]
@@ -219,9 +169,7 @@ mod tests {
         assert_eq!(addr, Some("10.0.0.20".parse().expect("ip")));
         let full = vec![block("10.0.0.16/28", Some(owner("h2")), 12)];
         assert_eq!(choose_block(&n, group, &full, &owner("h1")), None);
-        let used: BTreeSet<IpAddr> = (20..32)
-            .map(|i| format!("10.0.0.{i}").parse().expect("ip"))
-            .collect();
+        let used: BTreeSet<IpAddr> = (20..32).map(|i| format!("10.0.0.{i}").parse().expect("ip")).collect();
         assert_eq!(choose_address(&n, choice.cidr(), &used), None);
     }
 
@@ -233,9 +181,6 @@ mod tests {
         n.block_prefix = 124;
         let group: IpNet = "fd00::/64".parse().expect("cidr");
         let blocks = vec![block("fd00::/124", Some(owner("h2")), 1)];
-        assert_eq!(
-            choose_block(&n, group, &blocks, &owner("h1")),
-            Some(BlockChoice::New("fd00::10/124".parse().expect("c")))
-        );
+        assert_eq!(choose_block(&n, group, &blocks, &owner("h1")), Some(BlockChoice::New("fd00::10/124".parse().expect("c"))));
     }
 }

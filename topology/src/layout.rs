@@ -106,11 +106,7 @@ impl Layout {
                 tree: None,
             })
             .collect();
-        let mut layout = Layout {
-            networks: Vec::new(),
-            trees: Vec::new(),
-            groups: Vec::new(),
-        };
+        let mut layout = Layout { networks: Vec::new(), trees: Vec::new(), groups: Vec::new() };
         for (t, tree) in spec.topologies.iter().enumerate() {
             let mut ids = Vec::new();
             for name in &tree.networks {
@@ -120,26 +116,11 @@ impl Layout {
                     ids.push(id);
                 }
             }
-            let parent_cidrs: BTreeMap<NetworkId, IpNet> =
-                ids.iter().map(|&id| (id, networks[id].cidr)).collect();
+            let parent_cidrs: BTreeMap<NetworkId, IpNet> = ids.iter().map(|&id| (id, networks[id].cidr)).collect();
             let field = format!("topologies[{t}]");
             let slots = slot_count(&field, tree.groups.len(), tree.slots)?;
-            layout.trees.push(Tree {
-                networks: ids,
-                roots: Vec::new(),
-                slots,
-            });
-            let roots = layout.carve_children(
-                &networks,
-                t,
-                None,
-                "",
-                &Labels::new(),
-                &parent_cidrs,
-                slots,
-                &tree.groups,
-                &field,
-            )?;
+            layout.trees.push(Tree { networks: ids, roots: Vec::new(), slots });
+            let roots = layout.carve_children(&networks, t, None, "", &Labels::new(), &parent_cidrs, slots, &tree.groups, &field)?;
             layout.trees[t].roots = roots;
         }
         layout.networks = networks;
@@ -168,11 +149,7 @@ impl Layout {
             let child_len = parent_cidr.prefix_len() + bits;
             for (i, g) in specs.iter().enumerate() {
                 let gfield = format!("{field}.groups[{i}]");
-                let explicit: Vec<&IpNet> = g
-                    .cidrs
-                    .iter()
-                    .filter(|c| network.cidr.contains(*c))
-                    .collect();
+                let explicit: Vec<&IpNet> = g.cidrs.iter().filter(|c| network.cidr.contains(*c)).collect();
                 let cidr = match explicit.as_slice() {
                     [] => {
                         if child_len > network.block_prefix {
@@ -196,10 +173,7 @@ impl Layout {
                         if one.prefix_len() > network.block_prefix {
                             return Err(SpecError::new(
                                 format!("{gfield}.cidr"),
-                                format!(
-                                    "{one} is smaller than network `{}`'s blocks (/{})",
-                                    network.name, network.block_prefix
-                                ),
+                                format!("{one} is smaller than network `{}`'s blocks (/{})", network.name, network.block_prefix),
                             ));
                         }
                         **one
@@ -214,11 +188,7 @@ impl Layout {
                 carved[i].insert(net_id, cidr);
             }
             // Siblings must not overlap (explicit CIDRs can collide with carved slots).
-            let mut order: Vec<(IpNet, usize)> = carved
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c[&net_id], i))
-                .collect();
+            let mut order: Vec<(IpNet, usize)> = carved.iter().enumerate().map(|(i, c)| (c[&net_id], i)).collect();
             order.sort();
             for pair in order.windows(2) {
                 let (a, b) = (pair[0], pair[1]);
@@ -226,10 +196,7 @@ impl Layout {
                     let (first, second) = if a.1 < b.1 { (a, b) } else { (b, a) };
                     return Err(SpecError::new(
                         format!("{field}.groups[{}].cidr", second.1),
-                        format!(
-                            "{} overlaps sibling `{}` ({})",
-                            second.0, specs[first.1].name, first.0
-                        ),
+                        format!("{} overlaps sibling `{}` ({})", second.0, specs[first.1].name, first.0),
                     ));
                 }
             }
@@ -245,30 +212,17 @@ impl Layout {
             }
             let gfield = format!("{field}.groups[{i}]");
             let id = self.groups.len();
-            let path = if parent_path.is_empty() {
-                g.name.clone()
-            } else {
-                format!("{parent_path}/{}", g.name)
-            };
+            let path = if parent_path.is_empty() { g.name.clone() } else { format!("{parent_path}/{}", g.name) };
             let mut required = parent_required.clone();
             for (key, value) in &g.assignment {
-                if let Some(prev) = required
-                    .insert(key.clone(), value.clone())
-                    .filter(|p| p != value)
-                {
+                if let Some(prev) = required.insert(key.clone(), value.clone()).filter(|p| p != value) {
                     return Err(SpecError::new(
                         format!("{gfield}.assignment.{key}"),
-                        format!(
-                            "`{value}` contradicts `{prev}` required by a parent group: no host could ever match"
-                        ),
+                        format!("`{value}` contradicts `{prev}` required by a parent group: no host could ever match"),
                     ));
                 }
             }
-            let child_slots = if g.groups.is_empty() {
-                0
-            } else {
-                slot_count(&gfield, g.groups.len(), g.slots)?
-            };
+            let child_slots = if g.groups.is_empty() { 0 } else { slot_count(&gfield, g.groups.len(), g.slots)? };
             self.groups.push(Group {
                 id,
                 name: g.name.clone(),
@@ -284,17 +238,8 @@ impl Layout {
                 slots: child_slots,
             });
             if !g.groups.is_empty() {
-                let children = self.carve_children(
-                    networks,
-                    tree,
-                    Some(id),
-                    &path,
-                    &required,
-                    &carved[i],
-                    child_slots,
-                    &g.groups,
-                    &gfield,
-                )?;
+                let children =
+                    self.carve_children(networks, tree, Some(id), &path, &required, &carved[i], child_slots, &g.groups, &gfield)?;
                 self.groups[id].children = children;
             }
             ids.push(id);
@@ -307,10 +252,7 @@ impl Layout {
     }
 
     pub fn network_by_name(&self, name: &str) -> Option<(NetworkId, &Network)> {
-        self.networks
-            .iter()
-            .enumerate()
-            .find(|(_, n)| n.name == name)
+        self.networks.iter().enumerate().find(|(_, n)| n.name == name)
     }
 
     pub fn leaves(&self) -> impl Iterator<Item = &Group> {
@@ -319,26 +261,13 @@ impl Layout {
 
     /// The leaf a host is pinned to by the document, if any.
     pub fn static_host(&self, name: &str) -> Option<(&Group, &HostSpec)> {
-        self.groups.iter().find_map(|g| {
-            g.static_hosts
-                .iter()
-                .find(|h| h.name == name)
-                .map(|h| (g, h))
-        })
+        self.groups.iter().find_map(|g| g.static_hosts.iter().find(|h| h.name == name).map(|h| (g, h)))
     }
 
     /// The padding of a group (or of a network's top level when `group` is `None`): parent space
     /// not given to any child, per network.
-    pub fn padding(
-        &self,
-        parent_cidr: IpNet,
-        children: &[GroupId],
-        network: NetworkId,
-    ) -> Vec<IpNet> {
-        let taken: Vec<IpNet> = children
-            .iter()
-            .filter_map(|&c| self.groups[c].cidrs.get(&network).copied())
-            .collect();
+    pub fn padding(&self, parent_cidr: IpNet, children: &[GroupId], network: NetworkId) -> Vec<IpNet> {
+        let taken: Vec<IpNet> = children.iter().filter_map(|&c| self.groups[c].cidrs.get(&network).copied()).collect();
         crate::aggregate::subtract(&[parent_cidr], &taken)
     }
 }
@@ -347,10 +276,7 @@ fn slot_count(field: &str, children: usize, hint: Option<u32>) -> Result<u32, Sp
     let n = u32::try_from(children.max(1)).map_err(|_| SpecError::new(field, "too many groups"))?;
     let wanted = n.max(hint.unwrap_or(1));
     if wanted > 1 << 16 {
-        return Err(SpecError::new(
-            format!("{field}.slots"),
-            "at most 65536 slots",
-        ));
+        return Err(SpecError::new(format!("{field}.slots"), "at most 65536 slots"));
     }
     Ok(wanted.next_power_of_two())
 }
@@ -410,24 +336,15 @@ mod tests {
 
     #[test]
     fn three_children_leave_one_padding_slot() {
-        let l = layout(
-            "networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a}, {name: b}, {name: c}]",
-        )
-        .expect("valid");
+        let l = layout("networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a}, {name: b}, {name: c}]").expect("valid");
         assert_eq!(cidr_of(&l, "c"), "10.0.128.0/18");
         let pad = l.padding(l.networks[0].cidr, &l.trees[0].roots, 0);
-        assert_eq!(
-            pad.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["10.0.192.0/18"]
-        );
+        assert_eq!(pad.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.192.0/18"]);
     }
 
     #[test]
     fn slots_reserve_room_to_grow() {
-        let l = layout(
-            "networks: [{name: n, cidr: 10.0.0.0/16}]\nslots: 8\ngroups: [{name: a}, {name: b}]",
-        )
-        .expect("valid");
+        let l = layout("networks: [{name: n, cidr: 10.0.0.0/16}]\nslots: 8\ngroups: [{name: a}, {name: b}]").expect("valid");
         assert_eq!(cidr_of(&l, "b"), "10.0.32.0/19");
     }
 
@@ -453,11 +370,7 @@ mod tests {
                 "topologies[0].groups[0].cidr[0]",
                 "none of",
             ),
-            (
-                "networks: [{name: n, cidr: 10.0.0.0/24}]\nslots: 32\ngroups: [{name: a}]",
-                "topologies[0].groups[0]",
-                "smaller than",
-            ),
+            ("networks: [{name: n, cidr: 10.0.0.0/24}]\nslots: 32\ngroups: [{name: a}]", "topologies[0].groups[0]", "smaller than"),
             (
                 "networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups: [{name: a, assignment: {z: '1'}, groups: [{name: b, assignment: {z: '2'}}]}]",
                 "topologies[0].groups[0].groups[0].assignment.z",

@@ -84,9 +84,7 @@ pub struct RoutePlan {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error(
-        "a route budget of {budget} cannot hold the fabric routes: even collapsed to whole networks they need {minimum}"
-    )]
+    #[error("a route budget of {budget} cannot hold the fabric routes: even collapsed to whole networks they need {minimum}")]
     BudgetTooSmall { budget: usize, minimum: usize },
 }
 
@@ -116,16 +114,8 @@ struct Planner<'a> {
     collapse_at_one: Vec<bool>,
 }
 
-pub fn plan_routes(
-    layout: &Layout,
-    hosts: &[HostInfo],
-    blocks: &[BlockInfo],
-    budget: Option<usize>,
-) -> Result<RoutePlan, PlanError> {
-    let mut plan = RoutePlan {
-        budget,
-        ..RoutePlan::default()
-    };
+pub fn plan_routes(layout: &Layout, hosts: &[HostInfo], blocks: &[BlockInfo], budget: Option<usize>) -> Result<RoutePlan, PlanError> {
+    let mut plan = RoutePlan { budget, ..RoutePlan::default() };
     let mut hosts_of: BTreeMap<GroupId, Vec<&HostInfo>> = BTreeMap::new();
     for h in hosts {
         hosts_of.entry(h.group).or_default().push(h);
@@ -138,9 +128,7 @@ pub fn plan_routes(
     // One planning tree per network; the knapsack across networks shares one budget.
     let mut planners = Vec::new();
     let leaves = hosts_of.len();
-    let limit = budget
-        .unwrap_or(usize::MAX)
-        .min(leaves * layout.networks.len().max(1));
+    let limit = budget.unwrap_or(usize::MAX).min(leaves * layout.networks.len().max(1));
     for (network, net) in layout.networks.iter().enumerate() {
         let Some(tree) = net.tree else { continue };
         let mut planner = Planner {
@@ -166,26 +154,16 @@ pub fn plan_routes(
         steps.push(total.clone());
         total = convolve(&total, &planner.tables[*root], limit);
     }
-    let best = (0..total.len())
-        .filter_map(|k| total[k].map(|cost| (cost, std::cmp::Reverse(k))))
-        .min();
+    let best = (0..total.len()).filter_map(|k| total[k].map(|cost| (cost, std::cmp::Reverse(k)))).min();
     let Some((_, std::cmp::Reverse(mut k))) = best else {
         let minimum = planners.len();
-        return Err(PlanError::BudgetTooSmall {
-            budget: budget.unwrap_or(0),
-            minimum,
-        });
+        return Err(PlanError::BudgetTooSmall { budget: budget.unwrap_or(0), minimum });
     };
     if planners.is_empty() {
         return Ok(plan);
     }
     for (i, (planner, root)) in planners.iter().enumerate().rev() {
-        let kk = split_point(
-            &steps[i],
-            &planner.tables[*root],
-            total_at(&steps, &planners, i, k),
-            k,
-        );
+        let kk = split_point(&steps[i], &planner.tables[*root], total_at(&steps, &planners, i, k), k);
         planner.emit(*root, kk, &mut plan);
         k -= kk;
     }
@@ -199,17 +177,9 @@ pub fn plan_routes(
 }
 
 /// The best cost over the first `i + 1` networks with `k` routes.
-fn total_at(
-    steps: &[Table],
-    planners: &[(Planner<'_>, usize)],
-    i: usize,
-    k: usize,
-) -> Option<u128> {
+fn total_at(steps: &[Table], planners: &[(Planner<'_>, usize)], i: usize, k: usize) -> Option<u128> {
     let (planner, root) = &planners[i];
-    convolve(&steps[i], &planner.tables[*root], usize::MAX)
-        .get(k)
-        .copied()
-        .flatten()
+    convolve(&steps[i], &planner.tables[*root], usize::MAX).get(k).copied().flatten()
 }
 
 /// Find how many of `k` routes the right-hand table took in an optimal convolution.
@@ -248,20 +218,13 @@ fn leaf_host_routes(hosts: &[HostInfo], blocks: &[BlockInfo], plan: &mut RoutePl
     }
     for h in hosts {
         let mut routes = Vec::new();
-        for peer in hosts
-            .iter()
-            .filter(|p| p.group == h.group && p.name != h.name)
-        {
+        for peer in hosts.iter().filter(|p| p.group == h.group && p.name != h.name) {
             let Some(peer_blocks) = blocks_of.get(peer.name.as_str()) else {
                 continue;
             };
             for dst in aggregate(peer_blocks) {
                 match ip_for(peer, Family::of_net(&dst)) {
-                    Some(via) => routes.push(HostRoute {
-                        dst,
-                        via_host: peer.name.clone(),
-                        via,
-                    }),
+                    Some(via) => routes.push(HostRoute { dst, via_host: peer.name.clone(), via }),
                     None => plan.diagnostics.push(format!(
                         "host `{}` has no {} address: no route to its block {dst}",
                         peer.name,
@@ -277,21 +240,13 @@ fn leaf_host_routes(hosts: &[HostInfo], blocks: &[BlockInfo], plan: &mut RoutePl
 }
 
 fn ip_for(host: &HostInfo, family: Family) -> Option<IpAddr> {
-    host.ips
-        .iter()
-        .copied()
-        .find(|ip| Family::of_addr(ip) == family)
+    host.ips.iter().copied().find(|ip| Family::of_addr(ip) == family)
 }
 
 impl Planner<'_> {
     fn add_node(&mut self, cidr: IpNet, group: Option<GroupId>, children: &[GroupId]) -> usize {
         let id = self.nodes.len();
-        self.nodes.push(Node {
-            cidr,
-            group,
-            children: Vec::new(),
-            populated: 0,
-        });
+        self.nodes.push(Node { cidr, group, children: Vec::new(), populated: 0 });
         let mut kids = Vec::new();
         let mut populated = 0u128;
         for &c in children {
@@ -373,32 +328,14 @@ impl Planner<'_> {
         self.populated_leaves(node, &mut leaves);
         let Some(&first) = leaves.first() else { return };
         let first_hosts = &self.hosts_of[&self.nodes[first].group.unwrap_or_default()];
-        let gateways: Vec<Gateway> = first_hosts
-            .iter()
-            .filter_map(|h| {
-                ip_for(h, family).map(|ip| Gateway {
-                    host: h.name.clone(),
-                    ip,
-                })
-            })
-            .collect();
-        let scope = n.group.map_or_else(
-            || network.name.clone(),
-            |g| self.layout.groups[g].path.clone(),
-        );
+        let gateways: Vec<Gateway> =
+            first_hosts.iter().filter_map(|h| ip_for(h, family).map(|ip| Gateway { host: h.name.clone(), ip })).collect();
+        let scope = n.group.map_or_else(|| network.name.clone(), |g| self.layout.groups[g].path.clone());
         if gateways.is_empty() {
-            plan.diagnostics.push(format!(
-                "no host of {scope} has an {family} address: no route for {}",
-                n.cidr
-            ));
+            plan.diagnostics.push(format!("no host of {scope} has an {family} address: no route for {}", n.cidr));
             return;
         }
-        plan.fabric_routes.push(FabricRoute {
-            network: network.name.clone(),
-            dst: n.cidr,
-            scope,
-            gateways: gateways.clone(),
-        });
+        plan.fabric_routes.push(FabricRoute { network: network.name.clone(), dst: n.cidr, scope, gateways: gateways.clone() });
         // The gateways forward to the other populated leaves under this route.
         for &leaf in &leaves[1..] {
             let leaf_hosts = &self.hosts_of[&self.nodes[leaf].group.unwrap_or_default()];
@@ -409,14 +346,11 @@ impl Planner<'_> {
                 continue;
             };
             for g in &gateways {
-                plan.host_routes
-                    .entry(g.host.clone())
-                    .or_default()
-                    .push(HostRoute {
-                        dst: self.nodes[leaf].cidr,
-                        via_host: via_host.name.clone(),
-                        via,
-                    });
+                plan.host_routes.entry(g.host.clone()).or_default().push(HostRoute {
+                    dst: self.nodes[leaf].cidr,
+                    via_host: via_host.name.clone(),
+                    via,
+                });
             }
         }
         self.over_coverage(node, n.cidr, plan);
@@ -440,30 +374,17 @@ impl Planner<'_> {
         if n.children.is_empty() {
             return;
         }
-        let name = n.group.map_or_else(
-            || format!("network {}", self.layout.networks[self.network].name),
-            |g| self.layout.groups[g].path.clone(),
-        );
+        let name =
+            n.group.map_or_else(|| format!("network {}", self.layout.networks[self.network].name), |g| self.layout.groups[g].path.clone());
         let taken: Vec<IpNet> = n.children.iter().map(|&c| self.nodes[c].cidr).collect();
         for range in crate::aggregate::subtract(&[n.cidr], &taken) {
-            plan.over_coverage.push(OverCoverage {
-                route,
-                range,
-                belongs_to: format!("padding of {name}"),
-            });
+            plan.over_coverage.push(OverCoverage { route, range, belongs_to: format!("padding of {name}") });
         }
         for &c in &n.children {
             let child = &self.nodes[c];
             if child.populated == 0 {
-                let path = child
-                    .group
-                    .map(|g| self.layout.groups[g].path.clone())
-                    .unwrap_or_default();
-                plan.over_coverage.push(OverCoverage {
-                    route,
-                    range: child.cidr,
-                    belongs_to: format!("group {path} (no hosts)"),
-                });
+                let path = child.group.map(|g| self.layout.groups[g].path.clone()).unwrap_or_default();
+                plan.over_coverage.push(OverCoverage { route, range: child.cidr, belongs_to: format!("group {path} (no hosts)") });
             } else {
                 self.over_coverage(c, route, plan);
             }
@@ -481,55 +402,29 @@ mod tests {
     }
 
     fn host(l: &Layout, name: &str, group: &str, ip: &str) -> HostInfo {
-        HostInfo {
-            name: name.into(),
-            group: l.group_by_path(group).expect(group).id,
-            ips: vec![ip.parse().expect("ip")],
-        }
+        HostInfo { name: name.into(), group: l.group_by_path(group).expect(group).id, ips: vec![ip.parse().expect("ip")] }
     }
 
     const DOC: &str = "networks: [{name: n, cidr: 10.0.0.0/16}]\ngroups:\n- {name: za, groups: [{name: r1}, {name: r2}, {name: r3}]}\n- {name: zb, groups: [{name: r4}, {name: r5}]}";
 
     fn dsts(plan: &RoutePlan) -> Vec<String> {
-        plan.fabric_routes
-            .iter()
-            .map(|r| format!("{} {}", r.dst, r.scope))
-            .collect()
+        plan.fabric_routes.iter().map(|r| format!("{} {}", r.dst, r.scope)).collect()
     }
 
     #[test]
     fn leaf_routes_without_budget_pressure() {
         let l = layout(DOC);
-        let hosts = vec![
-            host(&l, "a1", "za/r1", "192.0.2.1"),
-            host(&l, "a2", "za/r1", "192.0.2.2"),
-            host(&l, "b1", "zb/r4", "192.0.2.3"),
-        ];
+        let hosts = vec![host(&l, "a1", "za/r1", "192.0.2.1"), host(&l, "a2", "za/r1", "192.0.2.2"), host(&l, "b1", "zb/r4", "192.0.2.3")];
         let blocks = vec![
-            BlockInfo {
-                cidr: "10.0.0.0/28".parse().expect("c"),
-                host: "a1".into(),
-            },
-            BlockInfo {
-                cidr: "10.0.0.16/28".parse().expect("c"),
-                host: "a2".into(),
-            },
-            BlockInfo {
-                cidr: "10.0.0.32/28".parse().expect("c"),
-                host: "a2".into(),
-            },
+            BlockInfo { cidr: "10.0.0.0/28".parse().expect("c"), host: "a1".into() },
+            BlockInfo { cidr: "10.0.0.16/28".parse().expect("c"), host: "a2".into() },
+            BlockInfo { cidr: "10.0.0.32/28".parse().expect("c"), host: "a2".into() },
         ];
         let plan = plan_routes(&l, &hosts, &blocks, Some(50)).expect("fits");
         assert_eq!(dsts(&plan), ["10.0.0.0/19 za/r1", "10.0.128.0/18 zb/r4"]);
         assert!(plan.over_coverage.is_empty());
-        let a1: Vec<String> = plan.host_routes["a1"]
-            .iter()
-            .map(|r| format!("{} via {}", r.dst, r.via))
-            .collect();
-        assert_eq!(
-            a1,
-            ["10.0.0.16/28 via 192.0.2.2", "10.0.0.32/28 via 192.0.2.2"]
-        );
+        let a1: Vec<String> = plan.host_routes["a1"].iter().map(|r| format!("{} via {}", r.dst, r.via)).collect();
+        assert_eq!(a1, ["10.0.0.16/28 via 192.0.2.2", "10.0.0.32/28 via 192.0.2.2"]);
         assert!(plan.host_routes["b1"].is_empty());
         assert_eq!(plan.fabric_routes[0].gateways.len(), 2);
     }
@@ -546,43 +441,20 @@ mod tests {
         ];
         let plan = plan_routes(&l, &hosts, &[], Some(3)).expect("fits");
         // Collapsing zb covers nothing extra; collapsing za would cover r3 and padding.
-        assert_eq!(
-            dsts(&plan),
-            [
-                "10.0.0.0/19 za/r1",
-                "10.0.32.0/19 za/r2",
-                "10.0.128.0/17 zb"
-            ]
-        );
+        assert_eq!(dsts(&plan), ["10.0.0.0/19 za/r1", "10.0.32.0/19 za/r2", "10.0.128.0/17 zb"]);
         assert!(plan.over_coverage.is_empty());
         assert_eq!(plan.host_routes["b1"][0].dst.to_string(), "10.0.192.0/18");
         assert_eq!(plan.host_routes["b1"][0].via_host, "b2");
 
         let plan = plan_routes(&l, &hosts, &[], Some(2)).expect("fits");
         assert_eq!(dsts(&plan), ["10.0.0.0/17 za", "10.0.128.0/17 zb"]);
-        let over: Vec<String> = plan
-            .over_coverage
-            .iter()
-            .map(|o| format!("{} {}", o.range, o.belongs_to))
-            .collect();
-        assert_eq!(
-            over,
-            [
-                "10.0.64.0/19 group za/r3 (no hosts)",
-                "10.0.96.0/19 padding of za"
-            ]
-        );
+        let over: Vec<String> = plan.over_coverage.iter().map(|o| format!("{} {}", o.range, o.belongs_to)).collect();
+        assert_eq!(over, ["10.0.64.0/19 group za/r3 (no hosts)", "10.0.96.0/19 padding of za"]);
         // The gateway of za forwards to r2's hosts.
         assert_eq!(plan.host_routes["a1"][0].dst.to_string(), "10.0.32.0/19");
 
         let plan = plan_routes(&l, &hosts, &[], Some(1)).expect("fits");
         assert_eq!(dsts(&plan), ["10.0.0.0/16 n"]);
-        assert_eq!(
-            plan_routes(&l, &hosts, &[], Some(0)),
-            Err(PlanError::BudgetTooSmall {
-                budget: 0,
-                minimum: 1
-            })
-        );
+        assert_eq!(plan_routes(&l, &hosts, &[], Some(0)), Err(PlanError::BudgetTooSmall { budget: 0, minimum: 1 }));
     }
 }

@@ -92,10 +92,7 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> SpecError {
-        SpecError {
-            field: field.into(),
-            message: message.into(),
-        }
+        SpecError { field: field.into(), message: message.into() }
     }
 }
 
@@ -103,21 +100,14 @@ impl SpecError {
 pub fn validate_name(field: &str, name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
         Err(SpecError::new(
             field,
-            format!(
-                "`{name}` is not a valid name (letters, digits, '-', '_', '.', starting with a letter or digit, at most 253)"
-            ),
+            format!("`{name}` is not a valid name (letters, digits, '-', '_', '.', starting with a letter or digit, at most 253)"),
         ))
     }
 }
@@ -128,29 +118,23 @@ pub fn validate_labels(field: &str, labels: &Labels) -> Result<(), SpecError> {
     fn segment_ok(s: &str, allow_empty: bool) -> bool {
         (allow_empty && s.is_empty())
             || (s.len() <= 63
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
                 && s.starts_with(|c: char| c.is_ascii_alphanumeric())
                 && s.ends_with(|c: char| c.is_ascii_alphanumeric()))
     }
     for (key, value) in labels {
         let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
-        let prefix_ok = prefix.is_empty()
-            || (prefix.len() <= 253 && prefix.split('.').all(|p| segment_ok(p, false)));
+        let prefix_ok = prefix.is_empty() || (prefix.len() <= 253 && prefix.split('.').all(|p| segment_ok(p, false)));
         if !prefix_ok || !segment_ok(name, false) || key.matches('/').count() > 1 {
             return Err(SpecError::new(
                 format!("{field}.{key}"),
-                format!(
-                    "`{key}` is not a valid label key ([prefix/]name, name at most 63 characters)"
-                ),
+                format!("`{key}` is not a valid label key ([prefix/]name, name at most 63 characters)"),
             ));
         }
         if !segment_ok(value, true) {
             return Err(SpecError::new(
                 format!("{field}.{key}"),
-                format!(
-                    "`{value}` is not a valid label value (at most 63 characters of letters, digits, '-', '_', '.')"
-                ),
+                format!("`{value}` is not a valid label value (at most 63 characters of letters, digits, '-', '_', '.')"),
             ));
         }
     }
@@ -163,22 +147,12 @@ mod tests {
 
     #[test]
     fn labels_follow_kubernetes_syntax() {
-        let ok: Labels = [
-            ("topology.kubernetes.io/zone", "us-east-1a"),
-            ("rack", ""),
-            ("a_b.c", "X-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let ok: Labels = [("topology.kubernetes.io/zone", "us-east-1a"), ("rack", ""), ("a_b.c", "X-1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         assert!(validate_labels("labels", &ok).is_ok());
-        for (k, v) in [
-            ("", "x"),
-            ("-bad", "x"),
-            ("a/b/c", "x"),
-            ("ok", "bad value"),
-            ("ok", "-x"),
-        ] {
+        for (k, v) in [("", "x"), ("-bad", "x"), ("a/b/c", "x"), ("ok", "bad value"), ("ok", "-x")] {
             let labels: Labels = [(k.to_string(), v.to_string())].into_iter().collect();
             let err = validate_labels("labels", &labels).expect_err(k);
             assert_eq!(err.field, format!("labels.{k}"));

@@ -21,18 +21,14 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::unauthorized("missing `Authorization: Bearer <token>` header")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
-            })?;
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
         match state.store.authenticate(token).await? {
             Some(principal) => Ok(Caller(principal)),
             None => Err(ApiError::unauthorized("unknown token")),
@@ -52,9 +48,7 @@ impl Caller {
     pub fn require_infra_read(&self) -> Result<(), ApiError> {
         match self.0 {
             Principal::Admin | Principal::ReadOnly => Ok(()),
-            Principal::Tenant(_) => Err(ApiError::forbidden(
-                "tenant tokens cannot read the infrastructure",
-            )),
+            Principal::Tenant(_) => Err(ApiError::forbidden("tenant tokens cannot read the infrastructure")),
         }
     }
 
@@ -66,13 +60,7 @@ impl Caller {
     }
 
     pub fn require_tenant_read(&self, tenant: &str) -> Result<(), ApiError> {
-        if self.can_read_tenant(tenant) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "this token cannot access tenant `{tenant}`"
-            )))
-        }
+        if self.can_read_tenant(tenant) { Ok(()) } else { Err(ApiError::forbidden(format!("this token cannot access tenant `{tenant}`"))) }
     }
 
     pub fn require_tenant_write(&self, tenant: &str) -> Result<(), ApiError> {
@@ -80,9 +68,7 @@ impl Caller {
             Principal::Admin => Ok(()),
             Principal::Tenant(t) if t == tenant => Ok(()),
             Principal::ReadOnly => Err(ApiError::forbidden("read-only token")),
-            Principal::Tenant(_) => Err(ApiError::forbidden(format!(
-                "this token cannot change tenant `{tenant}`"
-            ))),
+            Principal::Tenant(_) => Err(ApiError::forbidden(format!("this token cannot change tenant `{tenant}`"))),
         }
     }
 

@@ -35,12 +35,7 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-        }
+        ApiError { status, code, message: message.into(), field: None }
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
@@ -75,28 +70,15 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound { .. } => ApiError::not_found(e.to_string()),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid { field, message } => ApiError::invalid(field, message),
-            StoreError::Stale { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "stale_revision", e.to_string())
-                    .with_field("If-Match")
-            }
-            StoreError::Exhausted(_) => {
-                ApiError::new(StatusCode::CONFLICT, "exhausted", e.to_string())
-            }
+            StoreError::Stale { .. } => ApiError::new(StatusCode::CONFLICT, "stale_revision", e.to_string()).with_field("If-Match"),
+            StoreError::Exhausted(_) => ApiError::new(StatusCode::CONFLICT, "exhausted", e.to_string()),
             StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => {
                 tracing::error!(error = %e, "database unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the database is unavailable; retry later",
-                )
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is unavailable; retry later")
             }
             StoreError::Db(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "internal error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the controller's log",
-                )
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the controller's log")
             }
         }
     }
@@ -104,13 +86,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-                field: self.field,
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message, field: self.field } };
         (self.status, Json(body)).into_response()
     }
 }

@@ -16,9 +16,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request("body", e.body_text()))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::bad_request("body", e.body_text()))?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -27,11 +25,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path == "?" {
-            "body".to_string()
-        } else {
-            path
-        };
+        let field = if path == "." || path == "?" { "body".to_string() } else { path };
         ApiError::bad_request(field, e.into_inner().to_string())
     })
 }
@@ -52,12 +46,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         text.trim_matches('"')
             .parse::<i64>()
             .map(|r| IfMatch(Some(r)))
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "If-Match",
-                    format!("`{text}` is not an ETag this API issued (expected for example \"3\")"),
-                )
-            })
+            .map_err(|_| ApiError::bad_request("If-Match", format!("`{text}` is not an ETag this API issued (expected for example \"3\")")))
     }
 }
 
@@ -73,9 +62,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
         serde_path_to_error::deserialize(de)
             .map(QueryParams)
-            .map_err(|e| {
-                ApiError::bad_request(format!("query.{}", e.path()), e.into_inner().to_string())
-            })
+            .map_err(|e| ApiError::bad_request(format!("query.{}", e.path()), e.into_inner().to_string()))
     }
 }
 

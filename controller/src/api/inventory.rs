@@ -13,7 +13,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IfMatch, JsonBody, etag};
-use super::views::{HostView, NewHostBody, NewSegmentBody, NewTenantBody, SegmentView, TenantView};
+use super::views::{HostView, NewHostBody, NewSegmentBody, NewTenantBody, SegmentView, TenantView, UpdateHostBody, UpdateLabelsBody};
 use crate::store::{BlockFilter, HostRecord, NewHost};
 
 fn check_labels(field: &str, labels: &super::views::LabelMap) -> ApiResult<()> {
@@ -21,13 +21,7 @@ fn check_labels(field: &str, labels: &super::views::LabelMap) -> ApiResult<()> {
 }
 
 async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
-    let blocks = state
-        .store
-        .blocks(BlockFilter {
-            host: Some(&h.name),
-            ..Default::default()
-        })
-        .await?;
+    let blocks = state.store.blocks(BlockFilter { host: Some(&h.name), ..Default::default() }).await?;
     Ok(HostView {
         name: h.name,
         group: h.group,
@@ -40,10 +34,7 @@ async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
 }
 
 #[utoipa::path(get, path = "/v1/hosts", responses((status = 200, body = [HostView])))]
-pub async fn list_hosts(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Vec<HostView>>> {
+pub async fn list_hosts(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<HostView>>> {
     caller.require_infra_read()?;
     let mut out = Vec::new();
     for h in state.store.hosts().await? {
@@ -54,46 +45,40 @@ pub async fn list_hosts(
 
 /// Register a host; it is placed in the eligible leaf group with the fewest hosts.
 #[utoipa::path(post, path = "/v1/hosts", request_body = NewHostBody, responses((status = 201, body = HostView), (status = 422, body = ErrorBody)))]
-pub async fn create_host(
+pub async fn create_host(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody<NewHostBody>) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_labels("labels", &body.labels)?;
+    let ips = parse_ips(&body.ips)?;
+    let host = state.store.create_host(NewHost { name: body.name, ips, labels: body.labels }).await?;
+    let revision = host.revision;
+    Ok((StatusCode::CREATED, etag(revision), Json(host_view(&state, host).await?)).into_response())
+}
+
+fn parse_ips(texts: &[String]) -> ApiResult<Vec<IpAddr>> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| t.parse::<IpAddr>().map_err(|_| ApiError::invalid(format!("ips[{i}]"), format!("`{t}` is not an IP address"))))
+        .collect()
+}
+
+/// Change a host's IPs and labels (`If-Match` makes it conditional on the revision).
+#[utoipa::path(put, path = "/v1/hosts/{name}", request_body = UpdateHostBody, responses((status = 200, body = HostView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_host(
     State(state): State<AppState>,
     caller: Caller,
-    JsonBody(body): JsonBody<NewHostBody>,
+    IfMatch(if_match): IfMatch,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<UpdateHostBody>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     check_labels("labels", &body.labels)?;
-    let ips = body
-        .ips
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            t.parse::<IpAddr>().map_err(|_| {
-                ApiError::invalid(format!("ips[{i}]"), format!("`{t}` is not an IP address"))
-            })
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
-    let host = state
-        .store
-        .create_host(NewHost {
-            name: body.name,
-            ips,
-            labels: body.labels,
-        })
-        .await?;
-    let revision = host.revision;
-    Ok((
-        StatusCode::CREATED,
-        etag(revision),
-        Json(host_view(&state, host).await?),
-    )
-        .into_response())
+    let host = state.store.update_host(&name, parse_ips(&body.ips)?, body.labels, if_match).await?;
+    Ok((etag(host.revision), Json(host_view(&state, host).await?)).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/hosts/{name}", responses((status = 200, body = HostView), (status = 404, body = ErrorBody)))]
-pub async fn get_host(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-) -> ApiResult<Response> {
+pub async fn get_host(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
     caller.require_infra_read()?;
     let host = state.store.host(&name).await?;
     Ok((etag(host.revision), Json(host_view(&state, host).await?)).into_response())
@@ -115,13 +100,7 @@ pub async fn delete_host(
 async fn tenant_view(state: &AppState, name: &str) -> ApiResult<TenantView> {
     let tenant = state.store.tenant(name).await?;
     let segments = state.store.segments(name).await?;
-    let blocks = state
-        .store
-        .blocks(BlockFilter {
-            tenant: Some(name),
-            ..Default::default()
-        })
-        .await?;
+    let blocks = state.store.blocks(BlockFilter { tenant: Some(name), ..Default::default() }).await?;
     let cidrs: Vec<_> = blocks.iter().map(|b| b.cidr).collect();
     Ok(TenantView {
         name: tenant.name,
@@ -134,10 +113,7 @@ async fn tenant_view(state: &AppState, name: &str) -> ApiResult<TenantView> {
 }
 
 #[utoipa::path(get, path = "/v1/tenants", responses((status = 200, body = [TenantView])))]
-pub async fn list_tenants(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Vec<TenantView>>> {
+pub async fn list_tenants(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TenantView>>> {
     let mut out = Vec::new();
     for t in state.store.tenants().await? {
         if caller.can_read_tenant(&t.name) {
@@ -149,31 +125,33 @@ pub async fn list_tenants(
 
 /// Create a tenant (with its `default` segment).
 #[utoipa::path(post, path = "/v1/tenants", request_body = NewTenantBody, responses((status = 201, body = TenantView), (status = 409, body = ErrorBody)))]
-pub async fn create_tenant(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody<NewTenantBody>,
-) -> ApiResult<Response> {
+pub async fn create_tenant(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody<NewTenantBody>) -> ApiResult<Response> {
     caller.require_admin()?;
     check_labels("labels", &body.labels)?;
     let tenant = state.store.create_tenant(&body.name, body.labels).await?;
-    Ok((
-        StatusCode::CREATED,
-        etag(tenant.revision),
-        Json(tenant_view(&state, &tenant.name).await?),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, etag(tenant.revision), Json(tenant_view(&state, &tenant.name).await?)).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}", responses((status = 200, body = TenantView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get_tenant(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(tenant): Path<String>,
-) -> ApiResult<Response> {
+pub async fn get_tenant(State(state): State<AppState>, caller: Caller, Path(tenant): Path<String>) -> ApiResult<Response> {
     caller.require_tenant_read(&tenant)?;
     let view = tenant_view(&state, &tenant).await?;
     Ok((etag(view.revision), Json(view)).into_response())
+}
+
+/// Replace a tenant's labels.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}", request_body = UpdateLabelsBody, responses((status = 200, body = TenantView), (status = 409, body = ErrorBody)))]
+pub async fn update_tenant(
+    State(state): State<AppState>,
+    caller: Caller,
+    IfMatch(if_match): IfMatch,
+    Path(tenant): Path<String>,
+    JsonBody(body): JsonBody<UpdateLabelsBody>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    check_labels("labels", &body.labels)?;
+    let record = state.store.update_tenant(&tenant, body.labels, if_match).await?;
+    Ok((etag(record.revision), Json(tenant_view(&state, &tenant).await?)).into_response())
 }
 
 /// Delete a tenant without endpoints.
@@ -191,14 +169,7 @@ pub async fn delete_tenant(
 
 async fn segment_view(state: &AppState, tenant: &str, name: &str) -> ApiResult<SegmentView> {
     let segment = state.store.segment(tenant, name).await?;
-    let blocks = state
-        .store
-        .blocks(BlockFilter {
-            tenant: Some(tenant),
-            segment: Some(name),
-            ..Default::default()
-        })
-        .await?;
+    let blocks = state.store.blocks(BlockFilter { tenant: Some(tenant), segment: Some(name), ..Default::default() }).await?;
     let cidrs: Vec<_> = blocks.iter().map(|b| b.cidr).collect();
     Ok(SegmentView {
         tenant: segment.tenant,
@@ -211,11 +182,7 @@ async fn segment_view(state: &AppState, tenant: &str, name: &str) -> ApiResult<S
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/segments", responses((status = 200, body = [SegmentView])))]
-pub async fn list_segments(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(tenant): Path<String>,
-) -> ApiResult<Json<Vec<SegmentView>>> {
+pub async fn list_segments(State(state): State<AppState>, caller: Caller, Path(tenant): Path<String>) -> ApiResult<Json<Vec<SegmentView>>> {
     caller.require_tenant_read(&tenant)?;
     let mut out = Vec::new();
     for s in state.store.segments(&tenant).await? {
@@ -233,16 +200,8 @@ pub async fn create_segment(
 ) -> ApiResult<Response> {
     caller.require_tenant_write(&tenant)?;
     check_labels("labels", &body.labels)?;
-    let segment = state
-        .store
-        .create_segment(&tenant, &body.name, body.labels)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        etag(segment.revision),
-        Json(segment_view(&state, &tenant, &segment.name).await?),
-    )
-        .into_response())
+    let segment = state.store.create_segment(&tenant, &body.name, body.labels).await?;
+    Ok((StatusCode::CREATED, etag(segment.revision), Json(segment_view(&state, &tenant, &segment.name).await?)).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{tenant}/segments/{segment}", responses((status = 200, body = SegmentView), (status = 404, body = ErrorBody)))]
@@ -256,6 +215,21 @@ pub async fn get_segment(
     Ok((etag(view.revision), Json(view)).into_response())
 }
 
+/// Replace a segment's labels.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/segments/{segment}", request_body = UpdateLabelsBody, responses((status = 200, body = SegmentView), (status = 409, body = ErrorBody)))]
+pub async fn update_segment(
+    State(state): State<AppState>,
+    caller: Caller,
+    IfMatch(if_match): IfMatch,
+    Path((tenant, segment)): Path<(String, String)>,
+    JsonBody(body): JsonBody<UpdateLabelsBody>,
+) -> ApiResult<Response> {
+    caller.require_tenant_write(&tenant)?;
+    check_labels("labels", &body.labels)?;
+    let record = state.store.update_segment(&tenant, &segment, body.labels, if_match).await?;
+    Ok((etag(record.revision), Json(segment_view(&state, &tenant, &segment).await?)).into_response())
+}
+
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/segments/{segment}", responses((status = 204), (status = 409, body = ErrorBody)))]
 pub async fn delete_segment(
     State(state): State<AppState>,
@@ -264,9 +238,6 @@ pub async fn delete_segment(
     Path((tenant, segment)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_tenant_write(&tenant)?;
-    state
-        .store
-        .delete_segment(&tenant, &segment, if_match)
-        .await?;
+    state.store.delete_segment(&tenant, &segment, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }

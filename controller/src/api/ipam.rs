@@ -22,27 +22,13 @@ pub async fn list_blocks(
 ) -> ApiResult<Json<Vec<BlockView>>> {
     let tenant = match (caller.tenant_scope(), q.tenant.as_deref()) {
         (Some(scope), Some(asked)) if scope != asked => {
-            return Err(ApiError::forbidden(format!(
-                "this token cannot access tenant `{asked}`"
-            )));
+            return Err(ApiError::forbidden(format!("this token cannot access tenant `{asked}`")));
         }
         (Some(scope), _) => Some(scope.to_string()),
         (None, asked) => asked.map(String::from),
     };
-    let filter = BlockFilter {
-        host: q.host.as_deref(),
-        tenant: tenant.as_deref(),
-        segment: q.segment.as_deref(),
-    };
-    Ok(Json(
-        state
-            .store
-            .blocks(filter)
-            .await?
-            .into_iter()
-            .map(BlockView::from)
-            .collect(),
-    ))
+    let filter = BlockFilter { host: q.host.as_deref(), tenant: tenant.as_deref(), segment: q.segment.as_deref() };
+    Ok(Json(state.store.blocks(filter).await?.into_iter().map(BlockView::from).collect()))
 }
 
 #[utoipa::path(get, path = "/v1/endpoints", params(("tenant" = Option<String>, Query), ("host" = Option<String>, Query)), responses((status = 200, body = [EndpointView])))]
@@ -53,17 +39,12 @@ pub async fn list_endpoints(
 ) -> ApiResult<Json<Vec<EndpointView>>> {
     let tenant = match (caller.tenant_scope(), q.tenant.as_deref()) {
         (Some(scope), Some(asked)) if scope != asked => {
-            return Err(ApiError::forbidden(format!(
-                "this token cannot access tenant `{asked}`"
-            )));
+            return Err(ApiError::forbidden(format!("this token cannot access tenant `{asked}`")));
         }
         (Some(scope), _) => Some(scope.to_string()),
         (None, asked) => asked.map(String::from),
     };
-    let list = state
-        .store
-        .endpoints(tenant.as_deref(), q.host.as_deref())
-        .await?;
+    let list = state.store.endpoints(tenant.as_deref(), q.host.as_deref()).await?;
     Ok(Json(list.into_iter().map(EndpointView::from).collect()))
 }
 
@@ -77,34 +58,15 @@ pub async fn create_endpoint(
 ) -> ApiResult<Response> {
     caller.require_tenant_write(&body.tenant)?;
     validate_labels("labels", &body.labels).map_err(|e| ApiError::invalid(e.field, e.message))?;
-    let new = NewEndpoint {
-        id: body.id,
-        tenant: body.tenant,
-        segment: body.segment,
-        host: body.host,
-        labels: body.labels,
-    };
+    let new = NewEndpoint { id: body.id, tenant: body.tenant, segment: body.segment, host: body.host, labels: body.labels };
     let (endpoint, created) = state.store.allocate(new).await?;
     state.metrics.allocations.inc();
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((
-        status,
-        etag(endpoint.revision),
-        Json(EndpointView::from(endpoint)),
-    )
-        .into_response())
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, etag(endpoint.revision), Json(EndpointView::from(endpoint))).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}", responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
-pub async fn get_endpoint(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+pub async fn get_endpoint(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let endpoint = state.store.endpoint(&id).await?;
     // Another tenant's endpoint is reported as absent: ids must not leak across tenants.
     if !caller.can_read_tenant(&endpoint.tenant) {
@@ -115,11 +77,7 @@ pub async fn get_endpoint(
 
 /// Release an endpoint's addresses. Deleting an id that does not exist is harmless (204).
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", responses((status = 204), (status = 403, body = ErrorBody)))]
-pub async fn delete_endpoint(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_endpoint(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     match state.store.endpoint(&id).await {
         Ok(endpoint) if !caller.can_read_tenant(&endpoint.tenant) => {
             return Err(ApiError::not_found(format!("endpoint `{id}` not found")));

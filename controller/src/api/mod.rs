@@ -33,49 +33,22 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/openapi.json", get(system::openapi))
-        .route(
-            "/topology",
-            get(topology::get_topology).put(topology::put_topology),
-        )
+        .route("/topology", get(topology::get_topology).put(topology::put_topology))
         .route("/networks", get(topology::list_networks))
         .route("/routes", get(topology::get_routes))
-        .route(
-            "/hosts",
-            get(inventory::list_hosts).post(inventory::create_host),
-        )
-        .route(
-            "/hosts/{name}",
-            get(inventory::get_host).delete(inventory::delete_host),
-        )
-        .route(
-            "/tenants",
-            get(inventory::list_tenants).post(inventory::create_tenant),
-        )
-        .route(
-            "/tenants/{tenant}",
-            get(inventory::get_tenant).delete(inventory::delete_tenant),
-        )
-        .route(
-            "/tenants/{tenant}/segments",
-            get(inventory::list_segments).post(inventory::create_segment),
-        )
+        .route("/hosts", get(inventory::list_hosts).post(inventory::create_host))
+        .route("/hosts/{name}", get(inventory::get_host).put(inventory::update_host).delete(inventory::delete_host))
+        .route("/tenants", get(inventory::list_tenants).post(inventory::create_tenant))
+        .route("/tenants/{tenant}", get(inventory::get_tenant).put(inventory::update_tenant).delete(inventory::delete_tenant))
+        .route("/tenants/{tenant}/segments", get(inventory::list_segments).post(inventory::create_segment))
         .route(
             "/tenants/{tenant}/segments/{segment}",
-            get(inventory::get_segment).delete(inventory::delete_segment),
+            get(inventory::get_segment).put(inventory::update_segment).delete(inventory::delete_segment),
         )
         .route("/blocks", get(ipam::list_blocks))
-        .route(
-            "/endpoints",
-            get(ipam::list_endpoints).post(ipam::create_endpoint),
-        )
-        .route(
-            "/endpoints/{*id}",
-            get(ipam::get_endpoint).delete(ipam::delete_endpoint),
-        )
-        .route(
-            "/tokens",
-            get(system::list_tokens).post(system::create_token),
-        )
+        .route("/endpoints", get(ipam::list_endpoints).post(ipam::create_endpoint))
+        .route("/endpoints/{*id}", get(ipam::get_endpoint).delete(ipam::delete_endpoint))
+        .route("/tokens", get(system::list_tokens).post(system::create_token))
         .route("/tokens/{id}", axum::routing::delete(system::delete_token));
     Router::new()
         .nest("/v1", v1)
@@ -83,10 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .fallback(system::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            system::observe,
-        ))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), system::observe))
         .with_state(state)
 }
 
@@ -96,9 +66,9 @@ pub fn app(state: AppState) -> Router {
     info(title = "Tessera controller API", version = "1"),
     paths(
         topology::get_topology, topology::put_topology, topology::list_networks, topology::get_routes,
-        inventory::list_hosts, inventory::create_host, inventory::get_host, inventory::delete_host,
-        inventory::list_tenants, inventory::create_tenant, inventory::get_tenant, inventory::delete_tenant,
-        inventory::list_segments, inventory::create_segment, inventory::get_segment, inventory::delete_segment,
+        inventory::list_hosts, inventory::create_host, inventory::get_host, inventory::update_host, inventory::delete_host,
+        inventory::list_tenants, inventory::create_tenant, inventory::get_tenant, inventory::update_tenant, inventory::delete_tenant,
+        inventory::list_segments, inventory::create_segment, inventory::get_segment, inventory::update_segment, inventory::delete_segment,
         ipam::list_blocks, ipam::list_endpoints, ipam::create_endpoint, ipam::get_endpoint, ipam::delete_endpoint,
         system::list_tokens, system::create_token, system::delete_token,
     ),
@@ -113,9 +83,6 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     }
 }

@@ -28,14 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode()).into_response()
 }
 
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -48,24 +41,13 @@ pub async fn not_found() -> ApiError {
 
 /// Count and time every request by its route template.
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
-    let labels = RequestLabels {
-        method,
-        route: route.clone(),
-        status: response.status().as_u16(),
-    };
+    let labels = RequestLabels { method, route: route.clone(), status: response.status().as_u16() };
     state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .latency
-        .get_or_create(&RouteLabels { route })
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -75,69 +57,33 @@ fn token_view(t: TokenRecord, secret: Option<String>) -> TokenView {
         Role::Read => "read",
         Role::Tenant => "tenant",
     };
-    TokenView {
-        id: t.id,
-        name: t.name,
-        role: role.into(),
-        tenant: t.tenant,
-        created_at: t.created_at,
-        token: secret,
-    }
+    TokenView { id: t.id, name: t.name, role: role.into(), tenant: t.tenant, created_at: t.created_at, token: secret }
 }
 
 #[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [TokenView]), (status = 403, body = ErrorBody)))]
-pub async fn list_tokens(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Vec<TokenView>>> {
+pub async fn list_tokens(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenView>>> {
     caller.require_admin()?;
-    Ok(Json(
-        state
-            .store
-            .tokens()
-            .await?
-            .into_iter()
-            .map(|t| token_view(t, None))
-            .collect(),
-    ))
+    Ok(Json(state.store.tokens().await?.into_iter().map(|t| token_view(t, None)).collect()))
 }
 
 /// Create a token; the answer is the only time its secret is shown.
 #[utoipa::path(post, path = "/v1/tokens", request_body = NewTokenBody, responses((status = 201, body = TokenView), (status = 422, body = ErrorBody)))]
-pub async fn create_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody<NewTokenBody>,
-) -> ApiResult<Response> {
+pub async fn create_token(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody<NewTokenBody>) -> ApiResult<Response> {
     caller.require_admin()?;
     let role = match body.role.as_str() {
         "admin" => Role::Admin,
         "read" => Role::Read,
         "tenant" => Role::Tenant,
         other => {
-            return Err(ApiError::invalid(
-                "role",
-                format!("`{other}` is not one of admin, read, tenant"),
-            ));
+            return Err(ApiError::invalid("role", format!("`{other}` is not one of admin, read, tenant")));
         }
     };
-    let created = state
-        .store
-        .create_token(&body.name, role, body.tenant.as_deref(), None)
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(token_view(created.record, Some(created.token))),
-    )
-        .into_response())
+    let created = state.store.create_token(&body.name, role, body.tenant.as_deref(), None).await?;
+    Ok((StatusCode::CREATED, Json(token_view(created.record, Some(created.token)))).into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     state.store.delete_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -14,9 +14,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IfMatch, QueryParams, etag};
-use super::views::{
-    GroupView, NetworkView, RoutesQuery, TopologyChangeView, TopologyQuery, TopologyView,
-};
+use super::views::{GroupView, NetworkView, RoutesQuery, TopologyChangeView, TopologyQuery, TopologyView};
 use crate::store::BlockFilter;
 
 /// The topology with computed CIDRs and utilization.
@@ -48,16 +46,8 @@ async fn topology_view(state: &AppState) -> ApiResult<TopologyView> {
             name: g.name.clone(),
             leaf: g.is_leaf(),
             assignment: g.assignment.clone(),
-            cidrs: g
-                .cidrs
-                .iter()
-                .map(|(n, c)| (layout.networks[*n].name.clone(), c.to_string()))
-                .collect(),
-            hosts: host_count
-                .iter()
-                .filter(|(p, _)| inside(p))
-                .map(|(_, n)| n)
-                .sum(),
+            cidrs: g.cidrs.iter().map(|(n, c)| (layout.networks[*n].name.clone(), c.to_string())).collect(),
+            hosts: host_count.iter().filter(|(p, _)| inside(p)).map(|(_, n)| n).sum(),
             blocks: mine.len(),
             used_addresses: used,
             utilization: ratio(used, size),
@@ -81,22 +71,12 @@ async fn topology_view(state: &AppState) -> ApiResult<TopologyView> {
             }
         })
         .collect();
-    let spec = serde_json::to_value(&topology.spec)
-        .map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?;
-    Ok(TopologyView {
-        revision: topology.revision,
-        spec,
-        networks,
-        groups,
-    })
+    let spec = serde_json::to_value(&topology.spec).map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?;
+    Ok(TopologyView { revision: topology.revision, spec, networks, groups })
 }
 
 fn ratio(used: i64, size: u128) -> f64 {
-    if size == 0 {
-        0.0
-    } else {
-        used as f64 / size as f64
-    }
+    if size == 0 { 0.0 } else { used as f64 / size as f64 }
 }
 
 /// Replace the topology (Tessera YAML/JSON or Romana v2 JSON). `?dryRun=true` returns the plan
@@ -121,27 +101,15 @@ pub async fn put_topology(
         Some("tessera") => Format::Tessera,
         Some("romana") => Format::Romana,
         Some(other) => {
-            return Err(ApiError::bad_request(
-                "query.format",
-                format!("`{other}` is not one of tessera, romana, auto"),
-            ));
+            return Err(ApiError::bad_request("query.format", format!("`{other}` is not one of tessera, romana, auto")));
         }
     };
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("body", "the document is not UTF-8"))?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "the document is not UTF-8"))?;
     let spec = parse_topology(text, format).map_err(|e| ApiError::invalid(e.field, e.message))?;
-    let (plan, revision) = state
-        .store
-        .apply_topology(spec, if_match, query.dry_run)
-        .await?;
-    let plan_json = serde_json::to_value(&plan)
-        .map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?;
+    let (plan, revision) = state.store.apply_topology(spec, if_match, query.dry_run).await?;
+    let plan_json = serde_json::to_value(&plan).map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?;
     if !query.dry_run && revision.is_none() {
-        let reasons: Vec<String> = plan
-            .refusals
-            .iter()
-            .map(|r| format!("{}: {}", r.subject, r.message))
-            .collect();
+        let reasons: Vec<String> = plan.refusals.iter().map(|r| format!("{}: {}", r.subject, r.message)).collect();
         let body = serde_json::json!({
             "error": {"code": "refused", "message": format!("the change would move allocated addresses: {}", reasons.join("; "))},
             "plan": plan_json,
@@ -152,21 +120,13 @@ pub async fn put_topology(
         Some(r) => r,
         None => state.store.topology().await?.revision,
     };
-    let view = TopologyChangeView {
-        applied: revision.is_some(),
-        dry_run: query.dry_run,
-        revision: current,
-        plan: plan_json,
-    };
+    let view = TopologyChangeView { applied: revision.is_some(), dry_run: query.dry_run, revision: current, plan: plan_json };
     Ok((etag(current), Json(view)).into_response())
 }
 
 /// Networks with their utilization (defined through the topology document).
 #[utoipa::path(get, path = "/v1/networks", responses((status = 200, body = [NetworkView])))]
-pub async fn list_networks(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Vec<NetworkView>>> {
+pub async fn list_networks(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<NetworkView>>> {
     caller.require_infra_read()?;
     Ok(Json(topology_view(&state).await?.networks))
 }
@@ -186,13 +146,7 @@ pub async fn get_routes(
         .hosts()
         .await?
         .into_iter()
-        .filter_map(|h| {
-            layout.group_by_path(&h.group).map(|g| HostInfo {
-                name: h.name,
-                group: g.id,
-                ips: h.ips,
-            })
-        })
+        .filter_map(|h| layout.group_by_path(&h.group).map(|g| HostInfo { name: h.name, group: g.id, ips: h.ips }))
         .collect();
     let blocks: Vec<BlockInfo> = state
         .store
@@ -201,7 +155,6 @@ pub async fn get_routes(
         .into_iter()
         .filter_map(|b| b.host.map(|host| BlockInfo { cidr: b.cidr, host }))
         .collect();
-    let plan = plan_routes(layout, &hosts, &blocks, query.budget)
-        .map_err(|e| ApiError::invalid("query.budget", e.to_string()))?;
+    let plan = plan_routes(layout, &hosts, &blocks, query.budget).map_err(|e| ApiError::invalid("query.budget", e.to_string()))?;
     Ok(Json(plan))
 }

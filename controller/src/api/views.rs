@@ -91,6 +91,22 @@ pub struct NewHostBody {
     pub labels: LabelMap,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateHostBody {
+    pub ips: Vec<String>,
+    #[serde(default)]
+    pub labels: LabelMap,
+}
+
+/// New labels for a tenant or a segment.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateLabelsBody {
+    #[serde(default)]
+    pub labels: LabelMap,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HostView {

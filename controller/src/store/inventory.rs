@@ -62,11 +62,8 @@ fn host_from(row: &sqlx::any::AnyRow) -> Result<HostRecord> {
 
 impl Store {
     pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
-        let rows = sqlx::query(
-            "SELECT name, group_path, ips, labels, pinned, revision FROM hosts ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT name, group_path, ips, labels, pinned, revision FROM hosts ORDER BY name").fetch_all(&self.pool).await?;
         rows.iter().map(host_from).collect()
     }
 
@@ -79,10 +76,7 @@ impl Store {
     pub async fn create_host(&self, host: NewHost) -> Result<HostRecord> {
         validate_name("name", &host.name).map_err(|e| StoreError::invalid(e.field, e.message))?;
         if host.ips.is_empty() {
-            return Err(StoreError::invalid(
-                "ips",
-                "a host needs at least one underlay IP",
-            ));
+            return Err(StoreError::invalid("ips", "a host needs at least one underlay IP"));
         }
         let store = self.clone();
         self.with_retries(move |tx| {
@@ -99,21 +93,75 @@ impl Store {
                     .map(|r| Ok((r.try_get("group_path")?, r.try_get("n")?)))
                     .collect::<Result<_>>()?;
                 let layout = &topology.layout;
-                let group = place_host(layout, &host.name, &host.labels, |g| {
-                    counts.get(&layout.groups[g].path).copied().unwrap_or(0) as usize
-                })
-                .map_err(|e| StoreError::invalid("labels", e.to_string()))?;
+                let group =
+                    place_host(layout, &host.name, &host.labels, |g| counts.get(&layout.groups[g].path).copied().unwrap_or(0) as usize)
+                        .map_err(|e| StoreError::invalid("labels", e.to_string()))?;
                 let pinned = layout.static_host(&host.name).is_some();
-                sqlx::query("INSERT INTO hosts (name, group_path, ips, labels, pinned, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
-                    .bind(&host.name)
-                    .bind(&layout.groups[group].path)
-                    .bind(to_json(&host.ips)?)
-                    .bind(to_json(&host.labels)?)
-                    .bind(i64::from(pinned))
-                    .bind(now())
+                sqlx::query(
+                    "INSERT INTO hosts (name, group_path, ips, labels, pinned, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
+                )
+                .bind(&host.name)
+                .bind(&layout.groups[group].path)
+                .bind(to_json(&host.ips)?)
+                .bind(to_json(&host.labels)?)
+                .bind(i64::from(pinned))
+                .bind(now())
+                .execute(&mut **tx)
+                .await?;
+                host_in(tx, &host.name).await
+            })
+        })
+        .await
+    }
+
+    /// Change a host's underlay IPs and labels. A host whose new labels no longer fit its group
+    /// moves to a group they fit, unless it holds blocks (its addresses would have to move).
+    pub async fn update_host(&self, name: &str, ips: Vec<IpAddr>, labels: Labels, if_match: Option<i64>) -> Result<HostRecord> {
+        if ips.is_empty() {
+            return Err(StoreError::invalid("ips", "a host needs at least one underlay IP"));
+        }
+        let name = name.to_string();
+        let store = self.clone();
+        self.with_retries(move |tx| {
+            let (name, ips, labels, store) = (name.clone(), ips.clone(), labels.clone(), store.clone());
+            Box::pin(async move {
+                let host = host_in(tx, &name).await?;
+                if let Some(sent) = if_match.filter(|s| *s != host.revision) {
+                    return Err(StoreError::Stale { kind: "host", name, current: host.revision, sent });
+                }
+                store.lock_groups(tx, Some(&host.group)).await?;
+                let topology = store.topology_in(tx).await?;
+                let layout = &topology.layout;
+                let fits = host.pinned || layout.group_by_path(&host.group).is_some_and(|g| g.required.iter().all(|(k, v)| labels.get(k) == Some(v)));
+                let group = if fits {
+                    host.group.clone()
+                } else {
+                    let held = sqlx::query("SELECT cidr FROM blocks WHERE host = $1 LIMIT 1").bind(&name).fetch_optional(&mut **tx).await?;
+                    if held.is_some() {
+                        return Err(StoreError::invalid(
+                            "labels",
+                            format!("host `{name}` holds blocks in group {}, whose labels it would no longer carry; release its endpoints first", host.group),
+                        ));
+                    }
+                    let counts: BTreeMap<String, i64> = sqlx::query("SELECT group_path, COUNT(*) AS n FROM hosts WHERE name <> $1 GROUP BY group_path")
+                        .bind(&name)
+                        .fetch_all(&mut **tx)
+                        .await?
+                        .into_iter()
+                        .map(|r| Ok((r.try_get("group_path")?, r.try_get("n")?)))
+                        .collect::<Result<_>>()?;
+                    let g = place_host(layout, &name, &labels, |g| counts.get(&layout.groups[g].path).copied().unwrap_or(0) as usize)
+                        .map_err(|e| StoreError::invalid("labels", e.to_string()))?;
+                    layout.groups[g].path.clone()
+                };
+                sqlx::query("UPDATE hosts SET ips = $1, labels = $2, group_path = $3, revision = revision + 1 WHERE name = $4")
+                    .bind(to_json(&ips)?)
+                    .bind(to_json(&labels)?)
+                    .bind(&group)
+                    .bind(&name)
                     .execute(&mut **tx)
                     .await?;
-                host_in(tx, &host.name).await
+                host_in(tx, &name).await
             })
         })
         .await
@@ -131,9 +179,15 @@ impl Store {
                 if let Some(sent) = if_match.filter(|s| *s != host.revision) {
                     return Err(StoreError::Stale { kind: "host", name, current: host.revision, sent });
                 }
-                sqlx::query("DELETE FROM endpoint_addresses WHERE endpoint IN (SELECT id FROM endpoints WHERE host = $1)").bind(&name).execute(&mut **tx).await?;
+                sqlx::query("DELETE FROM endpoint_addresses WHERE endpoint IN (SELECT id FROM endpoints WHERE host = $1)")
+                    .bind(&name)
+                    .execute(&mut **tx)
+                    .await?;
                 sqlx::query("DELETE FROM endpoints WHERE host = $1").bind(&name).execute(&mut **tx).await?;
-                sqlx::query("UPDATE blocks SET host = NULL, tenant = NULL, segment = NULL, used = 0 WHERE host = $1").bind(&name).execute(&mut **tx).await?;
+                sqlx::query("UPDATE blocks SET host = NULL, tenant = NULL, segment = NULL, used = 0 WHERE host = $1")
+                    .bind(&name)
+                    .execute(&mut **tx)
+                    .await?;
                 sqlx::query("DELETE FROM hosts WHERE name = $1").bind(&name).execute(&mut **tx).await?;
                 Ok(())
             })
@@ -142,9 +196,7 @@ impl Store {
     }
 
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
-        let rows = sqlx::query("SELECT name, labels, revision FROM tenants ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query("SELECT name, labels, revision FROM tenants ORDER BY name").fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(TenantRecord {
@@ -157,14 +209,8 @@ impl Store {
     }
 
     pub async fn tenant(&self, name: &str) -> Result<TenantRecord> {
-        let row = sqlx::query("SELECT name, labels, revision FROM tenants WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        let row = row.ok_or_else(|| StoreError::NotFound {
-            kind: "tenant",
-            name: name.into(),
-        })?;
+        let row = sqlx::query("SELECT name, labels, revision FROM tenants WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row = row.ok_or_else(|| StoreError::NotFound { kind: "tenant", name: name.into() })?;
         Ok(TenantRecord {
             name: row.try_get("name")?,
             labels: from_json(&row.try_get::<String, _>("labels")?)?,
@@ -200,48 +246,44 @@ impl Store {
         .await
     }
 
+    /// Replace a tenant's labels.
+    pub async fn update_tenant(&self, name: &str, labels: Labels, if_match: Option<i64>) -> Result<TenantRecord> {
+        let name = name.to_string();
+        self.with_retries(move |tx| {
+            let (name, labels) = (name.clone(), labels.clone());
+            Box::pin(async move {
+                let row = sqlx::query("SELECT revision FROM tenants WHERE name = $1").bind(&name).fetch_optional(&mut **tx).await?;
+                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "tenant", name: name.clone() })?.try_get("revision")?;
+                if let Some(sent) = if_match.filter(|s| *s != current) {
+                    return Err(StoreError::Stale { kind: "tenant", name, current, sent });
+                }
+                sqlx::query("UPDATE tenants SET labels = $1, revision = revision + 1 WHERE name = $2")
+                    .bind(to_json(&labels)?)
+                    .bind(&name)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(TenantRecord { name, labels, revision: current + 1 })
+            })
+        })
+        .await
+    }
+
     /// Delete a tenant that has no endpoints left.
     pub async fn delete_tenant(&self, name: &str, if_match: Option<i64>) -> Result<()> {
         let name = name.to_string();
         self.with_retries(move |tx| {
             let name = name.clone();
             Box::pin(async move {
-                let row = sqlx::query("SELECT revision FROM tenants WHERE name = $1")
-                    .bind(&name)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                let current: i64 = row
-                    .ok_or_else(|| StoreError::NotFound {
-                        kind: "tenant",
-                        name: name.clone(),
-                    })?
-                    .try_get("revision")?;
+                let row = sqlx::query("SELECT revision FROM tenants WHERE name = $1").bind(&name).fetch_optional(&mut **tx).await?;
+                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "tenant", name: name.clone() })?.try_get("revision")?;
                 if let Some(sent) = if_match.filter(|s| *s != current) {
-                    return Err(StoreError::Stale {
-                        kind: "tenant",
-                        name,
-                        current,
-                        sent,
-                    });
+                    return Err(StoreError::Stale { kind: "tenant", name, current, sent });
                 }
-                if sqlx::query("SELECT 1 FROM endpoints WHERE tenant = $1 LIMIT 1")
-                    .bind(&name)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .is_some()
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "tenant `{name}` still has endpoints; delete them first"
-                    )));
+                if sqlx::query("SELECT 1 FROM endpoints WHERE tenant = $1 LIMIT 1").bind(&name).fetch_optional(&mut **tx).await?.is_some() {
+                    return Err(StoreError::Conflict(format!("tenant `{name}` still has endpoints; delete them first")));
                 }
-                sqlx::query("DELETE FROM segments WHERE tenant = $1")
-                    .bind(&name)
-                    .execute(&mut **tx)
-                    .await?;
-                sqlx::query("DELETE FROM tenants WHERE name = $1")
-                    .bind(&name)
-                    .execute(&mut **tx)
-                    .await?;
+                sqlx::query("DELETE FROM segments WHERE tenant = $1").bind(&name).execute(&mut **tx).await?;
+                sqlx::query("DELETE FROM tenants WHERE name = $1").bind(&name).execute(&mut **tx).await?;
                 Ok(())
             })
         })
@@ -250,35 +292,23 @@ impl Store {
 
     pub async fn segments(&self, tenant: &str) -> Result<Vec<SegmentRecord>> {
         self.tenant(tenant).await?;
-        let rows = sqlx::query(
-            "SELECT tenant, name, labels, revision FROM segments WHERE tenant = $1 ORDER BY name",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT tenant, name, labels, revision FROM segments WHERE tenant = $1 ORDER BY name")
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(segment_from).collect()
     }
 
     pub async fn segment(&self, tenant: &str, name: &str) -> Result<SegmentRecord> {
-        let row = sqlx::query(
-            "SELECT tenant, name, labels, revision FROM segments WHERE tenant = $1 AND name = $2",
-        )
-        .bind(tenant)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        segment_from(&row.ok_or_else(|| StoreError::NotFound {
-            kind: "segment",
-            name: format!("{tenant}/{name}"),
-        })?)
+        let row = sqlx::query("SELECT tenant, name, labels, revision FROM segments WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        segment_from(&row.ok_or_else(|| StoreError::NotFound { kind: "segment", name: format!("{tenant}/{name}") })?)
     }
 
-    pub async fn create_segment(
-        &self,
-        tenant: &str,
-        name: &str,
-        labels: Labels,
-    ) -> Result<SegmentRecord> {
+    pub async fn create_segment(&self, tenant: &str, name: &str, labels: Labels) -> Result<SegmentRecord> {
         validate_name("name", name).map_err(|e| StoreError::invalid(e.field, e.message))?;
         let (tenant, name) = (tenant.to_string(), name.to_string());
         self.with_retries(move |tx| {
@@ -287,7 +317,11 @@ impl Store {
                 if sqlx::query("SELECT 1 FROM tenants WHERE name = $1").bind(&tenant).fetch_optional(&mut **tx).await?.is_none() {
                     return Err(StoreError::NotFound { kind: "tenant", name: tenant });
                 }
-                let exists = sqlx::query("SELECT 1 FROM segments WHERE tenant = $1 AND name = $2").bind(&tenant).bind(&name).fetch_optional(&mut **tx).await?;
+                let exists = sqlx::query("SELECT 1 FROM segments WHERE tenant = $1 AND name = $2")
+                    .bind(&tenant)
+                    .bind(&name)
+                    .fetch_optional(&mut **tx)
+                    .await?;
                 if exists.is_some() {
                     return Err(StoreError::Conflict(format!("segment `{tenant}/{name}` already exists")));
                 }
@@ -304,54 +338,58 @@ impl Store {
         .await
     }
 
-    pub async fn delete_segment(
-        &self,
-        tenant: &str,
-        name: &str,
-        if_match: Option<i64>,
-    ) -> Result<()> {
+    /// Replace a segment's labels.
+    pub async fn update_segment(&self, tenant: &str, name: &str, labels: Labels, if_match: Option<i64>) -> Result<SegmentRecord> {
         let (tenant, name) = (tenant.to_string(), name.to_string());
         self.with_retries(move |tx| {
-            let (tenant, name) = (tenant.clone(), name.clone());
+            let (tenant, name, labels) = (tenant.clone(), name.clone(), labels.clone());
             Box::pin(async move {
-                let row =
-                    sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2")
-                        .bind(&tenant)
-                        .bind(&name)
-                        .fetch_optional(&mut **tx)
-                        .await?;
+                let row = sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2")
+                    .bind(&tenant)
+                    .bind(&name)
+                    .fetch_optional(&mut **tx)
+                    .await?;
                 let full = format!("{tenant}/{name}");
-                let current: i64 = row
-                    .ok_or_else(|| StoreError::NotFound {
-                        kind: "segment",
-                        name: full.clone(),
-                    })?
-                    .try_get("revision")?;
+                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "segment", name: full.clone() })?.try_get("revision")?;
                 if let Some(sent) = if_match.filter(|s| *s != current) {
-                    return Err(StoreError::Stale {
-                        kind: "segment",
-                        name: full,
-                        current,
-                        sent,
-                    });
+                    return Err(StoreError::Stale { kind: "segment", name: full, current, sent });
                 }
-                let used = sqlx::query(
-                    "SELECT 1 FROM endpoints WHERE tenant = $1 AND segment = $2 LIMIT 1",
-                )
-                .bind(&tenant)
-                .bind(&name)
-                .fetch_optional(&mut **tx)
-                .await?;
-                if used.is_some() {
-                    return Err(StoreError::Conflict(format!(
-                        "segment `{full}` still has endpoints; delete them first"
-                    )));
-                }
-                sqlx::query("DELETE FROM segments WHERE tenant = $1 AND name = $2")
+                sqlx::query("UPDATE segments SET labels = $1, revision = revision + 1 WHERE tenant = $2 AND name = $3")
+                    .bind(to_json(&labels)?)
                     .bind(&tenant)
                     .bind(&name)
                     .execute(&mut **tx)
                     .await?;
+                Ok(SegmentRecord { tenant, name, labels, revision: current + 1 })
+            })
+        })
+        .await
+    }
+
+    pub async fn delete_segment(&self, tenant: &str, name: &str, if_match: Option<i64>) -> Result<()> {
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        self.with_retries(move |tx| {
+            let (tenant, name) = (tenant.clone(), name.clone());
+            Box::pin(async move {
+                let row = sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2")
+                    .bind(&tenant)
+                    .bind(&name)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let full = format!("{tenant}/{name}");
+                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "segment", name: full.clone() })?.try_get("revision")?;
+                if let Some(sent) = if_match.filter(|s| *s != current) {
+                    return Err(StoreError::Stale { kind: "segment", name: full, current, sent });
+                }
+                let used = sqlx::query("SELECT 1 FROM endpoints WHERE tenant = $1 AND segment = $2 LIMIT 1")
+                    .bind(&tenant)
+                    .bind(&name)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if used.is_some() {
+                    return Err(StoreError::Conflict(format!("segment `{full}` still has endpoints; delete them first")));
+                }
+                sqlx::query("DELETE FROM segments WHERE tenant = $1 AND name = $2").bind(&tenant).bind(&name).execute(&mut **tx).await?;
                 Ok(())
             })
         })
@@ -369,14 +407,9 @@ fn segment_from(r: &sqlx::any::AnyRow) -> Result<SegmentRecord> {
 }
 
 pub(super) async fn host_in(conn: &mut AnyConnection, name: &str) -> Result<HostRecord> {
-    let row = sqlx::query(
-        "SELECT name, group_path, ips, labels, pinned, revision FROM hosts WHERE name = $1",
-    )
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await?;
-    host_from(&row.ok_or_else(|| StoreError::NotFound {
-        kind: "host",
-        name: name.into(),
-    })?)
+    let row = sqlx::query("SELECT name, group_path, ips, labels, pinned, revision FROM hosts WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    host_from(&row.ok_or_else(|| StoreError::NotFound { kind: "host", name: name.into() })?)
 }

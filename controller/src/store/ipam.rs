@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use sqlx::Row;
 use tessera_topology::cidr::Family;
-use tessera_topology::ipam::{
-    BlockChoice, BlockOwner, BlockState, capacity, choose_address, choose_block,
-};
+use tessera_topology::ipam::{BlockChoice, BlockOwner, BlockState, capacity, choose_address, choose_block};
 use tessera_topology::{Labels, Network};
 
 use super::inventory::host_in;
@@ -73,7 +71,9 @@ impl Store {
             let (store, new) = (store.clone(), new.clone());
             Box::pin(async move {
                 if let Some(existing) = endpoint_in(tx, &new.id).await? {
-                    if (existing.tenant.as_str(), existing.segment.as_str(), existing.host.as_str()) == (new.tenant.as_str(), new.segment.as_str(), new.host.as_str()) {
+                    if (existing.tenant.as_str(), existing.segment.as_str(), existing.host.as_str())
+                        == (new.tenant.as_str(), new.segment.as_str(), new.host.as_str())
+                    {
                         return Ok((existing, false));
                     }
                     return Err(StoreError::Conflict(format!(
@@ -85,12 +85,18 @@ impl Store {
                     StoreError::NotFound { .. } => StoreError::invalid("host", format!("host `{}` is not registered", new.host)),
                     other => other,
                 })?;
-                let segment = sqlx::query("SELECT 1 FROM segments WHERE tenant = $1 AND name = $2").bind(&new.tenant).bind(&new.segment).fetch_optional(&mut **tx).await?;
+                let segment = sqlx::query("SELECT 1 FROM segments WHERE tenant = $1 AND name = $2")
+                    .bind(&new.tenant)
+                    .bind(&new.segment)
+                    .fetch_optional(&mut **tx)
+                    .await?;
                 if segment.is_none() {
                     let tenant = sqlx::query("SELECT 1 FROM tenants WHERE name = $1").bind(&new.tenant).fetch_optional(&mut **tx).await?;
                     return Err(match tenant {
                         None => StoreError::invalid("tenant", format!("tenant `{}` does not exist", new.tenant)),
-                        Some(_) => StoreError::invalid("segment", format!("segment `{}` does not exist in tenant `{}`", new.segment, new.tenant)),
+                        Some(_) => {
+                            StoreError::invalid("segment", format!("segment `{}` does not exist in tenant `{}`", new.segment, new.tenant))
+                        }
                     });
                 }
                 let topology = store.topology_in(tx).await?;
@@ -107,24 +113,40 @@ impl Store {
                     }
                 }
                 if networks.is_empty() {
-                    return Err(StoreError::invalid("tenant", format!("tenant `{}` may not draw from any network of group {}", new.tenant, group.path)));
+                    return Err(StoreError::invalid(
+                        "tenant",
+                        format!("tenant `{}` may not draw from any network of group {}", new.tenant, group.path),
+                    ));
                 }
                 store.lock_groups(tx, Some(&group.path)).await?;
-                sqlx::query("INSERT INTO endpoints (id, tenant, segment, host, labels, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
-                    .bind(&new.id)
-                    .bind(&new.tenant)
-                    .bind(&new.segment)
-                    .bind(&new.host)
-                    .bind(to_json(&new.labels)?)
-                    .bind(now())
-                    .execute(&mut **tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO endpoints (id, tenant, segment, host, labels, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
+                )
+                .bind(&new.id)
+                .bind(&new.tenant)
+                .bind(&new.segment)
+                .bind(&new.host)
+                .bind(to_json(&new.labels)?)
+                .bind(now())
+                .execute(&mut **tx)
+                .await?;
                 let owner = BlockOwner { host: new.host.clone(), tenant: new.tenant.clone(), segment: new.segment.clone() };
                 let mut ips = Vec::new();
                 for (network, cidr) in networks.values() {
                     ips.push(allocate_in(tx, &group.path, network, *cidr, &owner, &new.id).await?);
                 }
-                Ok((EndpointRecord { id: new.id, tenant: new.tenant, segment: new.segment, host: new.host, labels: new.labels, ips, revision: 1 }, true))
+                Ok((
+                    EndpointRecord {
+                        id: new.id,
+                        tenant: new.tenant,
+                        segment: new.segment,
+                        host: new.host,
+                        labels: new.labels,
+                        ips,
+                        revision: 1,
+                    },
+                    true,
+                ))
             })
         })
         .await
@@ -138,8 +160,12 @@ impl Store {
             let (id, store) = (id.clone(), store.clone());
             Box::pin(async move {
                 let Some(existing) = endpoint_in(tx, &id).await? else { return Ok(None) };
-                let group: Option<String> =
-                    sqlx::query("SELECT group_path FROM hosts WHERE name = $1").bind(&existing.host).fetch_optional(&mut **tx).await?.map(|r| r.try_get("group_path")).transpose()?;
+                let group: Option<String> = sqlx::query("SELECT group_path FROM hosts WHERE name = $1")
+                    .bind(&existing.host)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| r.try_get("group_path"))
+                    .transpose()?;
                 store.lock_groups(tx, group.as_deref()).await?;
                 let blocks: Vec<String> = sqlx::query("SELECT block FROM endpoint_addresses WHERE endpoint = $1")
                     .bind(&id)
@@ -153,7 +179,10 @@ impl Store {
                 for block in blocks {
                     sqlx::query("UPDATE blocks SET used = used - 1 WHERE cidr = $1").bind(&block).execute(&mut **tx).await?;
                     // An emptied block is released so any owner in the group can take it.
-                    sqlx::query("UPDATE blocks SET host = NULL, tenant = NULL, segment = NULL WHERE cidr = $1 AND used = 0").bind(&block).execute(&mut **tx).await?;
+                    sqlx::query("UPDATE blocks SET host = NULL, tenant = NULL, segment = NULL WHERE cidr = $1 AND used = 0")
+                        .bind(&block)
+                        .execute(&mut **tx)
+                        .await?;
                 }
                 Ok(Some(existing))
             })
@@ -163,20 +192,11 @@ impl Store {
 
     pub async fn endpoint(&self, id: &str) -> Result<EndpointRecord> {
         let mut conn = self.pool.acquire().await?;
-        endpoint_in(&mut conn, id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "endpoint",
-                name: id.into(),
-            })
+        endpoint_in(&mut conn, id).await?.ok_or_else(|| StoreError::NotFound { kind: "endpoint", name: id.into() })
     }
 
     /// Endpoints, optionally of one tenant and/or host, ordered by id.
-    pub async fn endpoints(
-        &self,
-        tenant: Option<&str>,
-        host: Option<&str>,
-    ) -> Result<Vec<EndpointRecord>> {
+    pub async fn endpoints(&self, tenant: Option<&str>, host: Option<&str>) -> Result<Vec<EndpointRecord>> {
         let rows = sqlx::query(
             "SELECT e.id, e.tenant, e.segment, e.host, e.labels, e.revision, a.address FROM endpoints e
              LEFT JOIN endpoint_addresses a ON a.endpoint = e.id
@@ -217,10 +237,7 @@ impl Store {
             .iter()
             .map(|r| {
                 Ok(BlockRecord {
-                    cidr: r
-                        .try_get::<String, _>("cidr")?
-                        .parse()
-                        .map_err(|_| StoreError::Corrupt("block CIDR".into()))?,
+                    cidr: r.try_get::<String, _>("cidr")?.parse().map_err(|_| StoreError::Corrupt("block CIDR".into()))?,
                     network: r.try_get("network")?,
                     group: r.try_get("group_path")?,
                     host: r.try_get("host")?,
@@ -238,19 +255,8 @@ impl Store {
 
 fn validate_endpoint_id(id: &str) -> Result<()> {
     // Kubernetes endpoints are `namespace/pod`; container ids are hex.
-    let ok = !id.is_empty()
-        && id.len() <= 512
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::invalid(
-            "id",
-            "must be 1-512 characters of letters, digits, '-', '_', '.', '/', ':'",
-        ))
-    }
+    let ok = !id.is_empty() && id.len() <= 512 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
+    if ok { Ok(()) } else { Err(StoreError::invalid("id", "must be 1-512 characters of letters, digits, '-', '_', '.', '/', ':'")) }
 }
 
 /// Allocate one address of `network` inside `group_cidr` for `owner`.
@@ -275,12 +281,16 @@ async fn allocate_in(
     let choice = match choose_block(network, group_cidr, &owned, owner) {
         Some(choice @ BlockChoice::Owned(_)) => choice,
         _ => {
-            let all = load_blocks(conn, "SELECT cidr, host, tenant, segment, used FROM blocks WHERE group_path = $1 AND network = $2", group_path, network, None).await?;
+            let all = load_blocks(
+                conn,
+                "SELECT cidr, host, tenant, segment, used FROM blocks WHERE group_path = $1 AND network = $2",
+                group_path,
+                network,
+                None,
+            )
+            .await?;
             choose_block(network, group_cidr, &all, owner).ok_or_else(|| {
-                StoreError::Exhausted(format!(
-                    "group {group_path} has no room left in network `{}` ({group_cidr})",
-                    network.name
-                ))
+                StoreError::Exhausted(format!("group {group_path} has no room left in network `{}` ({group_cidr})", network.name))
             })?
         }
     };
@@ -302,44 +312,37 @@ async fn allocate_in(
             BTreeSet::new()
         }
         BlockChoice::Reuse(_) => {
-            let taken = sqlx::query("UPDATE blocks SET host = $1, tenant = $2, segment = $3, capacity = $4 WHERE cidr = $5 AND host IS NULL")
-                .bind(&owner.host)
-                .bind(&owner.tenant)
-                .bind(&owner.segment)
-                .bind(cap)
-                .bind(&block_text)
-                .execute(&mut *conn)
-                .await?;
+            let taken =
+                sqlx::query("UPDATE blocks SET host = $1, tenant = $2, segment = $3, capacity = $4 WHERE cidr = $5 AND host IS NULL")
+                    .bind(&owner.host)
+                    .bind(&owner.tenant)
+                    .bind(&owner.segment)
+                    .bind(cap)
+                    .bind(&block_text)
+                    .execute(&mut *conn)
+                    .await?;
             if taken.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!(
-                    "block {block} was taken concurrently; retry"
-                )));
+                return Err(StoreError::Conflict(format!("block {block} was taken concurrently; retry")));
             }
             BTreeSet::new()
         }
-        BlockChoice::Owned(_) => {
-            sqlx::query("SELECT address FROM endpoint_addresses WHERE block = $1")
-                .bind(&block_text)
-                .fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(|r| parse_ip(&r.try_get::<String, _>("address")?))
-                .collect::<Result<_>>()?
-        }
+        BlockChoice::Owned(_) => sqlx::query("SELECT address FROM endpoint_addresses WHERE block = $1")
+            .bind(&block_text)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| parse_ip(&r.try_get::<String, _>("address")?))
+            .collect::<Result<_>>()?,
     };
-    let address = choose_address(network, block, &used).ok_or_else(|| {
-        StoreError::Corrupt(format!("block {block} counts free addresses but has none"))
-    })?;
+    let address = choose_address(network, block, &used)
+        .ok_or_else(|| StoreError::Corrupt(format!("block {block} counts free addresses but has none")))?;
     sqlx::query("INSERT INTO endpoint_addresses (address, endpoint, block) VALUES ($1, $2, $3)")
         .bind(address.to_string())
         .bind(endpoint)
         .bind(&block_text)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("UPDATE blocks SET used = used + 1 WHERE cidr = $1")
-        .bind(&block_text)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query("UPDATE blocks SET used = used + 1 WHERE cidr = $1").bind(&block_text).execute(&mut *conn).await?;
     Ok(address)
 }
 
@@ -359,31 +362,19 @@ async fn load_blocks(
         let owner = match r.try_get::<Option<String>, _>("host")? {
             Some(host) => Some(BlockOwner {
                 host,
-                tenant: r
-                    .try_get::<Option<String>, _>("tenant")?
-                    .unwrap_or_default(),
-                segment: r
-                    .try_get::<Option<String>, _>("segment")?
-                    .unwrap_or_default(),
+                tenant: r.try_get::<Option<String>, _>("tenant")?.unwrap_or_default(),
+                segment: r.try_get::<Option<String>, _>("segment")?.unwrap_or_default(),
             }),
             None => None,
         };
-        let cidr: IpNet = r
-            .try_get::<String, _>("cidr")?
-            .parse()
-            .map_err(|_| StoreError::Corrupt("block CIDR".into()))?;
-        blocks.push(BlockState {
-            cidr,
-            owner,
-            used: u64::try_from(r.try_get::<i64, _>("used")?).unwrap_or(0),
-        });
+        let cidr: IpNet = r.try_get::<String, _>("cidr")?.parse().map_err(|_| StoreError::Corrupt("block CIDR".into()))?;
+        blocks.push(BlockState { cidr, owner, used: u64::try_from(r.try_get::<i64, _>("used")?).unwrap_or(0) });
     }
     Ok(blocks)
 }
 
 fn parse_ip(text: &str) -> Result<IpAddr> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("address `{text}`")))
+    text.parse().map_err(|_| StoreError::Corrupt(format!("address `{text}`")))
 }
 
 fn endpoint_from(row: &sqlx::any::AnyRow) -> Result<EndpointRecord> {
@@ -399,19 +390,13 @@ fn endpoint_from(row: &sqlx::any::AnyRow) -> Result<EndpointRecord> {
 }
 
 async fn endpoint_in(conn: &mut AnyConnection, id: &str) -> Result<Option<EndpointRecord>> {
-    let row = sqlx::query(
-        "SELECT id, tenant, segment, host, labels, revision FROM endpoints WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row = sqlx::query("SELECT id, tenant, segment, host, labels, revision FROM endpoints WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some(row) = row else { return Ok(None) };
     let mut e = endpoint_from(&row)?;
-    for r in sqlx::query("SELECT address FROM endpoint_addresses WHERE endpoint = $1")
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?
-    {
+    for r in sqlx::query("SELECT address FROM endpoint_addresses WHERE endpoint = $1").bind(id).fetch_all(&mut *conn).await? {
         e.ips.push(parse_ip(&r.try_get::<String, _>("address")?)?);
     }
     e.ips.sort();

@@ -37,15 +37,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
-    #[error(
-        "{kind} `{name}` was changed by someone else (revision {current}, you sent {sent}); fetch it again"
-    )]
-    Stale {
-        kind: &'static str,
-        name: String,
-        current: i64,
-        sent: i64,
-    },
+    #[error("{kind} `{name}` was changed by someone else (revision {current}, you sent {sent}); fetch it again")]
+    Stale { kind: &'static str, name: String, current: i64, sent: i64 },
     #[error("no free address: {0}")]
     Exhausted(String),
     #[error("database error: {0}")]
@@ -56,21 +49,14 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> StoreError {
-        StoreError::Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
+        StoreError::Invalid { field: field.into(), message: message.into() }
     }
 
     /// True for errors a retry of the whole transaction can fix (lost races).
     fn is_retryable(&self) -> bool {
         match self {
             StoreError::Db(sqlx::Error::Database(db)) => {
-                db.is_unique_violation()
-                    || matches!(
-                        db.code().as_deref(),
-                        Some("40001" | "40P01" | "5" | "517" | "6")
-                    )
+                db.is_unique_violation() || matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "517" | "6"))
             }
             _ => false,
         }
@@ -97,10 +83,7 @@ impl Store {
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite
         } else {
-            return Err(StoreError::invalid(
-                "database-url",
-                format!("`{url}` is neither sqlite:… nor postgres://…"),
-            ));
+            return Err(StoreError::invalid("database-url", format!("`{url}` is neither sqlite:… nor postgres://…")));
         };
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
@@ -131,15 +114,8 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("../migrations/postgres"),
         };
-        migrator
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Db(e.into()))?;
-        Ok(Store {
-            pool,
-            backend,
-            topology: Arc::new(Mutex::new(None)),
-        })
+        migrator.run(&pool).await.map_err(|e| StoreError::Db(e.into()))?;
+        Ok(Store { pool, backend, topology: Arc::new(Mutex::new(None)) })
     }
 
     pub fn backend(&self) -> Backend {
@@ -176,9 +152,7 @@ impl Store {
     /// Run `body` in a write transaction, retrying lost races a bounded number of times.
     async fn with_retries<T, F>(&self, mut body: F) -> Result<T>
     where
-        F: for<'t> FnMut(
-            &'t mut Transaction<'static, Any>,
-        ) -> futures_like::BoxFuture<'t, Result<T>>,
+        F: for<'t> FnMut(&'t mut Transaction<'static, Any>) -> futures_like::BoxFuture<'t, Result<T>>,
     {
         let mut attempt = 0u32;
         loop {
@@ -205,10 +179,7 @@ impl Store {
 
 /// Seconds since the epoch, for created/updated columns.
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {

@@ -62,37 +62,21 @@ fn hash(token: &str) -> String {
 fn random_string(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-        .collect()
+    (0..len).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect()
 }
 
 impl Store {
     /// Create a token; `secret` lets an operator supply one (the bootstrap admin token).
-    pub async fn create_token(
-        &self,
-        name: &str,
-        role: Role,
-        tenant: Option<&str>,
-        secret: Option<&str>,
-    ) -> Result<NewToken> {
+    pub async fn create_token(&self, name: &str, role: Role, tenant: Option<&str>, secret: Option<&str>) -> Result<NewToken> {
         match (role, tenant) {
             (Role::Tenant, None) => {
-                return Err(StoreError::invalid(
-                    "tenant",
-                    "a tenant token must name its tenant",
-                ));
+                return Err(StoreError::invalid("tenant", "a tenant token must name its tenant"));
             }
             (Role::Admin | Role::Read, Some(_)) => {
-                return Err(StoreError::invalid(
-                    "tenant",
-                    "only tenant tokens name a tenant",
-                ));
+                return Err(StoreError::invalid("tenant", "only tenant tokens name a tenant"));
             }
             (Role::Tenant, Some(t)) => {
-                self.tenant(t).await.map_err(|_| {
-                    StoreError::invalid("tenant", format!("tenant `{t}` does not exist"))
-                })?;
+                self.tenant(t).await.map_err(|_| StoreError::invalid("tenant", format!("tenant `{t}` does not exist")))?;
             }
             _ => {}
         }
@@ -102,10 +86,7 @@ impl Store {
         let id = random_string(12);
         let token = match secret {
             Some(s) if s.len() < 16 => {
-                return Err(StoreError::invalid(
-                    "token",
-                    "a supplied token must be at least 16 characters",
-                ));
+                return Err(StoreError::invalid("token", "a supplied token must be at least 16 characters"));
             }
             Some(s) => s.to_string(),
             None => format!("tsr_{id}_{}", random_string(32)),
@@ -120,22 +101,13 @@ impl Store {
             .bind(created_at)
             .execute(&self.pool)
             .await?;
-        let record = TokenRecord {
-            id,
-            name: name.into(),
-            role,
-            tenant: tenant.map(String::from),
-            created_at,
-        };
+        let record = TokenRecord { id, name: name.into(), role, tenant: tenant.map(String::from), created_at };
         Ok(NewToken { record, token })
     }
 
     /// The principal a bearer token stands for, if any.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>> {
-        let row = sqlx::query("SELECT role, tenant FROM tokens WHERE hash = $1")
-            .bind(hash(token))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT role, tenant FROM tokens WHERE hash = $1").bind(hash(token)).fetch_optional(&self.pool).await?;
         let Some(row) = row else { return Ok(None) };
         let role: String = row.try_get("role")?;
         let tenant: Option<String> = row.try_get("tenant")?;
@@ -148,11 +120,8 @@ impl Store {
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query(
-            "SELECT id, name, role, tenant, created_at FROM tokens ORDER BY created_at, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT id, name, role, tenant, created_at FROM tokens ORDER BY created_at, id").fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let role = match r.try_get::<String, _>("role")?.as_str() {
@@ -172,22 +141,13 @@ impl Store {
     }
 
     pub async fn token_count(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM tokens")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM tokens").fetch_one(&self.pool).await?.try_get("n")?)
     }
 
     pub async fn delete_token(&self, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM tokens WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound {
-                kind: "token",
-                name: id.into(),
-            });
+            return Err(StoreError::NotFound { kind: "token", name: id.into() });
         }
         Ok(())
     }

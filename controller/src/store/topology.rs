@@ -27,40 +27,23 @@ impl Store {
     }
 
     pub(super) async fn topology_in(&self, conn: &mut AnyConnection) -> Result<TopologyRecord> {
-        let revision: i64 = match sqlx::query("SELECT revision FROM topology WHERE id = 1")
-            .fetch_optional(&mut *conn)
-            .await?
-        {
+        let revision: i64 = match sqlx::query("SELECT revision FROM topology WHERE id = 1").fetch_optional(&mut *conn).await? {
             Some(row) => row.try_get("revision")?,
             None => 0,
         };
         // Carving is pure, so a record cached for this revision is as good as a fresh read.
-        if let Some(cached) = self
-            .topology
-            .lock()
-            .ok()
-            .and_then(|c| c.as_ref().filter(|t| t.revision == revision).cloned())
-        {
+        if let Some(cached) = self.topology.lock().ok().and_then(|c| c.as_ref().filter(|t| t.revision == revision).cloned()) {
             return Ok(cached);
         }
         let spec: TopologySpec = match revision {
             0 => TopologySpec::default(),
             _ => {
-                let row = sqlx::query("SELECT spec FROM topology WHERE id = 1")
-                    .fetch_one(&mut *conn)
-                    .await?;
+                let row = sqlx::query("SELECT spec FROM topology WHERE id = 1").fetch_one(&mut *conn).await?;
                 from_json(&row.try_get::<String, _>("spec")?)?
             }
         };
-        let layout = Arc::new(
-            Layout::build(&spec)
-                .map_err(|e| StoreError::Corrupt(format!("stored topology: {e}")))?,
-        );
-        let record = TopologyRecord {
-            revision,
-            spec,
-            layout,
-        };
+        let layout = Arc::new(Layout::build(&spec).map_err(|e| StoreError::Corrupt(format!("stored topology: {e}")))?);
+        let record = TopologyRecord { revision, spec, layout };
         if let Ok(mut cache) = self.topology.lock() {
             *cache = Some(record.clone());
         }
@@ -69,14 +52,8 @@ impl Store {
 
     /// Plan replacing the topology by `spec`; unless `dry_run`, apply it when nothing is refused.
     /// Returns the plan and, when applied, the new revision.
-    pub async fn apply_topology(
-        &self,
-        spec: TopologySpec,
-        if_match: Option<i64>,
-        dry_run: bool,
-    ) -> Result<(ChangePlan, Option<i64>)> {
-        let new_layout =
-            Arc::new(Layout::build(&spec).map_err(|e| StoreError::invalid(e.field, e.message))?);
+    pub async fn apply_topology(&self, spec: TopologySpec, if_match: Option<i64>, dry_run: bool) -> Result<(ChangePlan, Option<i64>)> {
+        let new_layout = Arc::new(Layout::build(&spec).map_err(|e| StoreError::invalid(e.field, e.message))?);
         let store = self.clone();
         self.with_retries(move |tx| {
             let (store, spec, new_layout) = (store.clone(), spec.clone(), new_layout.clone());
@@ -85,12 +62,7 @@ impl Store {
                 store.lock_groups(tx, None).await?;
                 let current = store.topology_in(tx).await?;
                 if let Some(sent) = if_match.filter(|sent| *sent != current.revision) {
-                    return Err(StoreError::Stale {
-                        kind: "topology",
-                        name: "topology".into(),
-                        current: current.revision,
-                        sent,
-                    });
+                    return Err(StoreError::Stale { kind: "topology", name: "topology".into(), current: current.revision, sent });
                 }
                 let now_allocated = allocated(tx).await?;
                 let plan = plan_change(&current.layout, &new_layout, &now_allocated);
@@ -108,20 +80,14 @@ impl Store {
 
 async fn allocated(conn: &mut AnyConnection) -> Result<Allocated> {
     let mut out = Allocated::default();
-    for row in sqlx::query("SELECT name, group_path, labels FROM hosts")
-        .fetch_all(&mut *conn)
-        .await?
-    {
+    for row in sqlx::query("SELECT name, group_path, labels FROM hosts").fetch_all(&mut *conn).await? {
         out.hosts.push(PlacedHost {
             name: row.try_get("name")?,
             group: row.try_get("group_path")?,
             labels: from_json(&row.try_get::<String, _>("labels")?)?,
         });
     }
-    for row in sqlx::query("SELECT cidr, network, host, tenant, used FROM blocks")
-        .fetch_all(&mut *conn)
-        .await?
-    {
+    for row in sqlx::query("SELECT cidr, network, host, tenant, used FROM blocks").fetch_all(&mut *conn).await? {
         out.blocks.push(HeldBlock {
             cidr: parse(&row.try_get::<String, _>("cidr")?)?,
             network: row.try_get("network")?,
@@ -130,19 +96,14 @@ async fn allocated(conn: &mut AnyConnection) -> Result<Allocated> {
             used: u64::try_from(row.try_get::<i64, _>("used")?).unwrap_or(0),
         });
     }
-    for row in sqlx::query("SELECT address FROM endpoint_addresses")
-        .fetch_all(&mut *conn)
-        .await?
-    {
-        out.addresses
-            .push(parse(&row.try_get::<String, _>("address")?)?);
+    for row in sqlx::query("SELECT address FROM endpoint_addresses").fetch_all(&mut *conn).await? {
+        out.addresses.push(parse(&row.try_get::<String, _>("address")?)?);
     }
     Ok(out)
 }
 
 fn parse<T: std::str::FromStr>(text: &str) -> Result<T> {
-    text.parse()
-        .map_err(|_| StoreError::Corrupt(format!("`{text}` in the store does not parse")))
+    text.parse().map_err(|_| StoreError::Corrupt(format!("`{text}` in the store does not parse")))
 }
 
 async fn write_topology(
@@ -163,10 +124,7 @@ async fn write_topology(
     .execute(&mut **tx)
     .await?;
     for g in &layout.groups {
-        sqlx::query("INSERT INTO group_locks (path) VALUES ($1) ON CONFLICT (path) DO NOTHING")
-            .bind(&g.path)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query("INSERT INTO group_locks (path) VALUES ($1) ON CONFLICT (path) DO NOTHING").bind(&g.path).execute(&mut **tx).await?;
     }
     for m in &plan.host_moves {
         sqlx::query("UPDATE hosts SET group_path = $1, revision = revision + 1 WHERE name = $2")
@@ -192,10 +150,7 @@ async fn write_topology(
         }
     }
     for cidr in &plan.released_blocks_dropped {
-        sqlx::query("DELETE FROM blocks WHERE cidr = $1 AND host IS NULL")
-            .bind(cidr.to_string())
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query("DELETE FROM blocks WHERE cidr = $1 AND host IS NULL").bind(cidr.to_string()).execute(&mut **tx).await?;
     }
     // Re-file every block under the leaf group that now contains it.
     let hosts: BTreeMap<String, String> = sqlx::query("SELECT name, group_path FROM hosts")
@@ -204,9 +159,7 @@ async fn write_topology(
         .into_iter()
         .map(|r| Ok((r.try_get("name")?, r.try_get("group_path")?)))
         .collect::<Result<_>>()?;
-    let rows = sqlx::query("SELECT cidr, network, host, group_path FROM blocks")
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows = sqlx::query("SELECT cidr, network, host, group_path FROM blocks").fetch_all(&mut **tx).await?;
     for row in rows {
         let cidr: ipnet::IpNet = parse(&row.try_get::<String, _>("cidr")?)?;
         let network: String = row.try_get("network")?;
@@ -215,10 +168,7 @@ async fn write_topology(
         let new_path = match host.and_then(|h| hosts.get(&h).cloned()) {
             Some(path) => Some(path),
             None => layout.network_by_name(&network).and_then(|(net_id, _)| {
-                layout
-                    .leaves()
-                    .find(|g| g.cidrs.get(&net_id).is_some_and(|c| c.contains(&cidr)))
-                    .map(|g| g.path.clone())
+                layout.leaves().find(|g| g.cidrs.get(&net_id).is_some_and(|c| c.contains(&cidr))).map(|g| g.path.clone())
             }),
         };
         match new_path {
@@ -231,10 +181,7 @@ async fn write_topology(
             }
             Some(_) => {}
             None => {
-                sqlx::query("DELETE FROM blocks WHERE cidr = $1 AND host IS NULL")
-                    .bind(cidr.to_string())
-                    .execute(&mut **tx)
-                    .await?;
+                sqlx::query("DELETE FROM blocks WHERE cidr = $1 AND host IS NULL").bind(cidr.to_string()).execute(&mut **tx).await?;
             }
         }
     }
