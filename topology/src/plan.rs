@@ -457,4 +457,97 @@ mod tests {
         assert_eq!(dsts(&plan), ["10.0.0.0/16 n"]);
         assert_eq!(plan_routes(&l, &hosts, &[], Some(0)), Err(PlanError::BudgetTooSmall { budget: 0, minimum: 1 }));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::aggregate::subtract;
+
+        /// Every way to cover the populated leaves below a node: (routes, over-covered addresses).
+        fn cuts(l: &Layout, cidr: IpNet, children: &[GroupId], populated: &dyn Fn(&crate::layout::Group) -> bool) -> Vec<(usize, u128)> {
+            fn populated_size(l: &Layout, children: &[GroupId], populated: &dyn Fn(&crate::layout::Group) -> bool) -> u128 {
+                children
+                    .iter()
+                    .map(|&c| {
+                        let g = &l.groups[c];
+                        if g.is_leaf() { if populated(g) { Prefix::from_net(&g.cidrs[&0]).size() } else { 0 } } else { populated_size(l, &g.children, populated) }
+                    })
+                    .sum()
+            }
+            let inside = populated_size(l, children, populated);
+            if inside == 0 {
+                return vec![(0, 0)];
+            }
+            let mut options = vec![(1, Prefix::from_net(&cidr).size() - inside)];
+            let mut combined = vec![(0usize, 0u128)];
+            for &c in children {
+                let g = &l.groups[c];
+                let child = if g.is_leaf() {
+                    if populated(g) { vec![(1, 0)] } else { vec![(0, 0)] }
+                } else {
+                    cuts(l, g.cidrs[&0], &g.children, populated)
+                };
+                combined = combined.iter().flat_map(|(n, o)| child.iter().map(move |(m, p)| (n + m, o + p))).collect();
+            }
+            options.extend(combined);
+            options
+        }
+
+        /// Zones (each a list of racks: hosts per rack), plus a budget.
+        fn scenario() -> impl Strategy<Value = (Vec<Vec<usize>>, usize)> {
+            (prop::collection::vec(prop::collection::vec(0usize..3, 1..6), 1..4), 1usize..14)
+        }
+
+        proptest! {
+            #[test]
+            fn plans_cover_every_populated_leaf_exactly_once_within_budget((zones, budget) in scenario()) {
+                let mut doc = String::from("networks: [{name: n, cidr: 10.0.0.0/12}]\ngroups:\n");
+                for (z, racks) in zones.iter().enumerate() {
+                    doc.push_str(&format!("- name: z{z}\n  groups:\n"));
+                    for r in 0..racks.len() {
+                        doc.push_str(&format!("  - name: r{r}\n"));
+                    }
+                }
+                let l = layout(&doc);
+                let mut hosts = Vec::new();
+                for (z, racks) in zones.iter().enumerate() {
+                    for (r, count) in racks.iter().enumerate() {
+                        for h in 0..*count {
+                            hosts.push(host(&l, &format!("h{z}-{r}-{h}"), &format!("z{z}/r{r}"), "192.0.2.1"));
+                        }
+                    }
+                }
+                let populated: Vec<IpNet> = l.leaves().filter(|g| hosts.iter().any(|h| h.group == g.id)).map(|g| g.cidrs[&0]).collect();
+                let plan = match plan_routes(&l, &hosts, &[], Some(budget)) {
+                    Ok(plan) => plan,
+                    Err(e) => return Err(TestCaseError::fail(format!("a budget of {budget} always fits one network: {e}"))),
+                };
+                let routes: Vec<IpNet> = plan.fabric_routes.iter().map(|r| r.dst).collect();
+                prop_assert!(routes.len() <= budget);
+                for leaf in &populated {
+                    prop_assert_eq!(routes.iter().filter(|r| r.contains(leaf)).count(), 1, "leaf {} in {:?}", leaf, routes);
+                }
+                for (i, a) in routes.iter().enumerate() {
+                    for b in &routes[i + 1..] {
+                        prop_assert!(!a.contains(b) && !b.contains(a), "{} and {} overlap", a, b);
+                    }
+                }
+                let reported: Vec<IpNet> = plan.over_coverage.iter().map(|o| o.range).collect();
+                prop_assert_eq!(aggregate(&reported), subtract(&routes, &populated));
+                // Optimal: no cut of the tree within the budget covers fewer foreign addresses.
+                let is_populated = |g: &crate::layout::Group| populated.contains(&g.cidrs[&0]);
+                let best = cuts(&l, l.networks[0].cidr, &l.trees[0].roots, &is_populated)
+                    .into_iter()
+                    .filter(|(n, _)| *n <= budget)
+                    .map(|(_, over)| over)
+                    .min();
+                prop_assert_eq!(Some(crate::aggregate::address_count(&reported)), best);
+                if budget >= populated.len() {
+                    prop_assert!(plan.over_coverage.is_empty());
+                    prop_assert_eq!(routes.len(), populated.len());
+                }
+            }
+        }
+    }
 }
