@@ -180,7 +180,7 @@ fn print(output: Output, value: &Value, columns: &[(&str, &str)]) {
     println!("{}", render(&headers, &rows));
 }
 
-const HOST_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("GROUP", "group"), ("IPS", "ips"), ("LABELS", "labels"), ("BLOCKS", "blocks")];
+const HOST_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("GROUP", "group"), ("IPS", "ips"), ("LABELS", "labels"), ("CIDRS", "cidrs")];
 const TENANT_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("SEGMENTS", "segments"), ("CIDRS", "cidrs")];
 const SEGMENT_COLUMNS: &[(&str, &str)] = &[("TENANT", "tenant"), ("NAME", "name"), ("CIDRS", "cidrs"), ("BLOCKS", "blocks")];
 const ENDPOINT_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("TENANT", "tenant"), ("SEGMENT", "segment"), ("HOST", "host"), ("IPS", "ips")];

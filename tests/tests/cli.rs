@@ -84,3 +84,49 @@ fn errors_are_one_line_with_exit_code_one() {
     let show = ok(&c, &["topology", "show"]);
     assert!(show.contains("zone-a/rack-1"), "{show}");
 }
+
+/// A first start without a configured token prints a new admin token once; it works, and a
+/// restart on the same store prints nothing new.
+#[test]
+fn first_start_prints_an_admin_token_once() {
+    use std::io::{BufRead, BufReader};
+    let db = tessera_tests::sqlite_url();
+    let start = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+        let child = std::process::Command::new(binary("tessera-controller"))
+            .env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TESSERA_DATABASE_URL", &db)
+            .env("TESSERA_LOG", "warn")
+            .env_remove("TESSERA_ADMIN_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start controller");
+        (child, format!("http://127.0.0.1:{port}"))
+    };
+    let wait_ready = |url: &str| {
+        for _ in 0..300 {
+            if reqwest::blocking::get(format!("{url}/readyz")).is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("controller at {url} not ready");
+    };
+    let (mut child, url) = start();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read token line");
+    let token = line.trim().strip_prefix("Admin token (shown once, keep it): ").expect("token line").to_string();
+    wait_ready(&url);
+    let answer = reqwest::blocking::Client::new().get(format!("{url}/v1/tokens")).bearer_auth(&token).send().expect("request");
+    assert_eq!(answer.status(), 200);
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+
+    let (mut child, url) = start();
+    wait_ready(&url);
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut rest).expect("read");
+    assert!(rest.is_empty(), "a second start printed: {rest}");
+}

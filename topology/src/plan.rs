@@ -471,7 +471,11 @@ mod tests {
                     .iter()
                     .map(|&c| {
                         let g = &l.groups[c];
-                        if g.is_leaf() { if populated(g) { Prefix::from_net(&g.cidrs[&0]).size() } else { 0 } } else { populated_size(l, &g.children, populated) }
+                        if g.is_leaf() {
+                            if populated(g) { Prefix::from_net(&g.cidrs[&0]).size() } else { 0 }
+                        } else {
+                            populated_size(l, &g.children, populated)
+                        }
                     })
                     .sum()
             }

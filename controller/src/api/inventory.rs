@@ -30,6 +30,7 @@ async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
         pinned: h.pinned,
         revision: h.revision,
         blocks: blocks.iter().map(|b| b.cidr.to_string()).collect(),
+        cidrs: aggregate(&blocks.iter().map(|b| b.cidr).collect::<Vec<_>>()).iter().map(ToString::to_string).collect(),
     })
 }
 

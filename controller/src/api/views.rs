@@ -118,6 +118,8 @@ pub struct HostView {
     pub pinned: bool,
     pub revision: i64,
     pub blocks: Vec<String>,
+    /// The host's blocks aggregated.
+    pub cidrs: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
