@@ -1,5 +1,19 @@
-//! Tessera's policy model and compiler: NetworkPolicy and native policies compiled into
-//! per-endpoint allow-lists and nftables rulesets, with offline simulate/explain.
+//! Tessera's policy engine, pure: the policy model, label selectors, Kubernetes NetworkPolicy,
+//! native and Romana policies translated into one intermediate form, the reference evaluator
+//! behind `simulate`/`explain`, and the compiler to per-endpoint allow-lists and nftables rulesets.
 //!
-//! Not built yet (tracked by the policy engine issue). The crate exists so that its purity is
-//! checked from the start: no IO, no runtime, no other Tessera crate (see `tests/tests/purity.rs`).
+//! **Architecture Invariant:** this crate does no IO, spawns nothing and reads no clock (checked
+//! by `tests/tests/purity.rs`).
+
+pub mod error;
+pub mod eval;
+pub mod input;
+mod k8s;
+pub mod model;
+mod native;
+mod romana;
+pub mod selector;
+pub mod simulate;
+
+pub use error::PolicyError;
+pub use input::Inputs;

@@ -1,0 +1,126 @@
+//! `simulate` and `explain`: verdicts for every ordered pair of distinct parties and probe, from
+//! the reference evaluator.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::error::PolicyError;
+use crate::eval::{Party, Probe, Verdict, evaluate};
+use crate::input::Inputs;
+use crate::model::Protocol;
+
+/// One line of `simulate`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairVerdict {
+    pub from: String,
+    pub to: String,
+    pub protocol: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(rename = "icmpType", skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    pub allowed: bool,
+    pub reason: String,
+}
+
+/// Parse `tcp/80`, `udp/53`, `sctp/9000`, `icmp/8` or `icmp/3/4` (type/code).
+pub fn parse_probe(text: &str) -> Result<Probe, PolicyError> {
+    let err = || PolicyError::field("--port", format!("`{text}` is not PROTO/PORT (tcp/80, udp/53, sctp/9000) or icmp/TYPE[/CODE]"));
+    let mut parts = text.split('/');
+    let protocol = Protocol::parse(parts.next().ok_or_else(err)?).ok_or_else(err)?;
+    let first: u32 = parts.next().ok_or_else(err)?.parse().map_err(|_| err())?;
+    let second: Option<u32> = parts.next().map(|p| p.parse().map_err(|_| err())).transpose()?;
+    if parts.next().is_some() {
+        return Err(err());
+    }
+    if protocol.has_ports() {
+        let port = u16::try_from(first).ok().filter(|p| *p > 0).ok_or_else(err)?;
+        if second.is_some() {
+            return Err(err());
+        }
+        Ok(Probe { protocol, port: Some(port), icmp: None })
+    } else {
+        let t = u8::try_from(first).map_err(|_| err())?;
+        let c = u8::try_from(second.unwrap_or(0)).map_err(|_| err())?;
+        Ok(Probe { protocol, port: None, icmp: Some((t, c)) })
+    }
+}
+
+/// The parties: every endpoint with an address, then the external addresses.
+fn parties<'a>(inputs: &'a Inputs, externals: &[IpAddr]) -> Vec<(String, Vec<IpAddr>, Option<&'a crate::model::Endpoint>)> {
+    let mut out: Vec<_> = inputs.cluster.endpoints.values().map(|e| (e.id.clone(), e.ips.clone(), Some(e))).collect();
+    out.extend(externals.iter().map(|ip| (ip.to_string(), vec![*ip], None)));
+    out
+}
+
+/// The addresses a packet between two parties uses: the same family, IPv4 first.
+fn addresses(from: &[IpAddr], to: &[IpAddr]) -> Option<(IpAddr, IpAddr)> {
+    for want_v4 in [true, false] {
+        let a = from.iter().find(|ip| ip.is_ipv4() == want_v4);
+        let b = to.iter().find(|ip| ip.is_ipv4() == want_v4);
+        if let (Some(a), Some(b)) = (a, b) {
+            return Some((*a, *b));
+        }
+    }
+    None
+}
+
+fn party<'a>(e: Option<&'a crate::model::Endpoint>, ip: IpAddr) -> Party<'a> {
+    match e {
+        Some(e) => Party::Endpoint(e, ip),
+        None => Party::External(ip),
+    }
+}
+
+/// Verdicts for every ordered pair of distinct parties and every probe.
+pub fn simulate(inputs: &Inputs, externals: &[IpAddr], probes: &[Probe]) -> Result<Vec<PairVerdict>, PolicyError> {
+    for ip in externals {
+        if let Some(e) = inputs.cluster.endpoint_by_ip(*ip) {
+            return Err(PolicyError::field("--external", format!("{ip} is the address of {}", e.id)));
+        }
+    }
+    let all = parties(inputs, externals);
+    let mut out = Vec::new();
+    for (from, from_ips, from_e) in &all {
+        for (to, to_ips, to_e) in &all {
+            if from == to {
+                continue;
+            }
+            let Some((a, b)) = addresses(from_ips, to_ips) else { continue };
+            for probe in probes {
+                let v = evaluate(&inputs.cluster, &inputs.policies, party(*from_e, a), party(*to_e, b), *probe);
+                out.push(PairVerdict {
+                    from: from.clone(),
+                    to: to.clone(),
+                    protocol: probe.protocol.to_string(),
+                    port: probe.port,
+                    icmp_type: probe.icmp.map(|(t, _)| t),
+                    allowed: v.allowed,
+                    reason: v.reason(from, to),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The verdict for one pair, with every deciding rule.
+pub fn explain(inputs: &Inputs, from: &str, to: &str, probe: Probe) -> Result<Verdict, PolicyError> {
+    let find = |name: &str, field: &str| -> Result<(Vec<IpAddr>, Option<&crate::model::Endpoint>), PolicyError> {
+        if let Some(e) = inputs.cluster.endpoints.get(name) {
+            return Ok((e.ips.clone(), Some(e)));
+        }
+        let ip: IpAddr = name.parse().map_err(|_| {
+            PolicyError::field(field, format!("`{name}` is neither a pod (NAMESPACE/NAME) with an IP in the inputs nor an IP address"))
+        })?;
+        Ok(match inputs.cluster.endpoint_by_ip(ip) {
+            Some(e) => (vec![ip], Some(e)),
+            None => (vec![ip], None),
+        })
+    };
+    let (from_ips, from_e) = find(from, "--from")?;
+    let (to_ips, to_e) = find(to, "--to")?;
+    let (a, b) = addresses(&from_ips, &to_ips).ok_or_else(|| PolicyError::field("--to", "the two sides share no address family"))?;
+    Ok(evaluate(&inputs.cluster, &inputs.policies, party(from_e, a), party(to_e, b), probe))
+}

@@ -1,0 +1,322 @@
+//! NetworkPolicy, native and Romana semantics, case by case, through `simulate`.
+
+use std::net::IpAddr;
+
+use tessera_policy::Inputs;
+use tessera_policy::simulate::{parse_probe, simulate};
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: shop}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ops, labels: {team: ops}}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: web, namespace: shop, labels: {app: web, tessera.io/segment: front}}
+  spec: {containers: [{ports: [{name: http, containerPort: 8080}, {name: dns, containerPort: 53, protocol: UDP}]}]}
+  status: {podIP: 10.0.0.1}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: db, namespace: shop, labels: {app: db}}
+  spec: {containers: [{ports: [{name: pg, containerPort: 5432}]}]}
+  status: {podIP: 10.0.0.2}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: mon, namespace: ops, labels: {app: mon}}
+  status: {podIP: 10.0.1.1}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: pending, namespace: ops}
+"#;
+
+struct Case {
+    inputs: Inputs,
+}
+
+impl Case {
+    fn new(policies: &str) -> Case {
+        let mut inputs = Inputs::default();
+        inputs.add_text("pods.yaml", PODS).expect("pods");
+        inputs.add_text("policies.yaml", policies).expect("policies");
+        Case { inputs }
+    }
+
+    fn allowed(&self, from: &str, to: &str, probe: &str) -> bool {
+        let externals: Vec<IpAddr> = ["192.0.2.9", "10.0.0.200"].iter().map(|s| s.parse().expect("ip")).collect();
+        let verdicts = simulate(&self.inputs, &externals, &[parse_probe(probe).expect("probe")]).expect("simulate");
+        let v = verdicts.iter().find(|v| v.from == from && v.to == to).unwrap_or_else(|| panic!("no verdict {from} -> {to}"));
+        v.allowed
+    }
+
+    fn expect(&self, table: &[(&str, &str, &str, bool)]) {
+        for (from, to, probe, want) in table {
+            assert_eq!(self.allowed(from, to, probe), *want, "{from} -> {to} {probe}");
+        }
+    }
+}
+
+#[test]
+fn no_policy_allows_everything_and_pods_without_ip_are_skipped() {
+    let c = Case::new("");
+    c.expect(&[("shop/web", "shop/db", "tcp/1", true), ("192.0.2.9", "ops/mon", "udp/53", true), ("ops/mon", "192.0.2.9", "sctp/9", true)]);
+    let v = simulate(&c.inputs, &[], &[parse_probe("tcp/80").expect("probe")]).expect("simulate");
+    assert_eq!(v.len(), 6, "3 pods with IPs: 6 ordered pairs");
+}
+
+#[test]
+fn default_deny_ingress_and_the_difference_between_missing_and_empty() {
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\nspec: {podSelector: {}}\n";
+    Case::new(deny).expect(&[
+        ("ops/mon", "shop/db", "tcp/5432", false),
+        ("shop/web", "shop/db", "tcp/5432", false),
+        ("192.0.2.9", "shop/web", "tcp/8080", false),
+        ("shop/db", "ops/mon", "tcp/80", true),
+        ("shop/db", "192.0.2.9", "tcp/80", true),
+    ]);
+    let empty_list = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: []}\n";
+    Case::new(empty_list).expect(&[("ops/mon", "shop/db", "tcp/5432", false)]);
+    let empty_rule = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: [{}]}\n";
+    Case::new(empty_rule).expect(&[("ops/mon", "shop/db", "tcp/5432", true), ("192.0.2.9", "shop/db", "udp/7", true)]);
+    let empty_from = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: [{from: [], ports: [{port: 80}]}]}\n";
+    Case::new(empty_from).expect(&[
+        ("192.0.2.9", "shop/db", "tcp/80", true),
+        ("192.0.2.9", "shop/db", "udp/80", false),
+        ("ops/mon", "shop/db", "tcp/81", false),
+    ]);
+}
+
+#[test]
+fn policy_types_default_from_the_presence_of_egress_rules() {
+    // Egress rules and no policyTypes: the policy isolates ingress (with no ingress rules) AND egress.
+    let with_egress = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  egress: [{to: [{namespaceSelector: {matchLabels: {team: ops}}}]}]\n";
+    Case::new(with_egress).expect(&[
+        ("shop/db", "ops/mon", "tcp/1", true),
+        ("shop/db", "shop/web", "tcp/1", false),
+        ("ops/mon", "shop/db", "tcp/1", false),
+    ]);
+    // `egress: []` does not count as egress rules: ingress only.
+    let empty_egress = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {matchLabels: {app: db}}, egress: []}\n";
+    Case::new(empty_egress).expect(&[("shop/db", "shop/web", "tcp/1", true), ("shop/web", "shop/db", "tcp/1", false)]);
+    // Explicit Egress only: ingress untouched, egress denied.
+    let egress_only = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {matchLabels: {app: db}}, policyTypes: [Egress]}\n";
+    Case::new(egress_only).expect(&[("shop/db", "shop/web", "tcp/1", false), ("shop/web", "shop/db", "tcp/1", true)]);
+}
+
+#[test]
+fn peers_combine_selectors_with_and_and_list_entries_with_or() {
+    let and = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{namespaceSelector: {matchLabels: {team: ops}}, podSelector: {matchLabels: {app: web}}}]}]\n";
+    Case::new(and).expect(&[("ops/mon", "shop/db", "tcp/1", false), ("shop/web", "shop/db", "tcp/1", false)]);
+    let or = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{namespaceSelector: {matchLabels: {team: ops}}}, {podSelector: {matchLabels: {app: web}}}]}]\n";
+    Case::new(or).expect(&[
+        ("ops/mon", "shop/db", "tcp/1", true),
+        ("shop/web", "shop/db", "tcp/1", true),
+        ("192.0.2.9", "shop/db", "tcp/1", false),
+    ]);
+    // podSelector alone means the policy's own namespace; the automatic name label works.
+    let own = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{podSelector: {}}, {namespaceSelector: {matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [ops]}]}, podSelector: {matchExpressions: [{key: app, operator: NotIn, values: [web]}]}}]}]\n";
+    Case::new(own).expect(&[("shop/web", "shop/db", "tcp/1", true), ("ops/mon", "shop/db", "tcp/1", true)]);
+}
+
+#[test]
+fn ip_blocks_match_any_address_including_pods_minus_except() {
+    let p = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.0.1.0/24]}}]}]\n";
+    Case::new(p).expect(&[
+        ("shop/web", "shop/db", "tcp/1", true),
+        ("10.0.0.200", "shop/db", "tcp/1", true),
+        ("ops/mon", "shop/db", "tcp/1", false),
+        ("192.0.2.9", "shop/db", "tcp/1", false),
+    ]);
+}
+
+#[test]
+fn ports_named_numbered_ranges_and_protocols() {
+    let p = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: http}, {port: dns, protocol: UDP}, {port: 9000, endPort: 9010, protocol: SCTP}]}]\n";
+    Case::new(p).expect(&[
+        ("ops/mon", "shop/web", "tcp/8080", true),
+        ("ops/mon", "shop/web", "udp/8080", false),
+        ("ops/mon", "shop/web", "udp/53", true),
+        ("ops/mon", "shop/db", "tcp/8080", false),
+        ("ops/mon", "shop/db", "sctp/9010", true),
+        ("ops/mon", "shop/db", "sctp/9011", false),
+        ("ops/mon", "shop/db", "tcp/9000", false),
+    ]);
+    // An egress rule's named port resolves on the destination; an external address has none.
+    let egress = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: ops}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{ports: [{port: pg}]}]\n";
+    Case::new(egress).expect(&[
+        ("ops/mon", "shop/db", "tcp/5432", true),
+        ("ops/mon", "shop/web", "tcp/5432", false),
+        ("ops/mon", "192.0.2.9", "tcp/5432", false),
+    ]);
+}
+
+#[test]
+fn both_egress_of_source_and_ingress_of_destination_must_allow() {
+    let p = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a, namespace: ops}\nspec: {podSelector: {}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {}}]}]}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: b, namespace: shop}\nspec: {podSelector: {matchLabels: {app: db}}, ingress: [{from: [{podSelector: {}}]}]}\n";
+    Case::new(p).expect(&[
+        ("ops/mon", "shop/web", "tcp/1", true),
+        ("ops/mon", "shop/db", "tcp/1", false),
+        ("ops/mon", "192.0.2.9", "tcp/1", false),
+        ("shop/web", "shop/db", "tcp/1", true),
+    ]);
+}
+
+#[test]
+fn cluster_tiers_admin_before_and_baseline_after_namespace_policies() {
+    let p = r#"
+apiVersion: tessera.io/v1
+kind: TesseraClusterPolicy
+metadata: {name: block-ops}
+spec:
+  tier: admin
+  priority: 10
+  subject: {namespaceSelector: {matchLabels: {team: shop}}}
+  ingress:
+  - {action: pass, from: [{namespaceSelector: {matchLabels: {team: ops}}, podSelector: {matchLabels: {app: mon}}}], ports: [{protocol: tcp, port: 9100}]}
+  - {action: deny, from: [{namespaceSelector: {matchLabels: {team: ops}}}]}
+---
+apiVersion: tessera.io/v1
+kind: TesseraClusterPolicy
+metadata: {name: allow-web-first}
+spec:
+  tier: admin
+  priority: 5
+  subject: {podSelector: {matchLabels: {app: db}}}
+  ingress: [{action: allow, from: [{cidr: 192.0.2.0/24}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec: {podSelector: {matchLabels: {app: db}}, ingress: [{from: [{namespaceSelector: {}}], ports: [{port: 9100}]}]}
+---
+apiVersion: tessera.io/v1
+kind: TesseraClusterPolicy
+metadata: {name: default-deny}
+spec:
+  tier: baseline
+  priority: 1
+  ingress: [{action: deny, from: [{any: true}]}]
+"#;
+    Case::new(p).expect(&[
+        // Admin deny beats namespace allow.
+        ("ops/mon", "shop/db", "tcp/5432", false),
+        // Pass hands over to the NetworkPolicy, which allows 9100.
+        ("ops/mon", "shop/db", "tcp/9100", true),
+        ("ops/mon", "shop/web", "tcp/9100", false),
+        // Priority 5 allows before priority 10 even though db is isolated by a NetworkPolicy.
+        ("192.0.2.9", "shop/db", "tcp/22", true),
+        // Not isolated by any NetworkPolicy: the baseline deny applies.
+        ("192.0.2.9", "shop/web", "tcp/80", false),
+        ("shop/db", "ops/mon", "tcp/80", false),
+        // Isolated by the NetworkPolicy: baseline does not apply, the NetworkPolicy decides.
+        ("shop/web", "shop/db", "tcp/9100", true),
+    ]);
+}
+
+#[test]
+fn native_tenant_policies_segments_and_icmp() {
+    let p = r#"
+apiVersion: tessera.io/v1
+kind: TesseraPolicy
+metadata: {name: db, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  ingress:
+  - from: [{segment: front}]
+    ports: [{protocol: tcp, port: 5432}, {protocol: icmp, type: 8}]
+  - from: [{tenant: ops}]
+    ports: [{protocol: any}]
+"#;
+    Case::new(p).expect(&[
+        ("shop/web", "shop/db", "tcp/5432", true),
+        ("shop/web", "shop/db", "tcp/5433", false),
+        ("shop/web", "shop/db", "icmp/8", true),
+        ("shop/web", "shop/db", "icmp/0", false),
+        ("ops/mon", "shop/db", "udp/1", true),
+        ("192.0.2.9", "shop/db", "tcp/5432", false),
+    ]);
+}
+
+#[test]
+fn romana_policies_are_read_unchanged() {
+    let p = r#"{"securitypolicies": [{"name": "pol1", "description": "", "direction": "ingress",
+        "applied_to": [{"tenant": "shop", "segment": "default"}],
+        "ingress": [{"peers": [{"tenant": "shop", "segment": "front"}], "rules": [{"protocol": "TCP", "ports": [5432], "port_ranges": [[6000, 6010]]}]},
+                    {"peers": [{"cidr": "192.0.2.0/24"}], "rules": [{"protocol": "icmp", "icmp_type": 8, "icmp_code": 0}]}]}]}"#;
+    Case::new(p).expect(&[
+        ("shop/web", "shop/db", "tcp/5432", true),
+        ("shop/web", "shop/db", "tcp/6005", true),
+        ("shop/web", "shop/db", "udp/5432", false),
+        ("192.0.2.9", "shop/db", "icmp/8", true),
+        ("ops/mon", "shop/db", "tcp/5432", false),
+        // web is in segment front, not default: not subject to the policy.
+        ("ops/mon", "shop/web", "tcp/1", true),
+    ]);
+}
+
+#[test]
+fn invalid_input_names_file_object_and_field() {
+    let cases = [
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  podSelector: {}\n  ingress: [{ports: [{port: 80}, {port: 8080, endPort: 80}]}]\n",
+            "spec.ingress[0].ports[1].endPort: must be >= port (8080)",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: [{from: [{}]}]}\n",
+            "spec.ingress[0].from[0]: must specify a peer",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]}\n",
+            "may not specify both ipBlock and another peer",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/8]}}]}]}\n",
+            "spec.ingress[0].from[0].ipBlock.except[0]: must be a strict subset",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: [{ports: [{protocol: ICMP}]}]}\n",
+            "spec.ingress[0].ports[0].protocol: `ICMP` is not one of TCP, UDP, SCTP",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: [{ports: [{port: http, endPort: 90}]}]}\n",
+            "endPort: may not be specified when `port` is non-numeric",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingres: []}\n",
+            "unknown field `ingres`",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, policyTypes: [Inbound]}\n",
+            "spec.policyTypes[0]",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {matchExpressions: [{key: a, operator: In}]}}\n",
+            "spec.podSelector.matchExpressions[0].values",
+        ),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: x, namespace: shop}\nstatus: {podIP: 10.0.0.1}\n", "is also the address of shop/web"),
+        ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n", "`Service` is not a kind"),
+        (
+            "apiVersion: tessera.io/v1\nkind: TesseraClusterPolicy\nmetadata: {name: x}\nspec: {tier: baseline, priority: 1, ingress: [{action: pass}]}\n",
+            "spec.ingress[0].action: `pass` exists only in the admin tier",
+        ),
+        (
+            "{\"name\": \"r\", \"applied_to\": [{\"tenant\": \"shop\"}], \"ingress\": [{\"peers\": [{\"peer\": \"local\"}], \"rules\": []}]}",
+            "cannot be enforced exactly",
+        ),
+    ];
+    for (doc, want) in cases {
+        let mut inputs = Inputs::default();
+        inputs.add_text("pods.yaml", PODS).expect("pods");
+        let before = inputs.clone();
+        let err = inputs.add_text("bad.yaml", doc).expect_err(doc).to_string();
+        assert!(err.contains(want), "{err}\n  wanted: {want}");
+        assert!(err.starts_with("bad.yaml document 1"), "{err}");
+        assert_eq!(inputs, before, "a failed file adds nothing");
+    }
+}
