@@ -197,6 +197,10 @@ const BLOCK_COLUMNS: &[(&str, &str)] = &[
 const TOKEN_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("TENANT", "tenant"), ("TOKEN", "token")];
 
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
+    // Policy commands work offline, from files.
+    if let Command::Policy(cmd) = &cli.command {
+        return crate::policy::run(cmd, cli.output);
+    }
     let api = Api::new(&cli.server, cli.token.as_deref())?;
     let out = cli.output;
     match &cli.command {
@@ -298,6 +302,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             }
             print_routes(&plan);
         }
+        Command::Policy(cmd) => crate::policy::run(cmd, out)?,
         Command::Tokens(cmd) => match cmd {
             TokensCmd::List => print(out, &api.get("/v1/tokens")?, TOKEN_COLUMNS),
             TokensCmd::Create { name, role, tenant } => {

@@ -5,6 +5,7 @@
 
 mod client;
 mod commands;
+mod policy;
 mod table;
 
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Tokens(commands::TokensCmd),
+    /// Policy simulation and explanation, offline from files.
+    #[command(subcommand)]
+    Policy(policy::PolicyCmd),
 }
 
 fn main() -> ExitCode {
