@@ -119,7 +119,7 @@ pub fn evaluate(cluster: &Cluster, policies: &[Policy], src: Party<'_>, dst: Par
 }
 
 /// Policies in evaluation order for one tier kind.
-fn ordered<'p>(policies: &'p [Policy], admin: bool) -> Vec<&'p Policy> {
+fn ordered(policies: &[Policy], admin: bool) -> Vec<&Policy> {
     let mut list: Vec<&Policy> = policies
         .iter()
         .filter(|p| match p.tier {

@@ -103,10 +103,8 @@ pub(crate) fn pod(doc: PodDoc) -> Result<Option<Endpoint>, PolicyError> {
         }
     }
     let mut texts: Vec<&str> = doc.status.pod_ips.iter().map(|p| p.ip.as_str()).collect();
-    if let Some(ip) = &doc.status.pod_ip {
-        if !texts.contains(&ip.as_str()) {
-            texts.insert(0, ip);
-        }
+    if let Some(ip) = doc.status.pod_ip.as_deref().filter(|ip| !texts.contains(ip)) {
+        texts.insert(0, ip);
     }
     let mut ips = Vec::new();
     for t in texts {
