@@ -28,6 +28,14 @@ pub enum PolicyCmd {
         #[arg(long = "external")]
         externals: Vec<IpAddr>,
     },
+    /// The nftables ruleset of one node's endpoints (pods with that `spec.nodeName`; all pods
+    /// when no node is given), as `nft` text or, with `-o json`, nftables JSON.
+    Render {
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// The verdict for one pair and the rules that decided it.
     Explain {
         #[arg(short = 'f', long = "file", required = true)]
@@ -77,6 +85,17 @@ pub fn run(cmd: &PolicyCmd, output: Output) -> anyhow::Result<()> {
                 })
                 .collect();
             println!("{}", render(&["FROM", "TO", "PROTO", "PORT", "VERDICT", "REASON"], &rows));
+        }
+        PolicyCmd::Render { files, node } => {
+            let inputs = load(files)?;
+            let compiled = tessera_policy::compile::compile(&inputs.cluster, &Default::default(), &inputs.policies, Default::default());
+            let local: Vec<_> = compiled.values().filter(|e| node.is_none() || e.host == *node).collect();
+            let ruleset = tessera_policy::nft::render(&local);
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&ruleset.json)?);
+            } else {
+                print!("{}", ruleset.text);
+            }
         }
         PolicyCmd::Explain { files, from, to, port } => {
             let inputs = load(files)?;

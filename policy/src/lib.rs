@@ -5,15 +5,18 @@
 //! **Architecture Invariant:** this crate does no IO, spawns nothing and reads no clock (checked
 //! by `tests/tests/purity.rs`).
 
+pub mod compile;
 pub mod error;
 pub mod eval;
 pub mod input;
 mod k8s;
 pub mod model;
 mod native;
+pub mod nft;
 mod romana;
 pub mod selector;
 pub mod simulate;
+pub mod testgen;
 
 pub use error::PolicyError;
 pub use input::Inputs;

@@ -1,0 +1,571 @@
+//! The compiler: per endpoint and direction, the exact decision over (peer address, protocol,
+//! port or ICMP type/code), as a default verdict plus the regions that differ from it.
+//!
+//! It reproduces `eval` exactly (a property test checks it): admin cluster rules first-match by
+//! priority (pass hands over), then namespace allow-lists if any isolates the endpoint, else
+//! baseline rules, else allow. Peers that select whole segments compile to those segments'
+//! block CIDRs (aggregated), so pods coming and going inside existing blocks change nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::eval::{Party, namespace_matches, peer_matches};
+use crate::model::{Action, Cluster, Direction, Endpoint, Peer, Policy, PortMatch, PortRule, Protocol, Rule, Tier};
+
+/// Address family of a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn max(self) -> u128 {
+        match self {
+            Family::V4 => u32::MAX as u128,
+            Family::V6 => u128::MAX,
+        }
+    }
+
+    pub fn of(ip: &IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    /// The ICMP protocol number of this family.
+    pub fn icmp(self) -> u8 {
+        match self {
+            Family::V4 => 1,
+            Family::V6 => 58,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+/// Protocol classes the dataplane matches differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// TCP, UDP or SCTP (the protocol number), matched with the destination port.
+    Ports(u8),
+    /// ICMP (IPv4) or ICMPv6 (IPv6), matched with `type << 8 | code`.
+    Icmp,
+    /// Every other protocol, matched by number alone.
+    Other,
+}
+
+pub const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
+
+/// A region of traffic: peer addresses × class × service values (port, or ICMP type/code).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Region {
+    pub family: Family,
+    pub peer_first: u128,
+    pub peer_last: u128,
+    pub class: Class,
+    pub service_first: u16,
+    pub service_last: u16,
+}
+
+/// One direction of one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideRules {
+    pub default: Verdict,
+    /// Sorted, disjoint regions whose verdict is the opposite of `default`.
+    pub exceptions: Vec<Region>,
+}
+
+/// Everything compiled for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRules {
+    pub endpoint: String,
+    pub host: Option<String>,
+    pub ips: Vec<IpAddr>,
+    pub ingress: SideRules,
+    pub egress: SideRules,
+}
+
+/// Options of a compilation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Compile peers that select whole segments to the segments' blocks.
+    pub compress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { compress: true }
+    }
+}
+
+/// The service dimension of one clause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServiceSel {
+    All,
+    Range(Class, u16, u16),
+}
+
+/// A clause: first-match unit of the decision.
+#[derive(Debug, Clone)]
+struct Clause {
+    action: Action,
+    /// Peer address ranges per family, sorted and disjoint.
+    addrs: BTreeMap<Family, Vec<(u128, u128)>>,
+    services: Vec<ServiceSel>,
+}
+
+/// Address ranges of a peer, per family.
+pub type AddressSet = BTreeMap<Family, Vec<(u128, u128)>>;
+
+fn to_u128(ip: &IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(*a) as u128,
+        IpAddr::V6(a) => u128::from(*a),
+    }
+}
+
+fn net_range(net: &IpNet) -> (Family, u128, u128) {
+    let (family, bits) = match net {
+        IpNet::V4(_) => (Family::V4, 32u32),
+        IpNet::V6(_) => (Family::V6, 128u32),
+    };
+    let first = to_u128(&net.network());
+    let host_bits = bits - u32::from(net.prefix_len());
+    let last = if host_bits >= 128 { u128::MAX } else { first | ((1u128 << host_bits) - 1) };
+    (family, first, last)
+}
+
+/// Sort and merge touching ranges.
+fn normalize(set: &mut AddressSet) {
+    for ranges in set.values_mut() {
+        ranges.sort_unstable();
+        let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+        for &(a, b) in ranges.iter() {
+            match out.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        *ranges = out;
+    }
+    set.retain(|_, r| !r.is_empty());
+}
+
+fn subtract_ranges(ranges: &[(u128, u128)], holes: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut out = Vec::new();
+    for &(a, b) in ranges {
+        let mut start = a;
+        let mut done = false;
+        for &(h1, h2) in holes.iter().filter(|(h1, h2)| *h2 >= a && *h1 <= b) {
+            if h1 > start {
+                out.push((start, h1 - 1));
+            }
+            match h2.checked_add(1) {
+                Some(next) if next <= b => start = start.max(next),
+                _ => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if !done && start <= b {
+            out.push((start, b));
+        }
+    }
+    out
+}
+
+/// The addresses a peer stands for, given the cluster (and, with compression, segment blocks).
+pub fn peer_addresses(cluster: &Cluster, blocks: &BTreeMap<String, Vec<IpNet>>, peer: &Peer, options: Options) -> AddressSet {
+    let mut set = AddressSet::new();
+    let add_net = |set: &mut AddressSet, net: &IpNet| {
+        let (f, a, b) = net_range(net);
+        set.entry(f).or_default().push((a, b));
+    };
+    match peer {
+        Peer::Any => {
+            set.insert(Family::V4, vec![(0, Family::V4.max())]);
+            set.insert(Family::V6, vec![(0, Family::V6.max())]);
+        }
+        Peer::Cidr { cidr, except } => {
+            add_net(&mut set, cidr);
+            let mut holes = AddressSet::new();
+            for e in except {
+                add_net(&mut holes, e);
+            }
+            normalize(&mut holes);
+            for (f, ranges) in set.iter_mut() {
+                if let Some(h) = holes.get(f) {
+                    *ranges = subtract_ranges(ranges, h);
+                }
+            }
+        }
+        Peer::Host(name) => {
+            for ip in cluster.hosts.get(name).into_iter().flatten() {
+                set.entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
+            }
+        }
+        Peer::Segment { .. } | Peer::Endpoints { .. } => {
+            let selected: Vec<&Endpoint> = cluster.endpoints.values().filter(|e| endpoint_selected(cluster, peer, e)).collect();
+            let mut segments: BTreeMap<(String, String), Vec<&Endpoint>> = BTreeMap::new();
+            for e in &selected {
+                segments.entry((e.namespace.clone(), e.segment.clone())).or_default().push(e);
+            }
+            if let Peer::Segment { tenant, segment } = peer {
+                segments.entry((tenant.clone(), segment.clone())).or_default();
+            }
+            for ((ns, seg), members) in segments {
+                let key = format!("{ns}/{seg}");
+                let seg_blocks = blocks.get(&key).filter(|_| options.compress);
+                // A segment is represented by its blocks only when the peer takes all of it and
+                // every member lives inside those blocks; otherwise address by address.
+                let whole = seg_blocks.is_some_and(|b| {
+                    let all_members = cluster.endpoints.values().filter(|e| e.namespace == ns && e.segment == seg).count() == members.len();
+                    all_members && members.iter().all(|e| e.ips.iter().all(|ip| b.iter().any(|n| n.contains(ip))))
+                });
+                match (whole, seg_blocks) {
+                    (true, Some(b)) => b.iter().for_each(|n| add_net(&mut set, n)),
+                    _ => {
+                        for e in members {
+                            for ip in &e.ips {
+                                set.entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    normalize(&mut set);
+    set
+}
+
+fn endpoint_selected(cluster: &Cluster, peer: &Peer, e: &Endpoint) -> bool {
+    match peer {
+        Peer::Segment { tenant, segment } => e.namespace == *tenant && e.segment == *segment,
+        Peer::Endpoints { namespaces, pods } => namespace_matches(cluster, namespaces, &e.namespace) && pods.matches(&e.labels),
+        _ => false,
+    }
+}
+
+fn service_sel(rule: &PortRule, port: Option<u16>) -> Vec<ServiceSel> {
+    let n = rule.protocol.number();
+    let class = |fam_icmp: bool| if fam_icmp { Class::Icmp } else { Class::Ports(n) };
+    let icmp = matches!(rule.protocol, Protocol::Icmp | Protocol::Icmpv6);
+    match (&rule.port, port) {
+        (PortMatch::All, _) => vec![ServiceSel::Range(class(icmp), 0, u16::MAX)],
+        (PortMatch::Range(a, b), _) => vec![ServiceSel::Range(class(icmp), *a, *b)],
+        (PortMatch::Named(_), Some(p)) => vec![ServiceSel::Range(class(icmp), p, p)],
+        (PortMatch::Named(_), None) => vec![],
+        (PortMatch::Icmp { icmp_type, code }, _) => {
+            let base = u16::from(*icmp_type) << 8;
+            match code {
+                Some(c) => vec![ServiceSel::Range(Class::Icmp, base | u16::from(*c), base | u16::from(*c))],
+                None => vec![ServiceSel::Range(Class::Icmp, base, base | 0xff)],
+            }
+        }
+    }
+}
+
+/// Which ICMP protocol a rule's ICMP entry speaks (it applies to that family only).
+fn icmp_family(rule: &PortRule) -> Option<Family> {
+    match rule.protocol {
+        Protocol::Icmp => Some(Family::V4),
+        Protocol::Icmpv6 => Some(Family::V6),
+        _ => None,
+    }
+}
+
+/// Per-compilation caches: the addresses of each distinct peer.
+#[derive(Debug, Default)]
+pub struct PeerCache {
+    map: BTreeMap<String, AddressSet>,
+}
+
+impl PeerCache {
+    fn get(&mut self, cluster: &Cluster, blocks: &BTreeMap<String, Vec<IpNet>>, peer: &Peer, options: Options) -> AddressSet {
+        let key = serde_json::to_string(peer).unwrap_or_default();
+        self.map.entry(key).or_insert_with(|| peer_addresses(cluster, blocks, peer, options)).clone()
+    }
+}
+
+/// The clauses of one rule for subject `e` in direction `dir`.
+fn clauses_of(
+    cluster: &Cluster,
+    blocks: &BTreeMap<String, Vec<IpNet>>,
+    cache: &mut PeerCache,
+    e: &Endpoint,
+    dir: Direction,
+    rule: &Rule,
+    options: Options,
+    out: &mut Vec<Clause>,
+) {
+    let mut addrs = AddressSet::new();
+    for p in &rule.peers {
+        for (f, r) in cache.get(cluster, blocks, p, options) {
+            addrs.entry(f).or_default().extend(r);
+        }
+    }
+    normalize(&mut addrs);
+    let Some(ports) = &rule.ports else {
+        out.push(Clause { action: rule.action, addrs, services: vec![ServiceSel::All] });
+        return;
+    };
+    let mut plain = Vec::new();
+    for pr in ports {
+        let mut fam_addrs = addrs.clone();
+        if let Some(f) = icmp_family(pr) {
+            fam_addrs.retain(|k, _| *k == f);
+        }
+        match (&pr.port, dir) {
+            (PortMatch::Named(name), Direction::Ingress) => {
+                // The subject is the destination: resolve on it.
+                let sel = service_sel(pr, e.resolve_port(name, pr.protocol));
+                if !sel.is_empty() {
+                    out.push(Clause { action: rule.action, addrs: fam_addrs, services: sel });
+                }
+            }
+            (PortMatch::Named(name), Direction::Egress) => {
+                // The destination is the peer: resolve on each peer endpoint, address by address.
+                let mut by_port: BTreeMap<u16, AddressSet> = BTreeMap::new();
+                for d in cluster.endpoints.values() {
+                    let Some(port) = d.resolve_port(name, pr.protocol) else { continue };
+                    for ip in &d.ips {
+                        if rule.peers.iter().any(|p| peer_matches(cluster, p, Party::Endpoint(d, *ip))) {
+                            by_port.entry(port).or_default().entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
+                        }
+                    }
+                }
+                for (port, mut set) in by_port {
+                    normalize(&mut set);
+                    out.push(Clause { action: rule.action, addrs: set, services: service_sel(pr, Some(port)) });
+                }
+            }
+            _ if icmp_family(pr).is_some() => out.push(Clause { action: rule.action, addrs: fam_addrs, services: service_sel(pr, None) }),
+            _ => plain.extend(service_sel(pr, None)),
+        }
+    }
+    if !plain.is_empty() {
+        out.push(Clause { action: rule.action, addrs, services: plain });
+    }
+}
+
+/// Is `e` isolated for `dir` by namespace-tier policies?
+fn isolated(cluster: &Cluster, policies: &[&Policy], e: &Endpoint, dir: Direction) -> bool {
+    policies.iter().any(|p| p.tier == Tier::Namespace && p.rules(dir).is_some() && p.selects(cluster, e))
+}
+
+/// Compile one endpoint's two sides.
+pub fn compile_endpoint(
+    cluster: &Cluster,
+    blocks: &BTreeMap<String, Vec<IpNet>>,
+    policies: &[&Policy],
+    cache: &mut PeerCache,
+    e: &Endpoint,
+    options: Options,
+) -> EndpointRules {
+    let side = |cache: &mut PeerCache, dir: Direction| -> SideRules {
+        let mut admin = Vec::new();
+        let mut namespace = Vec::new();
+        let mut baseline = Vec::new();
+        let mut ordered: Vec<&&Policy> = policies.iter().filter(|p| p.rules(dir).is_some() && p.selects(cluster, e)).collect();
+        ordered.sort_by(|a, b| a.tier.cmp(&b.tier).then_with(|| a.id.cmp(&b.id)));
+        for p in ordered {
+            let list = match p.tier {
+                Tier::Admin { .. } => &mut admin,
+                Tier::Namespace => &mut namespace,
+                Tier::Baseline { .. } => &mut baseline,
+            };
+            for r in p.rules(dir).into_iter().flatten() {
+                clauses_of(cluster, blocks, cache, e, dir, r, options, list);
+            }
+        }
+        let is_isolated = isolated(cluster, policies, e, dir);
+        decide(&admin, &namespace, &baseline, is_isolated)
+    };
+    EndpointRules {
+        endpoint: e.id.clone(),
+        host: e.host.clone(),
+        ips: e.ips.clone(),
+        ingress: side(cache, Direction::Ingress),
+        egress: side(cache, Direction::Egress),
+    }
+}
+
+fn covers(sel: &ServiceSel, class: Class, s: u16) -> bool {
+    match sel {
+        ServiceSel::All => true,
+        ServiceSel::Range(c, a, b) => *c == class && (*a..=*b).contains(&s),
+    }
+}
+
+/// Resolve the tiers into a default and exceptions.
+fn decide(admin: &[Clause], namespace: &[Clause], baseline: &[Clause], is_isolated: bool) -> SideRules {
+    let default = if is_isolated { Verdict::Deny } else { Verdict::Allow };
+    let mut exceptions = Vec::new();
+    let relevant: Vec<&Clause> = admin.iter().chain(if is_isolated { namespace } else { baseline }).collect();
+    if relevant.is_empty() {
+        return SideRules { default, exceptions };
+    }
+    for family in [Family::V4, Family::V6] {
+        let mut classes: Vec<Class> = PORT_PROTOCOLS.iter().map(|p| Class::Ports(*p)).collect();
+        classes.extend([Class::Icmp, Class::Other]);
+        for class in classes {
+            // Elementary service intervals from the clauses' boundaries in this class.
+            let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 0x1_0000]);
+            if class != Class::Other {
+                for c in &relevant {
+                    for s in &c.services {
+                        if let ServiceSel::Range(k, a, b) = s {
+                            if *k == class {
+                                cuts.insert(u32::from(*a));
+                                cuts.insert(u32::from(*b) + 1);
+                            }
+                        }
+                    }
+                }
+            }
+            let cuts: Vec<u32> = cuts.into_iter().collect();
+            // Group service intervals whose address decision is the same.
+            let mut groups: BTreeMap<Vec<(u128, u128)>, Vec<(u16, u16)>> = BTreeMap::new();
+            for w in cuts.windows(2) {
+                let (s0, s1) = (w[0] as u16, (w[1] - 1) as u16);
+                let active = |list: &[Clause]| -> Vec<(Action, Vec<(u128, u128)>)> {
+                    list.iter()
+                        .filter(|c| c.services.iter().any(|s| covers(s, class, s0)))
+                        .map(|c| (c.action, c.addrs.get(&family).cloned().unwrap_or_default()))
+                        .collect()
+                };
+                let flips = paint(family, default, &active(admin), &active(if is_isolated { namespace } else { baseline }), is_isolated);
+                if !flips.is_empty() {
+                    let g = groups.entry(flips).or_default();
+                    match g.last_mut() {
+                        Some(last) if u32::from(last.1) + 1 == u32::from(s0) => last.1 = s1,
+                        _ => g.push((s0, s1)),
+                    }
+                }
+            }
+            for (ranges, services) in groups {
+                for (a, b) in ranges {
+                    for &(s0, s1) in &services {
+                        exceptions.push(Region { family, peer_first: a, peer_last: b, class, service_first: s0, service_last: s1 });
+                    }
+                }
+            }
+        }
+    }
+    exceptions.sort();
+    SideRules { default, exceptions }
+}
+
+/// First-match over the address line: returns the ranges whose verdict differs from `default`.
+fn paint(
+    family: Family,
+    default: Verdict,
+    admin: &[(Action, Vec<(u128, u128)>)],
+    lower: &[(Action, Vec<(u128, u128)>)],
+    is_isolated: bool,
+) -> Vec<(u128, u128)> {
+    let mut cuts: BTreeSet<u128> = BTreeSet::from([0]);
+    let max = family.max();
+    for (_, ranges) in admin.iter().chain(lower) {
+        for &(a, b) in ranges {
+            cuts.insert(a);
+            if b < max {
+                cuts.insert(b + 1);
+            }
+        }
+    }
+    let starts: Vec<u128> = cuts.into_iter().collect();
+    let end_of = |i: usize| if i + 1 < starts.len() { starts[i + 1] - 1 } else { max };
+    let paint_ranges = |verdicts: &mut Vec<Verdict>, ranges: &[(u128, u128)], v: &dyn Fn(usize) -> Verdict| {
+        for &(a, b) in ranges {
+            let mut i = starts.partition_point(|s| *s < a);
+            while i < starts.len() && starts[i] <= b {
+                verdicts[i] = v(i);
+                i += 1;
+            }
+        }
+    };
+    // Below the admin tier: namespace allow-lists (isolated) or baseline first-match.
+    let mut lower_map = vec![default; starts.len()];
+    if is_isolated {
+        for (_, ranges) in lower {
+            paint_ranges(&mut lower_map, ranges, &|_| Verdict::Allow);
+        }
+    } else {
+        for (action, ranges) in lower.iter().rev() {
+            let v = if *action == Action::Deny { Verdict::Deny } else { Verdict::Allow };
+            if *action != Action::Pass {
+                paint_ranges(&mut lower_map, ranges, &|_| v);
+            }
+        }
+    }
+    let mut result = lower_map.clone();
+    for (action, ranges) in admin.iter().rev() {
+        match action {
+            Action::Allow => paint_ranges(&mut result, ranges, &|_| Verdict::Allow),
+            Action::Deny => paint_ranges(&mut result, ranges, &|_| Verdict::Deny),
+            Action::Pass => paint_ranges(&mut result, ranges, &|i| lower_map[i]),
+        }
+    }
+    let mut out: Vec<(u128, u128)> = Vec::new();
+    for (i, v) in result.iter().enumerate() {
+        if *v != default {
+            let (a, b) = (starts[i], end_of(i));
+            match out.last_mut() {
+                Some(last) if last.1.checked_add(1) == Some(a) => last.1 = b,
+                _ => out.push((a, b)),
+            }
+        }
+    }
+    out
+}
+
+impl SideRules {
+    /// The compiled decision for one packet (what the dataplane will do).
+    pub fn verdict(&self, peer: IpAddr, protocol: u8, service: u16) -> Verdict {
+        let family = Family::of(&peer);
+        let class = if PORT_PROTOCOLS.contains(&protocol) {
+            Class::Ports(protocol)
+        } else if protocol == family.icmp() {
+            Class::Icmp
+        } else {
+            Class::Other
+        };
+        let service = if class == Class::Other { 0 } else { service };
+        let addr = to_u128(&peer);
+        let hit = self.exceptions.iter().any(|r| {
+            r.family == family
+                && r.class == class
+                && (r.peer_first..=r.peer_last).contains(&addr)
+                && (r.service_first..=r.service_last).contains(&service)
+        });
+        match (hit, self.default) {
+            (false, v) => v,
+            (true, Verdict::Allow) => Verdict::Deny,
+            (true, Verdict::Deny) => Verdict::Allow,
+        }
+    }
+}
+
+/// Compile every endpoint.
+pub fn compile(
+    cluster: &Cluster,
+    blocks: &BTreeMap<String, Vec<IpNet>>,
+    policies: &[Policy],
+    options: Options,
+) -> BTreeMap<String, EndpointRules> {
+    let refs: Vec<&Policy> = policies.iter().collect();
+    let mut cache = PeerCache::default();
+    cluster.endpoints.values().map(|e| (e.id.clone(), compile_endpoint(cluster, blocks, &refs, &mut cache, e, options))).collect()
+}
