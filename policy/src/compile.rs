@@ -123,8 +123,11 @@ struct Clause {
     services: Vec<ServiceSel>,
 }
 
+/// An inclusive range of addresses of one family.
+pub type AddrRange = (u128, u128);
+
 /// Address ranges of a peer, per family.
-pub type AddressSet = BTreeMap<Family, Vec<(u128, u128)>>;
+pub type AddressSet = BTreeMap<Family, Vec<AddrRange>>;
 
 fn to_u128(ip: &IpAddr) -> u128 {
     match ip {
@@ -298,17 +301,16 @@ impl PeerCache {
     }
 }
 
-/// The clauses of one rule for subject `e` in direction `dir`.
-fn clauses_of(
-    cluster: &Cluster,
-    blocks: &BTreeMap<String, Vec<IpNet>>,
-    cache: &mut PeerCache,
-    e: &Endpoint,
-    dir: Direction,
-    rule: &Rule,
+/// What every clause computation reads.
+struct Context<'a> {
+    cluster: &'a Cluster,
+    blocks: &'a BTreeMap<String, Vec<IpNet>>,
     options: Options,
-    out: &mut Vec<Clause>,
-) {
+}
+
+/// The clauses of one rule for subject `e` in direction `dir`.
+fn clauses_of(cx: &Context<'_>, cache: &mut PeerCache, e: &Endpoint, dir: Direction, rule: &Rule, out: &mut Vec<Clause>) {
+    let (cluster, blocks, options) = (cx.cluster, cx.blocks, cx.options);
     let mut addrs = AddressSet::new();
     for p in &rule.peers {
         for (f, r) in cache.get(cluster, blocks, p, options) {
@@ -386,7 +388,7 @@ pub fn compile_endpoint(
                 Tier::Baseline { .. } => &mut baseline,
             };
             for r in p.rules(dir).into_iter().flatten() {
-                clauses_of(cluster, blocks, cache, e, dir, r, options, list);
+                clauses_of(&Context { cluster, blocks, options }, cache, e, dir, r, list);
             }
         }
         let is_isolated = isolated(cluster, policies, e, dir);
@@ -425,18 +427,18 @@ fn decide(admin: &[Clause], namespace: &[Clause], baseline: &[Clause], is_isolat
             if class != Class::Other {
                 for c in &relevant {
                     for s in &c.services {
-                        if let ServiceSel::Range(k, a, b) = s {
-                            if *k == class {
-                                cuts.insert(u32::from(*a));
-                                cuts.insert(u32::from(*b) + 1);
-                            }
+                        if let ServiceSel::Range(k, a, b) = s
+                            && *k == class
+                        {
+                            cuts.insert(u32::from(*a));
+                            cuts.insert(u32::from(*b) + 1);
                         }
                     }
                 }
             }
             let cuts: Vec<u32> = cuts.into_iter().collect();
             // Group service intervals whose address decision is the same.
-            let mut groups: BTreeMap<Vec<(u128, u128)>, Vec<(u16, u16)>> = BTreeMap::new();
+            let mut groups: BTreeMap<Vec<AddrRange>, Vec<(u16, u16)>> = BTreeMap::new();
             for w in cuts.windows(2) {
                 let (s0, s1) = (w[0] as u16, (w[1] - 1) as u16);
                 let active = |list: &[Clause]| -> Vec<(Action, Vec<(u128, u128)>)> {
