@@ -10,6 +10,8 @@ command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v pg_isready >/dev/null || [ -x /usr/lib/postgresql/15/bin/pg_isready ] || need_apt+=(postgresql-client-15)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v cc >/dev/null || need_apt+=(build-essential)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     apt-get update -qq

@@ -12,8 +12,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::eval::{Party, namespace_matches, peer_matches};
-use crate::model::{Action, Cluster, Direction, Endpoint, Peer, Policy, PortMatch, PortRule, Protocol, Rule, Tier};
+use crate::model::{Action, Cluster, Policy, PortMatch, PortRule, Protocol};
 
 /// Address family of a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -109,18 +108,18 @@ impl Default for Options {
 
 /// The service dimension of one clause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ServiceSel {
+pub(crate) enum ServiceSel {
     All,
     Range(Class, u16, u16),
 }
 
 /// A clause: first-match unit of the decision.
-#[derive(Debug, Clone)]
-struct Clause {
-    action: Action,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Clause {
+    pub action: Action,
     /// Peer address ranges per family, sorted and disjoint.
-    addrs: BTreeMap<Family, Vec<(u128, u128)>>,
-    services: Vec<ServiceSel>,
+    pub addrs: BTreeMap<Family, Vec<(u128, u128)>>,
+    pub services: Vec<ServiceSel>,
 }
 
 /// An inclusive range of addresses of one family.
@@ -129,14 +128,14 @@ pub type AddrRange = (u128, u128);
 /// Address ranges of a peer, per family.
 pub type AddressSet = BTreeMap<Family, Vec<AddrRange>>;
 
-fn to_u128(ip: &IpAddr) -> u128 {
+pub(crate) fn to_u128(ip: &IpAddr) -> u128 {
     match ip {
         IpAddr::V4(a) => u32::from(*a) as u128,
         IpAddr::V6(a) => u128::from(*a),
     }
 }
 
-fn net_range(net: &IpNet) -> (Family, u128, u128) {
+pub(crate) fn net_range(net: &IpNet) -> (Family, u128, u128) {
     let (family, bits) = match net {
         IpNet::V4(_) => (Family::V4, 32u32),
         IpNet::V6(_) => (Family::V6, 128u32),
@@ -148,7 +147,7 @@ fn net_range(net: &IpNet) -> (Family, u128, u128) {
 }
 
 /// Sort and merge touching ranges.
-fn normalize(set: &mut AddressSet) {
+pub(crate) fn normalize(set: &mut AddressSet) {
     for ranges in set.values_mut() {
         ranges.sort_unstable();
         let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
@@ -163,7 +162,7 @@ fn normalize(set: &mut AddressSet) {
     set.retain(|_, r| !r.is_empty());
 }
 
-fn subtract_ranges(ranges: &[(u128, u128)], holes: &[(u128, u128)]) -> Vec<(u128, u128)> {
+pub(crate) fn subtract_ranges(ranges: &[(u128, u128)], holes: &[(u128, u128)]) -> Vec<(u128, u128)> {
     let mut out = Vec::new();
     for &(a, b) in ranges {
         let mut start = a;
@@ -187,80 +186,7 @@ fn subtract_ranges(ranges: &[(u128, u128)], holes: &[(u128, u128)]) -> Vec<(u128
     out
 }
 
-/// The addresses a peer stands for, given the cluster (and, with compression, segment blocks).
-pub fn peer_addresses(cluster: &Cluster, blocks: &BTreeMap<String, Vec<IpNet>>, peer: &Peer, options: Options) -> AddressSet {
-    let mut set = AddressSet::new();
-    let add_net = |set: &mut AddressSet, net: &IpNet| {
-        let (f, a, b) = net_range(net);
-        set.entry(f).or_default().push((a, b));
-    };
-    match peer {
-        Peer::Any => {
-            set.insert(Family::V4, vec![(0, Family::V4.max())]);
-            set.insert(Family::V6, vec![(0, Family::V6.max())]);
-        }
-        Peer::Cidr { cidr, except } => {
-            add_net(&mut set, cidr);
-            let mut holes = AddressSet::new();
-            for e in except {
-                add_net(&mut holes, e);
-            }
-            normalize(&mut holes);
-            for (f, ranges) in set.iter_mut() {
-                if let Some(h) = holes.get(f) {
-                    *ranges = subtract_ranges(ranges, h);
-                }
-            }
-        }
-        Peer::Host(name) => {
-            for ip in cluster.hosts.get(name).into_iter().flatten() {
-                set.entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
-            }
-        }
-        Peer::Segment { .. } | Peer::Endpoints { .. } => {
-            let selected: Vec<&Endpoint> = cluster.endpoints.values().filter(|e| endpoint_selected(cluster, peer, e)).collect();
-            let mut segments: BTreeMap<(String, String), Vec<&Endpoint>> = BTreeMap::new();
-            for e in &selected {
-                segments.entry((e.namespace.clone(), e.segment.clone())).or_default().push(e);
-            }
-            if let Peer::Segment { tenant, segment } = peer {
-                segments.entry((tenant.clone(), segment.clone())).or_default();
-            }
-            for ((ns, seg), members) in segments {
-                let key = format!("{ns}/{seg}");
-                let seg_blocks = blocks.get(&key).filter(|_| options.compress);
-                // A segment is represented by its blocks only when the peer takes all of it and
-                // every member lives inside those blocks; otherwise address by address.
-                let whole = seg_blocks.is_some_and(|b| {
-                    let all_members = cluster.endpoints.values().filter(|e| e.namespace == ns && e.segment == seg).count() == members.len();
-                    all_members && members.iter().all(|e| e.ips.iter().all(|ip| b.iter().any(|n| n.contains(ip))))
-                });
-                match (whole, seg_blocks) {
-                    (true, Some(b)) => b.iter().for_each(|n| add_net(&mut set, n)),
-                    _ => {
-                        for e in members {
-                            for ip in &e.ips {
-                                set.entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    normalize(&mut set);
-    set
-}
-
-fn endpoint_selected(cluster: &Cluster, peer: &Peer, e: &Endpoint) -> bool {
-    match peer {
-        Peer::Segment { tenant, segment } => e.namespace == *tenant && e.segment == *segment,
-        Peer::Endpoints { namespaces, pods } => namespace_matches(cluster, namespaces, &e.namespace) && pods.matches(&e.labels),
-        _ => false,
-    }
-}
-
-fn service_sel(rule: &PortRule, port: Option<u16>) -> Vec<ServiceSel> {
+pub(crate) fn service_sel(rule: &PortRule, port: Option<u16>) -> Vec<ServiceSel> {
     let n = rule.protocol.number();
     let class = |fam_icmp: bool| if fam_icmp { Class::Icmp } else { Class::Ports(n) };
     let icmp = matches!(rule.protocol, Protocol::Icmp | Protocol::Icmpv6);
@@ -280,126 +206,11 @@ fn service_sel(rule: &PortRule, port: Option<u16>) -> Vec<ServiceSel> {
 }
 
 /// Which ICMP protocol a rule's ICMP entry speaks (it applies to that family only).
-fn icmp_family(rule: &PortRule) -> Option<Family> {
+pub(crate) fn icmp_family(rule: &PortRule) -> Option<Family> {
     match rule.protocol {
         Protocol::Icmp => Some(Family::V4),
         Protocol::Icmpv6 => Some(Family::V6),
         _ => None,
-    }
-}
-
-/// Per-compilation caches: the addresses of each distinct peer.
-#[derive(Debug, Default)]
-pub struct PeerCache {
-    map: BTreeMap<String, AddressSet>,
-}
-
-impl PeerCache {
-    fn get(&mut self, cluster: &Cluster, blocks: &BTreeMap<String, Vec<IpNet>>, peer: &Peer, options: Options) -> AddressSet {
-        let key = serde_json::to_string(peer).unwrap_or_default();
-        self.map.entry(key).or_insert_with(|| peer_addresses(cluster, blocks, peer, options)).clone()
-    }
-}
-
-/// What every clause computation reads.
-struct Context<'a> {
-    cluster: &'a Cluster,
-    blocks: &'a BTreeMap<String, Vec<IpNet>>,
-    options: Options,
-}
-
-/// The clauses of one rule for subject `e` in direction `dir`.
-fn clauses_of(cx: &Context<'_>, cache: &mut PeerCache, e: &Endpoint, dir: Direction, rule: &Rule, out: &mut Vec<Clause>) {
-    let (cluster, blocks, options) = (cx.cluster, cx.blocks, cx.options);
-    let mut addrs = AddressSet::new();
-    for p in &rule.peers {
-        for (f, r) in cache.get(cluster, blocks, p, options) {
-            addrs.entry(f).or_default().extend(r);
-        }
-    }
-    normalize(&mut addrs);
-    let Some(ports) = &rule.ports else {
-        out.push(Clause { action: rule.action, addrs, services: vec![ServiceSel::All] });
-        return;
-    };
-    let mut plain = Vec::new();
-    for pr in ports {
-        let mut fam_addrs = addrs.clone();
-        if let Some(f) = icmp_family(pr) {
-            fam_addrs.retain(|k, _| *k == f);
-        }
-        match (&pr.port, dir) {
-            (PortMatch::Named(name), Direction::Ingress) => {
-                // The subject is the destination: resolve on it.
-                let sel = service_sel(pr, e.resolve_port(name, pr.protocol));
-                if !sel.is_empty() {
-                    out.push(Clause { action: rule.action, addrs: fam_addrs, services: sel });
-                }
-            }
-            (PortMatch::Named(name), Direction::Egress) => {
-                // The destination is the peer: resolve on each peer endpoint, address by address.
-                let mut by_port: BTreeMap<u16, AddressSet> = BTreeMap::new();
-                for d in cluster.endpoints.values() {
-                    let Some(port) = d.resolve_port(name, pr.protocol) else { continue };
-                    for ip in &d.ips {
-                        if rule.peers.iter().any(|p| peer_matches(cluster, p, Party::Endpoint(d, *ip))) {
-                            by_port.entry(port).or_default().entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
-                        }
-                    }
-                }
-                for (port, mut set) in by_port {
-                    normalize(&mut set);
-                    out.push(Clause { action: rule.action, addrs: set, services: service_sel(pr, Some(port)) });
-                }
-            }
-            _ if icmp_family(pr).is_some() => out.push(Clause { action: rule.action, addrs: fam_addrs, services: service_sel(pr, None) }),
-            _ => plain.extend(service_sel(pr, None)),
-        }
-    }
-    if !plain.is_empty() {
-        out.push(Clause { action: rule.action, addrs, services: plain });
-    }
-}
-
-/// Is `e` isolated for `dir` by namespace-tier policies?
-fn isolated(cluster: &Cluster, policies: &[&Policy], e: &Endpoint, dir: Direction) -> bool {
-    policies.iter().any(|p| p.tier == Tier::Namespace && p.rules(dir).is_some() && p.selects(cluster, e))
-}
-
-/// Compile one endpoint's two sides.
-pub fn compile_endpoint(
-    cluster: &Cluster,
-    blocks: &BTreeMap<String, Vec<IpNet>>,
-    policies: &[&Policy],
-    cache: &mut PeerCache,
-    e: &Endpoint,
-    options: Options,
-) -> EndpointRules {
-    let side = |cache: &mut PeerCache, dir: Direction| -> SideRules {
-        let mut admin = Vec::new();
-        let mut namespace = Vec::new();
-        let mut baseline = Vec::new();
-        let mut ordered: Vec<&&Policy> = policies.iter().filter(|p| p.rules(dir).is_some() && p.selects(cluster, e)).collect();
-        ordered.sort_by(|a, b| a.tier.cmp(&b.tier).then_with(|| a.id.cmp(&b.id)));
-        for p in ordered {
-            let list = match p.tier {
-                Tier::Admin { .. } => &mut admin,
-                Tier::Namespace => &mut namespace,
-                Tier::Baseline { .. } => &mut baseline,
-            };
-            for r in p.rules(dir).into_iter().flatten() {
-                clauses_of(&Context { cluster, blocks, options }, cache, e, dir, r, list);
-            }
-        }
-        let is_isolated = isolated(cluster, policies, e, dir);
-        decide(&admin, &namespace, &baseline, is_isolated)
-    };
-    EndpointRules {
-        endpoint: e.id.clone(),
-        host: e.host.clone(),
-        ips: e.ips.clone(),
-        ingress: side(cache, Direction::Ingress),
-        egress: side(cache, Direction::Egress),
     }
 }
 
@@ -411,7 +222,7 @@ fn covers(sel: &ServiceSel, class: Class, s: u16) -> bool {
 }
 
 /// Resolve the tiers into a default and exceptions.
-fn decide(admin: &[Clause], namespace: &[Clause], baseline: &[Clause], is_isolated: bool) -> SideRules {
+pub(crate) fn decide(admin: &[Clause], namespace: &[Clause], baseline: &[Clause], is_isolated: bool) -> SideRules {
     let default = if is_isolated { Verdict::Deny } else { Verdict::Allow };
     let mut exceptions = Vec::new();
     let relevant: Vec<&Clause> = admin.iter().chain(if is_isolated { namespace } else { baseline }).collect();
@@ -465,8 +276,26 @@ fn decide(admin: &[Clause], namespace: &[Clause], baseline: &[Clause], is_isolat
             }
         }
     }
-    exceptions.sort();
-    SideRules { default, exceptions }
+    SideRules { default, exceptions: merge_services(exceptions) }
+}
+
+/// Merge regions that differ only by adjacent service ranges, then sort.
+fn merge_services(mut regions: Vec<Region>) -> Vec<Region> {
+    regions.sort_by_key(|r| (r.family, r.class, r.peer_first, r.peer_last, r.service_first));
+    let mut out: Vec<Region> = Vec::with_capacity(regions.len());
+    for r in regions {
+        match out.last_mut() {
+            Some(last)
+                if (last.family, last.class, last.peer_first, last.peer_last) == (r.family, r.class, r.peer_first, r.peer_last)
+                    && u32::from(last.service_last) + 1 == u32::from(r.service_first) =>
+            {
+                last.service_last = r.service_last;
+            }
+            _ => out.push(r),
+        }
+    }
+    out.sort();
+    out
 }
 
 /// First-match over the address line: returns the ranges whose verdict differs from `default`.
@@ -567,7 +396,5 @@ pub fn compile(
     policies: &[Policy],
     options: Options,
 ) -> BTreeMap<String, EndpointRules> {
-    let refs: Vec<&Policy> = policies.iter().collect();
-    let mut cache = PeerCache::default();
-    cluster.endpoints.values().map(|e| (e.id.clone(), compile_endpoint(cluster, blocks, &refs, &mut cache, e, options))).collect()
+    crate::compiler::Compiler::new(cluster.clone(), blocks.clone(), policies.to_vec(), options).into_rules()
 }

@@ -6,6 +6,7 @@
 //! by `tests/tests/purity.rs`).
 
 pub mod compile;
+pub mod compiler;
 pub mod error;
 pub mod eval;
 pub mod input;

@@ -172,14 +172,15 @@ pub fn cluster_yaml(seed: u64, shape: Shape) -> String {
             rng.below(shape.namespaces as u64)
         );
     }
-    let mut used = std::collections::BTreeSet::new();
+    // Pods per (namespace, segment), so addresses stay inside the segment's /24.
+    let mut used: std::collections::BTreeMap<(usize, usize), usize> = std::collections::BTreeMap::new();
     for i in 0..shape.pods {
         let n = i % shape.namespaces;
         let s = rng.below(SEGMENTS.len() as u64) as usize;
-        let mut index = i;
-        while !used.insert((n, s, index)) {
-            index += 1;
-        }
+        let count = used.entry((n, s)).or_default();
+        let index = *count;
+        *count += 1;
+        assert!(index < 250, "too many pods for one namespace and segment: use more namespaces");
         let tier = if rng.chance(50) { ", tier: x" } else { "" };
         let _ = write!(
             out,
@@ -187,7 +188,7 @@ pub fn cluster_yaml(seed: u64, shape: Shape) -> String {
             rng.pick(&APPS),
             SEGMENTS[s]
         );
-        out.push_str("spec:\n  containers:\n  - ports:\n");
+        let _ = write!(out, "spec:\n  nodeName: node{}\n  containers:\n  - ports:\n", i % 4);
         let _ = writeln!(out, "    - {{name: http, containerPort: {}}}", rng.pick(&[80, 8080]));
         if rng.chance(50) {
             out.push_str("    - {name: dns, containerPort: 53, protocol: UDP}\n");

@@ -1,0 +1,401 @@
+//! The stateful compiler: compiles everything once, then recompiles only what a change affects
+//! and reports which nodes' rulesets changed.
+//!
+//! Each policy rule is prepared once (its peers' addresses, its egress named ports expanded per
+//! destination): that does not depend on the endpoint it applies to. An endpoint's rules are then
+//! cheap to build from the prepared rules of the policies that select it. When an endpoint
+//! changes, only rules whose peers could select it before or after are prepared again; only the
+//! subjects of policies whose prepared rules actually changed are recompiled. With segment
+//! compression, a pod added inside an existing block changes no prepared rule, hence no other
+//! endpoint and no other node.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use crate::compile::{
+    AddressSet, Clause, EndpointRules, Family, Options, ServiceSel, decide, icmp_family, net_range, normalize, service_sel,
+    subtract_ranges, to_u128,
+};
+use crate::eval::{Party, namespace_matches, peer_matches};
+use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Rule, Tier};
+
+/// A rule with everything that does not depend on its subject computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PreparedRule {
+    /// Clauses valid for any subject.
+    clauses: Vec<Clause>,
+    /// Ingress named ports: resolved on the subject, with these addresses.
+    ingress_named: Vec<(crate::model::PortRule, AddressSet)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct PreparedPolicy {
+    ingress: Vec<PreparedRule>,
+    egress: Vec<PreparedRule>,
+}
+
+/// Compiles a cluster's policies, and keeps the result current as things change.
+#[derive(Debug)]
+pub struct Compiler {
+    cluster: Cluster,
+    blocks: BTreeMap<String, Vec<IpNet>>,
+    options: Options,
+    policies: Vec<Policy>,
+    prepared: Vec<PreparedPolicy>,
+    /// Endpoint ids by namespace.
+    by_namespace: BTreeMap<String, BTreeSet<String>>,
+    rules: BTreeMap<String, EndpointRules>,
+}
+
+impl Compiler {
+    pub fn new(cluster: Cluster, blocks: BTreeMap<String, Vec<IpNet>>, policies: Vec<Policy>, options: Options) -> Compiler {
+        let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for e in cluster.endpoints.values() {
+            by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
+        }
+        let mut c = Compiler { cluster, blocks, options, policies, prepared: Vec::new(), by_namespace, rules: BTreeMap::new() };
+        c.prepared = (0..c.policies.len()).map(|i| c.prepare(&c.policies[i])).collect();
+        let ids: Vec<String> = c.cluster.endpoints.keys().cloned().collect();
+        for id in ids {
+            let r = c.compile_one(&id);
+            c.rules.insert(id, r);
+        }
+        c
+    }
+
+    pub fn rules(&self) -> &BTreeMap<String, EndpointRules> {
+        &self.rules
+    }
+
+    pub fn into_rules(self) -> BTreeMap<String, EndpointRules> {
+        self.rules
+    }
+
+    pub fn has_policy(&self, id: &str) -> bool {
+        self.policies.iter().any(|p| p.id == id)
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The compiled endpoints of one node.
+    pub fn node_rules(&self, host: &str) -> Vec<&EndpointRules> {
+        self.rules.values().filter(|r| r.host.as_deref() == Some(host)).collect()
+    }
+
+    /// Add or replace an endpoint; returns the nodes whose rulesets changed.
+    pub fn upsert_endpoint(&mut self, e: Endpoint) -> BTreeSet<String> {
+        let old = self.cluster.endpoints.get(&e.id).cloned();
+        if let Some(o) = &old {
+            self.by_namespace.entry(o.namespace.clone()).or_default().remove(&o.id);
+        }
+        self.by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
+        self.cluster.endpoints.insert(e.id.clone(), e.clone());
+        self.after_endpoint_change(old.as_ref(), Some(&e))
+    }
+
+    /// Remove an endpoint; returns the nodes whose rulesets changed.
+    pub fn remove_endpoint(&mut self, id: &str) -> BTreeSet<String> {
+        let Some(old) = self.cluster.endpoints.remove(id) else { return BTreeSet::new() };
+        self.by_namespace.entry(old.namespace.clone()).or_default().remove(id);
+        self.after_endpoint_change(Some(&old), None)
+    }
+
+    /// Add or replace a policy (by id); returns the nodes whose rulesets changed.
+    pub fn upsert_policy(&mut self, p: Policy) -> BTreeSet<String> {
+        let prepared = self.prepare(&p);
+        let mut subjects = BTreeSet::new();
+        match self.policies.iter().position(|q| q.id == p.id) {
+            Some(i) => {
+                subjects.extend(self.subjects(&self.policies[i]));
+                self.policies[i] = p;
+                self.prepared[i] = prepared;
+                subjects.extend(self.subjects(&self.policies[i]));
+            }
+            None => {
+                subjects.extend(self.subjects(&p));
+                self.policies.push(p);
+                self.prepared.push(prepared);
+            }
+        }
+        self.recompile(subjects, BTreeSet::new())
+    }
+
+    /// Remove a policy by id; returns the nodes whose rulesets changed.
+    pub fn remove_policy(&mut self, id: &str) -> BTreeSet<String> {
+        let Some(i) = self.policies.iter().position(|p| p.id == id) else { return BTreeSet::new() };
+        let subjects = self.subjects(&self.policies[i]);
+        self.policies.remove(i);
+        self.prepared.remove(i);
+        self.recompile(subjects, BTreeSet::new())
+    }
+
+    fn after_endpoint_change(&mut self, old: Option<&Endpoint>, new: Option<&Endpoint>) -> BTreeSet<String> {
+        let mut subjects: BTreeSet<String> = BTreeSet::new();
+        let mut hosts: BTreeSet<String> = BTreeSet::new();
+        // A node's local addresses change when an endpoint arrives, leaves, moves or is readdressed.
+        let placement_changed = match (old, new) {
+            (Some(o), Some(n)) => o.host != n.host || o.ips != n.ips,
+            _ => true,
+        };
+        if placement_changed {
+            for e in [old, new].into_iter().flatten() {
+                hosts.extend(e.host.clone());
+            }
+            if let Some(o) = old {
+                self.rules.remove(&o.id);
+            }
+        }
+        if let Some(e) = new {
+            subjects.insert(e.id.clone());
+        }
+        // Rules whose peers could select it before or after must be prepared again.
+        for i in 0..self.policies.len() {
+            let touches = |r: &Rule, dir: Direction| {
+                r.peers.iter().any(|p| [old, new].into_iter().flatten().any(|e| self.peer_depends_on(p, e)))
+                    || (dir == Direction::Egress && r.ports.iter().flatten().any(|pr| matches!(pr.port, PortMatch::Named(_))))
+            };
+            let p = &self.policies[i];
+            let affected = p.ingress.iter().flatten().any(|r| touches(r, Direction::Ingress))
+                || p.egress.iter().flatten().any(|r| touches(r, Direction::Egress));
+            if affected {
+                let prepared = self.prepare(&self.policies[i]);
+                if prepared != self.prepared[i] {
+                    self.prepared[i] = prepared;
+                    subjects.extend(self.subjects(&self.policies[i]));
+                }
+            }
+        }
+        self.recompile(subjects, hosts)
+    }
+
+    /// Could this peer's addresses change when `e` changes? Any change in a namespace the peer
+    /// looks at can: even an endpoint it does not select decides whether a segment is whole.
+    fn peer_depends_on(&self, peer: &Peer, e: &Endpoint) -> bool {
+        match peer {
+            Peer::Segment { tenant, segment } => e.namespace == *tenant && e.segment == *segment,
+            Peer::Endpoints { namespaces, .. } => namespace_matches(&self.cluster, namespaces, &e.namespace),
+            Peer::Cidr { .. } | Peer::Host(_) | Peer::Any => false,
+        }
+    }
+
+    fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>) -> BTreeSet<String> {
+        for id in subjects {
+            if !self.cluster.endpoints.contains_key(&id) {
+                continue;
+            }
+            let fresh = self.compile_one(&id);
+            if self.rules.get(&id) != Some(&fresh) {
+                hosts.extend(fresh.host.clone());
+                self.rules.insert(id, fresh);
+            }
+        }
+        hosts
+    }
+
+    /// Endpoints a policy selects.
+    fn subjects(&self, p: &Policy) -> BTreeSet<String> {
+        let namespaces: Vec<&String> = match &p.subject.namespaces {
+            NamespaceMatch::Exactly(ns) => vec![ns],
+            NamespaceMatch::Selector(_) => self.by_namespace.keys().collect(),
+        };
+        namespaces
+            .into_iter()
+            .flat_map(|ns| self.by_namespace.get(ns).into_iter().flatten())
+            .filter(|id| self.cluster.endpoints.get(*id).is_some_and(|e| p.selects(&self.cluster, e)))
+            .cloned()
+            .collect()
+    }
+
+    fn compile_one(&self, id: &str) -> EndpointRules {
+        let e = &self.cluster.endpoints[id];
+        let side = |dir: Direction| {
+            let mut order: Vec<usize> = (0..self.policies.len())
+                .filter(|&i| self.policies[i].rules(dir).is_some() && self.policies[i].selects(&self.cluster, e))
+                .collect();
+            order.sort_by(|a, b| {
+                self.policies[*a].tier.cmp(&self.policies[*b].tier).then_with(|| self.policies[*a].id.cmp(&self.policies[*b].id))
+            });
+            let (mut admin, mut namespace, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
+            let mut isolated = false;
+            for i in order {
+                let list = match self.policies[i].tier {
+                    Tier::Admin { .. } => &mut admin,
+                    Tier::Namespace => {
+                        isolated = true;
+                        &mut namespace
+                    }
+                    Tier::Baseline { .. } => &mut baseline,
+                };
+                let prepared = match dir {
+                    Direction::Ingress => &self.prepared[i].ingress,
+                    Direction::Egress => &self.prepared[i].egress,
+                };
+                for (r, rule) in prepared.iter().zip(self.policies[i].rules(dir).into_iter().flatten()) {
+                    list.extend(r.clauses.iter().cloned());
+                    for (pr, addrs) in &r.ingress_named {
+                        let PortMatch::Named(name) = &pr.port else { continue };
+                        let services = service_sel(pr, e.resolve_port(name, pr.protocol));
+                        if !services.is_empty() {
+                            list.push(Clause { action: rule.action, addrs: addrs.clone(), services });
+                        }
+                    }
+                }
+            }
+            decide(&admin, &namespace, &baseline, isolated)
+        };
+        EndpointRules {
+            endpoint: e.id.clone(),
+            host: e.host.clone(),
+            ips: e.ips.clone(),
+            ingress: side(Direction::Ingress),
+            egress: side(Direction::Egress),
+        }
+    }
+
+    fn prepare(&self, p: &Policy) -> PreparedPolicy {
+        let mut out = PreparedPolicy::default();
+        for (dir, list) in [(Direction::Ingress, &mut out.ingress), (Direction::Egress, &mut out.egress)] {
+            for r in p.rules(dir).into_iter().flatten() {
+                list.push(self.prepare_rule(r, dir));
+            }
+        }
+        out
+    }
+
+    fn prepare_rule(&self, rule: &Rule, dir: Direction) -> PreparedRule {
+        let mut addrs = AddressSet::new();
+        for p in &rule.peers {
+            for (f, r) in self.peer_addresses(p) {
+                addrs.entry(f).or_default().extend(r);
+            }
+        }
+        normalize(&mut addrs);
+        let mut prepared = PreparedRule { clauses: Vec::new(), ingress_named: Vec::new() };
+        let Some(ports) = &rule.ports else {
+            prepared.clauses.push(Clause { action: rule.action, addrs, services: vec![ServiceSel::All] });
+            return prepared;
+        };
+        let mut plain = Vec::new();
+        for pr in ports {
+            let mut fam_addrs = addrs.clone();
+            if let Some(f) = icmp_family(pr) {
+                fam_addrs.retain(|k, _| *k == f);
+            }
+            match (&pr.port, dir) {
+                (PortMatch::Named(_), Direction::Ingress) => prepared.ingress_named.push((pr.clone(), fam_addrs)),
+                (PortMatch::Named(name), Direction::Egress) => {
+                    // The destination is the peer: resolve on each peer endpoint, address by address.
+                    let mut by_port: BTreeMap<u16, AddressSet> = BTreeMap::new();
+                    for d in self.cluster.endpoints.values() {
+                        let Some(port) = d.resolve_port(name, pr.protocol) else { continue };
+                        for ip in &d.ips {
+                            if rule.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(d, *ip))) {
+                                by_port.entry(port).or_default().entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
+                            }
+                        }
+                    }
+                    for (port, mut set) in by_port {
+                        normalize(&mut set);
+                        prepared.clauses.push(Clause { action: rule.action, addrs: set, services: service_sel(pr, Some(port)) });
+                    }
+                }
+                _ if icmp_family(pr).is_some() => {
+                    prepared.clauses.push(Clause { action: rule.action, addrs: fam_addrs, services: service_sel(pr, None) })
+                }
+                _ => plain.extend(service_sel(pr, None)),
+            }
+        }
+        if !plain.is_empty() {
+            prepared.clauses.push(Clause { action: rule.action, addrs, services: plain });
+        }
+        prepared
+    }
+
+    /// The addresses a peer stands for. Peers that take whole segments become the segments'
+    /// blocks (with compression on); others, the addresses of what they select.
+    fn peer_addresses(&self, peer: &Peer) -> AddressSet {
+        let mut set = AddressSet::new();
+        let add_net = |set: &mut AddressSet, net: &IpNet| {
+            let (f, a, b) = net_range(net);
+            set.entry(f).or_default().push((a, b));
+        };
+        match peer {
+            Peer::Any => {
+                set.insert(Family::V4, vec![(0, Family::V4.max())]);
+                set.insert(Family::V6, vec![(0, Family::V6.max())]);
+            }
+            Peer::Cidr { cidr, except } => {
+                add_net(&mut set, cidr);
+                let mut holes = AddressSet::new();
+                for e in except {
+                    add_net(&mut holes, e);
+                }
+                normalize(&mut holes);
+                for (f, ranges) in set.iter_mut() {
+                    if let Some(h) = holes.get(f) {
+                        *ranges = subtract_ranges(ranges, h);
+                    }
+                }
+            }
+            Peer::Host(name) => {
+                for ip in self.cluster.hosts.get(name).into_iter().flatten() {
+                    set.entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
+                }
+            }
+            Peer::Segment { .. } | Peer::Endpoints { .. } => {
+                let namespaces: Vec<&String> = match peer {
+                    Peer::Segment { tenant, .. } => vec![tenant],
+                    Peer::Endpoints { namespaces: NamespaceMatch::Exactly(ns), .. } => vec![ns],
+                    _ => self
+                        .by_namespace
+                        .keys()
+                        .filter(|ns| matches!(peer, Peer::Endpoints { namespaces, .. } if namespace_matches(&self.cluster, namespaces, ns)))
+                        .collect(),
+                };
+                let mut segments: BTreeMap<(String, String), Vec<&Endpoint>> = BTreeMap::new();
+                let mut members: BTreeMap<(String, String), usize> = BTreeMap::new();
+                for ns in namespaces {
+                    for id in self.by_namespace.get(ns).into_iter().flatten() {
+                        let e = &self.cluster.endpoints[id];
+                        *members.entry((e.namespace.clone(), e.segment.clone())).or_default() += 1;
+                        if endpoint_selected(&self.cluster, peer, e) {
+                            segments.entry((e.namespace.clone(), e.segment.clone())).or_default().push(e);
+                        }
+                    }
+                }
+                for ((ns, seg), selected) in segments {
+                    let seg_blocks = self.blocks.get(&format!("{ns}/{seg}")).filter(|_| self.options.compress);
+                    // A segment is its blocks only when the peer takes all of it and every
+                    // member lives inside those blocks; otherwise address by address.
+                    let whole = seg_blocks.is_some_and(|b| {
+                        members.get(&(ns.clone(), seg.clone())) == Some(&selected.len())
+                            && selected.iter().all(|e| e.ips.iter().all(|ip| b.iter().any(|n| n.contains(ip))))
+                    });
+                    match (whole, seg_blocks) {
+                        (true, Some(b)) => b.iter().for_each(|n| add_net(&mut set, n)),
+                        _ => {
+                            for e in selected {
+                                for ip in &e.ips {
+                                    set.entry(Family::of(ip)).or_default().push((to_u128(ip), to_u128(ip)));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        normalize(&mut set);
+        set
+    }
+}
+
+fn endpoint_selected(cluster: &Cluster, peer: &Peer, e: &Endpoint) -> bool {
+    match peer {
+        Peer::Segment { tenant, segment } => e.namespace == *tenant && e.segment == *segment,
+        Peer::Endpoints { namespaces, pods } => namespace_matches(cluster, namespaces, &e.namespace) && pods.matches(&e.labels),
+        _ => false,
+    }
+}
