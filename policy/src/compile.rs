@@ -222,10 +222,10 @@ fn covers(sel: &ServiceSel, class: Class, s: u16) -> bool {
 }
 
 /// Resolve the tiers into a default and exceptions.
-pub(crate) fn decide(admin: &[Clause], namespace: &[Clause], baseline: &[Clause], is_isolated: bool) -> SideRules {
+pub(crate) fn decide(admin: &[&Clause], namespace: &[&Clause], baseline: &[&Clause], is_isolated: bool) -> SideRules {
     let default = if is_isolated { Verdict::Deny } else { Verdict::Allow };
     let mut exceptions = Vec::new();
-    let relevant: Vec<&Clause> = admin.iter().chain(if is_isolated { namespace } else { baseline }).collect();
+    let relevant: Vec<&Clause> = admin.iter().chain(if is_isolated { namespace } else { baseline }).copied().collect();
     if relevant.is_empty() {
         return SideRules { default, exceptions };
     }
@@ -248,23 +248,40 @@ pub(crate) fn decide(admin: &[Clause], namespace: &[Clause], baseline: &[Clause]
                 }
             }
             let cuts: Vec<u32> = cuts.into_iter().collect();
-            // Group service intervals whose address decision is the same.
-            let mut groups: BTreeMap<Vec<AddrRange>, Vec<(u16, u16)>> = BTreeMap::new();
+            // Cells with the same active clauses have the same address decision: paint once per
+            // distinct set of active clauses.
+            let lower = if is_isolated { namespace } else { baseline };
+            let mut memo: BTreeMap<(Vec<usize>, Vec<usize>), usize> = BTreeMap::new();
+            let mut groups: Vec<(Vec<AddrRange>, Vec<(u16, u16)>)> = Vec::new();
             for w in cuts.windows(2) {
                 let (s0, s1) = (w[0] as u16, (w[1] - 1) as u16);
-                let active = |list: &[Clause]| -> Vec<(Action, Vec<(u128, u128)>)> {
-                    list.iter()
-                        .filter(|c| c.services.iter().any(|s| covers(s, class, s0)))
-                        .map(|c| (c.action, c.addrs.get(&family).cloned().unwrap_or_default()))
+                let covering = |list: &[&Clause]| -> Vec<usize> {
+                    (0..list.len())
+                        .filter(|&k| list[k].services.iter().any(|s| covers(s, class, s0)) && list[k].addrs.contains_key(&family))
                         .collect()
                 };
-                let flips = paint(family, default, &active(admin), &active(if is_isolated { namespace } else { baseline }), is_isolated);
-                if !flips.is_empty() {
-                    let g = groups.entry(flips).or_default();
-                    match g.last_mut() {
-                        Some(last) if u32::from(last.1) + 1 == u32::from(s0) => last.1 = s1,
-                        _ => g.push((s0, s1)),
+                let key = (covering(admin), covering(lower));
+                let index = match memo.get(&key) {
+                    Some(&i) => i,
+                    None => {
+                        let pick = |list: &[&'_ Clause], idx: &[usize]| -> Vec<(Action, Vec<(u128, u128)>)> {
+                            idx.iter().map(|&k| (list[k].action, list[k].addrs.get(&family).cloned().unwrap_or_default())).collect()
+                        };
+                        let (a, l) = (pick(admin, &key.0), pick(lower, &key.1));
+                        let a: Vec<(Action, &[(u128, u128)])> = a.iter().map(|(x, r)| (*x, r.as_slice())).collect();
+                        let l: Vec<(Action, &[(u128, u128)])> = l.iter().map(|(x, r)| (*x, r.as_slice())).collect();
+                        groups.push((paint(family, default, &a, &l, is_isolated), Vec::new()));
+                        memo.insert(key, groups.len() - 1);
+                        groups.len() - 1
                     }
+                };
+                let g = &mut groups[index];
+                if g.0.is_empty() {
+                    continue;
+                }
+                match g.1.last_mut() {
+                    Some(last) if u32::from(last.1) + 1 == u32::from(s0) => last.1 = s1,
+                    _ => g.1.push((s0, s1)),
                 }
             }
             for (ranges, services) in groups {
@@ -302,21 +319,22 @@ fn merge_services(mut regions: Vec<Region>) -> Vec<Region> {
 fn paint(
     family: Family,
     default: Verdict,
-    admin: &[(Action, Vec<(u128, u128)>)],
-    lower: &[(Action, Vec<(u128, u128)>)],
+    admin: &[(Action, &[(u128, u128)])],
+    lower: &[(Action, &[(u128, u128)])],
     is_isolated: bool,
 ) -> Vec<(u128, u128)> {
-    let mut cuts: BTreeSet<u128> = BTreeSet::from([0]);
     let max = family.max();
+    let mut starts: Vec<u128> = vec![0];
     for (_, ranges) in admin.iter().chain(lower) {
-        for &(a, b) in ranges {
-            cuts.insert(a);
+        for &(a, b) in ranges.iter() {
+            starts.push(a);
             if b < max {
-                cuts.insert(b + 1);
+                starts.push(b + 1);
             }
         }
     }
-    let starts: Vec<u128> = cuts.into_iter().collect();
+    starts.sort_unstable();
+    starts.dedup();
     let end_of = |i: usize| if i + 1 < starts.len() { starts[i + 1] - 1 } else { max };
     let paint_ranges = |verdicts: &mut Vec<Verdict>, ranges: &[(u128, u128)], v: &dyn Fn(usize) -> Verdict| {
         for &(a, b) in ranges {

@@ -45,6 +45,9 @@ pub struct Compiler {
     prepared: Vec<PreparedPolicy>,
     /// Endpoint ids by namespace.
     by_namespace: BTreeMap<String, BTreeSet<String>>,
+    /// Policies whose subject is one namespace, by namespace; the others apply cluster-wide.
+    policies_by_namespace: BTreeMap<String, Vec<usize>>,
+    cluster_wide: Vec<usize>,
     rules: BTreeMap<String, EndpointRules>,
 }
 
@@ -54,14 +57,37 @@ impl Compiler {
         for e in cluster.endpoints.values() {
             by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
         }
-        let mut c = Compiler { cluster, blocks, options, policies, prepared: Vec::new(), by_namespace, rules: BTreeMap::new() };
-        c.prepared = (0..c.policies.len()).map(|i| c.prepare(&c.policies[i])).collect();
+        let mut c = Compiler {
+            cluster,
+            blocks,
+            options,
+            policies,
+            prepared: Vec::new(),
+            by_namespace,
+            policies_by_namespace: BTreeMap::new(),
+            cluster_wide: Vec::new(),
+            rules: BTreeMap::new(),
+        };
+        c.index_policies();
+        let mut peers = BTreeMap::new();
+        c.prepared = (0..c.policies.len()).map(|i| c.prepare_cached(&c.policies[i], &mut peers)).collect();
         let ids: Vec<String> = c.cluster.endpoints.keys().cloned().collect();
         for id in ids {
             let r = c.compile_one(&id);
             c.rules.insert(id, r);
         }
         c
+    }
+
+    fn index_policies(&mut self) {
+        self.policies_by_namespace.clear();
+        self.cluster_wide.clear();
+        for (i, p) in self.policies.iter().enumerate() {
+            match &p.subject.namespaces {
+                NamespaceMatch::Exactly(ns) => self.policies_by_namespace.entry(ns.clone()).or_default().push(i),
+                NamespaceMatch::Selector(_) => self.cluster_wide.push(i),
+            }
+        }
     }
 
     pub fn rules(&self) -> &BTreeMap<String, EndpointRules> {
@@ -120,6 +146,7 @@ impl Compiler {
                 self.prepared.push(prepared);
             }
         }
+        self.index_policies();
         self.recompile(subjects, BTreeSet::new())
     }
 
@@ -129,6 +156,7 @@ impl Compiler {
         let subjects = self.subjects(&self.policies[i]);
         self.policies.remove(i);
         self.prepared.remove(i);
+        self.index_policies();
         self.recompile(subjects, BTreeSet::new())
     }
 
@@ -218,7 +246,9 @@ impl Compiler {
             order.sort_by(|a, b| {
                 self.policies[*a].tier.cmp(&self.policies[*b].tier).then_with(|| self.policies[*a].id.cmp(&self.policies[*b].id))
             });
-            let (mut admin, mut namespace, mut baseline) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut admin, mut namespace, mut baseline): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (Vec::new(), Vec::new(), Vec::new());
+            // Clauses of named ingress ports are resolved on this endpoint, so they are built here.
+            let mut named: Vec<(usize, Clause)> = Vec::new();
             let mut isolated = false;
             for i in order {
                 let list = match self.policies[i].tier {
@@ -234,17 +264,45 @@ impl Compiler {
                     Direction::Egress => &self.prepared[i].egress,
                 };
                 for (r, rule) in prepared.iter().zip(self.policies[i].rules(dir).into_iter().flatten()) {
-                    list.extend(r.clauses.iter().cloned());
+                    list.extend(r.clauses.iter());
                     for (pr, addrs) in &r.ingress_named {
                         let PortMatch::Named(name) = &pr.port else { continue };
                         let services = service_sel(pr, e.resolve_port(name, pr.protocol));
                         if !services.is_empty() {
-                            list.push(Clause { action: rule.action, addrs: addrs.clone(), services });
+                            let tier = match self.policies[i].tier {
+                                Tier::Admin { .. } => 0,
+                                Tier::Namespace => 1,
+                                Tier::Baseline { .. } => 2,
+                            };
+                            // Position keeps first-match order within the tier.
+                            named.push((tier * 1_000_000 + list.len(), Clause { action: rule.action, addrs: addrs.clone(), services }));
                         }
                     }
                 }
             }
-            decide(&admin, &namespace, &baseline, isolated)
+            if named.is_empty() {
+                return decide(&admin, &namespace, &baseline, isolated);
+            }
+            // Splice the endpoint-resolved clauses in at their positions.
+            let splice = |list: &[&Clause], tier: usize| -> Vec<Clause> {
+                let mut out: Vec<Clause> = Vec::with_capacity(list.len());
+                let mut extra = named.iter().filter(|(pos, _)| pos / 1_000_000 == tier).peekable();
+                for (k, c) in list.iter().enumerate() {
+                    while let Some((pos, nc)) = extra.peek() {
+                        if pos % 1_000_000 > k {
+                            break;
+                        }
+                        out.push(nc.clone());
+                        extra.next();
+                    }
+                    out.push((*c).clone());
+                }
+                out.extend(extra.map(|(_, c)| c.clone()));
+                out
+            };
+            let (a, n, b) = (splice(&admin, 0), splice(&namespace, 1), splice(&baseline, 2));
+            let (a, n, b): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (a.iter().collect(), n.iter().collect(), b.iter().collect());
+            decide(&a, &n, &b, isolated)
         };
         EndpointRules {
             endpoint: e.id.clone(),
@@ -256,20 +314,28 @@ impl Compiler {
     }
 
     fn prepare(&self, p: &Policy) -> PreparedPolicy {
+        self.prepare_cached(p, &mut BTreeMap::new())
+    }
+
+    /// Prepare a policy; `peers` caches the addresses of peers already seen (many policies
+    /// share peers such as "every namespace").
+    fn prepare_cached(&self, p: &Policy, peers: &mut BTreeMap<String, AddressSet>) -> PreparedPolicy {
         let mut out = PreparedPolicy::default();
         for (dir, list) in [(Direction::Ingress, &mut out.ingress), (Direction::Egress, &mut out.egress)] {
             for r in p.rules(dir).into_iter().flatten() {
-                list.push(self.prepare_rule(r, dir));
+                list.push(self.prepare_rule(r, dir, peers));
             }
         }
         out
     }
 
-    fn prepare_rule(&self, rule: &Rule, dir: Direction) -> PreparedRule {
+    fn prepare_rule(&self, rule: &Rule, dir: Direction, peers: &mut BTreeMap<String, AddressSet>) -> PreparedRule {
         let mut addrs = AddressSet::new();
         for p in &rule.peers {
-            for (f, r) in self.peer_addresses(p) {
-                addrs.entry(f).or_default().extend(r);
+            let key = serde_json::to_string(p).unwrap_or_default();
+            let set = peers.entry(key).or_insert_with(|| self.peer_addresses(p));
+            for (f, r) in set.iter() {
+                addrs.entry(*f).or_default().extend(r.iter().copied());
             }
         }
         normalize(&mut addrs);

@@ -107,21 +107,38 @@ impl Verdict {
 
 /// Decide one packet.
 pub fn evaluate(cluster: &Cluster, policies: &[Policy], src: Party<'_>, dst: Party<'_>, probe: Probe) -> Verdict {
+    let all: Vec<&Policy> = policies.iter().collect();
+    evaluate_with(cluster, &all, &all, src, dst, probe, true)
+}
+
+/// Decide one packet given the policies that may select the source and the destination (a
+/// superset is fine: selection is checked again). Lets `simulate` index policies once.
+/// `detail` adds, for a denial, why each rule of each isolating policy did not match.
+pub fn evaluate_with(
+    cluster: &Cluster,
+    src_policies: &[&Policy],
+    dst_policies: &[&Policy],
+    src: Party<'_>,
+    dst: Party<'_>,
+    probe: Probe,
+    detail: bool,
+) -> Verdict {
     let egress = match src {
-        Party::Endpoint(e, _) => side(cluster, policies, e, Direction::Egress, dst, dst, probe),
+        Party::Endpoint(e, _) => side(cluster, src_policies, e, Direction::Egress, dst, dst, probe, detail),
         Party::External(_) => SideVerdict { allowed: true, decision: Decision::External },
     };
     let ingress = match dst {
-        Party::Endpoint(e, _) => side(cluster, policies, e, Direction::Ingress, src, dst, probe),
+        Party::Endpoint(e, _) => side(cluster, dst_policies, e, Direction::Ingress, src, dst, probe, detail),
         Party::External(_) => SideVerdict { allowed: true, decision: Decision::External },
     };
     Verdict { allowed: egress.allowed && ingress.allowed, egress, ingress }
 }
 
 /// Policies in evaluation order for one tier kind.
-fn ordered(policies: &[Policy], admin: bool) -> Vec<&Policy> {
+fn ordered<'p>(policies: &[&'p Policy], admin: bool) -> Vec<&'p Policy> {
     let mut list: Vec<&Policy> = policies
         .iter()
+        .copied()
         .filter(|p| match p.tier {
             Tier::Admin { .. } => admin,
             Tier::Baseline { .. } => !admin,
@@ -136,12 +153,13 @@ fn ordered(policies: &[Policy], admin: bool) -> Vec<&Policy> {
 #[allow(clippy::too_many_arguments)]
 fn side(
     cluster: &Cluster,
-    policies: &[Policy],
+    policies: &[&Policy],
     subject: &Endpoint,
     dir: Direction,
     peer: Party<'_>,
     dst: Party<'_>,
     probe: Probe,
+    detail: bool,
 ) -> SideVerdict {
     let selecting = |p: &Policy| p.rules(dir).is_some() && p.selects(cluster, subject);
     'admin: for p in ordered(policies, true).into_iter().filter(|p| selecting(p)) {
@@ -157,7 +175,7 @@ fn side(
             }
         }
     }
-    let isolating: Vec<&Policy> = policies.iter().filter(|p| p.tier == Tier::Namespace && selecting(p)).collect();
+    let isolating: Vec<&Policy> = policies.iter().copied().filter(|p| p.tier == Tier::Namespace && selecting(p)).collect();
     if !isolating.is_empty() {
         for p in &isolating {
             for r in p.rules(dir).into_iter().flatten() {
@@ -170,12 +188,12 @@ fn side(
             .iter()
             .map(|p| IsolatingPolicy {
                 policy: p.id.clone(),
-                rules: p
-                    .rules(dir)
-                    .into_iter()
-                    .flatten()
-                    .map(|r| format!("{}: {}", r.origin, why_not(cluster, r, peer, dst, probe)))
-                    .collect(),
+                // Explanations are for `explain`; `simulate` only names the policies.
+                rules: if detail {
+                    p.rules(dir).into_iter().flatten().map(|r| format!("{}: {}", r.origin, why_not(cluster, r, peer, dst, probe))).collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         return SideVerdict { allowed: false, decision: Decision::Isolated { policies } };

@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::error::PolicyError;
-use crate::eval::{Party, Probe, Verdict, evaluate};
+use crate::eval::{Party, Probe, Verdict, evaluate, evaluate_with};
 use crate::input::Inputs;
+use crate::model::Policy;
 use crate::model::Protocol;
 
 /// One line of `simulate`'s answer.
@@ -81,15 +82,23 @@ pub fn simulate(inputs: &Inputs, externals: &[IpAddr], probes: &[Probe]) -> Resu
         }
     }
     let all = parties(inputs, externals);
+    // Policies selecting each endpoint, found once instead of per pair.
+    let selecting: Vec<Vec<&Policy>> = all
+        .iter()
+        .map(|(_, _, e)| match e {
+            Some(e) => inputs.policies.iter().filter(|p| p.selects(&inputs.cluster, e)).collect(),
+            None => Vec::new(),
+        })
+        .collect();
     let mut out = Vec::new();
-    for (from, from_ips, from_e) in &all {
-        for (to, to_ips, to_e) in &all {
+    for (i, (from, from_ips, from_e)) in all.iter().enumerate() {
+        for (j, (to, to_ips, to_e)) in all.iter().enumerate() {
             if from == to {
                 continue;
             }
             let Some((a, b)) = addresses(from_ips, to_ips) else { continue };
             for probe in probes {
-                let v = evaluate(&inputs.cluster, &inputs.policies, party(*from_e, a), party(*to_e, b), *probe);
+                let v = evaluate_with(&inputs.cluster, &selecting[i], &selecting[j], party(*from_e, a), party(*to_e, b), *probe, false);
                 out.push(PairVerdict {
                     from: from.clone(),
                     to: to.clone(),

@@ -1,0 +1,104 @@
+//! `cargo bench -p tessera-policy`: full compile of 10,000 pods in 50 namespaces with 2,000
+//! NetworkPolicies, incremental recompute after one pod's labels change, `simulate` on 2,000
+//! pods / 500 policies / 4 ports, and the ruleset of a node with 110 pods (size, and `nft -f`
+//! load time when run as root with nft installed). Prints its figures.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use ipnet::IpNet;
+use tessera_policy::Inputs;
+use tessera_policy::compile::Options;
+use tessera_policy::compiler::Compiler;
+use tessera_policy::nft::render;
+use tessera_policy::simulate::{parse_probe, simulate};
+use tessera_policy::testgen::{APPS, Shape, cluster_yaml, segment_blocks};
+
+fn load(shape: Shape, seed: u64) -> (Inputs, BTreeMap<String, Vec<IpNet>>) {
+    let text = cluster_yaml(seed, shape);
+    let started = Instant::now();
+    let mut inputs = Inputs::default();
+    inputs.add_text("generated", &text).expect("valid input");
+    println!(
+        "  parsed {} pods and {} policies ({} KiB of YAML) in {:.2} s",
+        inputs.cluster.endpoints.len(),
+        inputs.policies.len(),
+        text.len() / 1024,
+        started.elapsed().as_secs_f64()
+    );
+    let blocks = segment_blocks(&shape).into_iter().map(|(k, v)| (k, vec![v.parse().expect("block")])).collect();
+    (inputs, blocks)
+}
+
+fn main() {
+    println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies");
+    let shape = Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false };
+    let (inputs, blocks) = load(shape, 7);
+    let started = Instant::now();
+    let mut compiler = Compiler::new(inputs.cluster.clone(), blocks, inputs.policies.clone(), Options::default());
+    println!("  compiled in {:.3} s", started.elapsed().as_secs_f64());
+
+    let ids: Vec<String> = compiler.cluster().endpoints.keys().step_by(97).take(50).cloned().collect();
+    let mut times = Vec::new();
+    let mut nodes = 0;
+    for (k, id) in ids.iter().enumerate() {
+        let mut e = compiler.cluster().endpoints[id].clone();
+        e.labels.insert("app".into(), APPS[(k + 1) % APPS.len()].into());
+        let started = Instant::now();
+        nodes += compiler.upsert_endpoint(e).len();
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "incremental: one pod's labels change: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} changes ({} node updates)",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100],
+        times[times.len() - 1],
+        times.len(),
+        nodes
+    );
+
+    // The ruleset of a node with 110 pods.
+    let node_rules: Vec<_> = compiler.rules().values().take(110).collect();
+    let started = Instant::now();
+    let ruleset = render(&node_rules);
+    println!(
+        "ruleset for a node with 110 pods: {} set/map elements, {} rules, {} KiB of nft text, rendered in {:.1} ms",
+        ruleset.set_elements,
+        ruleset.rules,
+        ruleset.text.len() / 1024,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    nft_load(&ruleset.text);
+
+    println!("simulate: 2000 pods, 500 policies, 4 ports");
+    let shape = Shape { namespaces: 20, pods: 2_000, policies: 500, cluster_policies: false };
+    let (inputs, _) = load(shape, 11);
+    let probes: Vec<_> = ["tcp/80", "tcp/5432", "udp/53", "sctp/9000"].iter().map(|p| parse_probe(p).expect("probe")).collect();
+    let started = Instant::now();
+    let verdicts = simulate(&inputs, &[], &probes).expect("simulate");
+    let allowed = verdicts.iter().filter(|v| v.allowed).count();
+    println!("  {} verdicts ({allowed} allowed) in {:.2} s", verdicts.len(), started.elapsed().as_secs_f64());
+}
+
+/// Load the ruleset into a throwaway network namespace with `nft -f` and time it.
+fn nft_load(text: &str) {
+    let ns = format!("tsr-bench-{}", std::process::id());
+    if Command::new("ip").args(["netns", "add", &ns]).status().map(|s| !s.success()).unwrap_or(true) {
+        println!("  nft load: skipped (needs root and iproute2)");
+        return;
+    }
+    let started = Instant::now();
+    let child = Command::new("ip").args(["netns", "exec", &ns, "nft", "-f", "-"]).stdin(Stdio::piped()).spawn();
+    let ok = child.and_then(|mut c| {
+        c.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+        c.wait()
+    });
+    match ok {
+        Ok(status) if status.success() => println!("  nft -f load time: {:.1} ms", started.elapsed().as_secs_f64() * 1000.0),
+        other => println!("  nft load failed: {other:?}"),
+    }
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+}
