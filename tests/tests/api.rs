@@ -416,3 +416,52 @@ async fn updates_are_conditional_and_labels_move_only_empty_hosts() {
         assert_error(&r, StatusCode::NOT_FOUND, "not_found", None);
     }
 }
+
+#[tokio::test]
+async fn policy_simulate_and_explain_over_http() {
+    let (_, store) = stores().await.remove(0);
+    let api = Api::new(store).await;
+    let docs = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: a}}\nstatus: {podIP: 10.9.0.1}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x}\nstatus: {podIP: 10.9.0.2}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: b, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{podSelector: {matchLabels: {app: a}}}], ports: [{port: 80}]}]}\n";
+    let r = api
+        .admin(
+            Method::POST,
+            "/v1/policy/simulate",
+            Some(json!({"documents": docs, "ports": ["tcp/80", "tcp/81"], "externals": ["192.0.2.1"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let verdicts = r.body["verdicts"].as_array().expect("verdicts");
+    assert_eq!(verdicts.len(), 12, "3 parties, 6 ordered pairs, 2 probes");
+    let find = |from: &str, to: &str, port: u16| {
+        verdicts.iter().find(|v| v["from"] == from && v["to"] == to && v["port"] == port).expect("verdict")["allowed"].clone()
+    };
+    assert_eq!(find("x/a", "x/b", 80), json!(true));
+    assert_eq!(find("x/a", "x/b", 81), json!(false));
+    assert_eq!(find("192.0.2.1", "x/a", 80), json!(false), "x/a is isolated too (podSelector {{}})");
+    let r = api
+        .admin(Method::POST, "/v1/policy/explain", Some(json!({"documents": docs, "from": "192.0.2.1", "to": "x/b", "port": "tcp/80"})))
+        .await;
+    assert_eq!(r.body["allowed"], false, "{}", r.body);
+    assert_eq!(r.body["ingress"]["decision"]["by"], "isolated");
+    let bad = docs.replace("port: 80", "port: 80, endPort: 8");
+    let r = api.admin(Method::POST, "/v1/policy/simulate", Some(json!({"documents": bad}))).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("documents"));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("NetworkPolicy x/b: spec.ingress[0].ports[0].endPort: must be >= port (80)"),
+        "{}",
+        r.body
+    );
+    let r = api.admin(Method::POST, "/v1/policy/simulate", Some(json!({"documents": docs, "ports": ["tcp/99999"]}))).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("ports[0]"));
+    let r = api.admin(Method::POST, "/v1/policy/explain", Some(json!({"documents": docs, "from": "nope", "to": "x/b"}))).await;
+    assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("from"));
+    assert_error(
+        &api.call(Method::POST, "/v1/policy/simulate", None, Some("{}".into()), &[]).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        None,
+    );
+}

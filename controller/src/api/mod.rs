@@ -7,6 +7,7 @@ mod error;
 mod extract;
 mod inventory;
 mod ipam;
+mod policy;
 mod system;
 mod topology;
 mod views;
@@ -33,6 +34,8 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/openapi.json", get(system::openapi))
+        .route("/policy/simulate", axum::routing::post(policy::simulate_handler))
+        .route("/policy/explain", axum::routing::post(policy::explain_handler))
         .route("/topology", get(topology::get_topology).put(topology::put_topology))
         .route("/networks", get(topology::list_networks))
         .route("/routes", get(topology::get_routes))
@@ -71,6 +74,7 @@ pub fn app(state: AppState) -> Router {
         inventory::list_segments, inventory::create_segment, inventory::get_segment, inventory::update_segment, inventory::delete_segment,
         ipam::list_blocks, ipam::list_endpoints, ipam::create_endpoint, ipam::get_endpoint, ipam::delete_endpoint,
         system::list_tokens, system::create_token, system::delete_token,
+        policy::simulate_handler, policy::explain_handler,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
