@@ -20,6 +20,9 @@ use crate::compile::{
 use crate::eval::{Party, namespace_matches, peer_matches};
 use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Rule, Tier};
 
+/// Decision tables by (direction, selecting policies, named ports), valid within one batch.
+type SideCache = BTreeMap<(Direction, Vec<usize>, Vec<crate::model::NamedPort>), crate::compile::SideRules>;
+
 /// A rule with everything that does not depend on its subject computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PreparedRule {
@@ -72,8 +75,9 @@ impl Compiler {
         let mut peers = BTreeMap::new();
         c.prepared = (0..c.policies.len()).map(|i| c.prepare_cached(&c.policies[i], &mut peers)).collect();
         let ids: Vec<String> = c.cluster.endpoints.keys().cloned().collect();
+        let mut cache = SideCache::new();
         for id in ids {
-            let r = c.compile_one(&id);
+            let r = c.compile_one(&id, &mut cache);
             c.rules.insert(id, r);
         }
         c
@@ -210,11 +214,12 @@ impl Compiler {
     }
 
     fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>) -> BTreeSet<String> {
+        let mut cache = SideCache::new();
         for id in subjects {
             if !self.cluster.endpoints.contains_key(&id) {
                 continue;
             }
-            let fresh = self.compile_one(&id);
+            let fresh = self.compile_one(&id, &mut cache);
             if self.rules.get(&id) != Some(&fresh) {
                 hosts.extend(fresh.host.clone());
                 self.rules.insert(id, fresh);
@@ -237,15 +242,21 @@ impl Compiler {
             .collect()
     }
 
-    fn compile_one(&self, id: &str) -> EndpointRules {
+    /// Compile one endpoint. Endpoints selected by the same policies, with the same named
+    /// ports, get the same decision tables: `cache` shares them within one batch.
+    fn compile_one(&self, id: &str, cache: &mut SideCache) -> EndpointRules {
         let e = &self.cluster.endpoints[id];
-        let side = |dir: Direction| {
-            let mut order: Vec<usize> = (0..self.policies.len())
-                .filter(|&i| self.policies[i].rules(dir).is_some() && self.policies[i].selects(&self.cluster, e))
-                .collect();
+        let mut side = |dir: Direction| {
+            let candidates = self.policies_by_namespace.get(&e.namespace).into_iter().flatten().chain(&self.cluster_wide).copied();
+            let mut order: Vec<usize> =
+                candidates.filter(|&i| self.policies[i].rules(dir).is_some() && self.policies[i].selects(&self.cluster, e)).collect();
             order.sort_by(|a, b| {
                 self.policies[*a].tier.cmp(&self.policies[*b].tier).then_with(|| self.policies[*a].id.cmp(&self.policies[*b].id))
             });
+            let key = (dir, order.clone(), e.named_ports.clone());
+            if let Some(hit) = cache.get(&key) {
+                return hit.clone();
+            }
             let (mut admin, mut namespace, mut baseline): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (Vec::new(), Vec::new(), Vec::new());
             // Clauses of named ingress ports are resolved on this endpoint, so they are built here.
             let mut named: Vec<(usize, Clause)> = Vec::new();
@@ -281,7 +292,9 @@ impl Compiler {
                 }
             }
             if named.is_empty() {
-                return decide(&admin, &namespace, &baseline, isolated);
+                let r = decide(&admin, &namespace, &baseline, isolated);
+                cache.insert(key, r.clone());
+                return r;
             }
             // Splice the endpoint-resolved clauses in at their positions.
             let splice = |list: &[&Clause], tier: usize| -> Vec<Clause> {
@@ -302,7 +315,9 @@ impl Compiler {
             };
             let (a, n, b) = (splice(&admin, 0), splice(&namespace, 1), splice(&baseline, 2));
             let (a, n, b): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (a.iter().collect(), n.iter().collect(), b.iter().collect());
-            decide(&a, &n, &b, isolated)
+            let r = decide(&a, &n, &b, isolated);
+            cache.insert(key, r.clone());
+            r
         };
         EndpointRules {
             endpoint: e.id.clone(),
