@@ -222,7 +222,7 @@ fn covers(sel: &ServiceSel, class: Class, s: u16) -> bool {
 }
 
 /// Resolve the tiers into a default and exceptions.
-pub(crate) fn decide(admin: &[&Clause], namespace: &[&Clause], baseline: &[&Clause], is_isolated: bool) -> SideRules {
+pub(crate) fn decide<'a>(admin: &[&'a Clause], namespace: &[&'a Clause], baseline: &[&'a Clause], is_isolated: bool) -> SideRules {
     let default = if is_isolated { Verdict::Deny } else { Verdict::Allow };
     let mut exceptions = Vec::new();
     let relevant: Vec<&Clause> = admin.iter().chain(if is_isolated { namespace } else { baseline }).copied().collect();
@@ -264,12 +264,11 @@ pub(crate) fn decide(admin: &[&Clause], namespace: &[&Clause], baseline: &[&Clau
                 let index = match memo.get(&key) {
                     Some(&i) => i,
                     None => {
-                        let pick = |list: &[&'_ Clause], idx: &[usize]| -> Vec<(Action, Vec<(u128, u128)>)> {
-                            idx.iter().map(|&k| (list[k].action, list[k].addrs.get(&family).cloned().unwrap_or_default())).collect()
+                        // `covering` kept only clauses with addresses of this family.
+                        let pick = |list: &[&'a Clause], idx: &[usize]| -> Vec<(Action, &'a [(u128, u128)])> {
+                            idx.iter().map(|&k| (list[k].action, list[k].addrs.get(&family).map_or(&[][..], Vec::as_slice))).collect()
                         };
                         let (a, l) = (pick(admin, &key.0), pick(lower, &key.1));
-                        let a: Vec<(Action, &[(u128, u128)])> = a.iter().map(|(x, r)| (*x, r.as_slice())).collect();
-                        let l: Vec<(Action, &[(u128, u128)])> = l.iter().map(|(x, r)| (*x, r.as_slice())).collect();
                         groups.push((paint(family, default, &a, &l, is_isolated), Vec::new()));
                         memo.insert(key, groups.len() - 1);
                         groups.len() - 1

@@ -184,6 +184,7 @@ impl Compiler {
             subjects.insert(e.id.clone());
         }
         // Rules whose peers could select it before or after must be prepared again.
+        let mut peers = BTreeMap::new();
         for i in 0..self.policies.len() {
             let touches = |r: &Rule, dir: Direction| {
                 r.peers.iter().any(|p| [old, new].into_iter().flatten().any(|e| self.peer_depends_on(p, e)))
@@ -193,7 +194,7 @@ impl Compiler {
             let affected = p.ingress.iter().flatten().any(|r| touches(r, Direction::Ingress))
                 || p.egress.iter().flatten().any(|r| touches(r, Direction::Egress));
             if affected {
-                let prepared = self.prepare(&self.policies[i]);
+                let prepared = self.prepare_cached(&self.policies[i], &mut peers);
                 if prepared != self.prepared[i] {
                     self.prepared[i] = prepared;
                     subjects.extend(self.subjects(&self.policies[i]));
