@@ -72,6 +72,16 @@ impl Caller {
         }
     }
 
+    /// The tenant a list is filtered to: the one asked for, and for a tenant token always its
+    /// own (asking for another is refused).
+    pub fn tenant_filter(&self, asked: Option<&str>) -> Result<Option<String>, ApiError> {
+        match (self.tenant_scope(), asked) {
+            (Some(scope), Some(asked)) if scope != asked => Err(ApiError::forbidden(format!("this token cannot access tenant `{asked}`"))),
+            (Some(scope), _) => Ok(Some(scope.to_string())),
+            (None, asked) => Ok(asked.map(String::from)),
+        }
+    }
+
     /// The one tenant a tenant token is limited to.
     pub fn tenant_scope(&self) -> Option<&str> {
         match &self.0 {

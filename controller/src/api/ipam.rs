@@ -20,13 +20,7 @@ pub async fn list_blocks(
     caller: Caller,
     QueryParams(q): QueryParams<BlocksQuery>,
 ) -> ApiResult<Json<Vec<BlockView>>> {
-    let tenant = match (caller.tenant_scope(), q.tenant.as_deref()) {
-        (Some(scope), Some(asked)) if scope != asked => {
-            return Err(ApiError::forbidden(format!("this token cannot access tenant `{asked}`")));
-        }
-        (Some(scope), _) => Some(scope.to_string()),
-        (None, asked) => asked.map(String::from),
-    };
+    let tenant = caller.tenant_filter(q.tenant.as_deref())?;
     let filter = BlockFilter { host: q.host.as_deref(), tenant: tenant.as_deref(), segment: q.segment.as_deref() };
     Ok(Json(state.store.blocks(filter).await?.into_iter().map(BlockView::from).collect()))
 }
@@ -37,13 +31,7 @@ pub async fn list_endpoints(
     caller: Caller,
     QueryParams(q): QueryParams<EndpointsQuery>,
 ) -> ApiResult<Json<Vec<EndpointView>>> {
-    let tenant = match (caller.tenant_scope(), q.tenant.as_deref()) {
-        (Some(scope), Some(asked)) if scope != asked => {
-            return Err(ApiError::forbidden(format!("this token cannot access tenant `{asked}`")));
-        }
-        (Some(scope), _) => Some(scope.to_string()),
-        (None, asked) => asked.map(String::from),
-    };
+    let tenant = caller.tenant_filter(q.tenant.as_deref())?;
     let list = state.store.endpoints(tenant.as_deref(), q.host.as_deref()).await?;
     Ok(Json(list.into_iter().map(EndpointView::from).collect()))
 }

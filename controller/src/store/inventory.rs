@@ -252,11 +252,8 @@ impl Store {
         self.with_retries(move |tx| {
             let (name, labels) = (name.clone(), labels.clone());
             Box::pin(async move {
-                let row = sqlx::query("SELECT revision FROM tenants WHERE name = $1").bind(&name).fetch_optional(&mut **tx).await?;
-                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "tenant", name: name.clone() })?.try_get("revision")?;
-                if let Some(sent) = if_match.filter(|s| *s != current) {
-                    return Err(StoreError::Stale { kind: "tenant", name, current, sent });
-                }
+                let query = sqlx::query("SELECT revision FROM tenants WHERE name = $1").bind(&name);
+                let current = checked_revision(tx, "tenant", &name, query, if_match).await?;
                 sqlx::query("UPDATE tenants SET labels = $1, revision = revision + 1 WHERE name = $2")
                     .bind(to_json(&labels)?)
                     .bind(&name)
@@ -274,11 +271,8 @@ impl Store {
         self.with_retries(move |tx| {
             let name = name.clone();
             Box::pin(async move {
-                let row = sqlx::query("SELECT revision FROM tenants WHERE name = $1").bind(&name).fetch_optional(&mut **tx).await?;
-                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "tenant", name: name.clone() })?.try_get("revision")?;
-                if let Some(sent) = if_match.filter(|s| *s != current) {
-                    return Err(StoreError::Stale { kind: "tenant", name, current, sent });
-                }
+                let query = sqlx::query("SELECT revision FROM tenants WHERE name = $1").bind(&name);
+                checked_revision(tx, "tenant", &name, query, if_match).await?;
                 if sqlx::query("SELECT 1 FROM endpoints WHERE tenant = $1 LIMIT 1").bind(&name).fetch_optional(&mut **tx).await?.is_some() {
                     return Err(StoreError::Conflict(format!("tenant `{name}` still has endpoints; delete them first")));
                 }
@@ -344,16 +338,9 @@ impl Store {
         self.with_retries(move |tx| {
             let (tenant, name, labels) = (tenant.clone(), name.clone(), labels.clone());
             Box::pin(async move {
-                let row = sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2")
-                    .bind(&tenant)
-                    .bind(&name)
-                    .fetch_optional(&mut **tx)
-                    .await?;
                 let full = format!("{tenant}/{name}");
-                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "segment", name: full.clone() })?.try_get("revision")?;
-                if let Some(sent) = if_match.filter(|s| *s != current) {
-                    return Err(StoreError::Stale { kind: "segment", name: full, current, sent });
-                }
+                let query = sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2").bind(&tenant).bind(&name);
+                let current = checked_revision(tx, "segment", &full, query, if_match).await?;
                 sqlx::query("UPDATE segments SET labels = $1, revision = revision + 1 WHERE tenant = $2 AND name = $3")
                     .bind(to_json(&labels)?)
                     .bind(&tenant)
@@ -371,16 +358,9 @@ impl Store {
         self.with_retries(move |tx| {
             let (tenant, name) = (tenant.clone(), name.clone());
             Box::pin(async move {
-                let row = sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2")
-                    .bind(&tenant)
-                    .bind(&name)
-                    .fetch_optional(&mut **tx)
-                    .await?;
                 let full = format!("{tenant}/{name}");
-                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "segment", name: full.clone() })?.try_get("revision")?;
-                if let Some(sent) = if_match.filter(|s| *s != current) {
-                    return Err(StoreError::Stale { kind: "segment", name: full, current, sent });
-                }
+                let query = sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2").bind(&tenant).bind(&name);
+                checked_revision(tx, "segment", &full, query, if_match).await?;
                 let used = sqlx::query("SELECT 1 FROM endpoints WHERE tenant = $1 AND segment = $2 LIMIT 1")
                     .bind(&tenant)
                     .bind(&name)
@@ -404,6 +384,22 @@ fn segment_from(r: &sqlx::any::AnyRow) -> Result<SegmentRecord> {
         labels: from_json(&r.try_get::<String, _>("labels")?)?,
         revision: r.try_get("revision")?,
     })
+}
+
+/// The current revision of the row `query` selects, checked against `If-Match`.
+async fn checked_revision<'q>(
+    conn: &mut AnyConnection,
+    kind: &'static str,
+    name: &str,
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    if_match: Option<i64>,
+) -> Result<i64> {
+    let row = query.fetch_optional(&mut *conn).await?;
+    let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind, name: name.to_string() })?.try_get("revision")?;
+    match if_match {
+        Some(sent) if sent != current => Err(StoreError::Stale { kind, name: name.to_string(), current, sent }),
+        _ => Ok(current),
+    }
 }
 
 pub(super) async fn host_in(conn: &mut AnyConnection, name: &str) -> Result<HostRecord> {
