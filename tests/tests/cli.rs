@@ -130,3 +130,44 @@ fn first_start_prints_an_admin_token_once() {
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut rest).expect("read");
     assert!(rest.is_empty(), "a second start printed: {rest}");
 }
+
+/// `tessera policy simulate/explain` work offline: JSON as documented, errors name file, object
+/// and field with exit code 1 and no partial output.
+#[test]
+fn policy_simulate_and_explain_offline() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pods = dir.path().join("pods.yaml");
+    std::fs::write(
+        &pods,
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: a, namespace: x, labels: {app: a}}, status: {podIP: 10.9.0.1}}\n- {apiVersion: v1, kind: Pod, metadata: {name: b, namespace: x}, spec: {containers: [{ports: [{name: web, containerPort: 8080}]}]}, status: {podIP: 10.9.0.2}}\n- {apiVersion: v1, kind: Pod, metadata: {name: pending, namespace: x}}\n",
+    )
+    .expect("write");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: b, namespace: x}\nspec: {podSelector: {}, ingress: [{from: [{podSelector: {matchLabels: {app: a}}}], ports: [{port: web}]}]}\n").expect("write");
+    let run = |args: &[&str]| {
+        std::process::Command::new(binary("tessera")).args(args).env_remove("TESSERA_SERVER").output().expect("run tessera")
+    };
+    let (p, q) = (pods.to_str().expect("path"), policy.to_str().expect("path"));
+    let out =
+        run(&["policy", "simulate", "-f", p, "-f", q, "--port", "tcp/8080", "--port", "udp/53", "--external", "192.0.2.1", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let verdicts = v["verdicts"].as_array().expect("verdicts");
+    assert_eq!(verdicts.len(), 12, "a, b and the external: 6 pairs, 2 probes; the pod without an IP is skipped");
+    let one = verdicts.iter().find(|x| x["from"] == "x/a" && x["to"] == "x/b" && x["port"] == 8080).expect("verdict");
+    assert_eq!(one["allowed"], true);
+    assert_eq!(one["protocol"], "TCP");
+    assert!(one["reason"].as_str().expect("reason").contains("NetworkPolicy x/b"));
+
+    let out = run(&["policy", "explain", "-f", p, "-f", q, "--from", "192.0.2.1", "--to", "x/b", "--port", "tcp/8080"]);
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.starts_with("DENIED 192.0.2.1 -> x/b tcp/8080"), "{text}");
+    assert!(text.contains("NetworkPolicy x/b spec.ingress[0]: 192.0.2.1 is not among its peers"), "{text}");
+
+    std::fs::write(&policy, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: b, namespace: x}\nspec: {podSelector: {}, ingress: [{ports: [{port: 90, endPort: 80}]}]}\n").expect("write");
+    let out = run(&["policy", "simulate", "-f", p, "-f", q]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no partial output");
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(err.contains("policy.yaml document 1: NetworkPolicy x/b: spec.ingress[0].ports[0].endPort: must be >= port (90)"), "{err}");
+}
