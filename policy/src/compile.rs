@@ -224,6 +224,19 @@ fn covers(sel: &ServiceSel, class: Class, s: u16) -> bool {
 /// Resolve the tiers into a default and exceptions.
 pub(crate) fn decide<'a>(admin: &[&'a Clause], namespace: &[&'a Clause], baseline: &[&'a Clause], is_isolated: bool) -> SideRules {
     let default = if is_isolated { Verdict::Deny } else { Verdict::Allow };
+    // A clause equal to an earlier one in the same list can never decide anything (first match,
+    // or a union): many policies repeat the same peers.
+    let dedup = |list: &[&'a Clause]| -> Vec<&'a Clause> {
+        let mut out: Vec<&Clause> = Vec::with_capacity(list.len());
+        for c in list {
+            if !out.iter().any(|o| o == c) {
+                out.push(c);
+            }
+        }
+        out
+    };
+    let (admin, namespace, baseline) = (dedup(admin), dedup(namespace), dedup(baseline));
+    let (admin, namespace, baseline) = (admin.as_slice(), namespace.as_slice(), baseline.as_slice());
     let mut exceptions = Vec::new();
     let relevant: Vec<&Clause> = admin.iter().chain(if is_isolated { namespace } else { baseline }).copied().collect();
     if relevant.is_empty() {
@@ -323,6 +336,19 @@ fn paint(
     is_isolated: bool,
 ) -> Vec<(u128, u128)> {
     let max = family.max();
+    if admin.is_empty() && is_isolated {
+        // The common case: an allow-list. The flips are the union of the allowed ranges.
+        let mut all: Vec<(u128, u128)> = lower.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+        all.sort_unstable();
+        let mut out: Vec<(u128, u128)> = Vec::with_capacity(all.len());
+        for (a, b) in all {
+            match out.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        return out;
+    }
     let mut starts: Vec<u128> = vec![0];
     for (_, ranges) in admin.iter().chain(lower) {
         for &(a, b) in ranges.iter() {
