@@ -51,6 +51,9 @@ pub struct Compiler {
     /// Policies whose subject is one namespace, by namespace; the others apply cluster-wide.
     policies_by_namespace: BTreeMap<String, Vec<usize>>,
     cluster_wide: Vec<usize>,
+    /// Every distinct peer of every rule, by key, and its current addresses.
+    peer_defs: BTreeMap<String, Peer>,
+    peer_sets: BTreeMap<String, AddressSet>,
     rules: BTreeMap<String, EndpointRules>,
 }
 
@@ -69,11 +72,14 @@ impl Compiler {
             by_namespace,
             policies_by_namespace: BTreeMap::new(),
             cluster_wide: Vec::new(),
+            peer_defs: BTreeMap::new(),
+            peer_sets: BTreeMap::new(),
             rules: BTreeMap::new(),
         };
         c.index_policies();
         let mut peers = BTreeMap::new();
         c.prepared = (0..c.policies.len()).map(|i| c.prepare_cached(&c.policies[i], &mut peers)).collect();
+        c.peer_sets = peers;
         let ids: Vec<String> = c.cluster.endpoints.keys().cloned().collect();
         let mut cache = SideCache::new();
         for id in ids {
@@ -86,6 +92,15 @@ impl Compiler {
     fn index_policies(&mut self) {
         self.policies_by_namespace.clear();
         self.cluster_wide.clear();
+        self.peer_defs = self
+            .policies
+            .iter()
+            .flat_map(|p| p.ingress.iter().chain(p.egress.iter()).flatten())
+            .flat_map(|r| &r.peers)
+            .map(|peer| (peer_key(peer), peer.clone()))
+            .collect();
+        let defs = &self.peer_defs;
+        self.peer_sets.retain(|k, _| defs.contains_key(k));
         for (i, p) in self.policies.iter().enumerate() {
             match &p.subject.namespaces {
                 NamespaceMatch::Exactly(ns) => self.policies_by_namespace.entry(ns.clone()).or_default().push(i),
@@ -135,7 +150,9 @@ impl Compiler {
 
     /// Add or replace a policy (by id); returns the nodes whose rulesets changed.
     pub fn upsert_policy(&mut self, p: Policy) -> BTreeSet<String> {
-        let prepared = self.prepare(&p);
+        let mut peers = std::mem::take(&mut self.peer_sets);
+        let prepared = self.prepare_cached(&p, &mut peers);
+        self.peer_sets = peers;
         let mut subjects = BTreeSet::new();
         match self.policies.iter().position(|q| q.id == p.id) {
             Some(i) => {
@@ -183,17 +200,32 @@ impl Compiler {
         if let Some(e) = new {
             subjects.insert(e.id.clone());
         }
-        // Rules whose peers could select it before or after must be prepared again.
-        let mut peers = BTreeMap::new();
+        // Peers whose addresses may change are computed again; only policies using a peer that
+        // really changed (or expanding egress named ports over endpoints) are prepared again.
+        let mut changed_peers: BTreeSet<String> = BTreeSet::new();
+        let keys: Vec<String> = self.peer_defs.keys().cloned().collect();
+        for key in keys {
+            let peer = &self.peer_defs[&key];
+            if [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)) {
+                let fresh = self.peer_addresses(peer);
+                if self.peer_sets.get(&key) != Some(&fresh) {
+                    self.peer_sets.insert(key.clone(), fresh);
+                    changed_peers.insert(key);
+                }
+            }
+        }
+        let mut peers = std::mem::take(&mut self.peer_sets);
         for i in 0..self.policies.len() {
-            let touches = |r: &Rule, dir: Direction| {
-                r.peers.iter().any(|p| [old, new].into_iter().flatten().any(|e| self.peer_depends_on(p, e)))
-                    || (dir == Direction::Egress && r.ports.iter().flatten().any(|pr| matches!(pr.port, PortMatch::Named(_))))
-            };
             let p = &self.policies[i];
-            let affected = p.ingress.iter().flatten().any(|r| touches(r, Direction::Ingress))
-                || p.egress.iter().flatten().any(|r| touches(r, Direction::Egress));
-            if affected {
+            let uses_changed = p
+                .ingress
+                .iter()
+                .chain(p.egress.iter())
+                .flatten()
+                .flat_map(|r| &r.peers)
+                .any(|peer| changed_peers.contains(&peer_key(peer)));
+            let named_egress = p.egress.iter().flatten().any(|r| r.ports.iter().flatten().any(|pr| matches!(pr.port, PortMatch::Named(_))));
+            if uses_changed || named_egress {
                 let prepared = self.prepare_cached(&self.policies[i], &mut peers);
                 if prepared != self.prepared[i] {
                     self.prepared[i] = prepared;
@@ -201,6 +233,7 @@ impl Compiler {
                 }
             }
         }
+        self.peer_sets = peers;
         self.recompile(subjects, hosts)
     }
 
@@ -329,10 +362,6 @@ impl Compiler {
         }
     }
 
-    fn prepare(&self, p: &Policy) -> PreparedPolicy {
-        self.prepare_cached(p, &mut BTreeMap::new())
-    }
-
     /// Prepare a policy; `peers` caches the addresses of peers already seen (many policies
     /// share peers such as "every namespace").
     fn prepare_cached(&self, p: &Policy, peers: &mut BTreeMap<String, AddressSet>) -> PreparedPolicy {
@@ -348,8 +377,7 @@ impl Compiler {
     fn prepare_rule(&self, rule: &Rule, dir: Direction, peers: &mut BTreeMap<String, AddressSet>) -> PreparedRule {
         let mut addrs = AddressSet::new();
         for p in &rule.peers {
-            let key = serde_json::to_string(p).unwrap_or_default();
-            let set = peers.entry(key).or_insert_with(|| self.peer_addresses(p));
+            let set = peers.entry(peer_key(p)).or_insert_with(|| self.peer_addresses(p));
             for (f, r) in set.iter() {
                 addrs.entry(*f).or_default().extend(r.iter().copied());
             }
@@ -472,6 +500,11 @@ impl Compiler {
         normalize(&mut set);
         set
     }
+}
+
+/// A peer's identity for caching: its serialized form.
+fn peer_key(peer: &Peer) -> String {
+    serde_json::to_string(peer).unwrap_or_default()
 }
 
 fn endpoint_selected(cluster: &Cluster, peer: &Peer, e: &Endpoint) -> bool {
