@@ -125,6 +125,9 @@ pub(crate) struct Clause {
 /// An inclusive range of addresses of one family.
 pub type AddrRange = (u128, u128);
 
+/// Address ranges whose verdict flips, and the service ranges they flip for.
+type FlipGroup = (Vec<AddrRange>, Vec<(u16, u16)>);
+
 /// Address ranges of a peer, per family.
 pub type AddressSet = BTreeMap<Family, Vec<AddrRange>>;
 
@@ -265,7 +268,8 @@ pub(crate) fn decide<'a>(admin: &[&'a Clause], namespace: &[&'a Clause], baselin
             // distinct set of active clauses.
             let lower = if is_isolated { namespace } else { baseline };
             let mut memo: BTreeMap<(Vec<usize>, Vec<usize>), usize> = BTreeMap::new();
-            let mut groups: Vec<(Vec<AddrRange>, Vec<(u16, u16)>)> = Vec::new();
+            // (flipped address ranges, the service ranges that share them)
+            let mut groups: Vec<FlipGroup> = Vec::new();
             for w in cuts.windows(2) {
                 let (s0, s1) = (w[0] as u16, (w[1] - 1) as u16);
                 let covering = |list: &[&Clause]| -> Vec<usize> {

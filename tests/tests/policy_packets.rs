@@ -237,3 +237,24 @@ spec:
         check(label, &format!("{HAND_PODS}---\n{policies}"));
     }
 }
+
+/// The JSON rendering loads with `nft -j -f` into exactly the table the text rendering gives.
+#[test]
+fn json_and_text_renderings_load_identically() {
+    if !can_create_namespaces() {
+        panic!("this test needs root to create network namespaces (CI runs as root)");
+    }
+    for seed in [3u64, 4, 5] {
+        let mut inputs = Inputs::default();
+        let yaml = cluster_yaml(seed, Shape { namespaces: 3, pods: 8, policies: 6, cluster_policies: true });
+        inputs.add_text("generated", &yaml).expect("valid");
+        let compiled = compile(&inputs.cluster, &BTreeMap::new(), &inputs.policies, Options::default());
+        let ruleset = tessera_policy::nft::render(&compiled.values().collect::<Vec<_>>());
+        let text_lab = Lab::new();
+        text_lab.nft(&ruleset.text);
+        let json_lab = Lab::new();
+        tessera_tests::netns::run_with_input(&["ip", "netns", "exec", &json_lab.node, "nft", "-j", "-f", "-"], &ruleset.json.to_string());
+        let list = |lab: &Lab| tessera_tests::netns::run(&["ip", "netns", "exec", &lab.node, "nft", "list", "table", "inet", "tessera"]);
+        assert_eq!(list(&text_lab), list(&json_lab), "seed {seed}");
+    }
+}
