@@ -59,6 +59,12 @@ fn addr(family: Family, v: u128) -> String {
     }
 }
 
+/// A region's peer range as `nft` text and as JSON.
+fn peer(family: Family, r: &Region) -> (String, Value) {
+    let (a, b) = (addr(family, r.peer_first), addr(family, r.peer_last));
+    (range_text(a.clone(), b.clone()), range_json(json!(a), json!(b)))
+}
+
 fn range_text(a: String, b: String) -> String {
     if a == b { a } else { format!("{a}-{b}") }
 }
@@ -158,32 +164,13 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
                 write_map(&mut text, &mut cmds, &name, n.addr_type, &texts, jsons);
             }
             let ports_type = format!("{0} . {0} . inet_proto . inet_service", n.addr_type);
-            let t: Vec<String> = els
-                .ports
-                .iter()
-                .map(|(l, r)| {
-                    let proto = match r.class {
-                        Class::Ports(p) => p,
-                        _ => 0,
-                    };
-                    format!(
-                        "{l} . {} . {proto} . {}",
-                        range_text(addr(family, r.peer_first), addr(family, r.peer_last)),
-                        range_text(r.service_first.to_string(), r.service_last.to_string())
-                    )
-                })
-                .collect();
-            let j: Vec<Value> = els
-                .ports
-                .iter()
-                .map(|(l, r)| {
-                    let proto = match r.class {
-                        Class::Ports(p) => p,
-                        _ => 0,
-                    };
-                    json!({"concat": [l, range_json(json!(addr(family, r.peer_first)), json!(addr(family, r.peer_last))), proto, range_json(json!(r.service_first), json!(r.service_last))]})
-                })
-                .collect();
+            let (mut t, mut j) = (Vec::new(), Vec::new());
+            for (l, r) in &els.ports {
+                let Class::Ports(proto) = r.class else { continue };
+                let (peer_text, peer_json) = peer(family, r);
+                t.push(format!("{l} . {peer_text} . {proto} . {}", range_text(r.service_first.to_string(), r.service_last.to_string())));
+                j.push(json!({"concat": [l, peer_json, proto, range_json(json!(r.service_first), json!(r.service_last))]}));
+            }
             set_elements += t.len();
             write_set(&mut text, &mut cmds, &format!("{p}_ports{s}"), &ports_type, true, &t, j);
 
@@ -191,30 +178,26 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
             let mut t = Vec::new();
             let mut j = Vec::new();
             for (l, r) in &els.icmp {
+                let (peer_text, peer_json) = peer(family, r);
                 for (t0, t1, c0, c1) in icmp_boxes(r.service_first, r.service_last) {
-                    let peer = range_text(addr(family, r.peer_first), addr(family, r.peer_last));
                     t.push(format!(
-                        "{l} . {peer} . {} . {}",
+                        "{l} . {peer_text} . {} . {}",
                         range_text(t0.to_string(), t1.to_string()),
                         range_text(c0.to_string(), c1.to_string())
                     ));
-                    j.push(json!({"concat": [l, range_json(json!(addr(family, r.peer_first)), json!(addr(family, r.peer_last))), range_json(json!(t0), json!(t1)), range_json(json!(c0), json!(c1))]}));
+                    j.push(json!({"concat": [l, peer_json.clone(), range_json(json!(t0), json!(t1)), range_json(json!(c0), json!(c1))]}));
                 }
             }
             set_elements += t.len();
             write_set(&mut text, &mut cmds, &format!("{p}_icmp{s}"), &icmp_type, true, &t, j);
 
             let proto_type = format!("{0} . {0} . inet_proto", n.addr_type);
-            let t: Vec<String> = els
-                .proto
-                .iter()
-                .map(|(l, r)| format!("{l} . {} . 0-255", range_text(addr(family, r.peer_first), addr(family, r.peer_last))))
-                .collect();
-            let j: Vec<Value> = els
-                .proto
-                .iter()
-                .map(|(l, r)| json!({"concat": [l, range_json(json!(addr(family, r.peer_first)), json!(addr(family, r.peer_last))), {"range": [0, 255]}]}))
-                .collect();
+            let (mut t, mut j) = (Vec::new(), Vec::new());
+            for (l, r) in &els.proto {
+                let (peer_text, peer_json) = peer(family, r);
+                t.push(format!("{l} . {peer_text} . 0-255"));
+                j.push(json!({"concat": [l, peer_json, {"range": [0, 255]}]}));
+            }
             set_elements += t.len();
             write_set(&mut text, &mut cmds, &format!("{p}_proto{s}"), &proto_type, true, &t, j);
 

@@ -110,11 +110,7 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let migrator = match backend {
-            Backend::Sqlite => sqlx::migrate!("../migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("../migrations/postgres"),
-        };
-        migrator.run(&pool).await.map_err(|e| StoreError::Db(e.into()))?;
+        sqlx::migrate!("../migrations").run(&pool).await.map_err(|e| StoreError::Db(e.into()))?;
         Ok(Store { pool, backend, topology: Arc::new(Mutex::new(None)) })
     }
 

@@ -1,6 +1,6 @@
--- Tessera store, SQLite flavour. Keep in step with migrations/postgres/0001_init.sql.
+-- Tessera store: one schema for SQLite and PostgreSQL (only portable SQL here).
 CREATE TABLE topology (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
+    id BIGINT PRIMARY KEY CHECK (id = 1),
     revision BIGINT NOT NULL,
     spec TEXT NOT NULL,
     updated_at BIGINT NOT NULL
