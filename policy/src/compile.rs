@@ -341,14 +341,18 @@ fn paint(
 ) -> Vec<(u128, u128)> {
     let max = family.max();
     if admin.is_empty() && is_isolated {
-        // The common case: an allow-list. The flips are the union of the allowed ranges.
-        let mut all: Vec<(u128, u128)> = lower.iter().flat_map(|(_, r)| r.iter().copied()).collect();
-        all.sort_unstable();
-        let mut out: Vec<(u128, u128)> = Vec::with_capacity(all.len());
-        for (a, b) in all {
+        // The common case: an allow-list. The flips are the union of the allowed ranges; each
+        // list is sorted already, so a k-way merge beats sorting the concatenation.
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(u128, u128, usize, usize)>> =
+            lower.iter().enumerate().filter_map(|(k, (_, r))| r.first().map(|&(a, b)| std::cmp::Reverse((a, b, k, 0)))).collect();
+        let mut out: Vec<(u128, u128)> = Vec::new();
+        while let Some(std::cmp::Reverse((a, b, k, i))) = heap.pop() {
             match out.last_mut() {
                 Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
                 _ => out.push((a, b)),
+            }
+            if let Some(&(na, nb)) = lower[k].1.get(i + 1) {
+                heap.push(std::cmp::Reverse((na, nb, k, i + 1)));
             }
         }
         return out;
