@@ -79,7 +79,8 @@ pub struct Region {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SideRules {
     pub default: Verdict,
-    /// Sorted, disjoint regions whose verdict is the opposite of `default`.
+    /// Sorted, disjoint regions whose verdict is the opposite of `default`, for the address
+    /// families the endpoint has (packets of other families never reach it).
     pub exceptions: Vec<Region>,
 }
 
@@ -225,7 +226,14 @@ fn covers(sel: &ServiceSel, class: Class, s: u16) -> bool {
 }
 
 /// Resolve the tiers into a default and exceptions.
-pub(crate) fn decide<'a>(admin: &[&'a Clause], namespace: &[&'a Clause], baseline: &[&'a Clause], is_isolated: bool) -> SideRules {
+/// `families`: the address families the endpoint has (packets of others never reach it).
+pub(crate) fn decide<'a>(
+    admin: &[&'a Clause],
+    namespace: &[&'a Clause],
+    baseline: &[&'a Clause],
+    is_isolated: bool,
+    families: &[Family],
+) -> SideRules {
     let default = if is_isolated { Verdict::Deny } else { Verdict::Allow };
     // A clause equal to an earlier one in the same list can never decide anything (first match,
     // or a union): many policies repeat the same peers.
@@ -245,7 +253,7 @@ pub(crate) fn decide<'a>(admin: &[&'a Clause], namespace: &[&'a Clause], baselin
     if relevant.is_empty() {
         return SideRules { default, exceptions };
     }
-    for family in [Family::V4, Family::V6] {
+    for &family in families {
         let mut classes: Vec<Class> = PORT_PROTOCOLS.iter().map(|p| Class::Ports(*p)).collect();
         classes.extend([Class::Icmp, Class::Other]);
         for class in classes {

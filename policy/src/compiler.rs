@@ -21,7 +21,7 @@ use crate::eval::{Party, namespace_matches, peer_matches};
 use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Rule, Tier};
 
 /// Decision tables by (direction, selecting policies, named ports), valid within one batch.
-type SideCache = BTreeMap<(Direction, Vec<usize>, Vec<crate::model::NamedPort>), crate::compile::SideRules>;
+type SideCache = BTreeMap<(Direction, Vec<usize>, Vec<crate::model::NamedPort>, Vec<Family>), crate::compile::SideRules>;
 
 /// A rule with everything that does not depend on its subject computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +280,7 @@ impl Compiler {
     /// ports, get the same decision tables: `cache` shares them within one batch.
     fn compile_one(&self, id: &str, cache: &mut SideCache) -> EndpointRules {
         let e = &self.cluster.endpoints[id];
+        let families: Vec<Family> = [Family::V4, Family::V6].into_iter().filter(|f| e.ips.iter().any(|ip| Family::of(ip) == *f)).collect();
         let mut side = |dir: Direction| {
             let candidates = self.policies_by_namespace.get(&e.namespace).into_iter().flatten().chain(&self.cluster_wide).copied();
             let mut order: Vec<usize> =
@@ -287,7 +288,7 @@ impl Compiler {
             order.sort_by(|a, b| {
                 self.policies[*a].tier.cmp(&self.policies[*b].tier).then_with(|| self.policies[*a].id.cmp(&self.policies[*b].id))
             });
-            let key = (dir, order.clone(), e.named_ports.clone());
+            let key = (dir, order.clone(), e.named_ports.clone(), families.clone());
             if let Some(hit) = cache.get(&key) {
                 return hit.clone();
             }
@@ -326,7 +327,7 @@ impl Compiler {
                 }
             }
             if named.is_empty() {
-                let r = decide(&admin, &namespace, &baseline, isolated);
+                let r = decide(&admin, &namespace, &baseline, isolated, &families);
                 cache.insert(key, r.clone());
                 return r;
             }
@@ -349,7 +350,7 @@ impl Compiler {
             };
             let (a, n, b) = (splice(&admin, 0), splice(&namespace, 1), splice(&baseline, 2));
             let (a, n, b): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (a.iter().collect(), n.iter().collect(), b.iter().collect());
-            let r = decide(&a, &n, &b, isolated);
+            let r = decide(&a, &n, &b, isolated, &families);
             cache.insert(key, r.clone());
             r
         };
