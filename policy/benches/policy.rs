@@ -34,7 +34,7 @@ fn load(shape: Shape, seed: u64) -> (Inputs, BTreeMap<String, Vec<IpNet>>) {
 
 fn main() {
     println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies");
-    let shape = Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false };
+    let shape = Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: false };
     let (inputs, blocks) = load(shape, 7);
     let started = Instant::now();
     let mut compiler = Compiler::new(inputs.cluster.clone(), blocks, inputs.policies.clone(), Options::default());
@@ -96,6 +96,49 @@ fn main() {
         );
     }
 
+    // The same churn where peers take whole namespaces: what segment compression is for.
+    let shape = Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: true };
+    let (inputs2, blocks2) = load(shape, 7);
+    let started = Instant::now();
+    let mut whole = Compiler::new(inputs2.cluster.clone(), blocks2, inputs2.policies.clone(), Options::default());
+    println!("  compiled (namespace-wide peers only) in {:.3} s", started.elapsed().as_secs_f64());
+    let mut times = Vec::new();
+    let mut nodes = 0;
+    for k in 0..25usize {
+        let ns = k % 50;
+        let id = format!("ns{ns}/churn-{k}");
+        let e = tessera_policy::model::Endpoint {
+            id: id.clone(),
+            namespace: format!("ns{ns}"),
+            name: format!("churn-{k}"),
+            labels: [("app".to_string(), APPS[k % APPS.len()].to_string()), ("tessera.io/segment".to_string(), "front".to_string())]
+                .into_iter()
+                .collect(),
+            segment: "front".into(),
+            ips: vec![format!("10.{}.1.{}", 60 + ns, 250 + k % 4).parse().expect("ip")],
+            named_ports: vec![],
+            host: Some(format!("node{}", k % 4)),
+        };
+        if whole.cluster().endpoint_by_ip(e.ips[0]).is_some() {
+            continue;
+        }
+        let started = Instant::now();
+        let own = e.host.clone();
+        nodes += whole.upsert_endpoint(e).into_iter().filter(|h| Some(h) != own.as_ref()).count();
+        nodes += whole.remove_endpoint(&id).into_iter().filter(|h| Some(h) != own.as_ref()).count();
+        times.push(started.elapsed().as_secs_f64() * 1000.0 / 2.0);
+    }
+    times.sort_by(f64::total_cmp);
+    if !times.is_empty() {
+        println!(
+            "incremental, namespace-wide peers: a pod added or removed inside its block: p50 {:.2} ms, max {:.2} ms over {} changes ({} updates of other nodes)",
+            times[times.len() / 2],
+            times[times.len() - 1],
+            times.len() * 2,
+            nodes
+        );
+    }
+
     // The ruleset of a node with 110 pods.
     let node_rules: Vec<_> = compiler.rules().values().take(110).collect();
     let started = Instant::now();
@@ -110,7 +153,7 @@ fn main() {
     nft_load(&ruleset.text);
 
     println!("simulate: 2000 pods, 500 policies, 4 ports");
-    let shape = Shape { namespaces: 20, pods: 2_000, policies: 500, cluster_policies: false };
+    let shape = Shape { namespaces: 20, pods: 2_000, policies: 500, cluster_policies: false, whole_segment_peers: false };
     let (inputs, _) = load(shape, 11);
     let probes: Vec<_> = ["tcp/80", "tcp/5432", "udp/53", "sctp/9000"].iter().map(|p| parse_probe(p).expect("probe")).collect();
     let started = Instant::now();

@@ -224,7 +224,14 @@ impl Compiler {
                 .flatten()
                 .flat_map(|r| &r.peers)
                 .any(|peer| changed_peers.contains(&peer_key(peer)));
-            let named_egress = p.egress.iter().flatten().any(|r| r.ports.iter().flatten().any(|pr| matches!(pr.port, PortMatch::Named(_))));
+            // Egress named ports expand over destination endpoints: only an endpoint that has
+            // (or had) such a port name can change the expansion.
+            let named_egress = p.egress.iter().flatten().any(|r| {
+                r.ports.iter().flatten().any(|pr| match &pr.port {
+                    PortMatch::Named(name) => [old, new].into_iter().flatten().any(|e| e.named_ports.iter().any(|np| np.name == *name)),
+                    _ => false,
+                })
+            });
             if uses_changed || named_egress {
                 let prepared = self.prepare_cached(&self.policies[i], &mut peers);
                 if prepared != self.prepared[i] {

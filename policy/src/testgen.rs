@@ -43,6 +43,9 @@ pub struct Shape {
     pub policies: usize,
     /// Include Tessera cluster policies (admin/baseline tiers).
     pub cluster_policies: bool,
+    /// Peers select whole namespaces (or address blocks) only, never pods by label: the shape
+    /// segment compression is made for.
+    pub whole_segment_peers: bool,
 }
 
 pub const APPS: [&str; 4] = ["web", "api", "db", "cache"];
@@ -109,7 +112,8 @@ fn k8s_peers(rng: &mut Rng, shape: &Shape, out: &mut String, key: &str) {
     }
     let _ = writeln!(out, "    {key}:");
     for _ in 0..1 + rng.below(2) {
-        match rng.below(4) {
+        let kind = if shape.whole_segment_peers { [1, 3][rng.below(2) as usize] } else { rng.below(4) };
+        match kind {
             0 => {
                 out.push_str("    - podSelector:");
                 selector(rng, out, "        ");

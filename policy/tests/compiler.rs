@@ -72,7 +72,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn compiled_equals_evaluator_and_compression_is_exact(seed in any::<u64>()) {
-        let shape = Shape { namespaces: 3, pods: 9, policies: 5, cluster_policies: true };
+        let shape = Shape { namespaces: 3, pods: 9, policies: 5, cluster_policies: true, whole_segment_peers: false };
         if let Err(e) = check(seed, shape) {
             return Err(TestCaseError::fail(e));
         }
@@ -82,6 +82,7 @@ proptest! {
 #[test]
 fn fixed_seeds_with_many_policies() {
     for seed in 0..20 {
-        check(seed, Shape { namespaces: 3, pods: 12, policies: 12, cluster_policies: seed % 2 == 0 }).unwrap_or_else(|e| panic!("{e}"));
+        check(seed, Shape { namespaces: 3, pods: 12, policies: 12, cluster_policies: seed % 2 == 0, whole_segment_peers: false })
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }

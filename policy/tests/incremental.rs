@@ -27,7 +27,7 @@ fn rendered(rules: &BTreeMap<String, tessera_policy::compile::EndpointRules>) ->
 #[test]
 fn incremental_changes_match_full_compiles_and_report_exactly_the_changed_nodes() {
     for seed in 0..12u64 {
-        let shape = Shape { namespaces: 3, pods: 14, policies: 8, cluster_policies: seed % 2 == 0 };
+        let shape = Shape { namespaces: 3, pods: 14, policies: 8, cluster_policies: seed % 2 == 0, whole_segment_peers: false };
         let mut inputs = Inputs::default();
         inputs.add_text("generated", &cluster_yaml(seed, shape)).expect("valid");
         let blocks = blocks(&shape);
@@ -125,7 +125,7 @@ spec:
 "#;
     let mut inputs = Inputs::default();
     inputs.add_text("churn", yaml).expect("valid");
-    let shape = Shape { namespaces: 2, pods: 0, policies: 0, cluster_policies: false };
+    let shape = Shape { namespaces: 2, pods: 0, policies: 0, cluster_policies: false, whole_segment_peers: false };
     let mut compiler = Compiler::new(inputs.cluster, blocks(&shape), inputs.policies, Options::default());
     let db_rules = compiler.rules()["ns1/db-1"].clone();
     let mut updates_elsewhere = 0;

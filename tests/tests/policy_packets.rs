@@ -127,7 +127,7 @@ fn random_clusters_enforce_exactly_what_simulate_predicts() {
         Err(_) => (1..=8).collect(),
     };
     for seed in seeds {
-        let shape = Shape { namespaces: 3, pods: 6, policies: 5, cluster_policies: true };
+        let shape = Shape { namespaces: 3, pods: 6, policies: 5, cluster_policies: true, whole_segment_peers: false };
         check(&format!("seed {seed}"), &cluster_yaml(seed, shape));
     }
 }
@@ -246,7 +246,7 @@ fn json_and_text_renderings_load_identically() {
     }
     for seed in [3u64, 4, 5] {
         let mut inputs = Inputs::default();
-        let yaml = cluster_yaml(seed, Shape { namespaces: 3, pods: 8, policies: 6, cluster_policies: true });
+        let yaml = cluster_yaml(seed, Shape { namespaces: 3, pods: 8, policies: 6, cluster_policies: true, whole_segment_peers: false });
         inputs.add_text("generated", &yaml).expect("valid");
         let compiled = compile(&inputs.cluster, &BTreeMap::new(), &inputs.policies, Options::default());
         let ruleset = tessera_policy::nft::render(&compiled.values().collect::<Vec<_>>());
