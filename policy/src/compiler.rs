@@ -204,9 +204,16 @@ impl Compiler {
         // really changed (or expanding egress named ports over endpoints) are prepared again.
         let mut changed_peers: BTreeSet<String> = BTreeSet::new();
         let keys: Vec<String> = self.peer_defs.keys().cloned().collect();
+        // Same namespace, segment and addresses: a peer's addresses change only if it selects
+        // the endpoint before and not after (or the reverse); segment membership is unchanged.
+        let same_place = matches!((old, new), (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips);
         for key in keys {
             let peer = &self.peer_defs[&key];
-            if [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)) {
+            let may_change = match (old, new) {
+                (Some(o), Some(n)) if same_place => endpoint_selected(&self.cluster, peer, o) != endpoint_selected(&self.cluster, peer, n),
+                _ => [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)),
+            };
+            if may_change {
                 let fresh = self.peer_addresses(peer);
                 if self.peer_sets.get(&key) != Some(&fresh) {
                     self.peer_sets.insert(key.clone(), fresh);
