@@ -53,6 +53,8 @@ pub struct Compiler {
     cluster_wide: Vec<usize>,
     /// Every distinct peer of every rule, by key, and its current addresses.
     peer_defs: BTreeMap<String, Peer>,
+    /// The peer keys each policy uses, by policy index.
+    policy_peers: Vec<BTreeSet<String>>,
     peer_sets: BTreeMap<String, AddressSet>,
     rules: BTreeMap<String, EndpointRules>,
 }
@@ -73,6 +75,7 @@ impl Compiler {
             policies_by_namespace: BTreeMap::new(),
             cluster_wide: Vec::new(),
             peer_defs: BTreeMap::new(),
+            policy_peers: Vec::new(),
             peer_sets: BTreeMap::new(),
             rules: BTreeMap::new(),
         };
@@ -92,13 +95,17 @@ impl Compiler {
     fn index_policies(&mut self) {
         self.policies_by_namespace.clear();
         self.cluster_wide.clear();
-        self.peer_defs = self
-            .policies
-            .iter()
-            .flat_map(|p| p.ingress.iter().chain(p.egress.iter()).flatten())
-            .flat_map(|r| &r.peers)
-            .map(|peer| (peer_key(peer), peer.clone()))
-            .collect();
+        self.peer_defs.clear();
+        self.policy_peers.clear();
+        for p in &self.policies {
+            let mut keys = BTreeSet::new();
+            for peer in p.ingress.iter().chain(p.egress.iter()).flatten().flat_map(|r| &r.peers) {
+                let key = peer_key(peer);
+                self.peer_defs.entry(key.clone()).or_insert_with(|| peer.clone());
+                keys.insert(key);
+            }
+            self.policy_peers.push(keys);
+        }
         let defs = &self.peer_defs;
         self.peer_sets.retain(|k, _| defs.contains_key(k));
         for (i, p) in self.policies.iter().enumerate() {
@@ -224,13 +231,7 @@ impl Compiler {
         let mut peers = std::mem::take(&mut self.peer_sets);
         for i in 0..self.policies.len() {
             let p = &self.policies[i];
-            let uses_changed = p
-                .ingress
-                .iter()
-                .chain(p.egress.iter())
-                .flatten()
-                .flat_map(|r| &r.peers)
-                .any(|peer| changed_peers.contains(&peer_key(peer)));
+            let uses_changed = !changed_peers.is_empty() && self.policy_peers[i].iter().any(|k| changed_peers.contains(k));
             // Egress named ports expand over destination endpoints: only an endpoint that has
             // (or had) such a port name can change the expansion.
             let named_egress = p.egress.iter().flatten().any(|r| {
