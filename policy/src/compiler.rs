@@ -235,10 +235,22 @@ impl Compiler {
             // Egress named ports expand over destination endpoints: only an endpoint that has
             // (or had) such a port name can change the expansion.
             let named_egress = p.egress.iter().flatten().any(|r| {
-                r.ports.iter().flatten().any(|pr| match &pr.port {
+                let carries = r.ports.iter().flatten().any(|pr| match &pr.port {
                     PortMatch::Named(name) => [old, new].into_iter().flatten().any(|e| e.named_ports.iter().any(|np| np.name == *name)),
                     _ => false,
-                })
+                });
+                // In place with the same ports, the expansion changes only if the rule's peers
+                // take the endpoint before and not after, or the reverse.
+                carries
+                    && match (old, new) {
+                        (Some(o), Some(n)) if same_place && o.named_ports == n.named_ports => {
+                            let takes = |e: &Endpoint| {
+                                e.ips.iter().any(|ip| r.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))))
+                            };
+                            takes(o) != takes(n)
+                        }
+                        _ => true,
+                    }
             });
             if uses_changed || named_egress {
                 let prepared = self.prepare_cached(&self.policies[i], &mut peers);
