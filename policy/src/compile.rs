@@ -115,13 +115,27 @@ pub(crate) enum ServiceSel {
 }
 
 /// A clause: first-match unit of the decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Clause {
     pub action: Action,
     /// Peer address ranges per family, sorted and disjoint.
     pub addrs: BTreeMap<Family, Vec<(u128, u128)>>,
     pub services: Vec<ServiceSel>,
+    /// Identifies the clause's address sets for memoising unions within one batch: equal ids
+    /// mean equal addresses. 0 for clauses built per endpoint (never memoised).
+    pub id: u64,
 }
+
+impl PartialEq for Clause {
+    fn eq(&self, other: &Clause) -> bool {
+        self.action == other.action && self.services == other.services && self.addrs == other.addrs
+    }
+}
+
+impl Eq for Clause {}
+
+/// Unions of allowed addresses by (family, clause ids), shared by the endpoints of one batch.
+pub(crate) type UnionMemo = BTreeMap<(Family, Vec<u64>), Vec<AddrRange>>;
 
 /// An inclusive range of addresses of one family.
 pub type AddrRange = (u128, u128);
@@ -233,6 +247,7 @@ pub(crate) fn decide<'a>(
     baseline: &[&'a Clause],
     is_isolated: bool,
     families: &[Family],
+    unions: &mut UnionMemo,
 ) -> SideRules {
     let default = if is_isolated { Verdict::Deny } else { Verdict::Allow };
     // A clause equal to an earlier one in the same list can never decide anything (first match,
@@ -294,7 +309,18 @@ pub(crate) fn decide<'a>(
                             idx.iter().map(|&k| (list[k].action, list[k].addrs.get(&family).map_or(&[][..], Vec::as_slice))).collect()
                         };
                         let (a, l) = (pick(admin, &key.0), pick(lower, &key.1));
-                        groups.push((paint(family, default, &a, &l, is_isolated), Vec::new()));
+                        let ids: Vec<u64> = key.1.iter().map(|&k| lower[k].id).collect();
+                        let flips = if a.is_empty() && is_isolated && !ids.contains(&0) {
+                            // An allow-list union: the same clauses give the same union for
+                            // every endpoint of the batch.
+                            let mut sorted = ids;
+                            sorted.sort_unstable();
+                            sorted.dedup();
+                            unions.entry((family, sorted)).or_insert_with(|| paint(family, default, &a, &l, is_isolated)).clone()
+                        } else {
+                            paint(family, default, &a, &l, is_isolated)
+                        };
+                        groups.push((flips, Vec::new()));
                         memo.insert(key, groups.len() - 1);
                         groups.len() - 1
                     }

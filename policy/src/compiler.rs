@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 
 use crate::compile::{
-    AddressSet, Clause, EndpointRules, Family, Options, ServiceSel, decide, icmp_family, net_range, normalize, service_sel,
+    AddressSet, Clause, EndpointRules, Family, Options, ServiceSel, UnionMemo, decide, icmp_family, net_range, normalize, service_sel,
     subtract_ranges, to_u128,
 };
 use crate::eval::{Party, namespace_matches, peer_matches};
@@ -55,6 +55,9 @@ pub struct Compiler {
     peer_defs: BTreeMap<String, Peer>,
     /// The peer keys each policy uses, by policy index.
     policy_peers: Vec<BTreeSet<String>>,
+    /// Clause address sets by content hash, with the id given to each distinct content.
+    interned: std::collections::HashMap<u64, Vec<(u64, AddressSet)>>,
+    next_clause_id: u64,
     peer_sets: BTreeMap<String, AddressSet>,
     rules: BTreeMap<String, EndpointRules>,
 }
@@ -76,20 +79,45 @@ impl Compiler {
             cluster_wide: Vec::new(),
             peer_defs: BTreeMap::new(),
             policy_peers: Vec::new(),
+            interned: std::collections::HashMap::new(),
+            next_clause_id: 1,
             peer_sets: BTreeMap::new(),
             rules: BTreeMap::new(),
         };
         c.index_policies();
         let mut peers = BTreeMap::new();
         c.prepared = (0..c.policies.len()).map(|i| c.prepare_cached(&c.policies[i], &mut peers)).collect();
+        let mut prepared = std::mem::take(&mut c.prepared);
+        prepared.iter_mut().for_each(|p| c.intern(p));
+        c.prepared = prepared;
         c.peer_sets = peers;
         let ids: Vec<String> = c.cluster.endpoints.keys().cloned().collect();
         let mut cache = SideCache::new();
+        let mut unions = UnionMemo::new();
         for id in ids {
-            let r = c.compile_one(&id, &mut cache);
+            let r = c.compile_one(&id, &mut cache, &mut unions);
             c.rules.insert(id, r);
         }
         c
+    }
+
+    /// Give every prepared clause the id of its address content (equal content, equal id).
+    fn intern(&mut self, prepared: &mut PreparedPolicy) {
+        use std::hash::{Hash, Hasher};
+        for clause in prepared.ingress.iter_mut().chain(prepared.egress.iter_mut()).flat_map(|r| r.clauses.iter_mut()) {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            clause.addrs.hash(&mut h);
+            let bucket = self.interned.entry(h.finish()).or_default();
+            clause.id = match bucket.iter().find(|(_, a)| *a == clause.addrs) {
+                Some((id, _)) => *id,
+                None => {
+                    let id = self.next_clause_id;
+                    self.next_clause_id += 1;
+                    bucket.push((id, clause.addrs.clone()));
+                    id
+                }
+            };
+        }
     }
 
     fn index_policies(&mut self) {
@@ -158,8 +186,9 @@ impl Compiler {
     /// Add or replace a policy (by id); returns the nodes whose rulesets changed.
     pub fn upsert_policy(&mut self, p: Policy) -> BTreeSet<String> {
         let mut peers = std::mem::take(&mut self.peer_sets);
-        let prepared = self.prepare_cached(&p, &mut peers);
+        let mut prepared = self.prepare_cached(&p, &mut peers);
         self.peer_sets = peers;
+        self.intern(&mut prepared);
         let mut subjects = BTreeSet::new();
         match self.policies.iter().position(|q| q.id == p.id) {
             Some(i) => {
@@ -255,6 +284,8 @@ impl Compiler {
             if uses_changed || named_egress {
                 let prepared = self.prepare_cached(&self.policies[i], &mut peers);
                 if prepared != self.prepared[i] {
+                    let mut prepared = prepared;
+                    self.intern(&mut prepared);
                     self.prepared[i] = prepared;
                     subjects.extend(self.subjects(&self.policies[i]));
                 }
@@ -276,11 +307,12 @@ impl Compiler {
 
     fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>) -> BTreeSet<String> {
         let mut cache = SideCache::new();
+        let mut unions = UnionMemo::new();
         for id in subjects {
             if !self.cluster.endpoints.contains_key(&id) {
                 continue;
             }
-            let fresh = self.compile_one(&id, &mut cache);
+            let fresh = self.compile_one(&id, &mut cache, &mut unions);
             if self.rules.get(&id) != Some(&fresh) {
                 hosts.extend(fresh.host.clone());
                 self.rules.insert(id, fresh);
@@ -305,7 +337,7 @@ impl Compiler {
 
     /// Compile one endpoint. Endpoints selected by the same policies, with the same named
     /// ports, get the same decision tables: `cache` shares them within one batch.
-    fn compile_one(&self, id: &str, cache: &mut SideCache) -> EndpointRules {
+    fn compile_one(&self, id: &str, cache: &mut SideCache, unions: &mut UnionMemo) -> EndpointRules {
         let e = &self.cluster.endpoints[id];
         let families: Vec<Family> = [Family::V4, Family::V6].into_iter().filter(|f| e.ips.iter().any(|ip| Family::of(ip) == *f)).collect();
         let mut side = |dir: Direction| {
@@ -348,13 +380,16 @@ impl Compiler {
                                 Tier::Baseline { .. } => 2,
                             };
                             // Position keeps first-match order within the tier.
-                            named.push((tier * 1_000_000 + list.len(), Clause { action: rule.action, addrs: addrs.clone(), services }));
+                            named.push((
+                                tier * 1_000_000 + list.len(),
+                                Clause { action: rule.action, addrs: addrs.clone(), services, id: 0 },
+                            ));
                         }
                     }
                 }
             }
             if named.is_empty() {
-                let r = decide(&admin, &namespace, &baseline, isolated, &families);
+                let r = decide(&admin, &namespace, &baseline, isolated, &families, unions);
                 cache.insert(key, r.clone());
                 return r;
             }
@@ -377,7 +412,7 @@ impl Compiler {
             };
             let (a, n, b) = (splice(&admin, 0), splice(&namespace, 1), splice(&baseline, 2));
             let (a, n, b): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (a.iter().collect(), n.iter().collect(), b.iter().collect());
-            let r = decide(&a, &n, &b, isolated, &families);
+            let r = decide(&a, &n, &b, isolated, &families, unions);
             cache.insert(key, r.clone());
             r
         };
@@ -413,7 +448,7 @@ impl Compiler {
         normalize(&mut addrs);
         let mut prepared = PreparedRule { clauses: Vec::new(), ingress_named: Vec::new() };
         let Some(ports) = &rule.ports else {
-            prepared.clauses.push(Clause { action: rule.action, addrs, services: vec![ServiceSel::All] });
+            prepared.clauses.push(Clause { action: rule.action, addrs, services: vec![ServiceSel::All], id: 0 });
             return prepared;
         };
         let mut plain = Vec::new();
@@ -437,17 +472,17 @@ impl Compiler {
                     }
                     for (port, mut set) in by_port {
                         normalize(&mut set);
-                        prepared.clauses.push(Clause { action: rule.action, addrs: set, services: service_sel(pr, Some(port)) });
+                        prepared.clauses.push(Clause { action: rule.action, addrs: set, services: service_sel(pr, Some(port)), id: 0 });
                     }
                 }
                 _ if icmp_family(pr).is_some() => {
-                    prepared.clauses.push(Clause { action: rule.action, addrs: fam_addrs, services: service_sel(pr, None) })
+                    prepared.clauses.push(Clause { action: rule.action, addrs: fam_addrs, services: service_sel(pr, None), id: 0 })
                 }
                 _ => plain.extend(service_sel(pr, None)),
             }
         }
         if !plain.is_empty() {
-            prepared.clauses.push(Clause { action: rule.action, addrs, services: plain });
+            prepared.clauses.push(Clause { action: rule.action, addrs, services: plain, id: 0 });
         }
         prepared
     }
