@@ -528,14 +528,21 @@ impl Compiler {
                         .filter(|ns| matches!(peer, Peer::Endpoints { namespaces, .. } if namespace_matches(&self.cluster, namespaces, ns)))
                         .collect(),
                 };
-                let mut segments: BTreeMap<(String, String), Vec<&Endpoint>> = BTreeMap::new();
-                let mut members: BTreeMap<(String, String), usize> = BTreeMap::new();
+                let mut segments: BTreeMap<(&str, &str), Vec<&Endpoint>> = BTreeMap::new();
+                let mut members: BTreeMap<(&str, &str), usize> = BTreeMap::new();
                 for ns in namespaces {
                     for id in self.by_namespace.get(ns).into_iter().flatten() {
                         let e = &self.cluster.endpoints[id];
-                        *members.entry((e.namespace.clone(), e.segment.clone())).or_default() += 1;
-                        if endpoint_selected(&self.cluster, peer, e) {
-                            segments.entry((e.namespace.clone(), e.segment.clone())).or_default().push(e);
+                        let key = (e.namespace.as_str(), e.segment.as_str());
+                        *members.entry(key).or_default() += 1;
+                        // The namespace already matched: only the pod part is left to check.
+                        let taken = match peer {
+                            Peer::Segment { segment, .. } => e.segment == *segment,
+                            Peer::Endpoints { pods, .. } => pods.matches(&e.labels),
+                            _ => false,
+                        };
+                        if taken {
+                            segments.entry(key).or_default().push(e);
                         }
                     }
                 }
@@ -544,7 +551,7 @@ impl Compiler {
                     // A segment is its blocks only when the peer takes all of it and every
                     // member lives inside those blocks; otherwise address by address.
                     let whole = seg_blocks.is_some_and(|b| {
-                        members.get(&(ns.clone(), seg.clone())) == Some(&selected.len())
+                        members.get(&(ns, seg)) == Some(&selected.len())
                             && selected.iter().all(|e| e.ips.iter().all(|ip| b.iter().any(|n| n.contains(ip))))
                     });
                     match (whole, seg_blocks) {

@@ -124,10 +124,10 @@ pub struct Cluster {
 impl Cluster {
     /// The namespace, or a bare one with only its automatic label (namespaces referenced but not
     /// described still exist).
-    pub fn namespace_labels(&self, name: &str) -> Labels {
+    pub fn namespace_labels(&self, name: &str) -> std::borrow::Cow<'_, Labels> {
         match self.namespaces.get(name) {
-            Some(ns) => ns.labels.clone(),
-            None => Namespace::new(name, Labels::new()).labels,
+            Some(ns) => std::borrow::Cow::Borrowed(&ns.labels),
+            None => std::borrow::Cow::Owned(Namespace::new(name, Labels::new()).labels),
         }
     }
 
