@@ -3,7 +3,7 @@
 //! pods / 500 policies / 4 ports, and the ruleset of a node with 110 pods (size, and `nft -f`
 //! load time when run as root with nft installed). Prints its figures.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -33,96 +33,79 @@ fn load(shape: Shape, seed: u64) -> (Inputs, BTreeMap<String, Vec<IpNet>>) {
 }
 
 fn main() {
-    println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies");
-    let shape = Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: false };
+    println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies, label-selector peers");
+    let mut compiler =
+        compiled(Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: false });
+    report("one pod's labels change", relabel(&mut compiler));
+    report("a pod added or removed inside its segment's block", churn(&mut compiler));
+
+    // The ruleset of a node with 110 pods.
+    let node_rules: Vec<_> = compiler.rules().values().take(110).collect();
+    let started = Instant::now();
+    let ruleset = render(&node_rules);
+    println!(
+        "ruleset for a node with 110 pods: {} set/map elements, {} rules, {} KiB of nft text, rendered in {:.1} ms",
+        ruleset.set_elements,
+        ruleset.rules,
+        ruleset.text.len() / 1024,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    nft_load(&ruleset.text);
+
+    // The same size where peers take whole namespaces: what segment compression is for.
+    println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies, namespace-wide peers");
+    let mut whole = compiled(Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: true });
+    report("one pod's labels change", relabel(&mut whole));
+    report("a pod added or removed inside its segment's block", churn(&mut whole));
+
+    println!("simulate: 2000 pods, 500 policies, 4 ports");
+    let shape = Shape { namespaces: 20, pods: 2_000, policies: 500, cluster_policies: false, whole_segment_peers: false };
+    let (inputs, _) = load(shape, 11);
+    let probes: Vec<_> = ["tcp/80", "tcp/5432", "udp/53", "sctp/9000"].iter().map(|p| parse_probe(p).expect("probe")).collect();
+    let started = Instant::now();
+    let verdicts = simulate(&inputs, &[], &probes).expect("simulate");
+    let allowed = verdicts.iter().filter(|v| v.allowed).count();
+    println!("  {} verdicts ({allowed} allowed) in {:.2} s", verdicts.len(), started.elapsed().as_secs_f64());
+}
+
+fn compiled(shape: Shape) -> Compiler {
     let (inputs, blocks) = load(shape, 7);
     let started = Instant::now();
-    let mut compiler = Compiler::new(inputs.cluster.clone(), blocks, inputs.policies.clone(), Options::default());
+    let compiler = Compiler::new(inputs.cluster, blocks, inputs.policies, Options::default());
     println!("  compiled in {:.3} s", started.elapsed().as_secs_f64());
+    compiler
+}
 
+/// Timings in ms, node updates, and updates of nodes other than the changed pod's own.
+struct Changes {
+    times: Vec<f64>,
+    nodes: usize,
+    other_nodes: usize,
+}
+
+fn timed(compiler: &mut Compiler, out: &mut Changes, own: Option<String>, change: impl FnOnce(&mut Compiler) -> BTreeSet<String>) {
+    let started = Instant::now();
+    let nodes = change(compiler);
+    out.times.push(started.elapsed().as_secs_f64() * 1000.0);
+    out.nodes += nodes.len();
+    out.other_nodes += nodes.iter().filter(|h| Some(*h) != own.as_ref()).count();
+}
+
+/// Change the `app` label of 50 pods spread over the cluster, one at a time.
+fn relabel(compiler: &mut Compiler) -> Changes {
     let ids: Vec<String> = compiler.cluster().endpoints.keys().step_by(97).take(50).cloned().collect();
-    let mut times = Vec::new();
-    let mut nodes = 0;
+    let mut out = Changes { times: Vec::new(), nodes: 0, other_nodes: 0 };
     for (k, id) in ids.iter().enumerate() {
         let mut e = compiler.cluster().endpoints[id].clone();
         e.labels.insert("app".into(), APPS[(k + 1) % APPS.len()].into());
-        let started = Instant::now();
-        nodes += compiler.upsert_endpoint(e).len();
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        timed(compiler, &mut out, e.host.clone(), |c| c.upsert_endpoint(e));
     }
-    times.sort_by(f64::total_cmp);
-    println!(
-        "incremental: one pod's labels change: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} changes ({} node updates)",
-        times[times.len() / 2],
-        times[times.len() * 99 / 100],
-        times[times.len() - 1],
-        times.len(),
-        nodes
-    );
+    out
+}
 
-    // Pod churn: pods added to (and removed from) existing segment blocks.
-    let mut times = Vec::new();
-    let mut nodes = 0;
-    for k in 0..25usize {
-        let ns = k % 50;
-        let e = tessera_policy::model::Endpoint {
-            id: format!("ns{ns}/churn-{k}"),
-            namespace: format!("ns{ns}"),
-            name: format!("churn-{k}"),
-            labels: [("app".to_string(), APPS[k % APPS.len()].to_string()), ("tessera.io/segment".to_string(), "front".to_string())]
-                .into_iter()
-                .collect(),
-            segment: "front".into(),
-            ips: vec![format!("10.{}.1.{}", 60 + ns, 250 + k % 4).parse().expect("ip")],
-            named_ports: vec![],
-            host: Some(format!("node{}", k % 4)),
-        };
-        if compiler.cluster().endpoint_by_ip(e.ips[0]).is_some() {
-            continue;
-        }
-        let started = Instant::now();
-        nodes += compiler.upsert_endpoint(e).len();
-        nodes += compiler.remove_endpoint(&format!("ns{ns}/churn-{k}")).len();
-        times.push(started.elapsed().as_secs_f64() * 1000.0 / 2.0);
-    }
-    times.sort_by(f64::total_cmp);
-    if !times.is_empty() {
-        println!(
-            "incremental: a pod added or removed inside its segment's block: p50 {:.2} ms, max {:.2} ms over {} changes ({} node updates)",
-            times[times.len() / 2],
-            times[times.len() - 1],
-            times.len() * 2,
-            nodes
-        );
-    }
-
-    // The same churn where peers take whole namespaces: what segment compression is for.
-    let shape = Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: true };
-    let (inputs2, blocks2) = load(shape, 7);
-    let started = Instant::now();
-    let mut whole = Compiler::new(inputs2.cluster.clone(), blocks2, inputs2.policies.clone(), Options::default());
-    println!("  compiled (namespace-wide peers only) in {:.3} s", started.elapsed().as_secs_f64());
-    let ids: Vec<String> = whole.cluster().endpoints.keys().step_by(97).take(50).cloned().collect();
-    let mut times = Vec::new();
-    let mut nodes = 0;
-    for (k, id) in ids.iter().enumerate() {
-        let mut e = whole.cluster().endpoints[id].clone();
-        e.labels.insert("app".into(), APPS[(k + 1) % APPS.len()].into());
-        let own = e.host.clone();
-        let started = Instant::now();
-        nodes += whole.upsert_endpoint(e).into_iter().filter(|h| Some(h) != own.as_ref()).count();
-        times.push(started.elapsed().as_secs_f64() * 1000.0);
-    }
-    times.sort_by(f64::total_cmp);
-    println!(
-        "incremental, namespace-wide peers: one pod's labels change: p50 {:.2} ms, p99 {:.2} ms over {} changes ({} updates of other nodes)",
-        times[times.len() / 2],
-        times[times.len() * 99 / 100],
-        times.len(),
-        nodes
-    );
-    let mut times = Vec::new();
-    let mut nodes = 0;
+/// Add a pod inside an existing segment block, then remove it, 25 times.
+fn churn(compiler: &mut Compiler) -> Changes {
+    let mut out = Changes { times: Vec::new(), nodes: 0, other_nodes: 0 };
     for k in 0..25usize {
         let ns = k % 50;
         let id = format!("ns{ns}/churn-{k}");
@@ -138,47 +121,28 @@ fn main() {
             named_ports: vec![],
             host: Some(format!("node{}", k % 4)),
         };
-        if whole.cluster().endpoint_by_ip(e.ips[0]).is_some() {
+        if compiler.cluster().endpoint_by_ip(e.ips[0]).is_some() {
             continue;
         }
-        let started = Instant::now();
         let own = e.host.clone();
-        nodes += whole.upsert_endpoint(e).into_iter().filter(|h| Some(h) != own.as_ref()).count();
-        nodes += whole.remove_endpoint(&id).into_iter().filter(|h| Some(h) != own.as_ref()).count();
-        times.push(started.elapsed().as_secs_f64() * 1000.0 / 2.0);
+        timed(compiler, &mut out, own.clone(), |c| c.upsert_endpoint(e));
+        timed(compiler, &mut out, own, |c| c.remove_endpoint(&id));
     }
-    times.sort_by(f64::total_cmp);
-    if !times.is_empty() {
-        println!(
-            "incremental, namespace-wide peers: a pod added or removed inside its block: p50 {:.2} ms, max {:.2} ms over {} changes ({} updates of other nodes)",
-            times[times.len() / 2],
-            times[times.len() - 1],
-            times.len() * 2,
-            nodes
-        );
-    }
+    out
+}
 
-    // The ruleset of a node with 110 pods.
-    let node_rules: Vec<_> = compiler.rules().values().take(110).collect();
-    let started = Instant::now();
-    let ruleset = render(&node_rules);
+fn report(what: &str, mut c: Changes) {
+    c.times.sort_by(f64::total_cmp);
+    let at = |q: usize| c.times[(c.times.len() * q / 100).min(c.times.len() - 1)];
     println!(
-        "ruleset for a node with 110 pods: {} set/map elements, {} rules, {} KiB of nft text, rendered in {:.1} ms",
-        ruleset.set_elements,
-        ruleset.rules,
-        ruleset.text.len() / 1024,
-        started.elapsed().as_secs_f64() * 1000.0
+        "  incremental, {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} changes ({} node updates, {} of other nodes)",
+        at(50),
+        at(99),
+        at(100),
+        c.times.len(),
+        c.nodes,
+        c.other_nodes
     );
-    nft_load(&ruleset.text);
-
-    println!("simulate: 2000 pods, 500 policies, 4 ports");
-    let shape = Shape { namespaces: 20, pods: 2_000, policies: 500, cluster_policies: false, whole_segment_peers: false };
-    let (inputs, _) = load(shape, 11);
-    let probes: Vec<_> = ["tcp/80", "tcp/5432", "udp/53", "sctp/9000"].iter().map(|p| parse_probe(p).expect("probe")).collect();
-    let started = Instant::now();
-    let verdicts = simulate(&inputs, &[], &probes).expect("simulate");
-    let allowed = verdicts.iter().filter(|v| v.allowed).count();
-    println!("  {} verdicts ({allowed} allowed) in {:.2} s", verdicts.len(), started.elapsed().as_secs_f64());
 }
 
 /// Load the ruleset into a throwaway network namespace with `nft -f` and time it.
