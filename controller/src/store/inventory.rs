@@ -86,22 +86,14 @@ impl Store {
                     return Err(StoreError::Conflict(format!("host `{}` already exists", host.name)));
                 }
                 let topology = store.topology_in(tx).await?;
-                let counts: BTreeMap<String, i64> = sqlx::query("SELECT group_path, COUNT(*) AS n FROM hosts GROUP BY group_path")
-                    .fetch_all(&mut **tx)
-                    .await?
-                    .into_iter()
-                    .map(|r| Ok((r.try_get("group_path")?, r.try_get("n")?)))
-                    .collect::<Result<_>>()?;
                 let layout = &topology.layout;
-                let group =
-                    place_host(layout, &host.name, &host.labels, |g| counts.get(&layout.groups[g].path).copied().unwrap_or(0) as usize)
-                        .map_err(|e| StoreError::invalid("labels", e.to_string()))?;
+                let group = place(tx, layout, &host.name, &host.labels).await?;
                 let pinned = layout.static_host(&host.name).is_some();
                 sqlx::query(
                     "INSERT INTO hosts (name, group_path, ips, labels, pinned, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
                 )
                 .bind(&host.name)
-                .bind(&layout.groups[group].path)
+                .bind(&group)
                 .bind(to_json(&host.ips)?)
                 .bind(to_json(&host.labels)?)
                 .bind(i64::from(pinned))
@@ -143,16 +135,7 @@ impl Store {
                             format!("host `{name}` holds blocks in group {}, whose labels it would no longer carry; release its endpoints first", host.group),
                         ));
                     }
-                    let counts: BTreeMap<String, i64> = sqlx::query("SELECT group_path, COUNT(*) AS n FROM hosts WHERE name <> $1 GROUP BY group_path")
-                        .bind(&name)
-                        .fetch_all(&mut **tx)
-                        .await?
-                        .into_iter()
-                        .map(|r| Ok((r.try_get("group_path")?, r.try_get("n")?)))
-                        .collect::<Result<_>>()?;
-                    let g = place_host(layout, &name, &labels, |g| counts.get(&layout.groups[g].path).copied().unwrap_or(0) as usize)
-                        .map_err(|e| StoreError::invalid("labels", e.to_string()))?;
-                    layout.groups[g].path.clone()
+                    place(tx, layout, &name, &labels).await?
                 };
                 sqlx::query("UPDATE hosts SET ips = $1, labels = $2, group_path = $3, revision = revision + 1 WHERE name = $4")
                     .bind(to_json(&ips)?)
@@ -384,6 +367,20 @@ fn segment_from(r: &sqlx::any::AnyRow) -> Result<SegmentRecord> {
         labels: from_json(&r.try_get::<String, _>("labels")?)?,
         revision: r.try_get("revision")?,
     })
+}
+
+/// The leaf group for a host by the placement rule, counting every other host where it is now.
+async fn place(conn: &mut AnyConnection, layout: &tessera_topology::Layout, name: &str, labels: &Labels) -> Result<String> {
+    let counts: BTreeMap<String, i64> = sqlx::query("SELECT group_path, COUNT(*) AS n FROM hosts WHERE name <> $1 GROUP BY group_path")
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.try_get("group_path")?, r.try_get("n")?)))
+        .collect::<Result<_>>()?;
+    let group = place_host(layout, name, labels, |g| counts.get(&layout.groups[g].path).copied().unwrap_or(0) as usize)
+        .map_err(|e| StoreError::invalid("labels", e.to_string()))?;
+    Ok(layout.groups[group].path.clone())
 }
 
 /// The current revision of the row `query` selects, checked against `If-Match`.
