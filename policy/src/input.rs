@@ -1,9 +1,6 @@
 //! Reading policy inputs: YAML or JSON text holding several documents (`---`) and/or `kind: List`
 //! objects with `items`: Namespaces, Pods, Nodes, NetworkPolicies, native Tessera policies and
 //! Romana v2 policies. Every error names the file, the object and the field.
-
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -141,13 +138,4 @@ fn decode<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, PolicyErro
         let field = if path == "." || path == "?" { "document".to_string() } else { path };
         PolicyError::field(field, e.into_inner().to_string())
     })
-}
-
-/// Count objects by kind, for summaries.
-pub fn summary(inputs: &Inputs) -> BTreeMap<&'static str, usize> {
-    BTreeMap::from([
-        ("namespaces", inputs.cluster.namespaces.len()),
-        ("endpoints", inputs.cluster.endpoints.len()),
-        ("policies", inputs.policies.len()),
-    ])
 }

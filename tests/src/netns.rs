@@ -23,9 +23,10 @@ pub fn run_with_input(args: &[&str], input: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// True when this process may create network namespaces (root).
-pub fn can_create_namespaces() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+/// Fail clearly unless this process may create network namespaces (root; CI runs as root).
+pub fn require_root() {
+    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+    assert!(root, "this test needs root to create network namespaces (CI runs as root)");
 }
 
 #[derive(Debug)]

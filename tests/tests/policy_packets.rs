@@ -13,7 +13,7 @@ use tessera_policy::eval::Probe;
 use tessera_policy::model::Protocol;
 use tessera_policy::simulate::simulate;
 use tessera_policy::testgen::{Shape, cluster_yaml};
-use tessera_tests::netns::{Lab, can_create_namespaces, finish};
+use tessera_tests::netns::{Lab, finish, require_root};
 
 const EXTERNALS: [&str; 2] = ["192.0.2.7", "198.51.100.1"];
 const TCP_PORTS: [u16; 3] = [80, 5432, 8080];
@@ -119,9 +119,7 @@ fn check(label: &str, yaml: &str) {
 
 #[test]
 fn random_clusters_enforce_exactly_what_simulate_predicts() {
-    if !can_create_namespaces() {
-        panic!("this test needs root to create network namespaces (CI runs as root)");
-    }
+    require_root();
     let seeds: Vec<u64> = match std::env::var("TESSERA_PACKET_SEEDS") {
         Ok(s) => s.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
         Err(_) => (1..=8).collect(),
@@ -161,9 +159,7 @@ status: {podIP: 10.70.1.1}
 
 #[test]
 fn hand_written_cases_for_each_feature() {
-    if !can_create_namespaces() {
-        panic!("this test needs root to create network namespaces (CI runs as root)");
-    }
+    require_root();
     let cases = [
         (
             "named ports, endPort, SCTP and an ipBlock with except",
@@ -241,9 +237,7 @@ spec:
 /// The JSON rendering loads with `nft -j -f` into exactly the table the text rendering gives.
 #[test]
 fn json_and_text_renderings_load_identically() {
-    if !can_create_namespaces() {
-        panic!("this test needs root to create network namespaces (CI runs as root)");
-    }
+    require_root();
     for seed in [3u64, 4, 5] {
         let mut inputs = Inputs::default();
         let yaml = cluster_yaml(seed, Shape { namespaces: 3, pods: 8, policies: 6, cluster_policies: true, whole_segment_peers: false });
