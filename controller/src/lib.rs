@@ -1,7 +1,8 @@
 //! The Tessera controller: the composition root. It owns the store, serves the REST API and the
-//! metrics, and (in later work) distributes node state and reconciles route targets.
+//! metrics, and distributes node state to the agents.
 
 pub mod api;
+pub mod distribute;
 pub mod metrics;
 pub mod run;
 pub mod store;

@@ -4,14 +4,12 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use tessera_topology::{Format, parse_topology};
 
 use crate::api::{AppState, app};
-use crate::metrics::Metrics;
 use crate::store::{Role, Store};
 
 /// Tessera controller.
@@ -43,7 +41,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let store = Store::connect(&args.database_url).await.with_context(|| format!("opening the store at {}", args.database_url))?;
     bootstrap_token(&store, args.admin_token.as_deref()).await?;
     bootstrap_topology(&store, args.topology.as_deref(), args.no_demo).await?;
-    let state = AppState { store, metrics: Arc::new(Metrics::default()) };
+    let state = AppState::new(store).await.context("compiling the stored state")?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving the API");
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown()).await?;

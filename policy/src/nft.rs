@@ -8,6 +8,7 @@
 //! the opposite of the default. Established and related traffic (ICMP errors of allowed flows
 //! included) is accepted first, invalid traffic of endpoints dropped.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -25,6 +26,10 @@ pub struct NodeRuleset {
     pub text: String,
     /// The same as nftables JSON (`{"nftables": [...]}`), table creation included.
     pub json: Value,
+    /// The table with every set and map declared but empty, as `nft` text.
+    pub skeleton: String,
+    /// The elements of each set and map, by name, in `nft` element syntax.
+    pub sets: BTreeMap<String, Vec<String>>,
     pub set_elements: usize,
     pub rules: usize,
 }
@@ -126,10 +131,30 @@ fn verdict_word(v: Verdict, flip: bool) -> &'static str {
     }
 }
 
+/// The ruleset being written: text, skeleton, JSON commands and elements side by side.
+struct Out {
+    text: String,
+    skeleton: String,
+    cmds: Vec<Value>,
+    sets: BTreeMap<String, Vec<String>>,
+}
+
+impl Out {
+    fn push_str(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.skeleton.push_str(s);
+    }
+}
+
 /// Render the ruleset of the endpoints that live on one node.
 pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
-    let mut text = format!("table inet {TABLE} {{\n");
-    let mut cmds: Vec<Value> = vec![json!({"add": {"table": {"family": "inet", "name": TABLE}}})];
+    let header = format!("table inet {TABLE} {{\n");
+    let mut out = Out {
+        text: header.clone(),
+        skeleton: header,
+        cmds: vec![json!({"add": {"table": {"family": "inet", "name": TABLE}}})],
+        sets: BTreeMap::new(),
+    };
     let mut set_elements = 0;
     let mut rules = 0;
     let mut chain_rules: Vec<(String, Vec<(String, Value)>)> = Vec::new();
@@ -143,8 +168,7 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
             endpoints.iter().flat_map(|e| e.ips.iter().filter(|ip| Family::of(ip) == family).map(ToString::to_string)).collect();
         set_elements += locals.len();
         write_set(
-            &mut text,
-            &mut cmds,
+            &mut out,
             &format!("local{}", n.suffix),
             n.addr_type,
             false,
@@ -161,7 +185,7 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
                 let texts: Vec<String> = els.defaults.iter().map(|(l, v)| format!("{l} : {}", verdict_word(*v, flip))).collect();
                 let jsons: Vec<Value> = els.defaults.iter().map(|(l, v)| json!([l, {verdict_word(*v, flip): null}])).collect();
                 set_elements += texts.len();
-                write_map(&mut text, &mut cmds, &name, n.addr_type, &texts, jsons);
+                write_map(&mut out, &name, n.addr_type, &texts, jsons);
             }
             let ports_type = format!("{0} . {0} . inet_proto . inet_service", n.addr_type);
             let (mut t, mut j) = (Vec::new(), Vec::new());
@@ -172,7 +196,7 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
                 j.push(json!({"concat": [l, peer_json, proto, range_json(json!(r.service_first), json!(r.service_last))]}));
             }
             set_elements += t.len();
-            write_set(&mut text, &mut cmds, &format!("{p}_ports{s}"), &ports_type, true, &t, j);
+            write_set(&mut out, &format!("{p}_ports{s}"), &ports_type, true, &t, j);
 
             let icmp_type = format!("{0} . {0} . {1}_type . {1}_code", n.addr_type, if family == Family::V4 { "icmp" } else { "icmpv6" });
             let mut t = Vec::new();
@@ -189,7 +213,7 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
                 }
             }
             set_elements += t.len();
-            write_set(&mut text, &mut cmds, &format!("{p}_icmp{s}"), &icmp_type, true, &t, j);
+            write_set(&mut out, &format!("{p}_icmp{s}"), &icmp_type, true, &t, j);
 
             let proto_type = format!("{0} . {0} . inet_proto", n.addr_type);
             let (mut t, mut j) = (Vec::new(), Vec::new());
@@ -199,7 +223,7 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
                 j.push(json!({"concat": [l, peer_json, {"range": [0, 255]}]}));
             }
             set_elements += t.len();
-            write_set(&mut text, &mut cmds, &format!("{p}_proto{s}"), &proto_type, true, &t, j);
+            write_set(&mut out, &format!("{p}_proto{s}"), &proto_type, true, &t, j);
 
             // The side's chain: exceptions flip the endpoint's default, else the default.
             let chain = format!("{}{s}", if side == Side::Ingress { "ingress" } else { "egress" });
@@ -270,24 +294,24 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
         }
     }
     for (chain, body) in &chain_rules {
-        let _ = writeln!(text, "\tchain {chain} {{");
-        cmds.push(json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": chain}}}));
+        out.push_str(&format!("\tchain {chain} {{\n"));
+        out.cmds.push(json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": chain}}}));
         for (t, j) in body {
-            let _ = writeln!(text, "\t\t{t}");
-            cmds.push(json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": j}}}));
+            out.push_str(&format!("\t\t{t}\n"));
+            out.cmds.push(json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": j}}}));
             rules += 1;
         }
-        text.push_str("\t}\n");
+        out.push_str("\t}\n");
     }
-    text.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n");
-    cmds.push(json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}));
+    out.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n");
+    out.cmds.push(json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}));
     for (t, j) in &forward {
-        let _ = writeln!(text, "\t\t{t}");
-        cmds.push(json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": "forward", "expr": j}}}));
+        out.push_str(&format!("\t\t{t}\n"));
+        out.cmds.push(json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": "forward", "expr": j}}}));
         rules += 1;
     }
-    text.push_str("\t}\n}\n");
-    NodeRuleset { text, json: json!({"nftables": cmds}), set_elements, rules }
+    out.push_str("\t}\n}\n");
+    NodeRuleset { text: out.text, json: json!({"nftables": out.cmds}), skeleton: out.skeleton, sets: out.sets, set_elements, rules }
 }
 
 fn m(op: &str, left: Value, right: Value) -> Value {
@@ -298,38 +322,32 @@ fn ct_state() -> Value {
     json!({"ct": {"key": "state"}})
 }
 
-fn write_set(
-    text: &mut String,
-    cmds: &mut Vec<Value>,
-    name: &str,
-    kind: &str,
-    interval: bool,
-    elements: &[String],
-    json_elements: Vec<Value>,
-) {
+fn write_set(out: &mut Out, name: &str, kind: &str, interval: bool, elements: &[String], json_elements: Vec<Value>) {
     let flags = if interval { "\t\tflags interval\n" } else { "" };
-    let _ = write!(text, "\tset {name} {{\n\t\ttype {kind}\n{flags}");
-    write_elements(text, elements);
-    text.push_str("\t}\n");
+    out.push_str(&format!("\tset {name} {{\n\t\ttype {kind}\n{flags}"));
+    write_elements(&mut out.text, elements);
+    out.push_str("\t}\n");
+    out.sets.insert(name.to_string(), elements.to_vec());
     let types: Vec<&str> = kind.split(" . ").collect();
     let ty = if types.len() == 1 { json!(types[0]) } else { json!(types) };
     let mut set = json!({"family": "inet", "table": TABLE, "name": name, "type": ty});
     if interval {
         set["flags"] = json!(["interval"]);
     }
-    cmds.push(json!({"add": {"set": set}}));
+    out.cmds.push(json!({"add": {"set": set}}));
     if !json_elements.is_empty() {
-        cmds.push(json!({"add": {"element": {"family": "inet", "table": TABLE, "name": name, "elem": json_elements}}}));
+        out.cmds.push(json!({"add": {"element": {"family": "inet", "table": TABLE, "name": name, "elem": json_elements}}}));
     }
 }
 
-fn write_map(text: &mut String, cmds: &mut Vec<Value>, name: &str, kind: &str, elements: &[String], json_elements: Vec<Value>) {
-    let _ = write!(text, "\tmap {name} {{\n\t\ttype {kind} : verdict\n");
-    write_elements(text, elements);
-    text.push_str("\t}\n");
-    cmds.push(json!({"add": {"map": {"family": "inet", "table": TABLE, "name": name, "type": kind, "map": "verdict"}}}));
+fn write_map(out: &mut Out, name: &str, kind: &str, elements: &[String], json_elements: Vec<Value>) {
+    out.push_str(&format!("\tmap {name} {{\n\t\ttype {kind} : verdict\n"));
+    write_elements(&mut out.text, elements);
+    out.push_str("\t}\n");
+    out.sets.insert(name.to_string(), elements.to_vec());
+    out.cmds.push(json!({"add": {"map": {"family": "inet", "table": TABLE, "name": name, "type": kind, "map": "verdict"}}}));
     if !json_elements.is_empty() {
-        cmds.push(json!({"add": {"element": {"family": "inet", "table": TABLE, "name": name, "elem": json_elements}}}));
+        out.cmds.push(json!({"add": {"element": {"family": "inet", "table": TABLE, "name": name, "elem": json_elements}}}));
     }
 }
 

@@ -31,7 +31,7 @@ struct Reply {
 impl Api {
     async fn new(store: Store) -> Api {
         store.create_token("admin", Role::Admin, None, Some(ADMIN)).await.expect("admin token");
-        let router = app(AppState { store: store.clone(), metrics: Arc::new(Metrics::default()) });
+        let router = app(AppState::new(store.clone()).await.expect("app state"));
         Api { router, store }
     }
 

@@ -49,6 +49,7 @@ impl Caller {
         match self.0 {
             Principal::Admin | Principal::ReadOnly => Ok(()),
             Principal::Tenant(_) => Err(ApiError::forbidden("tenant tokens cannot read the infrastructure")),
+            Principal::Node(_) => Err(ApiError::forbidden("node tokens only read their own node's state")),
         }
     }
 
@@ -56,6 +57,7 @@ impl Caller {
         match &self.0 {
             Principal::Admin | Principal::ReadOnly => true,
             Principal::Tenant(t) => t == tenant,
+            Principal::Node(_) => false,
         }
     }
 
@@ -68,13 +70,30 @@ impl Caller {
             Principal::Admin => Ok(()),
             Principal::Tenant(t) if t == tenant => Ok(()),
             Principal::ReadOnly => Err(ApiError::forbidden("read-only token")),
-            Principal::Tenant(_) => Err(ApiError::forbidden(format!("this token cannot change tenant `{tenant}`"))),
+            Principal::Tenant(_) | Principal::Node(_) => Err(ApiError::forbidden(format!("this token cannot change tenant `{tenant}`"))),
+        }
+    }
+
+    /// The agent of `node` (or an admin) may register and release endpoints placed on it.
+    pub fn is_node(&self, node: &str) -> bool {
+        matches!(&self.0, Principal::Node(n) if n == node)
+    }
+
+    /// A node's state and acks: its own agent, admins, and (reading) read tokens.
+    pub fn require_node_read(&self, node: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            Principal::Admin | Principal::ReadOnly => Ok(()),
+            Principal::Node(n) if n == node => Ok(()),
+            _ => Err(ApiError::forbidden(format!("this token cannot read the state of node `{node}`"))),
         }
     }
 
     /// The tenant a list is filtered to: the one asked for, and for a tenant token always its
     /// own (asking for another is refused).
     pub fn tenant_filter(&self, asked: Option<&str>) -> Result<Option<String>, ApiError> {
+        if let Principal::Node(_) = self.0 {
+            return Err(ApiError::forbidden("node tokens only read their own node's state"));
+        }
         match (self.tenant_scope(), asked) {
             (Some(scope), Some(asked)) if scope != asked => Err(ApiError::forbidden(format!("this token cannot access tenant `{asked}`"))),
             (Some(scope), _) => Ok(Some(scope.to_string())),

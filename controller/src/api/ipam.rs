@@ -44,10 +44,15 @@ pub async fn create_endpoint(
     caller: Caller,
     JsonBody(body): JsonBody<NewEndpointBody>,
 ) -> ApiResult<Response> {
-    caller.require_tenant_write(&body.tenant)?;
+    if !caller.is_node(&body.host) {
+        caller.require_tenant_write(&body.tenant)?;
+    }
     validate_labels("labels", &body.labels).map_err(|e| ApiError::invalid(e.field, e.message))?;
     let new = NewEndpoint { id: body.id, tenant: body.tenant, segment: body.segment, host: body.host, labels: body.labels };
     let (endpoint, created) = state.store.allocate(new).await?;
+    if created {
+        state.dist.endpoint_changed(&endpoint.id).await?;
+    }
     state.metrics.allocations.inc();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, etag(endpoint.revision), Json(EndpointView::from(endpoint))).into_response())
@@ -57,7 +62,7 @@ pub async fn create_endpoint(
 pub async fn get_endpoint(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let endpoint = state.store.endpoint(&id).await?;
     // Another tenant's endpoint is reported as absent: ids must not leak across tenants.
-    if !caller.can_read_tenant(&endpoint.tenant) {
+    if !caller.can_read_tenant(&endpoint.tenant) && !caller.is_node(&endpoint.host) {
         return Err(ApiError::not_found(format!("endpoint `{id}` not found")));
     }
     Ok((etag(endpoint.revision), Json(EndpointView::from(endpoint))).into_response())
@@ -67,6 +72,7 @@ pub async fn get_endpoint(State(state): State<AppState>, caller: Caller, Path(id
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", responses((status = 204), (status = 403, body = ErrorBody)))]
 pub async fn delete_endpoint(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     match state.store.endpoint(&id).await {
+        Ok(endpoint) if caller.is_node(&endpoint.host) => {}
         Ok(endpoint) if !caller.can_read_tenant(&endpoint.tenant) => {
             return Err(ApiError::not_found(format!("endpoint `{id}` not found")));
         }
@@ -75,6 +81,7 @@ pub async fn delete_endpoint(State(state): State<AppState>, caller: Caller, Path
         Err(e) => return Err(e.into()),
     }
     if state.store.release(&id).await?.is_some() {
+        state.dist.endpoint_changed(&id).await?;
         state.metrics.releases.inc();
     }
     Ok(StatusCode::NO_CONTENT)

@@ -7,6 +7,8 @@ mod error;
 mod extract;
 mod inventory;
 mod ipam;
+mod nodes;
+mod policies;
 mod policy;
 mod system;
 mod topology;
@@ -20,14 +22,24 @@ use utoipa::OpenApi;
 
 pub use error::{ApiError, ErrorBody};
 
+use crate::distribute::Distributor;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    pub dist: Distributor,
+}
+
+impl AppState {
+    /// Compile the stored state and get ready to serve.
+    pub async fn new(store: Store) -> Result<AppState, StoreError> {
+        let dist = Distributor::start(store.clone()).await?;
+        Ok(AppState { store, metrics: Arc::new(Metrics::default()), dist })
+    }
 }
 
 /// The whole HTTP surface.
@@ -36,6 +48,11 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(system::openapi))
         .route("/policy/simulate", axum::routing::post(policy::simulate_handler))
         .route("/policy/explain", axum::routing::post(policy::explain_handler))
+        .route("/policies", get(policies::list_policies).post(policies::put_policies))
+        .route("/policies/{*id}", get(policies::get_policy).delete(policies::delete_policy))
+        .route("/nodes", get(nodes::list_nodes))
+        .route("/nodes/{node}/state", get(nodes::node_state))
+        .route("/nodes/{node}/ack", axum::routing::post(nodes::ack))
         .route("/topology", get(topology::get_topology).put(topology::put_topology))
         .route("/networks", get(topology::list_networks))
         .route("/routes", get(topology::get_routes))
@@ -75,6 +92,8 @@ pub fn app(state: AppState) -> Router {
         ipam::list_blocks, ipam::list_endpoints, ipam::create_endpoint, ipam::get_endpoint, ipam::delete_endpoint,
         system::list_tokens, system::create_token, system::delete_token,
         policy::simulate_handler, policy::explain_handler,
+        policies::list_policies, policies::get_policy, policies::put_policies, policies::delete_policy,
+        nodes::list_nodes, nodes::node_state, nodes::ack,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -52,12 +52,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 }
 
 fn token_view(t: TokenRecord, secret: Option<String>) -> TokenView {
-    let role = match t.role {
-        Role::Admin => "admin",
-        Role::Read => "read",
-        Role::Tenant => "tenant",
-    };
-    TokenView { id: t.id, name: t.name, role: role.into(), tenant: t.tenant, created_at: t.created_at, token: secret }
+    TokenView { id: t.id, name: t.name, role: t.role.as_str().into(), tenant: t.tenant, node: t.node, created_at: t.created_at, token: secret }
 }
 
 #[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [TokenView]), (status = 403, body = ErrorBody)))]
@@ -74,11 +69,20 @@ pub async fn create_token(State(state): State<AppState>, caller: Caller, JsonBod
         "admin" => Role::Admin,
         "read" => Role::Read,
         "tenant" => Role::Tenant,
+        "node" => Role::Node,
         other => {
-            return Err(ApiError::invalid("role", format!("`{other}` is not one of admin, read, tenant")));
+            return Err(ApiError::invalid("role", format!("`{other}` is not one of admin, read, tenant, node")));
         }
     };
-    let created = state.store.create_token(&body.name, role, body.tenant.as_deref(), None).await?;
+    let scope = match role {
+        Role::Node => body.node.as_deref(),
+        _ if body.node.is_some() => return Err(ApiError::invalid("node", "only node tokens name a node")),
+        _ => body.tenant.as_deref(),
+    };
+    if role == Role::Node && body.tenant.is_some() {
+        return Err(ApiError::invalid("tenant", "a node token names a node, not a tenant"));
+    }
+    let created = state.store.create_token(&body.name, role, scope, None).await?;
     Ok((StatusCode::CREATED, Json(token_view(created.record, Some(created.token)))).into_response())
 }
 

@@ -107,6 +107,9 @@ pub async fn put_topology(
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "the document is not UTF-8"))?;
     let spec = parse_topology(text, format).map_err(|e| ApiError::invalid(e.field, e.message))?;
     let (plan, revision) = state.store.apply_topology(spec, if_match, query.dry_run).await?;
+    if revision.is_some() && !query.dry_run {
+        state.dist.rebuild().await?;
+    }
     let plan_json = serde_json::to_value(&plan).map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?;
     if !query.dry_run && revision.is_none() {
         let reasons: Vec<String> = plan.refusals.iter().map(|r| format!("{}: {}", r.subject, r.message)).collect();

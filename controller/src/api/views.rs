@@ -224,10 +224,12 @@ pub struct EndpointView {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTokenBody {
     pub name: String,
-    /// `admin`, `read` or `tenant`.
+    /// `admin`, `read`, `tenant` or `node`.
     pub role: String,
     /// Required for (and only for) tenant tokens.
     pub tenant: Option<String>,
+    /// Required for (and only for) node tokens: the host whose agent uses it.
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -237,6 +239,8 @@ pub struct TokenView {
     pub name: String,
     pub role: String,
     pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub created_at: i64,
     /// Only in the answer to the creation: the secret is not stored.
     #[serde(skip_serializing_if = "Option::is_none")]

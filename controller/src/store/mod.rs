@@ -6,6 +6,7 @@
 
 mod inventory;
 mod ipam;
+mod policies;
 mod tokens;
 mod topology;
 
@@ -18,6 +19,7 @@ use sqlx::{Any, AnyPool, Transaction};
 
 pub use inventory::{DEFAULT_SEGMENT, HostRecord, NewHost, SegmentRecord, TenantRecord};
 pub use ipam::{BlockFilter, BlockRecord, EndpointRecord, NewEndpoint};
+pub use policies::{NewPolicy, PolicyRecord};
 pub use tokens::{NewToken, Principal, Role, TokenRecord};
 pub use topology::TopologyRecord;
 
@@ -173,7 +175,11 @@ impl Store {
     }
 }
 
-/// Seconds since the epoch, for created/updated columns.
+/// Seconds since the epoch, for created/updated columns and last-seen times.
+pub fn unix_now() -> i64 {
+    now()
+}
+
 fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

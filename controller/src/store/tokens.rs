@@ -17,14 +17,17 @@ pub enum Role {
     Admin,
     Read,
     Tenant,
+    /// A node agent: reads its own node's state, acks it, and registers endpoints on its node.
+    Node,
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Read => "read",
             Role::Tenant => "tenant",
+            Role::Node => "node",
         }
     }
 }
@@ -35,6 +38,7 @@ pub enum Principal {
     Admin,
     ReadOnly,
     Tenant(String),
+    Node(String),
 }
 
 /// A token as listed (never with its secret).
@@ -44,6 +48,7 @@ pub struct TokenRecord {
     pub name: String,
     pub role: Role,
     pub tenant: Option<String>,
+    pub node: Option<String>,
     pub created_at: i64,
 }
 
@@ -66,17 +71,23 @@ fn random_string(len: usize) -> String {
 }
 
 impl Store {
-    /// Create a token; `secret` lets an operator supply one (the bootstrap admin token).
-    pub async fn create_token(&self, name: &str, role: Role, tenant: Option<&str>, secret: Option<&str>) -> Result<NewToken> {
-        match (role, tenant) {
-            (Role::Tenant, None) => {
-                return Err(StoreError::invalid("tenant", "a tenant token must name its tenant"));
-            }
+    /// Create a token; `scope` is the tenant of a tenant token and the node of a node token;
+    /// `secret` lets an operator supply one (the bootstrap admin token).
+    pub async fn create_token(&self, name: &str, role: Role, scope: Option<&str>, secret: Option<&str>) -> Result<NewToken> {
+        let (mut tenant, mut node) = (None, None);
+        match (role, scope) {
+            (Role::Tenant, None) => return Err(StoreError::invalid("tenant", "a tenant token must name its tenant")),
+            (Role::Node, None) => return Err(StoreError::invalid("node", "a node token must name its node")),
             (Role::Admin | Role::Read, Some(_)) => {
-                return Err(StoreError::invalid("tenant", "only tenant tokens name a tenant"));
+                return Err(StoreError::invalid("tenant", "only tenant and node tokens have a scope"));
             }
             (Role::Tenant, Some(t)) => {
                 self.tenant(t).await.map_err(|_| StoreError::invalid("tenant", format!("tenant `{t}` does not exist")))?;
+                tenant = Some(t);
+            }
+            (Role::Node, Some(n)) => {
+                self.host(n).await.map_err(|_| StoreError::invalid("node", format!("host `{n}` does not exist")))?;
+                node = Some(n);
             }
             _ => {}
         }
@@ -92,41 +103,45 @@ impl Store {
             None => format!("tsr_{id}_{}", random_string(32)),
         };
         let created_at = now();
-        sqlx::query("INSERT INTO tokens (id, hash, role, tenant, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO tokens (id, hash, role, tenant, node, name, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&id)
             .bind(hash(&token))
             .bind(role.as_str())
             .bind(tenant)
+            .bind(node)
             .bind(name)
             .bind(created_at)
             .execute(&self.pool)
             .await?;
-        let record = TokenRecord { id, name: name.into(), role, tenant: tenant.map(String::from), created_at };
+        let record = TokenRecord { id, name: name.into(), role, tenant: tenant.map(String::from), node: node.map(String::from), created_at };
         Ok(NewToken { record, token })
     }
 
     /// The principal a bearer token stands for, if any.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>> {
-        let row = sqlx::query("SELECT role, tenant FROM tokens WHERE hash = $1").bind(hash(token)).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT role, tenant, node FROM tokens WHERE hash = $1").bind(hash(token)).fetch_optional(&self.pool).await?;
         let Some(row) = row else { return Ok(None) };
         let role: String = row.try_get("role")?;
         let tenant: Option<String> = row.try_get("tenant")?;
-        Ok(Some(match (role.as_str(), tenant) {
-            ("admin", _) => Principal::Admin,
-            ("read", _) => Principal::ReadOnly,
-            ("tenant", Some(t)) => Principal::Tenant(t),
+        let node: Option<String> = row.try_get("node")?;
+        Ok(Some(match (role.as_str(), tenant, node) {
+            ("admin", _, _) => Principal::Admin,
+            ("read", _, _) => Principal::ReadOnly,
+            ("tenant", Some(t), _) => Principal::Tenant(t),
+            ("node", _, Some(n)) => Principal::Node(n),
             _ => return Err(StoreError::Corrupt(format!("token role `{role}`"))),
         }))
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
         let rows =
-            sqlx::query("SELECT id, name, role, tenant, created_at FROM tokens ORDER BY created_at, id").fetch_all(&self.pool).await?;
+            sqlx::query("SELECT id, name, role, tenant, node, created_at FROM tokens ORDER BY created_at, id").fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 let role = match r.try_get::<String, _>("role")?.as_str() {
                     "admin" => Role::Admin,
                     "read" => Role::Read,
+                    "node" => Role::Node,
                     _ => Role::Tenant,
                 };
                 Ok(TokenRecord {
@@ -134,6 +149,7 @@ impl Store {
                     name: r.try_get("name")?,
                     role,
                     tenant: r.try_get("tenant")?,
+                    node: r.try_get("node")?,
                     created_at: r.try_get("created_at")?,
                 })
             })

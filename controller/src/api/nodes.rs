@@ -1,0 +1,121 @@
+//! Node state distribution: each agent watches its own node's state (NDJSON stream, resumable
+//! by generation) and acks what it applied; operators read every node's status.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tessera_agent_api::{Ack, NodeState, NodeStatus};
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{JsonBody, QueryParams};
+use crate::distribute::{NodeChannel, WatchGuard};
+
+/// A blank line is sent this often on an idle watch, so both ends notice a dead connection.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    /// Keep the connection open and send every new state, one JSON document per line.
+    #[serde(default)]
+    pub watch: bool,
+    /// The generation the agent already has: it is not sent again.
+    pub since: Option<u64>,
+}
+
+/// Every node's distribution status: desired and applied generation, lag, last error, last seen.
+#[utoipa::path(get, path = "/v1/nodes", responses((status = 200, body = [Object]), (status = 403, body = ErrorBody)))]
+pub async fn list_nodes(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<NodeStatus>>> {
+    caller.require_infra_read()?;
+    Ok(Json(state.dist.status()))
+}
+
+fn channel(state: &AppState, node: &str) -> ApiResult<Arc<NodeChannel>> {
+    state.dist.node(node).ok_or_else(|| ApiError::not_found(format!("node `{node}` is not a host of the topology")))
+}
+
+/// One node's state; with `watch=true`, a stream of its states (NDJSON) that starts with the
+/// current one unless it is generation `since`.
+#[utoipa::path(get, path = "/v1/nodes/{node}/state", params(StateQuery), responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn node_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node): Path<String>,
+    QueryParams(q): QueryParams<StateQuery>,
+) -> ApiResult<Response> {
+    caller.require_node_read(&node)?;
+    let channel = channel(&state, &node)?;
+    if !q.watch {
+        channel.seen();
+        return Ok(Json(channel.current()).into_response());
+    }
+    let watch = Watch { rx: channel.subscribe(), _guard: channel.watching(), channel, since: q.since, started: false };
+    let stream = futures_util::stream::unfold(watch, |mut w| async move {
+        let line = w.next().await?;
+        Some((Ok::<Bytes, Infallible>(line), w))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")], Body::from_stream(stream)).into_response())
+}
+
+struct Watch {
+    rx: tokio::sync::watch::Receiver<Arc<NodeState>>,
+    channel: Arc<NodeChannel>,
+    _guard: WatchGuard,
+    since: Option<u64>,
+    started: bool,
+}
+
+impl Watch {
+    /// The next line to send: a state, or a heartbeat. `None` ends the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        if !self.started {
+            self.started = true;
+            let current = self.rx.borrow_and_update().clone();
+            if self.since != Some(current.generation) {
+                return Some(line(&current));
+            }
+        }
+        match tokio::time::timeout(HEARTBEAT, self.rx.changed()).await {
+            Ok(Ok(())) => {
+                let current = self.rx.borrow_and_update().clone();
+                Some(line(&current))
+            }
+            // The node was removed from the topology.
+            Ok(Err(_)) => None,
+            Err(_) => {
+                self.channel.seen();
+                Some(Bytes::from_static(b"\n"))
+            }
+        }
+    }
+}
+
+fn line(state: &NodeState) -> Bytes {
+    let mut out = serde_json::to_vec(state).unwrap_or_default();
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+/// An agent reports the generation it applied, or why it could not.
+#[utoipa::path(post, path = "/v1/nodes/{node}/ack", request_body = Object, responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn ack(State(state): State<AppState>, caller: Caller, Path(node): Path<String>, JsonBody(ack): JsonBody<Ack>) -> ApiResult<StatusCode> {
+    if !caller.is_node(&node) {
+        caller.require_admin()?;
+    }
+    channel(&state, &node)?;
+    state.dist.ack(&node, &ack).map_err(|m| ApiError::invalid("generation", m))?;
+    if let Some(error) = &ack.error {
+        tracing::warn!(%node, generation = ack.generation, %error, "agent could not apply its state");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,146 @@
+//! Stored policies: NetworkPolicy, TesseraPolicy, TesseraClusterPolicy and Romana documents,
+//! validated by the policy engine before anything is stored, then compiled and distributed.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::IfMatch;
+use crate::distribute::read_policy_documents;
+use crate::store::{NewPolicy, PolicyRecord};
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyView {
+    /// The engine's id, for example `NetworkPolicy web/allow-frontend`.
+    pub id: String,
+    pub tenant: Option<String>,
+    pub revision: i64,
+    #[schema(value_type = Object)]
+    pub document: serde_json::Value,
+}
+
+impl From<PolicyRecord> for PolicyView {
+    fn from(r: PolicyRecord) -> PolicyView {
+        PolicyView { id: r.id, tenant: r.tenant, revision: r.revision, document: r.document }
+    }
+}
+
+/// Policies the caller may read.
+#[utoipa::path(get, path = "/v1/policies", responses((status = 200, body = [PolicyView])))]
+pub async fn list_policies(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<PolicyView>>> {
+    caller.tenant_filter(None)?;
+    let list = state.store.policies().await?;
+    Ok(Json(list.into_iter().filter(|p| readable(&caller, p)).map(PolicyView::from).collect()))
+}
+
+fn readable(caller: &Caller, p: &PolicyRecord) -> bool {
+    match &p.tenant {
+        Some(t) => caller.can_read_tenant(t),
+        None => caller.tenant_scope().is_none(),
+    }
+}
+
+/// `NetworkPolicy/web/deny-all` in a URL stands for the id `NetworkPolicy web/deny-all`.
+fn id_from_path(path: &str) -> String {
+    if path.contains(' ') { path.to_string() } else { path.replacen('/', " ", 1) }
+}
+
+#[utoipa::path(get, path = "/v1/policies/{id}", responses((status = 200, body = PolicyView), (status = 404, body = ErrorBody)))]
+pub async fn get_policy(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<PolicyView>> {
+    let id = id_from_path(&id);
+    caller.tenant_filter(None)?;
+    let p = state.store.policy(&id).await?;
+    if !readable(&caller, &p) {
+        return Err(ApiError::not_found(format!("policy `{id}` not found")));
+    }
+    Ok(Json(p.into()))
+}
+
+/// Create or replace policies: YAML or JSON text, several documents (`---`) and/or `kind: List`.
+/// All are validated first; on any error nothing is stored.
+#[utoipa::path(post, path = "/v1/policies", request_body(content = String, content_type = "application/yaml"), responses((status = 200, body = [PolicyView]), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn put_policies(State(state): State<AppState>, caller: Caller, body: Bytes) -> ApiResult<Json<Vec<PolicyView>>> {
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "not UTF-8 text"))?;
+    let mut staged: Vec<NewPolicy> = Vec::new();
+    for (i, doc) in documents(text)?.into_iter().enumerate() {
+        let origin = format!("document {}", i + 1);
+        let read = read_policy_documents(&origin, &doc).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        let Some(first) = read.policies.first() else {
+            return Err(ApiError::invalid("body", format!("{origin}: defines no policy")));
+        };
+        let tenant = tenant_of(&doc, &origin)?;
+        match &tenant {
+            Some(t) => caller.require_tenant_write(t)?,
+            None => caller.require_admin().map_err(|_| ApiError::forbidden(format!("{origin}: cluster-scoped policies need an admin token")))?,
+        }
+        if staged.iter().any(|p| p.id == first.id) {
+            return Err(ApiError::invalid("body", format!("{origin}: {} is defined twice", first.id)));
+        }
+        staged.push(NewPolicy { id: first.id.clone(), tenant, document: doc });
+    }
+    if staged.is_empty() {
+        return Err(ApiError::invalid("body", "no policy documents"));
+    }
+    let ids: Vec<String> = staged.iter().map(|p| p.id.clone()).collect();
+    let stored = state.store.put_policies(staged).await?;
+    state.dist.policies_changed(&ids).await?;
+    Ok(Json(stored.into_iter().map(PolicyView::from).collect()))
+}
+
+#[utoipa::path(delete, path = "/v1/policies/{id}", responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_policy(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, IfMatch(if_match): IfMatch) -> ApiResult<StatusCode> {
+    let id = id_from_path(&id);
+    caller.tenant_filter(None)?;
+    let p = state.store.policy(&id).await?;
+    if !readable(&caller, &p) {
+        return Err(ApiError::not_found(format!("policy `{id}` not found")));
+    }
+    match &p.tenant {
+        Some(t) => caller.require_tenant_write(t)?,
+        None => caller.require_admin()?,
+    }
+    state.store.delete_policy(&id, if_match).await?;
+    state.dist.policies_changed(&[id]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The documents of a body, `kind: List` items included, as JSON values.
+fn documents(text: &str) -> ApiResult<Vec<serde_json::Value>> {
+    use serde::Deserialize as _;
+    let mut out = Vec::new();
+    for (d, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| ApiError::bad_request("body", format!("document {}: not valid YAML or JSON: {e}", d + 1)))?;
+        if value.is_null() {
+            continue;
+        }
+        let json = serde_json::to_value(&value).map_err(|e| ApiError::bad_request("body", format!("document {}: {e}", d + 1)))?;
+        if json.get("kind").and_then(|k| k.as_str()) == Some("List") {
+            out.extend(json.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default());
+        } else {
+            out.push(json);
+        }
+    }
+    Ok(out)
+}
+
+/// The tenant a document belongs to (`None`: cluster-scoped). Only policy kinds are accepted.
+fn tenant_of(doc: &serde_json::Value, origin: &str) -> ApiResult<Option<String>> {
+    let kind = doc.get("kind").and_then(|k| k.as_str());
+    match kind {
+        Some("NetworkPolicy" | "TesseraPolicy") => {
+            let ns = doc.pointer("/metadata/namespace").and_then(|n| n.as_str());
+            ns.map(|n| Some(n.to_string()))
+                .ok_or_else(|| ApiError::invalid("metadata.namespace", format!("{origin}: a stored {} must name its namespace", kind.unwrap_or_default())))
+        }
+        Some("TesseraClusterPolicy") | None => Ok(None),
+        Some(other) => Err(ApiError::invalid("kind", format!("{origin}: `{other}` is not a policy (NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, or a Romana policy)"))),
+    }
+}

@@ -1,0 +1,188 @@
+//! The compiled model behind the node states: store records in, per-node states out.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use tessera_agent_api::{LocalEndpoint, NodeState, Route, Ruleset};
+use tessera_policy::compile::Options;
+use tessera_policy::compiler::Compiler;
+use tessera_policy::model::{Cluster, Endpoint, Namespace, Policy};
+use tessera_policy::{Inputs, nft};
+use tessera_topology::plan::{BlockInfo, HostInfo};
+use tessera_topology::plan_routes;
+
+use crate::store::{BlockFilter, EndpointRecord, PolicyRecord, Store, StoreError};
+
+/// One stored policy document, read by the engine: it may define several policies (Romana).
+#[derive(Debug, Clone)]
+pub struct PolicyDocument {
+    pub policies: Vec<Policy>,
+}
+
+/// Read a stored (or about to be stored) policy document.
+pub fn read_policy_documents(origin: &str, document: &serde_json::Value) -> Result<PolicyDocument, tessera_policy::PolicyError> {
+    let mut inputs = Inputs::default();
+    inputs.add_text(origin, &document.to_string())?;
+    Ok(PolicyDocument { policies: inputs.policies })
+}
+
+#[derive(Debug)]
+pub(super) struct Model {
+    compiler: Compiler,
+    pub(super) hosts: BTreeMap<String, Vec<IpAddr>>,
+    pub(super) endpoints: BTreeMap<String, EndpointRecord>,
+    /// Blocks of each `tenant/segment`, as the compiler was given them.
+    segment_blocks: BTreeMap<String, Vec<IpNet>>,
+    /// Engine policy ids of each stored policy document.
+    documents: BTreeMap<String, Vec<String>>,
+    routes: BTreeMap<String, Vec<Route>>,
+}
+
+fn endpoint(e: &EndpointRecord) -> Endpoint {
+    Endpoint {
+        id: e.id.clone(),
+        namespace: e.tenant.clone(),
+        name: e.id.clone(),
+        labels: e.labels.clone(),
+        segment: e.segment.clone(),
+        ips: e.ips.clone(),
+        named_ports: Vec::new(),
+        host: Some(e.host.clone()),
+    }
+}
+
+impl Model {
+    pub(super) async fn load(store: &Store) -> Result<Model, StoreError> {
+        let topology = store.topology().await?;
+        let hosts = store.hosts().await?;
+        let tenants = store.tenants().await?;
+        let endpoints = store.endpoints(None, None).await?;
+        let blocks = store.blocks(BlockFilter::default()).await?;
+        let stored_policies = store.policies().await?;
+
+        let mut cluster = Cluster::default();
+        for t in &tenants {
+            cluster.namespaces.insert(t.name.clone(), Namespace::new(&t.name, t.labels.clone()));
+        }
+        for e in &endpoints {
+            cluster.endpoints.insert(e.id.clone(), endpoint(e));
+        }
+        for h in &hosts {
+            cluster.hosts.insert(h.name.clone(), h.ips.clone());
+        }
+        let mut segment_blocks: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+        for b in &blocks {
+            if let (Some(t), Some(s)) = (&b.tenant, &b.segment) {
+                segment_blocks.entry(format!("{t}/{s}")).or_default().push(b.cidr);
+            }
+        }
+        let mut policies = Vec::new();
+        let mut documents = BTreeMap::new();
+        for record in &stored_policies {
+            let doc = read_stored(record)?;
+            documents.insert(record.id.clone(), doc.policies.iter().map(|p| p.id.clone()).collect());
+            policies.extend(doc.policies);
+        }
+
+        let layout = &topology.layout;
+        let host_infos: Vec<HostInfo> = hosts
+            .iter()
+            .filter_map(|h| layout.group_by_path(&h.group).map(|g| HostInfo { name: h.name.clone(), group: g.id, ips: h.ips.clone() }))
+            .collect();
+        let block_infos: Vec<BlockInfo> =
+            blocks.iter().filter_map(|b| b.host.clone().map(|host| BlockInfo { cidr: b.cidr, host })).collect();
+        let plan = plan_routes(layout, &host_infos, &block_infos, None).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let routes = plan
+            .host_routes
+            .into_iter()
+            .map(|(host, list)| (host, list.into_iter().map(|r| Route { destination: r.dst, via: r.via }).collect()))
+            .collect();
+
+        let compiler = Compiler::new(cluster, segment_blocks.clone(), policies, Options::default());
+        Ok(Model {
+            compiler,
+            hosts: hosts.into_iter().map(|h| (h.name, h.ips)).collect(),
+            endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            segment_blocks,
+            documents,
+            routes,
+        })
+    }
+
+    /// Whether the blocks of `tenant/segment` in the store differ from the compiled ones.
+    pub(super) async fn segment_blocks_changed(&self, store: &Store, tenant: &str, segment: &str) -> Result<bool, StoreError> {
+        let filter = BlockFilter { host: None, tenant: Some(tenant), segment: Some(segment) };
+        let mut now: Vec<IpNet> = store.blocks(filter).await?.into_iter().map(|b| b.cidr).collect();
+        let mut before = self.segment_blocks.get(&format!("{tenant}/{segment}")).cloned().unwrap_or_default();
+        now.sort();
+        before.sort();
+        Ok(now != before)
+    }
+
+    /// Nodes whose state may have changed.
+    pub(super) fn apply_endpoint(&mut self, id: &str, record: Option<EndpointRecord>) -> BTreeSet<String> {
+        let mut hosts: BTreeSet<String> = self.endpoints.get(id).map(|e| e.host.clone()).into_iter().collect();
+        match record {
+            Some(r) => {
+                hosts.insert(r.host.clone());
+                hosts.extend(self.compiler.upsert_endpoint(endpoint(&r)));
+                self.endpoints.insert(id.to_string(), r);
+            }
+            None => {
+                hosts.extend(self.compiler.remove_endpoint(id));
+                self.endpoints.remove(id);
+            }
+        }
+        hosts
+    }
+
+    /// Replace the policies of one stored document (`None`: it was deleted).
+    pub(super) fn apply_policy(&mut self, id: &str, record: Option<&PolicyRecord>) -> Result<BTreeSet<String>, StoreError> {
+        let mut hosts = BTreeSet::new();
+        let new = match record {
+            Some(r) => read_stored(r)?.policies,
+            None => Vec::new(),
+        };
+        let new_ids: BTreeSet<&str> = new.iter().map(|p| p.id.as_str()).collect();
+        for old in self.documents.remove(id).unwrap_or_default() {
+            if !new_ids.contains(old.as_str()) {
+                hosts.extend(self.compiler.remove_policy(&old));
+            }
+        }
+        if record.is_some() {
+            self.documents.insert(id.to_string(), new.iter().map(|p| p.id.clone()).collect());
+        }
+        for p in new {
+            hosts.extend(self.compiler.upsert_policy(p));
+        }
+        Ok(hosts)
+    }
+
+    /// The state of one node (generation and digest left for the caller) and its digest.
+    pub(super) fn node_state(&self, host: &str) -> (NodeState, String) {
+        let rendered = nft::render(&self.compiler.node_rules(host));
+        let endpoints = self
+            .endpoints
+            .values()
+            .filter(|e| e.host == host)
+            .map(|e| LocalEndpoint { id: e.id.clone(), tenant: e.tenant.clone(), segment: e.segment.clone(), ips: e.ips.clone() })
+            .collect();
+        let mut state = NodeState {
+            node: host.to_string(),
+            generation: 0,
+            digest: String::new(),
+            endpoints,
+            ruleset: Ruleset { skeleton: rendered.skeleton, sets: rendered.sets, rules: rendered.rules },
+            routes: self.routes.get(host).cloned().unwrap_or_default(),
+        };
+        state.routes.sort();
+        let digest = hex::encode(Sha256::digest(serde_json::to_vec(&state).unwrap_or_default()));
+        (state, digest)
+    }
+}
+
+fn read_stored(record: &PolicyRecord) -> Result<PolicyDocument, StoreError> {
+    read_policy_documents(&format!("stored policy `{}`", record.id), &record.document).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

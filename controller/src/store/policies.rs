@@ -1,0 +1,142 @@
+//! Stored policies (their source documents) and the generations of node states.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use super::{Result, Store, StoreError, from_json, now, to_json};
+
+/// A policy document as stored: the engine re-reads `document` on every start, so what is
+/// stored is exactly what was validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub id: String,
+    /// The owning tenant; `None` for cluster-scoped policies.
+    pub tenant: Option<String>,
+    pub document: serde_json::Value,
+    pub revision: i64,
+    pub created_at: i64,
+}
+
+/// A policy to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPolicy {
+    pub id: String,
+    pub tenant: Option<String>,
+    pub document: serde_json::Value,
+}
+
+fn record(row: &sqlx::any::AnyRow) -> Result<PolicyRecord> {
+    Ok(PolicyRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        document: from_json(&row.try_get::<String, _>("document")?)?,
+        revision: row.try_get("revision")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Store {
+    pub async fn policies(&self) -> Result<Vec<PolicyRecord>> {
+        let rows = sqlx::query("SELECT id, tenant, document, revision, created_at FROM policies ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter().map(record).collect()
+    }
+
+    pub async fn policy(&self, id: &str) -> Result<PolicyRecord> {
+        let row = sqlx::query("SELECT id, tenant, document, revision, created_at FROM policies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record).transpose()?.ok_or_else(|| StoreError::NotFound { kind: "policy", name: id.into() })
+    }
+
+    /// Create or replace policies, all or none. A replaced policy keeps its tenant: moving a
+    /// policy between tenants is a delete and a create.
+    pub async fn put_policies(&self, policies: Vec<NewPolicy>) -> Result<Vec<PolicyRecord>> {
+        self.with_retries(|tx| {
+            let policies = policies.clone();
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for p in policies {
+                    let existing = sqlx::query("SELECT tenant, revision, created_at FROM policies WHERE id = $1")
+                        .bind(&p.id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    let document = to_json(&p.document)?;
+                    let (revision, created_at) = match existing {
+                        Some(row) => {
+                            let tenant: Option<String> = row.try_get("tenant")?;
+                            if tenant != p.tenant {
+                                return Err(StoreError::Conflict(format!("policy `{}` belongs to another tenant", p.id)));
+                            }
+                            let revision = row.try_get::<i64, _>("revision")? + 1;
+                            sqlx::query("UPDATE policies SET document = $1, revision = $2 WHERE id = $3")
+                                .bind(&document)
+                                .bind(revision)
+                                .bind(&p.id)
+                                .execute(&mut **tx)
+                                .await?;
+                            (revision, row.try_get("created_at")?)
+                        }
+                        None => {
+                            let created_at = now();
+                            sqlx::query("INSERT INTO policies (id, tenant, document, revision, created_at) VALUES ($1, $2, $3, 1, $4)")
+                                .bind(&p.id)
+                                .bind(&p.tenant)
+                                .bind(&document)
+                                .bind(created_at)
+                                .execute(&mut **tx)
+                                .await?;
+                            (1, created_at)
+                        }
+                    };
+                    out.push(PolicyRecord { id: p.id, tenant: p.tenant, document: p.document, revision, created_at });
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    pub async fn delete_policy(&self, id: &str, if_match: Option<i64>) -> Result<()> {
+        let current = self.policy(id).await?;
+        if let Some(sent) = if_match.filter(|sent| *sent != current.revision) {
+            return Err(StoreError::Stale { kind: "policy", name: id.into(), current: current.revision, sent });
+        }
+        let done = sqlx::query("DELETE FROM policies WHERE id = $1 AND revision = $2").bind(id).bind(current.revision).execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("policy `{id}` changed while it was being deleted; try again")));
+        }
+        Ok(())
+    }
+
+    /// Each node's last state generation and its digest.
+    pub async fn node_generations(&self) -> Result<BTreeMap<String, (u64, String)>> {
+        let rows = sqlx::query("SELECT host, generation, digest FROM node_states").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("host")?, (r.try_get::<i64, _>("generation")? as u64, r.try_get("digest")?))))
+            .collect()
+    }
+
+    /// Record new generations, all in one transaction.
+    pub async fn set_node_generations(&self, changes: &[(String, u64, String)]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (host, generation, digest) in changes {
+            sqlx::query(
+                "INSERT INTO node_states (host, generation, digest) VALUES ($1, $2, $3)
+                 ON CONFLICT (host) DO UPDATE SET generation = excluded.generation, digest = excluded.digest",
+            )
+            .bind(host)
+            .bind(*generation as i64)
+            .bind(digest)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
