@@ -1,7 +1,23 @@
-//! `tessera-agent`: the node agent. Not built yet (tracked by the node agent issue); it refuses
-//! to start rather than pretend to enforce anything.
+//! `tessera-agent`: the node agent. See `run` for its tasks.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("tessera-agent: the node agent is not implemented yet; nothing is enforced by this build");
-    std::process::ExitCode::from(2)
+mod client;
+mod disk;
+mod enforcer;
+mod metrics;
+mod nft;
+mod routes;
+mod run;
+mod socket;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run::run(run::Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,195 @@
+//! The one task that changes the node: applies states, repairs drift, keeps routes. Everything
+//! that touches nftables or routes goes through its queue, so changes never interleave.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tessera_agent_api::{Ack, NodeState};
+use tessera_netlink::Netlink;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::client::Controller;
+use crate::disk::Disk;
+use crate::metrics::Metrics;
+use crate::nft::{Applied, Census, Nft};
+use crate::routes;
+
+/// What the rest of the agent can see of the enforced state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enforced {
+    pub generation: Option<u64>,
+    pub endpoints: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+pub enum Event {
+    /// A new state from the controller.
+    State(Box<NodeState>),
+    /// Verify the table and routes; repair drift.
+    Resync,
+    /// The CNI plugin wired (or unwired: `None`) an endpoint's host interface.
+    Wire { endpoint: String, interface: Option<String>, done: oneshot::Sender<Result<(), String>> },
+}
+
+pub struct Enforcer {
+    pub nft: Nft,
+    pub netlink: Netlink,
+    pub disk: Disk,
+    pub metrics: Arc<Metrics>,
+    pub controller: Controller,
+    pub enforced: watch::Sender<Enforced>,
+    pub current: Option<NodeState>,
+    pub wired: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Enforcer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enforcer").field("generation", &self.current.as_ref().map(|s| s.generation)).finish()
+    }
+}
+
+impl Enforcer {
+    /// Enforce the last-known-good state from disk, before talking to anyone.
+    pub async fn start(&mut self) -> Result<(), String> {
+        self.wired = self.disk.load_wired();
+        let Some(state) = self.disk.load_state() else {
+            tracing::info!("no last-known-good state on disk; waiting for the controller");
+            return Ok(());
+        };
+        tracing::info!(generation = state.generation, "enforcing the last-known-good state from disk");
+        let started = Instant::now();
+        tokio::task::block_in_place(|| self.nft.replace(&state.ruleset))?;
+        self.metrics.apply_seconds.observe(started.elapsed().as_secs_f64());
+        self.current = Some(state);
+        self.sync_routes().await?;
+        self.publish();
+        Ok(())
+    }
+
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                Event::State(state) => self.apply(*state).await,
+                Event::Resync => self.resync().await,
+                Event::Wire { endpoint, interface, done } => {
+                    match interface {
+                        Some(i) => self.wired.insert(endpoint, i),
+                        None => self.wired.remove(&endpoint),
+                    };
+                    let saved = self.disk.save_wired(&self.wired);
+                    let routed = self.sync_routes().await.map(|_| ());
+                    let _ = done.send(saved.and(routed));
+                }
+            }
+        }
+    }
+
+    async fn apply(&mut self, state: NodeState) {
+        let started = Instant::now();
+        let old = self.current.as_ref().map(|s| &s.ruleset);
+        let outcome = tokio::task::block_in_place(|| -> Result<Applied, String> {
+            let applied = match self.nft.apply(old, &state.ruleset) {
+                Ok(a) => a,
+                // A failed delta leaves the table as it was (one transaction): replace it whole.
+                Err(e) if old.is_some() => {
+                    tracing::warn!(error = %e, "delta failed; replacing the table");
+                    self.nft.replace(&state.ruleset)?;
+                    Applied::Full
+                }
+                Err(e) => return Err(e),
+            };
+            self.verify(&state, applied)?;
+            Ok(applied)
+        });
+        let elapsed = started.elapsed();
+        let ack = match outcome {
+            Ok(applied) => {
+                self.metrics.apply_seconds.observe(elapsed.as_secs_f64());
+                tracing::info!(generation = state.generation, ?applied, ms = elapsed.as_secs_f64() * 1e3, "applied");
+                if let Err(e) = self.disk.save_state(&state) {
+                    tracing::error!(error = %e, "could not save the last-known-good state");
+                }
+                self.current = Some(state);
+                let routed = self.sync_routes().await;
+                self.publish();
+                let current = self.current.as_ref().map(|s| (s.generation, s.digest.clone())).unwrap_or_default();
+                Ack { generation: current.0, digest: current.1, error: routed.err(), apply_ms: elapsed.as_secs_f64() * 1e3 }
+            }
+            Err(e) => {
+                self.metrics.apply_failures.inc();
+                tracing::error!(generation = state.generation, error = %e, "could not apply; still enforcing the previous state");
+                Ack { generation: state.generation, digest: state.digest.clone(), error: Some(e), apply_ms: elapsed.as_secs_f64() * 1e3 }
+            }
+        };
+        let controller = self.controller.clone();
+        tokio::spawn(async move {
+            if let Err(e) = controller.ack(&ack).await {
+                tracing::warn!(error = %e, generation = ack.generation, "ack not delivered");
+            }
+        });
+    }
+
+    /// Compare what the kernel holds with `state` (only the changed sets after a delta).
+    fn verify(&self, state: &NodeState, applied: Applied) -> Result<(), String> {
+        if matches!(applied, Applied::Unchanged | Applied::Delta(_)) && self.current.is_some() {
+            // A delta is one transaction that nft confirmed; the periodic resync lists the table.
+            return Ok(());
+        }
+        let want = Census::of(&state.ruleset);
+        match self.nft.census()? {
+            Some(have) if have == want => Ok(()),
+            Some(have) => Err(format!("table inet tessera differs after applying: {} rules and {:?}, expected {} and {:?}", have.rules, have.elements, want.rules, want.elements)),
+            None => Err("table inet tessera is missing after applying".into()),
+        }
+    }
+
+    async fn resync(&mut self) {
+        let Some(state) = self.current.clone() else { return };
+        let want = Census::of(&state.ruleset);
+        let repaired = tokio::task::block_in_place(|| -> Result<bool, String> {
+            let have = self.nft.census()?;
+            if have.as_ref() == Some(&want) {
+                return Ok(false);
+            }
+            tracing::warn!(found = ?have.map(|h| (h.rules, h.elements.values().sum::<usize>())), "table inet tessera drifted; restoring it");
+            self.nft.replace(&state.ruleset)?;
+            Ok(true)
+        });
+        match repaired {
+            Ok(true) => self.metrics.drift_repaired("nftables"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "resync of nftables failed"),
+        }
+        match self.sync_routes().await {
+            Ok(changes) if changes.added + changes.removed > 0 => {
+                tracing::warn!(added = changes.added, removed = changes.removed, "routes drifted; restored them");
+                self.metrics.drift_repaired("routes");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "resync of routes failed"),
+        }
+    }
+
+    async fn sync_routes(&mut self) -> Result<routes::RouteChanges, String> {
+        let Some(state) = &self.current else { return Ok(Default::default()) };
+        let want = routes::desired(&self.netlink, state, &self.wired).await?;
+        routes::reconcile(&self.netlink, &want).await
+    }
+
+    fn publish(&self) {
+        let Some(state) = &self.current else { return };
+        self.metrics.generation.set(state.generation as i64);
+        self.metrics.set_elements.set(state.ruleset.element_count() as i64);
+        self.enforced.send_replace(Enforced {
+            generation: Some(state.generation),
+            endpoints: state.endpoints.iter().map(|e| e.id.clone()).collect(),
+        });
+    }
+}
+
+/// Where the agent keeps its last-known-good state.
+pub fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/tessera")
+}

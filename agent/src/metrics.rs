@@ -1,0 +1,59 @@
+//! Prometheus metrics of the agent.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DriftLabels {
+    /// `nftables` or `routes`.
+    pub kind: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub generation: Gauge,
+    pub set_elements: Gauge,
+    pub apply_seconds: Histogram,
+    pub apply_failures: Counter,
+    pub drift_repairs: Family<DriftLabels, Counter>,
+    pub reconnects: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tessera_agent");
+        let m = Metrics {
+            generation: Gauge::default(),
+            set_elements: Gauge::default(),
+            apply_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            apply_failures: Counter::default(),
+            drift_repairs: Family::default(),
+            reconnects: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register("applied_generation", "Generation of the node state being enforced", m.generation.clone());
+        registry.register("set_elements", "Elements in the sets and maps of table inet tessera", m.set_elements.clone());
+        registry.register("apply_duration_seconds", "Time to apply a node state", m.apply_seconds.clone());
+        registry.register("apply_failures", "Node states that could not be applied", m.apply_failures.clone());
+        registry.register("drift_repairs", "Drift found and repaired by the resync", m.drift_repairs.clone());
+        registry.register("watch_reconnects", "Reconnections of the state watch", m.reconnects.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    pub fn drift_repaired(&self, kind: &str) {
+        self.drift_repairs.get_or_create(&DriftLabels { kind: kind.into() }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

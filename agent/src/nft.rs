@@ -1,0 +1,176 @@
+//! The agent's hold on `table inet tessera`: it owns that table and nothing else.
+//!
+//! A full state replaces the table in one `nft -f` transaction (create-if-missing, delete,
+//! recreate), so there is no moment without the table. A change of set elements alone is one
+//! transaction of element deletions and additions. Verification lists the table and compares
+//! what the kernel holds (elements per set, rules) with what was applied.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use tessera_agent_api::Ruleset;
+
+pub const TABLE: &str = "tessera";
+
+#[derive(Debug, Clone)]
+pub struct Nft {
+    pub binary: String,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Full,
+    /// Element additions and deletions, and how many.
+    Delta(usize),
+    Unchanged,
+}
+
+/// The kernel's table, reduced to what verification compares.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Census {
+    pub elements: BTreeMap<String, usize>,
+    pub rules: usize,
+}
+
+impl Census {
+    pub fn of(ruleset: &Ruleset) -> Census {
+        Census { elements: ruleset.sets.iter().map(|(k, v)| (k.clone(), v.len())).collect(), rules: ruleset.rules }
+    }
+}
+
+impl Nft {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut child = Command::new(&self.binary)
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.binary))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).map_err(|e| format!("writing to nft: {e}"))?;
+        }
+        let out = child.wait_with_output().map_err(|e| format!("waiting for nft: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(format!("nft {}: {}", args.join(" "), err.lines().take(6).collect::<Vec<_>>().join(" | ")))
+        }
+    }
+
+    /// Bring the table to `new`: a delta from `old` when only elements differ, else a full
+    /// replacement. `old` must be what the kernel holds (verified by the caller).
+    pub fn apply(&self, old: Option<&Ruleset>, new: &Ruleset) -> Result<Applied, String> {
+        match old {
+            Some(old) if old == new => Ok(Applied::Unchanged),
+            Some(old) if old.skeleton == new.skeleton && old.sets.keys().eq(new.sets.keys()) => {
+                let (script, changes) = delta_script(old, new);
+                self.run(&["-f", "-"], Some(&script))?;
+                Ok(Applied::Delta(changes))
+            }
+            _ => {
+                self.run(&["-f", "-"], Some(&full_script(new)))?;
+                Ok(Applied::Full)
+            }
+        }
+    }
+
+    /// Replace the table unconditionally (start-up and drift repair).
+    pub fn replace(&self, ruleset: &Ruleset) -> Result<(), String> {
+        self.run(&["-f", "-"], Some(&full_script(ruleset))).map(|_| ())
+    }
+
+    /// What the kernel holds now; `None` when the table does not exist.
+    pub fn census(&self) -> Result<Option<Census>, String> {
+        let listing = match self.run(&["-j", "list", "table", "inet", TABLE], None) {
+            Ok(text) => text,
+            Err(e) if e.contains("No such file or directory") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let json: Value = serde_json::from_str(&listing).map_err(|e| format!("unreadable nft listing: {e}"))?;
+        let mut census = Census::default();
+        for item in json.get("nftables").and_then(Value::as_array).into_iter().flatten() {
+            if let Some(set) = item.get("set").or_else(|| item.get("map")) {
+                let name = set.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                let count = set.get("elem").and_then(Value::as_array).map_or(0, Vec::len);
+                census.elements.insert(name, count);
+            } else if item.get("rule").is_some() {
+                census.rules += 1;
+            }
+        }
+        Ok(Some(census))
+    }
+}
+
+/// One transaction: make sure the table exists, delete it, create it anew with its elements.
+pub fn full_script(r: &Ruleset) -> String {
+    let mut s = format!("table inet {TABLE} {{}}\ndelete table inet {TABLE}\n{}", r.skeleton);
+    for (name, elements) in &r.sets {
+        add_elements(&mut s, "add", name, elements.iter());
+    }
+    s
+}
+
+/// Element deletions first (an interval may be replaced by an overlapping one), then additions.
+fn delta_script(old: &Ruleset, new: &Ruleset) -> (String, usize) {
+    let mut s = String::new();
+    let mut changes = 0;
+    let mut adds = String::new();
+    for (name, new_elements) in &new.sets {
+        let before: std::collections::BTreeSet<&String> = old.sets.get(name).into_iter().flatten().collect();
+        let after: std::collections::BTreeSet<&String> = new_elements.iter().collect();
+        let gone: Vec<&String> = before.difference(&after).copied().collect();
+        let came: Vec<&String> = after.difference(&before).copied().collect();
+        changes += gone.len() + came.len();
+        add_elements(&mut s, "delete", name, gone.into_iter());
+        add_elements(&mut adds, "add", name, came.into_iter());
+    }
+    s.push_str(&adds);
+    (s, changes)
+}
+
+fn add_elements<'a>(s: &mut String, verb: &str, set: &str, elements: impl Iterator<Item = &'a String>) {
+    let mut elements = elements.peekable();
+    if elements.peek().is_none() {
+        return;
+    }
+    // nft reads long lines fine; chunks keep error messages readable.
+    let all: Vec<&String> = elements.collect();
+    for chunk in all.chunks(2000) {
+        let _ = writeln!(s, "{verb} element inet {TABLE} {set} {{ {} }}", chunk.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ruleset(sets: &[(&str, &[&str])]) -> Ruleset {
+        Ruleset {
+            skeleton: "table inet tessera {\n}\n".into(),
+            sets: sets.iter().map(|(n, e)| (n.to_string(), e.iter().map(|s| s.to_string()).collect())).collect(),
+            rules: 0,
+        }
+    }
+
+    #[test]
+    fn delta_deletes_before_it_adds_and_counts_changes() {
+        let old = ruleset(&[("a", &["1", "2"]), ("b", &["x"])]);
+        let new = ruleset(&[("a", &["2", "3"]), ("b", &["x"])]);
+        let (script, changes) = delta_script(&old, &new);
+        assert_eq!(changes, 2);
+        assert_eq!(script, "delete element inet tessera a { 1 }\nadd element inet tessera a { 3 }\n");
+    }
+
+    #[test]
+    fn full_script_recreates_the_table_in_one_transaction() {
+        let script = full_script(&ruleset(&[("a", &["1"]), ("b", &[])]));
+        assert!(script.starts_with("table inet tessera {}\ndelete table inet tessera\ntable inet tessera {"));
+        assert!(script.ends_with("add element inet tessera a { 1 }\n"));
+    }
+}

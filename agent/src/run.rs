@@ -1,0 +1,199 @@
+//! Start-up and the agent's tasks: the enforcer (the only writer of nftables and routes), the
+//! state watch with backoff, the resync timer, the CNI socket and the metrics listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tessera_netlink::Netlink;
+use tokio::sync::{mpsc, watch};
+
+use crate::client::{Controller, parse_line};
+use crate::disk::Disk;
+use crate::enforcer::{Enforced, Enforcer, Event, default_state_dir};
+use crate::metrics::Metrics;
+use crate::nft::Nft;
+use crate::socket::{self, Socket};
+
+/// Tessera node agent: enforces this node's state (nftables table `inet tessera`, routes).
+#[derive(Debug, Parser)]
+#[command(name = "tessera-agent", version)]
+pub struct Args {
+    /// The controller's base URL.
+    #[arg(long, env = "TESSERA_CONTROLLER")]
+    pub controller: String,
+    /// This node's host name in the topology.
+    #[arg(long, env = "TESSERA_NODE")]
+    pub node: String,
+    /// The node token (`role: node`) as a file (one line).
+    #[arg(long, env = "TESSERA_NODE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The node token itself (prefer --token-file).
+    #[arg(long, env = "TESSERA_NODE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) that signed the controller's certificate.
+    #[arg(long, env = "TESSERA_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Where the last-known-good state is kept.
+    #[arg(long, env = "TESSERA_STATE_DIR", default_value_os_t = default_state_dir())]
+    pub state_dir: PathBuf,
+    /// The unix socket the CNI plugin calls.
+    #[arg(long, env = "TESSERA_AGENT_SOCKET", default_value = "/run/tessera/agent.sock")]
+    pub socket: PathBuf,
+    /// Seconds between resyncs (drift repair).
+    #[arg(long, env = "TESSERA_RESYNC_SECONDS", default_value_t = 10.0)]
+    pub resync: f64,
+    /// Where /metrics is served (`off` to disable).
+    #[arg(long, env = "TESSERA_AGENT_METRICS", default_value = "127.0.0.1:9743")]
+    pub metrics: String,
+    /// The nft binary.
+    #[arg(long, env = "TESSERA_NFT", default_value = "nft")]
+    pub nft: String,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "TESSERA_LOG", default_value = "info")]
+    pub log: String,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?).with_writer(std::io::stderr).init();
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => t.trim().to_string(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_string(),
+        (None, None) => anyhow::bail!("a node token is needed: --token-file or TESSERA_NODE_TOKEN"),
+    };
+    let ca = args.ca_cert.as_ref().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
+    anyhow::ensure!(args.resync > 0.0, "--resync must be positive");
+    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let controller = Controller::new(&args.controller, &args.node, &token, ca.as_deref())?;
+    let metrics = Arc::new(Metrics::default());
+    let (enforced_tx, enforced_rx) = watch::channel(Enforced::default());
+    let mut enforcer = Enforcer {
+        nft: Nft { binary: args.nft.clone() },
+        netlink: Netlink::connect()?,
+        disk: Disk { dir: args.state_dir.clone() },
+        metrics: metrics.clone(),
+        controller: controller.clone(),
+        enforced: enforced_tx,
+        current: None,
+        wired: Default::default(),
+    };
+    // Never open: the last-known-good state is enforced before anything else happens.
+    if let Err(e) = enforcer.start().await {
+        tracing::error!(error = %e, "could not enforce the last-known-good state");
+    }
+    let (events, queue) = mpsc::channel(64);
+    let enforcer_task = tokio::spawn(enforcer.run(queue));
+
+    let socket = Socket { controller: controller.clone(), events: events.clone(), enforced: enforced_rx.clone() };
+    let path = args.socket.clone();
+    tokio::spawn(async move {
+        if let Err(e) = socket::serve(&path, socket).await {
+            tracing::error!(error = %e, path = %path.display(), "the CNI socket failed");
+        }
+    });
+    if args.metrics != "off" {
+        let address: SocketAddr = args.metrics.parse().with_context(|| format!("--metrics `{}`", args.metrics))?;
+        tokio::spawn(serve_metrics(address, metrics.clone()));
+    }
+    let resync = Duration::from_secs_f64(args.resync);
+    let timer_events = events.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(resync);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if timer_events.send(Event::Resync).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(watch_loop(controller, events, enforced_rx, metrics));
+    tokio::select! {
+        _ = shutdown() => tracing::info!("stopping; the enforced state stays in place"),
+        _ = enforcer_task => anyhow::bail!("the enforcer stopped"),
+    }
+    Ok(())
+}
+
+/// Keep a watch open; reconnect with exponential backoff and jitter.
+async fn watch_loop(controller: Controller, events: mpsc::Sender<Event>, enforced: watch::Receiver<Enforced>, metrics: Arc<Metrics>) {
+    let mut failures: u32 = 0;
+    loop {
+        let since = enforced.borrow().generation;
+        match stream_states(&controller, since, &events).await {
+            Ok(()) => failures = 0,
+            Err((e, received)) => {
+                if received {
+                    failures = 0;
+                }
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, attempt = failures, "state watch interrupted; enforcing the current state meanwhile");
+            }
+        }
+        metrics.reconnects.inc();
+        let base = Duration::from_millis(100).saturating_mul(1u32 << failures.min(6)).min(Duration::from_secs(5));
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        tokio::time::sleep(base.mul_f64(jitter)).await;
+    }
+}
+
+/// One watch connection. The error says whether any state arrived before it failed.
+async fn stream_states(controller: &Controller, since: Option<u64>, events: &mpsc::Sender<Event>) -> Result<(), (String, bool)> {
+    let mut response = controller.watch(since).await.map_err(|e| (e.to_string(), false))?;
+    tracing::info!(?since, "watching the node state");
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut received = false;
+    loop {
+        // The controller sends a heartbeat every 10 s; silence for longer means a dead link.
+        let chunk = tokio::time::timeout(Duration::from_secs(25), response.chunk()).await;
+        let chunk = match chunk {
+            Err(_) => return Err(("no heartbeat from the controller for 25 s".into(), received)),
+            Ok(Err(e)) => return Err((e.to_string(), received)),
+            Ok(Ok(None)) => return Err(("the controller closed the watch".into(), received)),
+            Ok(Ok(Some(c))) => c,
+        };
+        buffer.extend_from_slice(&chunk);
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            match parse_line(&line) {
+                None => {}
+                Some(Ok(state)) => {
+                    received = true;
+                    if state.node != controller.node() {
+                        return Err((format!("the controller sent the state of `{}`", state.node), received));
+                    }
+                    if events.send(Event::State(Box::new(state))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Err(e)) => return Err((e, received)),
+            }
+        }
+    }
+}
+
+async fn serve_metrics(address: SocketAddr, metrics: Arc<Metrics>) {
+    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { metrics.encode() }));
+    match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, %address, "cannot listen for metrics"),
+    }
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
