@@ -44,7 +44,7 @@ pub async fn reconcile(nl: &Netlink, want: &BTreeSet<OwnedRoute>) -> Result<Rout
         changes.removed += 1;
     }
     for missing in want.difference(&have) {
-        nl.replace_route(missing).await.map_err(|e| format!("route to {}: {e}", missing.destination))?;
+        nl.replace_route(missing).await.map_err(|e| format!("route {missing:?}: {e}"))?;
         changes.added += 1;
     }
     Ok(changes)

@@ -68,6 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.resync > 0.0, "--resync must be positive");
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
     let controller = Controller::new(&args.controller, &args.node, &token, ca.as_deref())?;
+    enable_forwarding();
     let metrics = Arc::new(Metrics::default());
     let (enforced_tx, enforced_rx) = watch::channel(Enforced::default());
     let mut enforcer = Enforcer {
@@ -116,6 +117,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = enforcer_task => anyhow::bail!("the enforcer stopped"),
     }
     Ok(())
+}
+
+/// Pods are routed, not bridged: the node must forward (both families).
+fn enable_forwarding() {
+    for knob in ["/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"] {
+        if let Err(e) = std::fs::write(knob, "1") {
+            tracing::warn!(%knob, error = %e, "cannot enable forwarding");
+        }
+    }
 }
 
 /// Keep a watch open; reconnect with exponential backoff and jitter.

@@ -30,6 +30,37 @@ def sctp_init(sport, dport):
 
 def serve(args):
     tcp_ports, udp_ports, log = args["tcp"], args["udp"], args["sctp_log"]
+    def whoami(port):
+        # Answers with the address the connection came from: proof there is no NAT.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(64)
+        while True:
+            c, peer = s.accept()
+            try:
+                c.sendall(peer[0].encode())
+            finally:
+                c.close()
+    def echo(port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.listen(64)
+        def one(c):
+            with c:
+                while True:
+                    data = c.recv(64)
+                    if not data:
+                        return
+                    c.sendall(data)
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=one, args=(c,), daemon=True).start()
+    for p in args.get("whoami", []):
+        threading.Thread(target=whoami, args=(p,), daemon=True).start()
+    for p in args.get("echo", []):
+        threading.Thread(target=echo, args=(p,), daemon=True).start()
     def tcp(port):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -69,6 +100,31 @@ def serve(args):
 def probe(job, timeout):
     proto, dst, port = job["proto"], job["dst"], job.get("port")
     try:
+        if proto == "whoami":
+            with socket.create_connection((dst, port), timeout=timeout) as s:
+                return s.recv(64).decode()
+        if proto == "hold":
+            # One connection kept for `duration` seconds, a byte each way every 50 ms.
+            with socket.create_connection((dst, port), timeout=timeout) as s:
+                deadline = time.time() + job["duration"]
+                while time.time() < deadline:
+                    s.sendall(b"x")
+                    if s.recv(1) != b"x":
+                        return False
+                    time.sleep(0.05)
+                return True
+        if proto == "repeat":
+            # A fresh TCP connection every 50 ms for `duration` seconds: how many got through.
+            deadline = time.time() + job["duration"]
+            passed = 0
+            while time.time() < deadline:
+                try:
+                    with socket.create_connection((dst, port), timeout=0.2) as s:
+                        passed += 1 if s.recv(2) == b"ok" else 0
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            return passed
         if proto == "tcp":
             with socket.create_connection((dst, port), timeout=timeout) as s:
                 return s.recv(2) == b"ok"

@@ -1,8 +1,10 @@
 //! Test harness shared by Tessera's integration tests: real databases (a throwaway PostgreSQL
 //! cluster, SQLite files), and the project's binaries.
 
+pub mod cni;
 pub mod netns;
 pub mod pg;
+pub mod vdc;
 
 use std::path::PathBuf;
 
@@ -56,14 +58,24 @@ pub struct Controller {
     pub token: String,
 }
 
+/// A free loopback TCP port (free when asked).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
 impl Controller {
     pub fn start(extra_env: &[(&str, &str)]) -> Controller {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let url = format!("http://127.0.0.1:{port}");
         let token = format!("test-admin-{}", rand::random::<u64>());
+        Controller::start_with(free_port(), &sqlite_url(), &token, extra_env)
+    }
+
+    /// Start on a given port and database (to restart a controller where it was).
+    pub fn start_with(port: u16, database_url: &str, token: &str, extra_env: &[(&str, &str)]) -> Controller {
+        let url = format!("http://127.0.0.1:{port}");
+        let token = token.to_string();
         let mut cmd = std::process::Command::new(binary("tessera-controller"));
         cmd.env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
-            .env("TESSERA_DATABASE_URL", sqlite_url())
+            .env("TESSERA_DATABASE_URL", database_url)
             .env("TESSERA_ADMIN_TOKEN", &token)
             .env("TESSERA_LOG", "warn")
             .stdout(std::process::Stdio::null());
@@ -73,7 +85,11 @@ impl Controller {
         let child = cmd.spawn().expect("start tessera-controller");
         let controller = Controller { child, url, token };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut controller = controller;
         while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = controller.child.try_wait() {
+                panic!("tessera-controller exited at start ({status}); run it by hand with the same environment to see why");
+            }
             if reqwest::blocking::get(format!("{}/readyz", controller.url)).is_ok_and(|r| r.status().is_success()) {
                 return controller;
             }

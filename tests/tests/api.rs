@@ -2,7 +2,6 @@
 //! tenant scoping, error shapes, ETag/If-Match, topology dry runs, and that rejected requests
 //! store nothing.
 
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -10,7 +9,6 @@ use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tessera_controller::api::{AppState, app};
-use tessera_controller::metrics::Metrics;
 use tessera_controller::store::{Role, Store};
 use tessera_tests::stores;
 use tower::ServiceExt;

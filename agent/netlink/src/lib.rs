@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
-use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 /// The route protocol number that marks Tessera's routes (see /etc/iproute2/rt_protos).
@@ -91,6 +91,37 @@ impl Netlink {
             LinkAttribute::Address(mac) => Some(mac),
             _ => None,
         }))
+    }
+
+    /// Every interface: index and name.
+    pub async fn links(&self) -> Result<Vec<(u32, String)>> {
+        let mut out = Vec::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(link) = links.try_next().await? {
+            let name = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            out.push((link.header.index, name.unwrap_or_default()));
+        }
+        Ok(out)
+    }
+
+    /// The addresses of one interface.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let mut out = Vec::new();
+        let mut addresses = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(a) = addresses.try_next().await? {
+            for attr in &a.attributes {
+                if let AddressAttribute::Address(ip) = attr {
+                    if let Ok(net) = IpNet::new(*ip, a.header.prefix_len) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Create a veth pair `host` ⇄ `peer` in this namespace.
@@ -189,7 +220,8 @@ impl Netlink {
             if found {
                 continue;
             }
-            let add = self.handle.rule().add().table_id(table).priority(priority);
+            // Without an explicit action the kernel answers every lookup through the rule with EINVAL.
+            let add = self.handle.rule().add().table_id(table).priority(priority).action(RuleAction::ToTable);
             let outcome = match version {
                 IpVersion::V4 => add.v4().execute().await,
                 IpVersion::V6 => add.v6().execute().await,
@@ -206,7 +238,7 @@ impl Netlink {
 fn rule_is(r: &RuleMessage, table: u32, priority: u32) -> bool {
     let t = r.attributes.iter().any(|a| matches!(a, RuleAttribute::Table(t) if *t == table)) || u32::from(r.header.table) == table;
     let p = r.attributes.iter().any(|a| matches!(a, RuleAttribute::Priority(p) if *p == priority));
-    t && p
+    t && p && r.header.action == RuleAction::ToTable
 }
 
 fn route_builder(destination: IpNet, gateway: Option<IpAddr>, device: Option<u32>, table: Option<u32>) -> RouteMessage {

@@ -1,0 +1,407 @@
+//! The virtual datacenter: racks of hosts as network namespaces on per-rack L2 segments (a
+//! bridge each), a router namespace between the racks that knows only the fabric routes of the
+//! route plan, a controller, an agent per host, and pods made through `tessera-cni` exactly as
+//! a runtime makes them. Every name carries a unique prefix; everything is removed on drop.
+//!
+//! The management link: the controller listens on the test's loopback; inside each host, a
+//! relay listening on the host's own loopback forwards to it. Traffic never leaves loopbacks
+//! and the test's own namespaces.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cni::{Attachment, Runtime};
+use crate::netns::run;
+use crate::{Controller, binary, free_port, sqlite_url};
+
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    pub ns: String,
+    pub ip: String,
+    pub rack: usize,
+    pub dir: PathBuf,
+    token_file: PathBuf,
+    agent: Option<Child>,
+}
+
+impl Host {
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub name: String,
+    pub ns: String,
+    pub host: usize,
+    pub tenant: String,
+    pub segment: String,
+    pub labels: BTreeMap<String, String>,
+    pub ip: String,
+    pub attachment: Attachment,
+    pub result: Value,
+}
+
+#[derive(Debug)]
+pub struct Datacenter {
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+    pub router: String,
+    pub hosts: Vec<Host>,
+    pub pods: Vec<Pod>,
+    pub port: u16,
+    pub token: String,
+    database_url: String,
+    controller: Option<Controller>,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    pub resync_seconds: f64,
+}
+
+const TOPOLOGY: &str = "networks:
+  - name: pods
+    cidr: 10.96.0.0/16
+groups:
+  - name: rack-1
+    assignment: {rack: r1}
+  - name: rack-2
+    assignment: {rack: r2}
+";
+
+impl Datacenter {
+    /// `racks` racks (at most 2, as the topology has) of `per_rack` hosts each.
+    pub fn new(racks: usize, per_rack: usize) -> Datacenter {
+        assert!((1..=2).contains(&racks));
+        let prefix = format!("tv{:05x}", rand::random::<u32>() & 0xfffff);
+        let dir = tempfile::Builder::new().prefix("tessera-vdc-").tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("prober.py"), include_str!("../netns/prober.py")).expect("prober");
+        std::fs::write(dir.path().join("topology.yaml"), TOPOLOGY).expect("topology");
+        let router = format!("{prefix}-rt");
+        let mut dc = Datacenter {
+            prefix: prefix.clone(),
+            dir,
+            router: router.clone(),
+            hosts: Vec::new(),
+            pods: Vec::new(),
+            port: free_port(),
+            token: format!("vdc-admin-{}", rand::random::<u64>()),
+            database_url: sqlite_url(),
+            controller: None,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            resync_seconds: 1.0,
+        };
+        dc.add_namespace(&router);
+        run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        for r in 1..=racks {
+            let bridge = format!("br{r}");
+            run(&["ip", "-n", &router, "link", "add", &bridge, "type", "bridge"]);
+            run(&["ip", "-n", &router, "addr", "add", &format!("10.200.{r}.1/24"), "dev", &bridge]);
+            run(&["ip", "-n", &router, "link", "set", &bridge, "up"]);
+            for h in 1..=per_rack {
+                let name = format!("r{r}h{h}");
+                let ns = format!("{prefix}-{name}");
+                let ip = format!("10.200.{r}.{}", 10 + h);
+                dc.add_namespace(&ns);
+                let port = format!("p{name}");
+                run(&["ip", "-n", &router, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+                run(&["ip", "-n", &router, "link", "set", &port, "master", &bridge, "up"]);
+                run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+                run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+                run(&["ip", "-n", &ns, "route", "add", "default", "via", &format!("10.200.{r}.1")]);
+                let host_dir = dc.dir.path().join(&name);
+                std::fs::create_dir_all(&host_dir).expect("host dir");
+                relay(&ns, dc.port);
+                dc.hosts.push(Host { name, ns, ip, rack: r, token_file: host_dir.join("token"), dir: host_dir, agent: None });
+            }
+        }
+        dc.start_controller();
+        for i in 0..dc.hosts.len() {
+            let h = &dc.hosts[i];
+            let labels = json!({"rack": format!("r{}", h.rack)});
+            dc.api("POST", "/v1/hosts", Some(json!({"name": h.name, "ips": [h.ip], "labels": labels})));
+            let token = dc.api("POST", "/v1/tokens", Some(json!({"name": format!("agent {}", h.name), "role": "node", "node": h.name})));
+            std::fs::write(&h.token_file, token["token"].as_str().expect("token")).expect("token file");
+            dc.start_agent(i);
+        }
+        dc
+    }
+
+    fn add_namespace(&mut self, name: &str) {
+        run(&["ip", "netns", "add", name]);
+        self.namespaces.push(name.to_string());
+        run(&["ip", "-n", name, "link", "set", "lo", "up"]);
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_controller(&mut self) {
+        let topology = self.dir.path().join("topology.yaml");
+        let env = [("TESSERA_NO_DEMO", "true"), ("TESSERA_TOPOLOGY", topology.to_str().expect("path"))];
+        self.controller = Some(Controller::start_with(self.port, &self.database_url, &self.token, &env));
+    }
+
+    pub fn stop_controller(&mut self) {
+        self.controller = None;
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let h = &self.hosts[i];
+        let log = File::options().create(true).append(true).open(h.dir.join("agent.log")).expect("agent log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.ns])
+            .arg(binary("tessera-agent"))
+            .args(["--controller", &self.url(), "--node", &h.name])
+            .arg("--token-file")
+            .arg(&h.token_file)
+            .arg("--state-dir")
+            .arg(&h.dir)
+            .arg("--socket")
+            .arg(h.socket())
+            .args(["--resync", &self.resync_seconds.to_string(), "--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent");
+        self.hosts[i].agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.hosts[i].socket().exists() {
+            assert!(Instant::now() < deadline, "agent of {} did not open its socket", self.hosts[i].name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL the agent: no chance to clean up (there is nothing it would clean up anyway).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut child) = self.hosts[i].agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.hosts[i].socket());
+    }
+
+    pub fn agent_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.hosts[i].dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// A call to the controller's API with the admin token; panics on an error status.
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.try_api(method, path, body);
+        assert!(status < 300, "{method} {path}: {status} {value}");
+        value
+    }
+
+    pub fn try_api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let client = reqwest::blocking::Client::new();
+        let mut req = client.request(method.parse().expect("method"), format!("{}{path}", self.url())).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Store policy documents (YAML) through the API.
+    pub fn put_policies(&self, yaml: &str) -> Value {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/policies", self.url()))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/yaml")
+            .body(yaml.to_string())
+            .send()
+            .expect("post policies");
+        let status = resp.status();
+        let value: Value = resp.json().unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST /v1/policies: {status} {value}");
+        value
+    }
+
+    /// Wait until every agent has applied the controller's latest generation.
+    pub fn wait_converged(&self, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let nodes = self.api("GET", "/v1/nodes", None);
+            let list = nodes.as_array().cloned().unwrap_or_default();
+            let done = list.len() == self.hosts.len()
+                && list.iter().all(|n| n["appliedGeneration"] == n["desiredGeneration"] && n["lastError"].is_null());
+            if done {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < timeout, "agents did not converge in {timeout:?}: {nodes:#}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Install the route plan's fabric routes in the router (what BGP would announce).
+    pub fn install_fabric_routes(&self) -> Vec<String> {
+        let plan = self.api("GET", "/v1/routes", None);
+        let mut installed = Vec::new();
+        for r in plan["fabric_routes"].as_array().or_else(|| plan["fabricRoutes"].as_array()).expect("fabric routes") {
+            let dst = r["dst"].as_str().expect("dst");
+            let via = r["gateways"][0]["ip"].as_str().expect("gateway");
+            run(&["ip", "-n", &self.router, "route", "replace", dst, "via", via]);
+            installed.push(dst.to_string());
+        }
+        installed
+    }
+
+    pub fn conflist(&self, host: usize) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": "tessera",
+            "plugins": [
+                {"type": "tessera-cni", "agentSocket": self.hosts[host].socket(), "enforceTimeoutMs": 15000},
+            ],
+        })
+    }
+
+    pub fn runtime(&self, host: usize) -> Runtime {
+        let mut bin = binary("tessera-cni");
+        bin.pop();
+        Runtime { path: vec![bin, PathBuf::from("/usr/lib/cni")], host_netns: Some(self.hosts[host].ns.clone()), runtime_config: json!({}) }
+    }
+
+    /// A pod made through the CNI plugin on `host`.
+    pub fn add_pod(&mut self, name: &str, host: usize, tenant: &str, segment: &str, labels: &[(&str, &str)]) -> Pod {
+        let ns = format!("{}-{name}", self.prefix);
+        self.add_namespace(&ns);
+        let labels: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let label_arg = labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+        let attachment = Attachment {
+            container_id: format!("ctr-{name}-{:08x}", rand::random::<u32>()),
+            netns: format!("/var/run/netns/{ns}"),
+            ifname: "eth0".into(),
+            args: format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={tenant};K8S_POD_NAME={name};TESSERA_SEGMENT={segment};TESSERA_LABELS={label_arg}"),
+        };
+        let (result, _) = self
+            .runtime(host)
+            .add(&self.conflist(host), &attachment)
+            .unwrap_or_else(|call| panic!("CNI ADD of {name} failed: {} {}\nagent log:\n{}", call.output, call.stderr, self.agent_log(host)));
+        let ip = result["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").to_string();
+        let pod = Pod { name: name.into(), ns, host, tenant: tenant.into(), segment: segment.into(), labels, ip, attachment, result };
+        self.pods.push(pod.clone());
+        pod
+    }
+
+    /// Start the probe answerer in a namespace.
+    pub fn serve(&mut self, ns: &str, tcp: &[u16], whoami: &[u16], echo: &[u16]) {
+        let log = self.dir.path().join(format!("{ns}.sctp"));
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3"])
+            .arg(self.dir.path().join("prober.py"))
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("server");
+        let args = json!({"tcp": tcp, "udp": [53], "sctp_log": log, "whoami": whoami, "echo": echo});
+        writeln!(child.stdin.as_mut().expect("stdin"), "{args}").expect("args");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")), &mut line).expect("ready");
+        assert_eq!(line.trim(), "ready", "server in {ns}");
+        self.children.push(child);
+    }
+
+    /// Run probe jobs from `ns` (see prober.py); returns the prober (collect with `netns::finish`).
+    pub fn probe(&self, ns: &str, jobs: &Value, timeout: f64) -> Child {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3"])
+            .arg(self.dir.path().join("prober.py"))
+            .arg("probe")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("prober");
+        writeln!(child.stdin.as_mut().expect("stdin"), "{}", json!({"jobs": jobs, "timeout": timeout})).expect("jobs");
+        child
+    }
+
+    /// Namespaces, Pods (and the given policies) as `simulate` reads them.
+    pub fn cluster_yaml(&self, tenants: &[(&str, &[(&str, &str)])], policies: &str) -> String {
+        let mut out = String::new();
+        for (t, labels) in tenants {
+            let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            out.push_str(&format!("---\n{}\n", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": t, "labels": labels}})));
+        }
+        for p in &self.pods {
+            let mut labels = p.labels.clone();
+            labels.insert("tessera.io/segment".into(), p.segment.clone());
+            let doc = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": p.name, "namespace": p.tenant, "labels": labels}, "status": {"podIP": p.ip}});
+            out.push_str(&format!("---\n{doc}\n"));
+        }
+        out.push_str("---\n");
+        out.push_str(policies);
+        out
+    }
+}
+
+/// Listen on the loopback of `ns` at `port` and forward every connection to the controller on
+/// this process's loopback.
+fn relay(ns: &str, port: u16) {
+    let path = format!("/var/run/netns/{ns}");
+    let listener = std::thread::spawn(move || -> TcpListener {
+        let file = File::open(&path).expect("netns file");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter netns");
+        TcpListener::bind(("127.0.0.1", port)).expect("relay listener")
+    })
+    .join()
+    .expect("relay thread");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(down) = conn else { continue };
+            std::thread::spawn(move || {
+                let Ok(up) = TcpStream::connect(("127.0.0.1", port)) else {
+                    let _ = down.shutdown(std::net::Shutdown::Both);
+                    return;
+                };
+                pipe(down, up);
+            });
+        }
+    });
+}
+
+fn pipe(a: TcpStream, b: TcpStream) {
+    let (mut a2, mut b2) = (a.try_clone().expect("clone"), b.try_clone().expect("clone"));
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a2, &mut b2);
+        let _ = b2.shutdown(std::net::Shutdown::Both);
+        let _ = a2.shutdown(std::net::Shutdown::Both);
+    });
+    let (mut a3, mut b3) = (a, b);
+    let _ = std::io::copy(&mut b3, &mut a3);
+    let _ = a3.shutdown(std::net::Shutdown::Both);
+    let _ = b3.shutdown(std::net::Shutdown::Both);
+    let _ = t.join();
+}
+
+impl Drop for Datacenter {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            if let Some(mut c) = h.agent.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.controller = None;
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
