@@ -240,7 +240,7 @@ impl Datacenter {
             if done {
                 return started.elapsed();
             }
-            assert!(started.elapsed() < timeout, "agents did not converge in {timeout:?}: {nodes:#}");
+            assert!(started.elapsed() < timeout, "agents did not converge in {timeout:?}: {nodes}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -59,10 +59,86 @@ fn assert_flat_network(dc: &Datacenter) {
     assert!(failures.is_empty(), "the flat, NAT-free network is broken:\n{}", failures.join("\n"));
 }
 
+const POLICIES: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {app: web}}
+    ports:
+    - {protocol: TCP, port: 5432}
+    - {protocol: TCP, port: 7100}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: api-from-shop, namespace: bank}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {team: shop}}
+    ports: [{port: 80}]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {team: shop}}
+      podSelector: {matchLabels: {app: db}}
+";
+
+fn probes() -> Vec<Probe> {
+    vec![
+        Probe { protocol: Protocol::Tcp, port: Some(80), icmp: None },
+        Probe { protocol: Protocol::Tcp, port: Some(5432), icmp: None },
+        Probe { protocol: Protocol::Udp, port: Some(53), icmp: None },
+    ]
+}
+
+/// Probe every ordered pair of pods on every probe port; compare with `simulate` over the
+/// same pods and `policies`. Returns how many verdicts were compared.
+fn assert_enforced_as_simulated(dc: &Datacenter, policies: &str, label: &str) -> usize {
+    let yaml = dc.cluster_yaml(&TENANTS, policies);
+    let mut inputs = Inputs::default();
+    inputs.add_text(label, &yaml).unwrap_or_else(|e| panic!("{label}: {e}"));
+    let expected = simulate(&inputs, &[], &probes()).expect("simulate");
+    let by_name: BTreeMap<String, &tessera_tests::vdc::Pod> = dc.pods.iter().map(|p| (format!("{}/{}", p.tenant, p.name), p)).collect();
+    let mut running = Vec::new();
+    for p in &dc.pods {
+        let key = format!("{}/{}", p.tenant, p.name);
+        let jobs: Vec<Value> = expected
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.from == key)
+            .map(|(i, v)| json!({"id": i.to_string(), "proto": v.protocol.to_lowercase(), "dst": by_name[&v.to].ip, "port": v.port}))
+            .collect();
+        running.push(dc.probe(&p.ns, &json!(jobs), 1.0));
+    }
+    let mut observed = BTreeMap::new();
+    for child in running {
+        observed.extend(finish(child));
+    }
+    let mut wrong = Vec::new();
+    for (i, v) in expected.iter().enumerate() {
+        let seen = observed.get(&i.to_string()).and_then(Value::as_bool);
+        if seen != Some(v.allowed) {
+            wrong.push(format!("{} -> {} {}/{:?}: simulate says {}, packets say {seen:?} ({})", v.from, v.to, v.protocol, v.port, v.allowed, v.reason));
+        }
+    }
+    assert!(wrong.is_empty(), "{label}: enforcement differs from simulate in {} of {} cases:\n{}", wrong.len(), expected.len(), wrong.join("\n"));
+    expected.len()
+}
+
+fn pod<'a>(dc: &'a Datacenter, name: &str) -> &'a tessera_tests::vdc::Pod {
+    dc.pods.iter().find(|p| p.name == name).expect("pod")
+}
+
 #[test]
 fn virtual_datacenter() {
     require_root();
-    let dc = build();
+    let mut dc = build();
     dc.wait_converged(Duration::from_secs(20));
 
     // Aggregated routes only: the router knows one prefix per rack.
@@ -72,4 +148,55 @@ fn virtual_datacenter() {
     let pod_routes: Vec<&str> = router_routes.lines().filter(|l| l.starts_with("10.96.")).collect();
     assert_eq!(pod_routes.len(), 2, "router routes: {router_routes}");
     assert_flat_network(&dc);
+
+    // Policies through the REST API, enforced exactly as simulate predicts.
+    dc.put_policies(POLICIES);
+    let took = dc.wait_converged(Duration::from_secs(20));
+    eprintln!("policies reached every agent in {took:?}");
+    let compared = assert_enforced_as_simulated(&dc, POLICIES, "policies");
+    eprintln!("{compared} verdicts compared with simulate");
+
+    // Agent SIGKILLed and restarted under load: denied stays denied, an allowed connection lives.
+    let (web1, db1, api1, web2) = (pod(&dc, "web1").clone(), pod(&dc, "db1").clone(), pod(&dc, "api1").clone(), pod(&dc, "web2").clone());
+    let hold = dc.probe(&web1.ns, &json!([{"id": "hold", "proto": "hold", "dst": db1.ip, "port": ECHO, "duration": 4.0}]), 2.0);
+    let denied_api = dc.probe(&api1.ns, &json!([{"id": "api", "proto": "repeat", "dst": db1.ip, "port": 5432, "duration": 4.0}]), 1.0);
+    let denied_web = dc.probe(&web2.ns, &json!([{"id": "web", "proto": "repeat", "dst": db1.ip, "port": 80, "duration": 4.0}]), 1.0);
+    std::thread::sleep(Duration::from_millis(500));
+    dc.kill_agent(db1.host);
+    std::thread::sleep(Duration::from_millis(1000));
+    dc.start_agent(db1.host);
+    assert_eq!(finish(hold)["hold"], json!(true), "the allowed long-lived connection broke while the agent restarted");
+    assert_eq!(finish(denied_api)["api"], json!(0), "a denied probe got through while the agent restarted");
+    assert_eq!(finish(denied_web)["web"], json!(0), "a denied probe got through while the agent restarted");
+    dc.wait_converged(Duration::from_secs(20));
+
+    // Controller gone: enforcement goes on unchanged.
+    dc.stop_controller();
+    assert_enforced_as_simulated(&dc, POLICIES, "controller stopped");
+    // Back, and a change made then reaches every agent.
+    dc.start_controller();
+    dc.api("DELETE", "/v1/policies/NetworkPolicy/bank/api-from-shop", None);
+    let took = dc.wait_converged(Duration::from_secs(30));
+    eprintln!("after the controller restart, a policy deletion reached every agent in {took:?}");
+    let remaining = POLICIES.split("---").next().expect("first policy");
+    assert_enforced_as_simulated(&dc, remaining, "after the controller restart");
+
+    // Drift: a flushed table and a deleted route are repaired within the resync interval.
+    let host = &dc.hosts[2];
+    let before = run(&["ip", "netns", "exec", &host.ns, "nft", "list", "table", "inet", "tessera"]);
+    run(&["ip", "netns", "exec", &host.ns, "nft", "flush", "table", "inet", "tessera"]);
+    let routes = run(&["ip", "-n", &host.ns, "route", "show", "table", "7743"]);
+    let victim = routes.lines().next().expect("a route in table 7743").split_whitespace().next().expect("dst").to_string();
+    run(&["ip", "-n", &host.ns, "route", "del", &victim, "table", "7743"]);
+    std::thread::sleep(Duration::from_secs_f64(dc.resync_seconds * 2.5));
+    let after = run(&["ip", "netns", "exec", &host.ns, "nft", "list", "table", "inet", "tessera"]);
+    assert_eq!(before, after, "the flushed table was not restored");
+    let routes_after = run(&["ip", "-n", &host.ns, "route", "show", "table", "7743"]);
+    assert_eq!(routes, routes_after, "the deleted route was not restored");
+    let metrics = run(&["ip", "netns", "exec", &host.ns, "python3", "-c", "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9743/metrics').read().decode())"]);
+    for kind in ["nftables", "routes"] {
+        let line = format!("tessera_agent_drift_repairs_total{{kind=\"{kind}\"}} 1");
+        assert!(metrics.contains(&line), "metrics lack `{line}`:\n{metrics}");
+    }
+    assert_enforced_as_simulated(&dc, remaining, "after drift repair");
 }

@@ -59,6 +59,12 @@ pub async fn node_state(
         channel.seen();
         return Ok(Json(channel.current()).into_response());
     }
+    // An agent resuming at the current generation is enforcing it (agents resume only from what
+    // they applied), which a restarted controller could not otherwise know.
+    if let Some(since) = q.since.filter(|g| *g == channel.current().generation) {
+        let current = channel.current();
+        let _ = state.dist.ack(&node, &tessera_agent_api::Ack { generation: since, digest: current.digest.clone(), error: None, apply_ms: 0.0 });
+    }
     let watch = Watch { rx: channel.subscribe(), _guard: channel.watching(), channel, since: q.since, started: false };
     let stream = futures_util::stream::unfold(watch, |mut w| async move {
         let line = w.next().await?;
