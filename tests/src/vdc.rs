@@ -36,6 +36,18 @@ impl Host {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("agent.sock")
     }
+
+    /// Name, namespace and socket, to use while the datacenter is borrowed mutably.
+    pub fn clone_identity(&self) -> HostIdentity {
+        HostIdentity { name: self.name.clone(), ns: self.ns.clone(), socket: self.socket() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HostIdentity {
+    pub name: String,
+    pub ns: String,
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +169,22 @@ impl Datacenter {
     }
 
     pub fn start_agent(&mut self, i: usize) {
+        self.start_agent_with(i, &[]);
+    }
+
+    /// Replace host `i`'s agent by one started with extra environment.
+    pub fn restart_agent_with(&mut self, i: usize, env: &[(&str, &str)]) {
+        self.kill_agent(i);
+        self.start_agent_with(i, env);
+    }
+
+    /// Remove this namespace with the datacenter.
+    pub fn own_namespace(&mut self, ns: &str) {
+        self.namespaces.push(ns.to_string());
+        run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    fn start_agent_with(&mut self, i: usize, env: &[(&str, &str)]) {
         let h = &self.hosts[i];
         let log = File::options().create(true).append(true).open(h.dir.join("agent.log")).expect("agent log");
         let child = Command::new("ip")
@@ -170,6 +198,7 @@ impl Datacenter {
             .arg("--socket")
             .arg(h.socket())
             .args(["--resync", &self.resync_seconds.to_string(), "--log", "info"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
