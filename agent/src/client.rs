@@ -45,7 +45,12 @@ impl Controller {
         if let Some(pem) = ca {
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
         }
-        Ok(Controller { http: builder.build()?, base: base.trim_end_matches('/').to_string(), node: node.to_string(), token: token.to_string() })
+        Ok(Controller {
+            http: builder.build()?,
+            base: base.trim_end_matches('/').to_string(),
+            node: node.to_string(),
+            token: token.to_string(),
+        })
     }
 
     pub fn node(&self) -> &str {
@@ -76,7 +81,8 @@ impl Controller {
         labels: &BTreeMap<String, String>,
     ) -> Result<EndpointAnswer, CallError> {
         let body = serde_json::json!({"id": id, "tenant": tenant, "segment": segment, "host": self.node, "labels": labels});
-        let call = self.http.post(format!("{}/v1/endpoints", self.base)).bearer_auth(&self.token).json(&body).timeout(Duration::from_secs(10));
+        let call =
+            self.http.post(format!("{}/v1/endpoints", self.base)).bearer_auth(&self.token).json(&body).timeout(Duration::from_secs(10));
         let response = check(call.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?).await?;
         response.json().await.map_err(|e| CallError::Unreachable(format!("unreadable answer: {e}")))
     }

@@ -140,7 +140,10 @@ impl Enforcer {
         let want = Census::of(&state.ruleset);
         match self.nft.census()? {
             Some(have) if have == want => Ok(()),
-            Some(have) => Err(format!("table inet tessera differs after applying: {} rules and {:?}, expected {} and {:?}", have.rules, have.elements, want.rules, want.elements)),
+            Some(have) => Err(format!(
+                "table inet tessera differs after applying: {} rules and {:?}, expected {} and {:?}",
+                have.rules, have.elements, want.rules, want.elements
+            )),
             None => Err("table inet tessera is missing after applying".into()),
         }
     }

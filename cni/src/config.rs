@@ -170,8 +170,8 @@ mod tests {
 
     #[test]
     fn unsupported_versions_and_bad_json_get_their_codes() {
-        let e = read_conf(br#"{"cniVersion":"0.2.0","name":"n","type":"tessera-cni"}"#).unwrap_err();
+        let e = read_conf(br#"{"cniVersion":"0.2.0","name":"n","type":"tessera-cni"}"#).expect_err("0.2.0 is refused");
         assert_eq!(e.code, INCOMPATIBLE_VERSION);
-        assert_eq!(read_conf(b"{").unwrap_err().code, DECODE_FAILURE);
+        assert_eq!(read_conf(b"{").expect_err("bad JSON").code, DECODE_FAILURE);
     }
 }

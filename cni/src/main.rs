@@ -55,7 +55,9 @@ fn run(env: &Env) -> Outcome {
         "CHECK" => check(env, &conf).map(|_| None),
         "GC" => gc(&conf).map(|_| None),
         "STATUS" => status(&conf).map(|_| None),
-        other => Err(CniError::new(config::INVALID_ENV, format!("CNI_COMMAND `{other}` is not one of ADD, DEL, CHECK, VERSION, GC, STATUS"))),
+        other => {
+            Err(CniError::new(config::INVALID_ENV, format!("CNI_COMMAND `{other}` is not one of ADD, DEL, CHECK, VERSION, GC, STATUS")))
+        }
     };
     result.map_err(|e| (e, version))
 }
@@ -69,17 +71,20 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     let key = key(env)?;
     let netns = env.require("CNI_NETNS", &env.netns)?;
-    let tenant = env
-        .args
-        .get("TESSERA_TENANT")
-        .or_else(|| env.args.get("K8S_POD_NAMESPACE"))
-        .cloned()
-        .or_else(|| conf.tenant.clone())
-        .ok_or_else(|| CniError::new(config::INVALID_CONFIG, "no tenant: set `tenant` in the configuration, or K8S_POD_NAMESPACE / TESSERA_TENANT in CNI_ARGS"))?;
+    let tenant =
+        env.args.get("TESSERA_TENANT").or_else(|| env.args.get("K8S_POD_NAMESPACE")).cloned().or_else(|| conf.tenant.clone()).ok_or_else(
+            || {
+                CniError::new(
+                    config::INVALID_CONFIG,
+                    "no tenant: set `tenant` in the configuration, or K8S_POD_NAMESPACE / TESSERA_TENANT in CNI_ARGS",
+                )
+            },
+        )?;
     let segment = env.args.get("TESSERA_SEGMENT").cloned().unwrap_or_else(|| conf.segment.clone());
     let labels = config::labels(env, conf)?;
     let request = AgentRequest::Allocate(Attachment { key: key.clone(), tenant, segment, labels });
-    let AgentReply::Allocated { endpoint, ips, gateway_v4, gateway_v6 } = agent::expect(agent::call(&conf.agent_socket, &request, AGENT_TIMEOUT)?)?
+    let AgentReply::Allocated { endpoint, ips, gateway_v4, gateway_v6 } =
+        agent::expect(agent::call(&conf.agent_socket, &request, AGENT_TIMEOUT)?)?
     else {
         return Err(CniError::new(config::IO_FAILURE, "the agent answered an allocation with something else"));
     };

@@ -1,6 +1,7 @@
 //! Start-up: flags, logging, store, bootstrap token and topology, then the HTTP server.
 //!
-//! Tasks: one axum server task (this one); it stops on SIGINT/SIGTERM after in-flight requests.
+//! Tasks: one axum server task (this one); on SIGINT/SIGTERM node watches end and in-flight
+//! requests finish.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,12 @@ pub struct Args {
     /// Do not load the demo topology into an empty store.
     #[arg(long, env = "TESSERA_NO_DEMO")]
     pub no_demo: bool,
+    /// Certificate chain (PEM) to serve HTTPS with; needs --tls-key.
+    #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "TESSERA_LOG", default_value = "info")]
     pub log: String,
@@ -42,9 +49,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     bootstrap_token(&store, args.admin_token.as_deref()).await?;
     bootstrap_topology(&store, args.topology.as_deref(), args.no_demo).await?;
     let state = AppState::new(store).await.context("compiling the stored state")?;
+    let dist = state.dist.clone();
+    let stopping = async move {
+        shutdown().await;
+        dist.close();
+    };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return serve_tls(args.listen, cert, key, state, stopping).await;
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "serving the API");
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, app(state)).with_graceful_shutdown(stopping).await?;
+    Ok(())
+}
+
+/// HTTPS with rustls; on SIGINT/SIGTERM watches end and in-flight requests get 5 s to finish.
+async fn serve_tls(
+    listen: SocketAddr,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    state: AppState,
+    stopping: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .with_context(|| format!("loading the TLS certificate {} and key {}", cert.display(), key.display()))?;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        stopping.await;
+        stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    tracing::info!(address = %listen, "serving the API over HTTPS");
+    axum_server::bind_rustls(listen, config)
+        .handle(handle)
+        .serve(app(state).into_make_service())
+        .await
+        .with_context(|| format!("serving on {listen}"))?;
     Ok(())
 }
 

@@ -167,14 +167,7 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
         let locals: Vec<String> =
             endpoints.iter().flat_map(|e| e.ips.iter().filter(|ip| Family::of(ip) == family).map(ToString::to_string)).collect();
         set_elements += locals.len();
-        write_set(
-            &mut out,
-            &format!("local{}", n.suffix),
-            n.addr_type,
-            false,
-            &locals,
-            locals.iter().map(|l| json!(l)).collect(),
-        );
+        write_set(&mut out, &format!("local{}", n.suffix), n.addr_type, false, &locals, locals.iter().map(|l| json!(l)).collect());
         for side in [Side::Egress, Side::Ingress] {
             let (local_field, peer_field) = side.fields();
             let p = side.prefix();

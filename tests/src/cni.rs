@@ -39,7 +39,11 @@ pub struct Call {
 
 impl Runtime {
     fn find(&self, kind: &str) -> PathBuf {
-        self.path.iter().map(|d| d.join(kind)).find(|p| p.exists()).unwrap_or_else(|| panic!("plugin `{kind}` not found in {:?}", self.path))
+        self.path
+            .iter()
+            .map(|d| d.join(kind))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("plugin `{kind}` not found in {:?}", self.path))
     }
 
     /// Run one plugin once.
@@ -68,7 +72,8 @@ impl Runtime {
         let out = child.wait_with_output().expect("plugin output");
         let elapsed = started.elapsed();
         let text = String::from_utf8_lossy(&out.stdout);
-        let output = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| json!({"unparsed": text})) };
+        let output =
+            if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or_else(|_| json!({"unparsed": text})) };
         Call { ok: out.status.success(), output, stderr: String::from_utf8_lossy(&out.stderr).into_owned(), elapsed }
     }
 
@@ -83,10 +88,10 @@ impl Runtime {
         if let Some(caps) = plugin.get("capabilities").and_then(Value::as_object) {
             let mut rc = serde_json::Map::new();
             for (cap, on) in caps {
-                if on.as_bool() == Some(true) {
-                    if let Some(v) = self.runtime_config.get(cap) {
-                        rc.insert(cap.clone(), v.clone());
-                    }
+                if on.as_bool() == Some(true)
+                    && let Some(v) = self.runtime_config.get(cap)
+                {
+                    rc.insert(cap.clone(), v.clone());
                 }
             }
             if !rc.is_empty() {

@@ -313,12 +313,13 @@ impl Datacenter {
             container_id: format!("ctr-{name}-{:08x}", rand::random::<u32>()),
             netns: format!("/var/run/netns/{ns}"),
             ifname: "eth0".into(),
-            args: format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={tenant};K8S_POD_NAME={name};TESSERA_SEGMENT={segment};TESSERA_LABELS={label_arg}"),
+            args: format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={tenant};K8S_POD_NAME={name};TESSERA_SEGMENT={segment};TESSERA_LABELS={label_arg}"
+            ),
         };
-        let (result, _) = self
-            .runtime(host)
-            .add(&self.conflist(host), &attachment)
-            .unwrap_or_else(|call| panic!("CNI ADD of {name} failed: {} {}\nagent log:\n{}", call.output, call.stderr, self.agent_log(host)));
+        let (result, _) = self.runtime(host).add(&self.conflist(host), &attachment).unwrap_or_else(|call| {
+            panic!("CNI ADD of {name} failed: {} {}\nagent log:\n{}", call.output, call.stderr, self.agent_log(host))
+        });
         let ip = result["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").to_string();
         let pod = Pod { name: name.into(), ns, host, tenant: tenant.into(), segment: segment.into(), labels, ip, attachment, result };
         self.pods.push(pod.clone());
@@ -363,7 +364,10 @@ impl Datacenter {
         let mut out = String::new();
         for (t, labels) in tenants {
             let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-            out.push_str(&format!("---\n{}\n", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": t, "labels": labels}})));
+            out.push_str(&format!(
+                "---\n{}\n",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": t, "labels": labels}})
+            ));
         }
         for p in &self.pods {
             let mut labels = p.labels.clone();

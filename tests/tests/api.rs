@@ -2,7 +2,6 @@
 //! tenant scoping, error shapes, ETag/If-Match, topology dry runs, and that rejected requests
 //! store nothing.
 
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -462,4 +461,136 @@ async fn policy_simulate_and_explain_over_http() {
         "unauthorized",
         None,
     );
+}
+
+async fn node_token(api: &Api, node: &str) -> String {
+    let r = api.admin(Method::POST, "/v1/tokens", Some(json!({"name": format!("agent {node}"), "role": "node", "node": node}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    r.body["token"].as_str().expect("token").to_string()
+}
+
+#[tokio::test]
+async fn node_tokens_reach_only_their_own_node() {
+    for (backend, store) in stores().await {
+        let api = seeded(store).await;
+        let h1 = node_token(&api, "h1").await;
+        let r = api.call(Method::GET, "/v1/nodes/h1/state", Some(&h1), None, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend}: {}", r.body);
+        assert_eq!(r.body["node"], "h1");
+        assert!(r.body["ruleset"]["skeleton"].as_str().is_some_and(|s| s.contains("table inet tessera")), "{}", r.body);
+        for path in ["/v1/nodes/h2/state", "/v1/hosts", "/v1/endpoints", "/v1/policies", "/v1/nodes", "/v1/tokens"] {
+            let r = api.call(Method::GET, path, Some(&h1), None, &[]).await;
+            assert_error(&r, StatusCode::FORBIDDEN, "forbidden", None);
+        }
+        // The agent registers endpoints on its own node only.
+        let mine = json!({"id": "cni/a/eth0", "tenant": "red", "host": "h1"}).to_string();
+        assert_eq!(api.call(Method::POST, "/v1/endpoints", Some(&h1), Some(mine), &[]).await.status, StatusCode::CREATED);
+        let theirs = json!({"id": "cni/b/eth0", "tenant": "red", "host": "h2"}).to_string();
+        assert_error(
+            &api.call(Method::POST, "/v1/endpoints", Some(&h1), Some(theirs), &[]).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            None,
+        );
+        assert_eq!(api.call(Method::DELETE, "/v1/endpoints/cni/a/eth0", Some(&h1), None, &[]).await.status, StatusCode::NO_CONTENT);
+
+        // Acks: never for a generation not yet published; the status shows what was applied.
+        let state = api.call(Method::GET, "/v1/nodes/h1/state", Some(&h1), None, &[]).await.body;
+        let generation = state["generation"].as_u64().expect("generation");
+        let ack = |g: u64, error: Option<&str>| json!({"generation": g, "digest": state["digest"], "error": error}).to_string();
+        let r = api.call(Method::POST, "/v1/nodes/h1/ack", Some(&h1), Some(ack(generation + 5, None)), &[]).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("generation"));
+        let r = api.call(Method::POST, "/v1/nodes/h2/ack", Some(&h1), Some(ack(1, None)), &[]).await;
+        assert_error(&r, StatusCode::FORBIDDEN, "forbidden", None);
+        let r = api.call(Method::POST, "/v1/nodes/h1/ack", Some(&h1), Some(ack(generation, Some("nft: boom"))), &[]).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        let nodes = api.admin(Method::GET, "/v1/nodes", None).await.body;
+        let h1_status = nodes.as_array().expect("list").iter().find(|n| n["node"] == "h1").expect("h1").clone();
+        assert_eq!(h1_status["lastError"], "nft: boom", "{nodes}");
+        assert_eq!(h1_status["lag"], generation, "nothing applied yet: {nodes}");
+        api.call(Method::POST, "/v1/nodes/h1/ack", Some(&h1), Some(ack(generation, None)), &[]).await;
+        let nodes = api.admin(Method::GET, "/v1/nodes", None).await.body;
+        let h1_status = nodes.as_array().expect("list").iter().find(|n| n["node"] == "h1").expect("h1").clone();
+        assert_eq!((h1_status["appliedGeneration"].as_u64(), h1_status["lag"].as_u64()), (Some(generation), Some(0)), "{nodes}");
+        assert!(h1_status["lastError"].is_null());
+        let r = api.admin(Method::POST, "/v1/tokens", Some(json!({"name": "x", "role": "node", "node": "nope"}))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("node"));
+    }
+}
+
+const STORED_POLICIES: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: red}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+---
+apiVersion: tessera.io/v1
+kind: TesseraClusterPolicy
+metadata: {name: admin-dns}
+spec:
+  tier: admin
+  priority: 10
+  subject: {namespaceSelector: {}}
+  egress:
+  - action: allow
+    to: [{any: true}]
+    ports: [{protocol: udp, port: 53}]
+";
+
+#[tokio::test]
+async fn stored_policies_are_validated_compiled_and_distributed() {
+    for (backend, store) in stores().await {
+        let api = seeded(store.clone()).await;
+        let ep = json!({"id": "web-1", "tenant": "red", "host": "h1", "labels": {"app": "web"}});
+        assert_eq!(api.admin(Method::POST, "/v1/endpoints", Some(ep)).await.status, StatusCode::CREATED);
+        let before = api.admin(Method::GET, "/v1/nodes/h1/state", None).await.body;
+        let h2_before = api.admin(Method::GET, "/v1/nodes/h2/state", None).await.body;
+
+        let yaml = [("content-type", "application/yaml")];
+        let r = api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(STORED_POLICIES.into()), &yaml).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend}: {}", r.body);
+        assert_eq!(r.body.as_array().map(Vec::len), Some(2));
+        let after = api.admin(Method::GET, "/v1/nodes/h1/state", None).await.body;
+        assert_eq!(after["generation"].as_u64(), before["generation"].as_u64().map(|g| g + 1), "h1 holds a selected endpoint");
+        assert_ne!(after["ruleset"], before["ruleset"]);
+        let h2_after = api.admin(Method::GET, "/v1/nodes/h2/state", None).await.body;
+        assert_eq!(h2_after["generation"], h2_before["generation"], "h2 has no endpoint: its state did not change");
+
+        // Invalid documents name the field and store nothing.
+        let bad = STORED_POLICIES.replace("policyTypes: [Ingress]", "policyTypes: [Sideways]");
+        let r = api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(bad), &yaml).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("body"));
+        assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.contains("policyTypes")), "{}", r.body);
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: red}\n";
+        assert_error(
+            &api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(pod.into()), &yaml).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            Some("kind"),
+        );
+        let unnamespaced = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {podSelector: {}}\n";
+        let r = api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(unnamespaced.into()), &yaml).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("metadata.namespace"));
+        assert_eq!(api.admin(Method::GET, "/v1/policies", None).await.body.as_array().map(Vec::len), Some(2));
+
+        // Tenant tokens: their own namespace only, never cluster-scoped policies.
+        let blue = api.token("tenant", Some("blue")).await;
+        let r = api.call(Method::POST, "/v1/policies", Some(&blue), Some(STORED_POLICIES.into()), &yaml).await;
+        assert_error(&r, StatusCode::FORBIDDEN, "forbidden", None);
+        assert_eq!(api.call(Method::GET, "/v1/policies", Some(&blue), None, &[]).await.body.as_array().map(Vec::len), Some(0));
+        let r = api.call(Method::GET, "/v1/policies/NetworkPolicy/red/deny-all", Some(&blue), None, &[]).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "not_found", None);
+
+        // Deleting distributes too; generations survive a controller restart.
+        let r = api.admin(Method::DELETE, "/v1/policies/NetworkPolicy/red/deny-all", None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        let deleted = api.admin(Method::GET, "/v1/nodes/h1/state", None).await.body;
+        assert!(deleted["generation"].as_u64() > after["generation"].as_u64());
+        let restarted = Api { router: app(AppState::new(store.clone()).await.expect("restart")), store: store.clone() };
+        let again = restarted.admin(Method::GET, "/v1/nodes/h1/state", None).await.body;
+        assert_eq!(again["generation"], deleted["generation"], "{backend}: generation after restart");
+        assert_eq!(again["digest"], deleted["digest"]);
+    }
 }

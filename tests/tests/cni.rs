@@ -56,7 +56,8 @@ fn version_and_errors_follow_the_spec() {
     assert_eq!(bogus.output["code"], json!(4));
 
     // An unreachable agent is "try again later"; the message names the socket.
-    let lost = json!({"type": "tessera-cni", "cniVersion": "1.0.0", "name": "n", "agentSocket": "/nonexistent/agent.sock", "tenant": "shop"});
+    let lost =
+        json!({"type": "tessera-cni", "cniVersion": "1.0.0", "name": "n", "agentSocket": "/nonexistent/agent.sock", "tenant": "shop"});
     let call = rt.exec("ADD", Some(&attachment("x", "c1")), &lost);
     assert_eq!(call.output["code"], json!(11), "{:?}", call.output);
     let status = rt.exec("STATUS", None, &lost);

@@ -44,7 +44,8 @@ fn build() -> Datacenter {
 fn assert_flat_network(dc: &Datacenter) {
     let mut running = Vec::new();
     for p in &dc.pods {
-        let targets: Vec<String> = dc.pods.iter().filter(|q| q.name != p.name).map(|q| q.ip.clone()).chain(dc.hosts.iter().map(|h| h.ip.clone())).collect();
+        let targets: Vec<String> =
+            dc.pods.iter().filter(|q| q.name != p.name).map(|q| q.ip.clone()).chain(dc.hosts.iter().map(|h| h.ip.clone())).collect();
         let jobs: Vec<Value> = targets.iter().map(|t| json!({"id": t, "proto": "whoami", "dst": t, "port": WHOAMI})).collect();
         running.push((p.clone(), dc.probe(&p.ns, &json!(jobs), 2.0)));
     }
@@ -124,10 +125,19 @@ fn assert_enforced_as_simulated(dc: &Datacenter, policies: &str, label: &str) ->
     for (i, v) in expected.iter().enumerate() {
         let seen = observed.get(&i.to_string()).and_then(Value::as_bool);
         if seen != Some(v.allowed) {
-            wrong.push(format!("{} -> {} {}/{:?}: simulate says {}, packets say {seen:?} ({})", v.from, v.to, v.protocol, v.port, v.allowed, v.reason));
+            wrong.push(format!(
+                "{} -> {} {}/{:?}: simulate says {}, packets say {seen:?} ({})",
+                v.from, v.to, v.protocol, v.port, v.allowed, v.reason
+            ));
         }
     }
-    assert!(wrong.is_empty(), "{label}: enforcement differs from simulate in {} of {} cases:\n{}", wrong.len(), expected.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{label}: enforcement differs from simulate in {} of {} cases:\n{}",
+        wrong.len(),
+        expected.len(),
+        wrong.join("\n")
+    );
     expected.len()
 }
 
@@ -193,7 +203,15 @@ fn virtual_datacenter() {
     assert_eq!(before, after, "the flushed table was not restored");
     let routes_after = run(&["ip", "-n", &host.ns, "route", "show", "table", "7743"]);
     assert_eq!(routes, routes_after, "the deleted route was not restored");
-    let metrics = run(&["ip", "netns", "exec", &host.ns, "python3", "-c", "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9743/metrics').read().decode())"]);
+    let metrics = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &host.ns,
+        "python3",
+        "-c",
+        "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9743/metrics').read().decode())",
+    ]);
     for kind in ["nftables", "routes"] {
         let line = format!("tessera_agent_drift_repairs_total{{kind=\"{kind}\"}} 1");
         assert!(metrics.contains(&line), "metrics lack `{line}`:\n{metrics}");

@@ -114,10 +114,10 @@ impl Netlink {
         let mut addresses = self.handle.address().get().set_link_index_filter(index).execute();
         while let Some(a) = addresses.try_next().await? {
             for attr in &a.attributes {
-                if let AddressAttribute::Address(ip) = attr {
-                    if let Ok(net) = IpNet::new(*ip, a.header.prefix_len) {
-                        out.push(net);
-                    }
+                if let AddressAttribute::Address(ip) = attr
+                    && let Ok(net) = IpNet::new(*ip, a.header.prefix_len)
+                {
+                    out.push(net);
                 }
             }
         }

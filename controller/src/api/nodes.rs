@@ -63,9 +63,18 @@ pub async fn node_state(
     // they applied), which a restarted controller could not otherwise know.
     if let Some(since) = q.since.filter(|g| *g == channel.current().generation) {
         let current = channel.current();
-        let _ = state.dist.ack(&node, &tessera_agent_api::Ack { generation: since, digest: current.digest.clone(), error: None, apply_ms: 0.0 });
+        let _ = state
+            .dist
+            .ack(&node, &tessera_agent_api::Ack { generation: since, digest: current.digest.clone(), error: None, apply_ms: 0.0 });
     }
-    let watch = Watch { rx: channel.subscribe(), _guard: channel.watching(), channel, since: q.since, started: false };
+    let watch = Watch {
+        rx: channel.subscribe(),
+        _guard: channel.watching(),
+        channel,
+        since: q.since,
+        started: false,
+        closing: state.dist.closing(),
+    };
     let stream = futures_util::stream::unfold(watch, |mut w| async move {
         let line = w.next().await?;
         Some((Ok::<Bytes, Infallible>(line), w))
@@ -79,6 +88,7 @@ struct Watch {
     _guard: WatchGuard,
     since: Option<u64>,
     started: bool,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Watch {
@@ -91,7 +101,14 @@ impl Watch {
                 return Some(line(&current));
             }
         }
-        match tokio::time::timeout(HEARTBEAT, self.rx.changed()).await {
+        if *self.closing.borrow() {
+            return None;
+        }
+        let changed = tokio::select! {
+            changed = tokio::time::timeout(HEARTBEAT, self.rx.changed()) => changed,
+            _ = self.closing.changed() => return None,
+        };
+        match changed {
             Ok(Ok(())) => {
                 let current = self.rx.borrow_and_update().clone();
                 Some(line(&current))
@@ -114,7 +131,12 @@ fn line(state: &NodeState) -> Bytes {
 
 /// An agent reports the generation it applied, or why it could not.
 #[utoipa::path(post, path = "/v1/nodes/{node}/ack", request_body = Object, responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn ack(State(state): State<AppState>, caller: Caller, Path(node): Path<String>, JsonBody(ack): JsonBody<Ack>) -> ApiResult<StatusCode> {
+pub async fn ack(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node): Path<String>,
+    JsonBody(ack): JsonBody<Ack>,
+) -> ApiResult<StatusCode> {
     if !caller.is_node(&node) {
         caller.require_admin()?;
     }

@@ -68,17 +68,21 @@ pub async fn get_policy(State(state): State<AppState>, caller: Caller, Path(id):
 #[utoipa::path(post, path = "/v1/policies", request_body(content = String, content_type = "application/yaml"), responses((status = 200, body = [PolicyView]), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn put_policies(State(state): State<AppState>, caller: Caller, body: Bytes) -> ApiResult<Json<Vec<PolicyView>>> {
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "not UTF-8 text"))?;
+    // The whole body first, so that errors name the document as the caller numbers them.
+    tessera_policy::Inputs::default().add_text("body", text).map_err(|e| ApiError::invalid("body", e.to_string()))?;
     let mut staged: Vec<NewPolicy> = Vec::new();
     for (i, doc) in documents(text)?.into_iter().enumerate() {
         let origin = format!("document {}", i + 1);
+        let tenant = tenant_of(&doc, &origin)?;
         let read = read_policy_documents(&origin, &doc).map_err(|e| ApiError::invalid("body", e.to_string()))?;
         let Some(first) = read.policies.first() else {
             return Err(ApiError::invalid("body", format!("{origin}: defines no policy")));
         };
-        let tenant = tenant_of(&doc, &origin)?;
         match &tenant {
             Some(t) => caller.require_tenant_write(t)?,
-            None => caller.require_admin().map_err(|_| ApiError::forbidden(format!("{origin}: cluster-scoped policies need an admin token")))?,
+            None => {
+                caller.require_admin().map_err(|_| ApiError::forbidden(format!("{origin}: cluster-scoped policies need an admin token")))?
+            }
         }
         if staged.iter().any(|p| p.id == first.id) {
             return Err(ApiError::invalid("body", format!("{origin}: {} is defined twice", first.id)));
@@ -95,7 +99,12 @@ pub async fn put_policies(State(state): State<AppState>, caller: Caller, body: B
 }
 
 #[utoipa::path(delete, path = "/v1/policies/{id}", responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete_policy(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, IfMatch(if_match): IfMatch) -> ApiResult<StatusCode> {
+pub async fn delete_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+) -> ApiResult<StatusCode> {
     let id = id_from_path(&id);
     caller.tenant_filter(None)?;
     let p = state.store.policy(&id).await?;
@@ -137,10 +146,14 @@ fn tenant_of(doc: &serde_json::Value, origin: &str) -> ApiResult<Option<String>>
     match kind {
         Some("NetworkPolicy" | "TesseraPolicy") => {
             let ns = doc.pointer("/metadata/namespace").and_then(|n| n.as_str());
-            ns.map(|n| Some(n.to_string()))
-                .ok_or_else(|| ApiError::invalid("metadata.namespace", format!("{origin}: a stored {} must name its namespace", kind.unwrap_or_default())))
+            ns.map(|n| Some(n.to_string())).ok_or_else(|| {
+                ApiError::invalid("metadata.namespace", format!("{origin}: a stored {} must name its namespace", kind.unwrap_or_default()))
+            })
         }
         Some("TesseraClusterPolicy") | None => Ok(None),
-        Some(other) => Err(ApiError::invalid("kind", format!("{origin}: `{other}` is not a policy (NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, or a Romana policy)"))),
+        Some(other) => Err(ApiError::invalid(
+            "kind",
+            format!("{origin}: `{other}` is not a policy (NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, or a Romana policy)"),
+        )),
     }
 }

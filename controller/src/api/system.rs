@@ -52,7 +52,15 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 }
 
 fn token_view(t: TokenRecord, secret: Option<String>) -> TokenView {
-    TokenView { id: t.id, name: t.name, role: t.role.as_str().into(), tenant: t.tenant, node: t.node, created_at: t.created_at, token: secret }
+    TokenView {
+        id: t.id,
+        name: t.name,
+        role: t.role.as_str().into(),
+        tenant: t.tenant,
+        node: t.node,
+        created_at: t.created_at,
+        token: secret,
+    }
 }
 
 #[utoipa::path(get, path = "/v1/tokens", responses((status = 200, body = [TokenView]), (status = 403, body = ErrorBody)))]

@@ -75,14 +75,25 @@ pub struct Distributor {
     store: Store,
     model: Arc<tokio::sync::Mutex<Option<build::Model>>>,
     nodes: Arc<Mutex<BTreeMap<String, Arc<NodeChannel>>>>,
+    /// Set when the controller stops: watches end so the server can finish.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Distributor {
     /// Compile everything in the store and publish every node's state.
     pub async fn start(store: Store) -> Result<Distributor, StoreError> {
-        let d = Distributor { store, model: Arc::default(), nodes: Arc::default() };
+        let d = Distributor { store, model: Arc::default(), nodes: Arc::default(), closing: Arc::new(watch::channel(false).0) };
         d.rebuild().await?;
         Ok(d)
+    }
+
+    /// End every watch (the controller is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn node(&self, name: &str) -> Option<Arc<NodeChannel>> {
@@ -111,11 +122,11 @@ impl Distributor {
         };
         // A block was taken or given back: routes and segment blocks change, compile anew.
         let segment = record.as_ref().or_else(|| model.endpoints.get(id)).map(|e| (e.tenant.clone(), e.segment.clone()));
-        if let Some((tenant, segment)) = segment {
-            if model.segment_blocks_changed(&self.store, &tenant, &segment).await? {
-                drop(guard);
-                return self.rebuild().await;
-            }
+        if let Some((tenant, segment)) = segment
+            && model.segment_blocks_changed(&self.store, &tenant, &segment).await?
+        {
+            drop(guard);
+            return self.rebuild().await;
         }
         let changed = model.apply_endpoint(id, record);
         self.publish(guard.as_ref(), &changed).await

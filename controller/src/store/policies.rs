@@ -104,7 +104,8 @@ impl Store {
         if let Some(sent) = if_match.filter(|sent| *sent != current.revision) {
             return Err(StoreError::Stale { kind: "policy", name: id.into(), current: current.revision, sent });
         }
-        let done = sqlx::query("DELETE FROM policies WHERE id = $1 AND revision = $2").bind(id).bind(current.revision).execute(&self.pool).await?;
+        let done =
+            sqlx::query("DELETE FROM policies WHERE id = $1 AND revision = $2").bind(id).bind(current.revision).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("policy `{id}` changed while it was being deleted; try again")));
         }
@@ -114,9 +115,7 @@ impl Store {
     /// Each node's last state generation and its digest.
     pub async fn node_generations(&self) -> Result<BTreeMap<String, (u64, String)>> {
         let rows = sqlx::query("SELECT host, generation, digest FROM node_states").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("host")?, (r.try_get::<i64, _>("generation")? as u64, r.try_get("digest")?))))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("host")?, (r.try_get::<i64, _>("generation")? as u64, r.try_get("digest")?)))).collect()
     }
 
     /// Record new generations, all in one transaction.

@@ -113,7 +113,8 @@ impl Store {
             .bind(created_at)
             .execute(&self.pool)
             .await?;
-        let record = TokenRecord { id, name: name.into(), role, tenant: tenant.map(String::from), node: node.map(String::from), created_at };
+        let record =
+            TokenRecord { id, name: name.into(), role, tenant: tenant.map(String::from), node: node.map(String::from), created_at };
         Ok(NewToken { record, token })
     }
 
@@ -134,8 +135,9 @@ impl Store {
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows =
-            sqlx::query("SELECT id, name, role, tenant, node, created_at FROM tokens ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, name, role, tenant, node, created_at FROM tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 let role = match r.try_get::<String, _>("role")?.as_str() {
