@@ -1,15 +1,7 @@
-//! `tessera-agent`: the node agent. See `run` for its tasks.
-
-mod client;
-mod disk;
-mod enforcer;
-mod metrics;
-mod nft;
-mod routes;
-mod run;
-mod socket;
+//! `tessera-agent`: the node agent. See `tessera_agent::run` for its tasks.
 
 use clap::Parser;
+use tessera_agent::run;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

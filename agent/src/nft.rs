@@ -5,7 +5,7 @@
 //! transaction of element deletions and additions. Verification lists the table and compares
 //! what the kernel holds (elements per set, rules) with what was applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -122,10 +122,14 @@ fn delta_script(old: &Ruleset, new: &Ruleset) -> (String, usize) {
     let mut changes = 0;
     let mut adds = String::new();
     for (name, new_elements) in &new.sets {
-        let before: std::collections::BTreeSet<&String> = old.sets.get(name).into_iter().flatten().collect();
-        let after: std::collections::BTreeSet<&String> = new_elements.iter().collect();
-        let gone: Vec<&String> = before.difference(&after).copied().collect();
-        let came: Vec<&String> = after.difference(&before).copied().collect();
+        let old_elements = old.sets.get(name).map(Vec::as_slice).unwrap_or_default();
+        if old_elements == new_elements.as_slice() {
+            continue;
+        }
+        let before: HashSet<&String> = old_elements.iter().collect();
+        let after: HashSet<&String> = new_elements.iter().collect();
+        let gone: Vec<&String> = old_elements.iter().filter(|e| !after.contains(e)).collect();
+        let came: Vec<&String> = new_elements.iter().filter(|e| !before.contains(e)).collect();
         changes += gone.len() + came.len();
         add_elements(&mut s, "delete", name, gone.into_iter());
         add_elements(&mut adds, "add", name, came.into_iter());

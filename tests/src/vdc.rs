@@ -184,6 +184,12 @@ impl Datacenter {
         run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
     }
 
+    /// Remove one of this datacenter's namespaces now.
+    pub fn remove_namespace(&mut self, ns: &str) {
+        self.namespaces.retain(|n| n != ns);
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+
     fn start_agent_with(&mut self, i: usize, env: &[(&str, &str)]) {
         let h = &self.hosts[i];
         let log = File::options().create(true).append(true).open(h.dir.join("agent.log")).expect("agent log");

@@ -1,0 +1,120 @@
+//! Agent apply time (needs root; runs in a network namespace it creates and removes):
+//! a node with 110 endpoints and about 100,000 allowed elements, applied whole, then
+//! one-element deltas. `cargo bench -p tessera-agent --bench apply`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::time::Instant;
+
+use tessera_agent::nft::{Applied, Census, Nft};
+use tessera_agent_api::Ruleset;
+use tessera_policy::compile::{Class, EndpointRules, Family, Region, SideRules, Verdict};
+
+const ENDPOINTS: u32 = 110;
+const PEERS_PER_ENDPOINT: u32 = 910;
+
+fn endpoint(i: u32, extra: u32) -> EndpointRules {
+    let ip = IpAddr::V4(Ipv4Addr::from(0x0a40_0000 + i));
+    // Each endpoint admits TCP/5432 from its own 910 single peers (addresses spread out, so
+    // nothing merges): about 100,000 interval elements over the node.
+    let exceptions = (0..PEERS_PER_ENDPOINT + extra)
+        .map(|p| {
+            let peer = u128::from(0x0b00_0000 + i * 4096 + p * 2);
+            Region {
+                family: Family::V4,
+                peer_first: peer,
+                peer_last: peer,
+                class: Class::Ports(6),
+                service_first: 5432,
+                service_last: 5432,
+            }
+        })
+        .collect();
+    EndpointRules {
+        endpoint: format!("e{i}"),
+        host: Some("bench".into()),
+        ips: vec![ip],
+        ingress: SideRules { default: Verdict::Deny, exceptions },
+        egress: SideRules { default: Verdict::Allow, exceptions: Vec::new() },
+    }
+}
+
+fn ruleset(extra_on_first: u32) -> Ruleset {
+    let endpoints: Vec<EndpointRules> = (0..ENDPOINTS).map(|i| endpoint(i, if i == 0 { extra_on_first } else { 0 })).collect();
+    let refs: Vec<&EndpointRules> = endpoints.iter().collect();
+    let r = tessera_policy::nft::render(&refs);
+    if let Ok(path) = std::env::var("TESSERA_BENCH_DUMP") {
+        std::fs::write(&path, &r.text).expect("dump");
+        std::fs::write(
+            format!("{path}.agent"),
+            tessera_agent::nft::full_script(&Ruleset { skeleton: r.skeleton.clone(), sets: r.sets.clone(), rules: r.rules }),
+        )
+        .expect("dump");
+    }
+    Ruleset { skeleton: r.skeleton, sets: r.sets, rules: r.rules }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+    if !root {
+        eprintln!("apply bench: needs root (network namespaces); skipped");
+        return;
+    }
+    let ns = format!("tsrbench{:05x}", rand_suffix());
+    assert!(Command::new("ip").args(["netns", "add", &ns]).status().expect("ip").success());
+    let result = std::panic::catch_unwind(|| run(&ns));
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() & 0xfffff).unwrap_or(1)
+}
+
+fn run(ns: &str) {
+    // Every nft this process starts from now on runs inside the namespace.
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns");
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter netns");
+    let nft = Nft { binary: "nft".into() };
+    let base = ruleset(0);
+    println!("node: {ENDPOINTS} endpoints, {} set/map elements, {} rules", base.element_count(), base.rules);
+
+    let mut full = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        nft.replace(&base).expect("full apply");
+        full.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let census = nft.census().expect("census").expect("table");
+    assert_eq!(census, Census::of(&base), "the kernel holds what was applied");
+    full.sort_by(f64::total_cmp);
+    println!("full apply (one transaction): median {:.0} ms over {} runs", full[full.len() / 2], full.len());
+
+    let mut deltas = Vec::new();
+    let mut current = base.clone();
+    for k in 1..=21 {
+        let next = ruleset(k);
+        let started = Instant::now();
+        let applied = nft.apply(Some(&current), &next).expect("delta");
+        deltas.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(applied, Applied::Delta(1));
+        current = next;
+    }
+    deltas.sort_by(f64::total_cmp);
+    println!(
+        "one-element delta: p50 {:.1} ms, p99 {:.1} ms over {} deltas",
+        percentile(&deltas, 0.5),
+        percentile(&deltas, 0.99),
+        deltas.len()
+    );
+    let started = Instant::now();
+    let census = nft.census().expect("census").expect("table");
+    println!("verification listing of the whole table: {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
+    assert_eq!(census, Census::of(&current));
+}

@@ -1,0 +1,11 @@
+//! The node agent as a library: the binary (`main.rs`) runs [`run::run`]; benchmarks and tests
+//! use the pieces (for example [`nft`]) directly.
+
+pub mod client;
+pub mod disk;
+pub mod enforcer;
+pub mod metrics;
+pub mod nft;
+pub mod routes;
+pub mod run;
+pub mod socket;
