@@ -135,16 +135,34 @@ pub struct RoutesArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PoliciesCmd {
+    List,
+    /// Store the policies of YAML/JSON files (all or none), then distribute them.
+    Apply {
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Remove a policy by id (`NetworkPolicy shop/deny-all` or `NetworkPolicy/shop/deny-all`).
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokensCmd {
     List,
     /// Create a token; its secret is printed once.
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long, value_parser = ["admin", "read", "tenant"])]
+        #[arg(long, value_parser = ["admin", "read", "tenant", "node"])]
         role: String,
+        /// The tenant of a tenant token.
         #[arg(long)]
         tenant: Option<String>,
+        /// The host of a node token (its agent's).
+        #[arg(long)]
+        node: Option<String>,
     },
     Remove {
         id: String,
@@ -194,7 +212,18 @@ const BLOCK_COLUMNS: &[(&str, &str)] = &[
     ("USED", "used"),
     ("CAPACITY", "capacity"),
 ];
-const TOKEN_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("TENANT", "tenant"), ("TOKEN", "token")];
+const TOKEN_COLUMNS: &[(&str, &str)] =
+    &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("TENANT", "tenant"), ("NODE", "node"), ("TOKEN", "token")];
+const POLICY_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("TENANT", "tenant"), ("REVISION", "revision")];
+const NODE_COLUMNS: &[(&str, &str)] = &[
+    ("NODE", "node"),
+    ("DESIRED", "desiredGeneration"),
+    ("APPLIED", "appliedGeneration"),
+    ("LAG", "lag"),
+    ("WATCHERS", "watchers"),
+    ("LAST SEEN", "lastSeen"),
+    ("LAST ERROR", "lastError"),
+];
 
 pub fn run(cli: &Cli) -> anyhow::Result<()> {
     // Policy commands work offline, from files.
@@ -303,10 +332,28 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             print_routes(&plan);
         }
         Command::Policy(cmd) => crate::policy::run(cmd, out)?,
+        Command::Policies(cmd) => match cmd {
+            PoliciesCmd::List => print(out, &api.get("/v1/policies")?, POLICY_COLUMNS),
+            PoliciesCmd::Apply { files } => {
+                let mut text = String::new();
+                for f in files {
+                    let body = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                    text.push_str("---\n");
+                    text.push_str(&body);
+                    text.push('\n');
+                }
+                print(out, &api.post_text("/v1/policies", text, "application/yaml")?, POLICY_COLUMNS)
+            }
+            PoliciesCmd::Remove { id } => {
+                api.delete(&format!("/v1/policies/{}", id.replacen(' ', "/", 1).split('/').map(segment).collect::<Vec<_>>().join("/")))?;
+                println!("policy {id} removed");
+            }
+        },
+        Command::Nodes => print(out, &api.get("/v1/nodes")?, NODE_COLUMNS),
         Command::Tokens(cmd) => match cmd {
             TokensCmd::List => print(out, &api.get("/v1/tokens")?, TOKEN_COLUMNS),
-            TokensCmd::Create { name, role, tenant } => {
-                print(out, &api.post("/v1/tokens", &json!({"name": name, "role": role, "tenant": tenant}))?, TOKEN_COLUMNS)
+            TokensCmd::Create { name, role, tenant, node } => {
+                print(out, &api.post("/v1/tokens", &json!({"name": name, "role": role, "tenant": tenant, "node": node}))?, TOKEN_COLUMNS)
             }
             TokensCmd::Remove { id } => {
                 api.delete(&format!("/v1/tokens/{}", segment(id)))?;

@@ -57,6 +57,11 @@ pub enum Command {
     Blocks(commands::BlocksCmd),
     /// The route plan.
     Routes(commands::RoutesArgs),
+    /// Stored policies (NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, Romana).
+    #[command(subcommand)]
+    Policies(commands::PoliciesCmd),
+    /// Distribution status of every node: desired and applied generation, lag, errors.
+    Nodes,
     /// API tokens.
     #[command(subcommand)]
     Tokens(commands::TokensCmd),

@@ -171,3 +171,33 @@ fn policy_simulate_and_explain_offline() {
     let err = String::from_utf8(out.stderr).expect("utf-8");
     assert!(err.contains("policy.yaml document 1: NetworkPolicy x/b: spec.ingress[0].ports[0].endPort: must be >= port (90)"), "{err}");
 }
+
+#[test]
+fn policies_nodes_and_node_tokens_through_the_cli() {
+    let c = Controller::start(&[]);
+    ok(&c, &["hosts", "add", "n1", "--ip", "192.0.2.9"]);
+    ok(&c, &["tenants", "add", "shop"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("deny.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: shop}\nspec: {podSelector: {}}\n",
+    )
+    .expect("write");
+    let applied = ok(&c, &["policies", "apply", "-f", file.to_str().expect("path")]);
+    assert!(applied.contains("NetworkPolicy shop/deny-all"), "{applied}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: shop}\nspec: {podSelector: {}, policyTypes: [Up]}\n")
+        .expect("write");
+    let err = fails(&c, &["policies", "apply", "-f", bad.to_str().expect("path")]);
+    assert!(err.contains("policyTypes"), "{err}");
+    let nodes = ok(&c, &["nodes"]);
+    assert!(nodes.lines().next().is_some_and(|h| h.contains("DESIRED") && h.contains("LAG")), "{nodes}");
+    assert!(nodes.contains("n1"), "{nodes}");
+    let token: Value =
+        serde_json::from_str(&ok(&c, &["-o", "json", "tokens", "create", "--name", "agent", "--role", "node", "--node", "n1"]))
+            .expect("json");
+    assert_eq!(token["node"], "n1");
+    ok(&c, &["policies", "remove", "NetworkPolicy shop/deny-all"]);
+    assert!(!ok(&c, &["policies", "list"]).contains("deny-all"));
+}
