@@ -6,12 +6,9 @@ use serde_json::json;
 use tessera_tests::cni::{Attachment, Runtime};
 use tessera_tests::netns::run;
 use tessera_tests::vdc::Datacenter;
+use tessera_tests::{is_root, percentile};
 
 const ROUNDS: usize = 40;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn measure(dc: &mut Datacenter, rt: &Runtime, list: &serde_json::Value, label: &str) {
     let (mut adds, mut dels) = (Vec::new(), Vec::new());
@@ -44,9 +41,7 @@ fn measure(dc: &mut Datacenter, rt: &Runtime, list: &serde_json::Value, label: &
 }
 
 fn main() {
-    let root =
-        std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
-    if !root {
+    if !is_root() {
         eprintln!("cni bench: needs root (network namespaces); skipped");
         return;
     }

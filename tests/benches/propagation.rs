@@ -11,13 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tessera_tests::vdc::Datacenter;
+use tessera_tests::{is_root, percentile};
 
 const CHANGES: usize = 60;
 const WATCHERS: usize = 200;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn generations(dc: &Datacenter) -> Vec<(String, u64, Option<u64>)> {
     let nodes = dc.api("GET", "/v1/nodes", None);
@@ -42,9 +39,7 @@ fn policy(port: usize) -> String {
 }
 
 fn main() {
-    let root =
-        std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
-    if !root {
+    if !is_root() {
         eprintln!("propagation bench: needs root (network namespaces); skipped");
         return;
     }

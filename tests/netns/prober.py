@@ -28,14 +28,19 @@ def sctp_init(sport, dport):
     return header + chunk
 
 
+def listener(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(64)
+    return s
+
+
 def serve(args):
     tcp_ports, udp_ports, log = args["tcp"], args["udp"], args["sctp_log"]
     def whoami(port):
         # Answers with the address the connection came from: proof there is no NAT.
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(64)
+        s = listener(port)
         while True:
             c, peer = s.accept()
             try:
@@ -43,10 +48,7 @@ def serve(args):
             finally:
                 c.close()
     def echo(port):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(64)
+        s = listener(port)
         def one(c):
             with c:
                 while True:
@@ -62,10 +64,7 @@ def serve(args):
     for p in args.get("echo", []):
         threading.Thread(target=echo, args=(p,), daemon=True).start()
     def tcp(port):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", port))
-        s.listen(64)
+        s = listener(port)
         while True:
             c, _ = s.accept()
             try:

@@ -58,6 +58,16 @@ pub struct Controller {
     pub token: String,
 }
 
+/// Whether this process runs as root (benchmarks that need namespaces skip otherwise).
+pub fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// The `p` quantile (0..=1) of sorted figures, nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
 /// A free loopback TCP port (free when asked).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()

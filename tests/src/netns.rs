@@ -25,8 +25,7 @@ pub fn run_with_input(args: &[&str], input: &str) -> String {
 
 /// Fail clearly unless this process may create network namespaces (root; CI runs as root).
 pub fn require_root() {
-    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
-    assert!(root, "this test needs root to create network namespaces (CI runs as root)");
+    assert!(crate::is_root(), "this test needs root to create network namespaces (CI runs as root)");
 }
 
 #[derive(Debug)]

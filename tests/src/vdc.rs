@@ -335,16 +335,7 @@ impl Datacenter {
     /// Start the probe answerer in a namespace.
     pub fn serve(&mut self, ns: &str, tcp: &[u16], whoami: &[u16], echo: &[u16]) {
         let log = self.dir.path().join(format!("{ns}.sctp"));
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3"])
-            .arg(self.dir.path().join("prober.py"))
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("server");
-        let args = json!({"tcp": tcp, "udp": [53], "sctp_log": log, "whoami": whoami, "echo": echo});
-        writeln!(child.stdin.as_mut().expect("stdin"), "{args}").expect("args");
+        let mut child = self.prober(ns, "serve", &json!({"tcp": tcp, "udp": [53], "sctp_log": log, "whoami": whoami, "echo": echo}));
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")), &mut line).expect("ready");
         assert_eq!(line.trim(), "ready", "server in {ns}");
@@ -353,15 +344,20 @@ impl Datacenter {
 
     /// Run probe jobs from `ns` (see prober.py); returns the prober (collect with `netns::finish`).
     pub fn probe(&self, ns: &str, jobs: &Value, timeout: f64) -> Child {
+        self.prober(ns, "probe", &json!({"jobs": jobs, "timeout": timeout}))
+    }
+
+    /// prober.py in `ns`, in `mode`, given its arguments on stdin.
+    fn prober(&self, ns: &str, mode: &str, args: &Value) -> Child {
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, "python3"])
             .arg(self.dir.path().join("prober.py"))
-            .arg("probe")
+            .arg(mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("prober");
-        writeln!(child.stdin.as_mut().expect("stdin"), "{}", json!({"jobs": jobs, "timeout": timeout})).expect("jobs");
+        writeln!(child.stdin.as_mut().expect("stdin"), "{args}").expect("prober arguments");
         child
     }
 

@@ -242,34 +242,20 @@ fn rule_is(r: &RuleMessage, table: u32, priority: u32) -> bool {
 }
 
 fn route_builder(destination: IpNet, gateway: Option<IpAddr>, device: Option<u32>, table: Option<u32>) -> RouteMessage {
-    let mut msg = match destination {
-        IpNet::V4(d) => {
-            let mut b = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(d.network(), d.prefix_len());
-            if let Some(IpAddr::V4(g)) = gateway {
-                b = b.gateway(g);
-            }
-            if let Some(dev) = device {
-                b = b.output_interface(dev);
-            }
-            if let Some(t) = table {
-                b = b.table_id(t);
-            }
-            b.build()
-        }
-        IpNet::V6(d) => {
-            let mut b = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(d.network(), d.prefix_len());
-            if let Some(IpAddr::V6(g)) = gateway {
-                b = b.gateway(g);
-            }
-            if let Some(dev) = device {
-                b = b.output_interface(dev);
-            }
-            if let Some(t) = table {
-                b = b.table_id(t);
-            }
-            b.build()
-        }
-    };
+    // Families match by construction (callers pair a destination with a gateway of its family);
+    // a mismatch leaves the builder as it was and the kernel refuses the route.
+    let mut b = RouteMessageBuilder::<IpAddr>::new();
+    b = b.clone().destination_prefix(destination.addr(), destination.prefix_len()).unwrap_or(b);
+    if let Some(g) = gateway {
+        b = b.clone().gateway(g).unwrap_or(b);
+    }
+    if let Some(dev) = device {
+        b = b.output_interface(dev);
+    }
+    if let Some(t) = table {
+        b = b.table_id(t);
+    }
+    let mut msg = b.build();
     if gateway.is_none() && device.is_some() {
         msg.header.scope = RouteScope::Link;
     }
