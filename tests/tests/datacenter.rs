@@ -183,6 +183,25 @@ fn virtual_datacenter() {
     // Controller gone: enforcement goes on unchanged.
     dc.stop_controller();
     assert_enforced_as_simulated(&dc, POLICIES, "controller stopped");
+    // A node "reboots" meanwhile (agent gone, its table and routes gone): the agent restores its
+    // last-known-good state from disk without the controller.
+    let rebooted = db1.host;
+    dc.kill_agent(rebooted);
+    let ns = dc.hosts[rebooted].ns.clone();
+    run(&["ip", "netns", "exec", &ns, "nft", "delete", "table", "inet", "tessera"]);
+    run(&["ip", "-n", &ns, "route", "flush", "table", "7743"]);
+    dc.start_agent(rebooted);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "nft", "list", "table", "inet", "tessera"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(std::time::Instant::now() < deadline, "the agent did not restore its last-known-good table without the controller");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_enforced_as_simulated(&dc, POLICIES, "node restarted while the controller is away");
     // Back, and a change made then reaches every agent.
     dc.start_controller();
     dc.api("DELETE", "/v1/policies/NetworkPolicy/bank/api-from-shop", None);
