@@ -48,6 +48,8 @@ pub struct Compiler {
     prepared: Vec<PreparedPolicy>,
     /// Endpoint ids by namespace.
     by_namespace: BTreeMap<String, BTreeSet<String>>,
+    /// Endpoint ids by (namespace, segment): what decides whether a segment is taken whole.
+    by_segment: BTreeMap<(String, String), BTreeSet<String>>,
     /// Policies whose subject is one namespace, by namespace; the others apply cluster-wide.
     policies_by_namespace: BTreeMap<String, Vec<usize>>,
     cluster_wide: Vec<usize>,
@@ -65,8 +67,10 @@ pub struct Compiler {
 impl Compiler {
     pub fn new(cluster: Cluster, blocks: BTreeMap<String, Vec<IpNet>>, policies: Vec<Policy>, options: Options) -> Compiler {
         let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut by_segment: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
         for e in cluster.endpoints.values() {
             by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
+            by_segment.entry((e.namespace.clone(), e.segment.clone())).or_default().insert(e.id.clone());
         }
         let mut c = Compiler {
             cluster,
@@ -75,6 +79,7 @@ impl Compiler {
             policies,
             prepared: Vec::new(),
             by_namespace,
+            by_segment,
             policies_by_namespace: BTreeMap::new(),
             cluster_wide: Vec::new(),
             peer_defs: BTreeMap::new(),
@@ -170,8 +175,10 @@ impl Compiler {
         let old = self.cluster.endpoints.get(&e.id).cloned();
         if let Some(o) = &old {
             self.by_namespace.entry(o.namespace.clone()).or_default().remove(&o.id);
+            self.by_segment.entry((o.namespace.clone(), o.segment.clone())).or_default().remove(&o.id);
         }
         self.by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
+        self.by_segment.entry((e.namespace.clone(), e.segment.clone())).or_default().insert(e.id.clone());
         self.cluster.endpoints.insert(e.id.clone(), e.clone());
         self.after_endpoint_change(old.as_ref(), Some(&e))
     }
@@ -180,6 +187,7 @@ impl Compiler {
     pub fn remove_endpoint(&mut self, id: &str) -> BTreeSet<String> {
         let Some(old) = self.cluster.endpoints.remove(id) else { return BTreeSet::new() };
         self.by_namespace.entry(old.namespace.clone()).or_default().remove(id);
+        self.by_segment.entry((old.namespace.clone(), old.segment.clone())).or_default().remove(id);
         self.after_endpoint_change(Some(&old), None)
     }
 
@@ -245,12 +253,16 @@ impl Compiler {
         let same_place = matches!((old, new), (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips);
         for key in keys {
             let peer = &self.peer_defs[&key];
-            let may_change = match (old, new) {
-                (Some(o), Some(n)) if same_place => endpoint_selected(&self.cluster, peer, o) != endpoint_selected(&self.cluster, peer, n),
-                _ => [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)),
+            let (may_change, patch) = match (old, new) {
+                (Some(o), Some(n)) if same_place => {
+                    let now = endpoint_selected(&self.cluster, peer, n);
+                    let flipped = endpoint_selected(&self.cluster, peer, o) != now;
+                    (flipped, flipped.then(|| self.patched_peer_set(&key, peer, n, now)).flatten())
+                }
+                _ => ([old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)), None),
             };
             if may_change {
-                let fresh = self.peer_addresses(peer);
+                let fresh = patch.unwrap_or_else(|| self.peer_addresses(peer));
                 if self.peer_sets.get(&key) != Some(&fresh) {
                     self.peer_sets.insert(key.clone(), fresh);
                     changed_peers.insert(key);
@@ -293,6 +305,48 @@ impl Compiler {
         }
         self.peer_sets = peers;
         self.recompile(subjects, hosts)
+    }
+
+    /// A peer's addresses after only `e`'s selection flipped (to `now`), in place: its old set
+    /// with `e`'s addresses added or taken out. `None` when that shortcut could be wrong: when
+    /// `e`'s segment is taken whole before or after (its blocks stand in for its members), or
+    /// when another segment's blocks hold one of `e`'s addresses.
+    fn patched_peer_set(&self, key: &str, peer: &Peer, e: &Endpoint, now: bool) -> Option<AddressSet> {
+        let mut set = self.peer_sets.get(key)?.clone();
+        if self.options.compress {
+            if let Some(blocks) = self.blocks.get(&format!("{}/{}", e.namespace, e.segment)) {
+                let inside = |m: &Endpoint| m.ips.iter().all(|ip| blocks.iter().any(|b| b.contains(ip)));
+                let members = self.by_segment.get(&(e.namespace.clone(), e.segment.clone()))?;
+                let (mut others_selected, mut others_inside) = (0usize, true);
+                for id in members.iter().filter(|id| **id != e.id) {
+                    let m = self.cluster.endpoints.get(id)?;
+                    if endpoint_selected(&self.cluster, peer, m) {
+                        others_selected += 1;
+                        others_inside &= inside(m);
+                    }
+                }
+                let whole =
+                    |with_e: bool| others_selected + usize::from(with_e) == members.len() && others_inside && (!with_e || inside(e));
+                if whole(now) || whole(!now) {
+                    return None;
+                }
+            }
+            let elsewhere = self.blocks.iter().filter(|(k, _)| **k != format!("{}/{}", e.namespace, e.segment));
+            if elsewhere.flat_map(|(_, b)| b).any(|b| e.ips.iter().any(|ip| b.contains(ip))) {
+                return None;
+            }
+        }
+        for ip in &e.ips {
+            let point = (to_u128(ip), to_u128(ip));
+            let ranges = set.entry(Family::of(ip)).or_default();
+            if now {
+                ranges.push(point);
+            } else {
+                *ranges = subtract_ranges(ranges, &[point]);
+            }
+        }
+        normalize(&mut set);
+        Some(set)
     }
 
     /// Could this peer's addresses change when `e` changes? Any change in a namespace the peer
