@@ -115,6 +115,32 @@ impl Env {
     }
 }
 
+/// Container ids as runtimes make them (the reference plugins' rule): letters, digits, `_.-`,
+/// starting with a letter or digit.
+pub fn validate_container_id(id: &str) -> Result<(), CniError> {
+    let first_ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_ok || !id.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) || id.len() > 255 {
+        return Err(CniError::new(
+            INVALID_ENV,
+            format!("CNI_CONTAINERID `{id}`: only letters, digits and _.- (starting with a letter or digit)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Interface names the kernel accepts: 1–15 bytes, no `/`, `:` or white space, not `.` or `..`.
+pub fn validate_ifname(name: &str) -> Result<(), CniError> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if bad {
+        return Err(CniError::new(INVALID_ENV, format!("CNI_IFNAME `{name}`: 1-15 characters, no '/', ':' or spaces")));
+    }
+    Ok(())
+}
+
 /// `K=V;K2=V2` (values may contain `=`).
 pub fn parse_args(text: &str) -> BTreeMap<String, String> {
     text.split(';')
@@ -166,6 +192,18 @@ mod tests {
         let a = parse_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=web;TESSERA_LABELS=app=db,tier=back");
         assert_eq!(a["K8S_POD_NAMESPACE"], "web");
         assert_eq!(a["TESSERA_LABELS"], "app=db,tier=back");
+    }
+
+    #[test]
+    fn container_ids_and_interface_names_are_checked() {
+        assert!(validate_container_id("0a1b2c_d.e-f").is_ok());
+        for bad in ["", "-x", "a/b", "a?b", "a b"] {
+            assert_eq!(validate_container_id(bad).expect_err(bad).code, INVALID_ENV);
+        }
+        assert!(validate_ifname("eth0").is_ok());
+        for bad in ["", ".", "..", "a/b", "sixteen-chars-xx", "e th"] {
+            assert_eq!(validate_ifname(bad).expect_err(bad).code, INVALID_ENV);
+        }
     }
 
     #[test]

@@ -63,7 +63,11 @@ fn run(env: &Env) -> Outcome {
 }
 
 fn key(env: &Env) -> Result<AttachmentKey, CniError> {
-    Ok(AttachmentKey { container_id: env.require("CNI_CONTAINERID", &env.container_id)?, ifname: env.require("CNI_IFNAME", &env.ifname)? })
+    let container_id = env.require("CNI_CONTAINERID", &env.container_id)?;
+    let ifname = env.require("CNI_IFNAME", &env.ifname)?;
+    config::validate_container_id(&container_id)?;
+    config::validate_ifname(&ifname)?;
+    Ok(AttachmentKey { container_id, ifname })
 }
 
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);

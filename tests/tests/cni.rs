@@ -52,6 +52,10 @@ fn version_and_errors_follow_the_spec() {
     assert!(no_netns.output["msg"].as_str().is_some_and(|m| m.contains("CNI_NETNS")));
     assert_eq!(no_netns.output["cniVersion"], json!("1.1.0"));
 
+    let slash = rt.exec("ADD", Some(&attachment("x", "bad/id")), &plugin);
+    assert_eq!(slash.output["code"], json!(4), "{:?}", slash.output);
+    assert!(slash.output["msg"].as_str().is_some_and(|m| m.contains("CNI_CONTAINERID")));
+
     let bogus = rt.exec("FROB", Some(&attachment("x", "c1")), &plugin);
     assert_eq!(bogus.output["code"], json!(4));
 
