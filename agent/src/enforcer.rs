@@ -131,10 +131,10 @@ impl Enforcer {
         });
     }
 
-    /// Compare what the kernel holds with `state` (only the changed sets after a delta).
+    /// After a full replacement, compare what the kernel holds with `state` (a delta verified
+    /// its own elements in `Nft::apply`; the periodic resync lists the whole table).
     fn verify(&self, state: &NodeState, applied: Applied) -> Result<(), String> {
         if matches!(applied, Applied::Unchanged | Applied::Delta(_)) && self.current.is_some() {
-            // A delta is one transaction that nft confirmed; the periodic resync lists the table.
             return Ok(());
         }
         let want = Census::of(&state.ruleset);

@@ -2,8 +2,9 @@
 //!
 //! A full state replaces the table in one `nft -f` transaction (create-if-missing, delete,
 //! recreate), so there is no moment without the table. A change of set elements alone is one
-//! transaction of element deletions and additions. Verification lists the table and compares
-//! what the kernel holds (elements per set, rules) with what was applied.
+//! transaction of element deletions and additions, verified by asking for the added elements.
+//! A full verification lists the table and compares what the kernel holds (elements per set,
+//! rules) with what was applied.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
@@ -14,6 +15,9 @@ use serde_json::Value;
 use tessera_agent_api::Ruleset;
 
 pub const TABLE: &str = "tessera";
+
+/// Sets up to this size are checked element by element after a delta.
+pub const DELTA_VERIFY_LIMIT: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct Nft {
@@ -71,6 +75,7 @@ impl Nft {
             Some(old) if old.skeleton == new.skeleton && old.sets.keys().eq(new.sets.keys()) => {
                 let (script, changes) = delta_script(old, new);
                 self.run(&["-f", "-"], Some(&script))?;
+                self.verify_added(old, new)?;
                 Ok(Applied::Delta(changes))
             }
             _ => {
@@ -78,6 +83,28 @@ impl Nft {
                 Ok(Applied::Full)
             }
         }
+    }
+
+    /// After a delta: every added element is in the kernel (and every map element with its
+    /// verdict), asked with `nft get element`. nft loads the whole set to answer, so sets larger
+    /// than [`DELTA_VERIFY_LIMIT`] are left to the periodic resync (measured: 0.4 s for 100k).
+    fn verify_added(&self, old: &Ruleset, new: &Ruleset) -> Result<(), String> {
+        for (name, elements) in new.sets.iter().filter(|(_, e)| e.len() <= DELTA_VERIFY_LIMIT) {
+            let before: HashSet<&String> = old.sets.get(name).into_iter().flatten().collect();
+            let added: Vec<&String> = elements.iter().filter(|e| !before.contains(e)).collect();
+            for chunk in added.chunks(500) {
+                let keys: Vec<&str> = chunk.iter().map(|e| e.split(" : ").next().unwrap_or(e)).collect();
+                let listing = self
+                    .run(&["get", "element", "inet", TABLE, name, &format!("{{ {} }}", keys.join(", "))], None)
+                    .map_err(|e| format!("verification after a delta: set {name}: {e}"))?;
+                for e in chunk.iter().filter_map(|e| e.split_once(" : ")) {
+                    if !listing.contains(&format!("{} : {}", e.0, e.1)) {
+                        return Err(format!("verification after a delta: map {name} lacks `{} : {}`", e.0, e.1));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Replace the table unconditionally (start-up and drift repair).
