@@ -44,6 +44,10 @@ impl Api {
         self.send(self.http.post(format!("{}{path}", self.base)).header("content-type", content_type).body(body))
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+    }
+
     pub fn put_text(&self, path: &str, body: String, content_type: &str) -> anyhow::Result<Value> {
         self.send(self.http.put(format!("{}{path}", self.base)).header("content-type", content_type).body(body))
     }

@@ -109,6 +109,12 @@ pub enum EndpointsCmd {
         #[arg(long = "label")]
         labels: Vec<String>,
     },
+    /// Replace an endpoint's labels (policies that select by label follow).
+    Label {
+        id: String,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
     /// Release an endpoint's addresses.
     Remove {
         id: String,
@@ -310,6 +316,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 print(out, &api.get(&format!("/v1/endpoints{}", query(&[("tenant", tenant), ("host", host)])))?, ENDPOINT_COLUMNS)
             }
             EndpointsCmd::Show { id } => print(out, &api.get(&format!("/v1/endpoints/{}", segment(id)))?, ENDPOINT_COLUMNS),
+            EndpointsCmd::Label { id, labels: l } => {
+                print(out, &api.put(&format!("/v1/endpoints/{}", segment(id)), &json!({"labels": labels(l)?}))?, ENDPOINT_COLUMNS)
+            }
             EndpointsCmd::Add { id, tenant, segment: seg, host, labels: l } => print(
                 out,
                 &api.post("/v1/endpoints", &json!({"id": id, "tenant": tenant, "segment": seg, "host": host, "labels": labels(l)?}))?,

@@ -594,3 +594,43 @@ async fn stored_policies_are_validated_compiled_and_distributed() {
         assert_eq!(again["digest"], deleted["digest"]);
     }
 }
+
+#[tokio::test]
+async fn relabelling_an_endpoint_recompiles_its_node() {
+    for (backend, store) in stores().await {
+        let api = seeded(store).await;
+        let ep = json!({"id": "red/web-1", "tenant": "red", "host": "h1", "labels": {"app": "web"}});
+        assert_eq!(api.admin(Method::POST, "/v1/endpoints", Some(ep)).await.status, StatusCode::CREATED);
+        let only_web = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: red}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  policyTypes: [Ingress]\n";
+        let r = api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(only_web.into()), &[("content-type", "application/yaml")]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let before = api.admin(Method::GET, "/v1/nodes/h1/state", None).await.body;
+
+        let r = api
+            .call(
+                Method::PUT,
+                "/v1/endpoints/red/web-1",
+                Some(ADMIN),
+                Some(json!({"labels": {"app": "api"}}).to_string()),
+                &[("if-match", "\"9\"")],
+            )
+            .await;
+        assert_error(&r, StatusCode::CONFLICT, "stale_revision", Some("If-Match"));
+        let r = api.admin(Method::PUT, "/v1/endpoints/red/web-1", Some(json!({"labels": {"app": "-bad-"}}))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", None);
+        let blue = api.token("tenant", Some("blue")).await;
+        let r = api.call(Method::PUT, "/v1/endpoints/red/web-1", Some(&blue), Some(json!({"labels": {}}).to_string()), &[]).await;
+        assert_error(&r, StatusCode::NOT_FOUND, "not_found", None);
+
+        let r = api.admin(Method::PUT, "/v1/endpoints/red/web-1", Some(json!({"labels": {"app": "api"}}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend}: {}", r.body);
+        assert_eq!(r.body["labels"]["app"], "api");
+        let after = api.admin(Method::GET, "/v1/nodes/h1/state", None).await.body;
+        assert_eq!(
+            after["generation"].as_u64(),
+            before["generation"].as_u64().map(|g| g + 1),
+            "{backend}: no longer selected, so no longer isolated"
+        );
+        assert_ne!(after["ruleset"]["sets"], before["ruleset"]["sets"]);
+    }
+}

@@ -198,6 +198,10 @@ fn policies_nodes_and_node_tokens_through_the_cli() {
         serde_json::from_str(&ok(&c, &["-o", "json", "tokens", "create", "--name", "agent", "--role", "node", "--node", "n1"]))
             .expect("json");
     assert_eq!(token["node"], "n1");
+    ok(&c, &["endpoints", "add", "shop/web-1", "--tenant", "shop", "--host", "n1", "--label", "app=web"]);
+    let relabelled: Value =
+        serde_json::from_str(&ok(&c, &["-o", "json", "endpoints", "label", "shop/web-1", "--label", "app=api"])).expect("json");
+    assert_eq!(relabelled["labels"], serde_json::json!({"app": "api"}));
     ok(&c, &["policies", "remove", "NetworkPolicy shop/deny-all"]);
     assert!(!ok(&c, &["policies", "list"]).contains("deny-all"));
 }

@@ -9,8 +9,8 @@ use tessera_topology::spec::validate_labels;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{JsonBody, QueryParams, etag};
-use super::views::{BlockView, BlocksQuery, EndpointView, EndpointsQuery, NewEndpointBody};
+use super::extract::{IfMatch, JsonBody, QueryParams, etag};
+use super::views::{BlockView, BlocksQuery, EndpointLabelsBody, EndpointView, EndpointsQuery, NewEndpointBody};
 use crate::store::{BlockFilter, NewEndpoint};
 
 /// Blocks, filtered; a tenant token sees only its tenant's blocks.
@@ -66,6 +66,28 @@ pub async fn get_endpoint(State(state): State<AppState>, caller: Caller, Path(id
         return Err(ApiError::not_found(format!("endpoint `{id}` not found")));
     }
     Ok((etag(endpoint.revision), Json(EndpointView::from(endpoint))).into_response())
+}
+
+/// Replace an endpoint's labels; policies that select by label follow at once.
+#[utoipa::path(put, path = "/v1/endpoints/{id}", request_body = EndpointLabelsBody, responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_endpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    IfMatch(if_match): IfMatch,
+    JsonBody(body): JsonBody<EndpointLabelsBody>,
+) -> ApiResult<Response> {
+    let endpoint = state.store.endpoint(&id).await?;
+    if !caller.is_node(&endpoint.host) {
+        if !caller.can_read_tenant(&endpoint.tenant) {
+            return Err(ApiError::not_found(format!("endpoint `{id}` not found")));
+        }
+        caller.require_tenant_write(&endpoint.tenant)?;
+    }
+    validate_labels("labels", &body.labels).map_err(|e| ApiError::invalid(e.field, e.message))?;
+    let updated = state.store.update_endpoint_labels(&id, body.labels, if_match).await?;
+    state.dist.endpoint_changed(&id).await?;
+    Ok((etag(updated.revision), Json(EndpointView::from(updated))).into_response())
 }
 
 /// Release an endpoint's addresses. Deleting an id that does not exist is harmless (204).

@@ -67,7 +67,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/blocks", get(ipam::list_blocks))
         .route("/endpoints", get(ipam::list_endpoints).post(ipam::create_endpoint))
-        .route("/endpoints/{*id}", get(ipam::get_endpoint).delete(ipam::delete_endpoint))
+        .route("/endpoints/{*id}", get(ipam::get_endpoint).put(ipam::update_endpoint).delete(ipam::delete_endpoint))
         .route("/tokens", get(system::list_tokens).post(system::create_token))
         .route("/tokens/{id}", axum::routing::delete(system::delete_token));
     Router::new()
@@ -89,7 +89,7 @@ pub fn app(state: AppState) -> Router {
         inventory::list_hosts, inventory::create_host, inventory::get_host, inventory::update_host, inventory::delete_host,
         inventory::list_tenants, inventory::create_tenant, inventory::get_tenant, inventory::update_tenant, inventory::delete_tenant,
         inventory::list_segments, inventory::create_segment, inventory::get_segment, inventory::update_segment, inventory::delete_segment,
-        ipam::list_blocks, ipam::list_endpoints, ipam::create_endpoint, ipam::get_endpoint, ipam::delete_endpoint,
+        ipam::list_blocks, ipam::list_endpoints, ipam::create_endpoint, ipam::get_endpoint, ipam::update_endpoint, ipam::delete_endpoint,
         system::list_tokens, system::create_token, system::delete_token,
         policy::simulate_handler, policy::explain_handler,
         policies::list_policies, policies::get_policy, policies::put_policies, policies::delete_policy,

@@ -204,6 +204,13 @@ pub struct NewEndpointBody {
     pub labels: LabelMap,
 }
 
+/// New labels for an endpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointLabelsBody {
+    pub labels: LabelMap,
+}
+
 fn default_segment() -> String {
     crate::store::DEFAULT_SEGMENT.to_string()
 }

@@ -384,7 +384,7 @@ async fn place(conn: &mut AnyConnection, layout: &tessera_topology::Layout, name
 }
 
 /// The current revision of the row `query` selects, checked against `If-Match`.
-async fn checked_revision<'q>(
+pub(super) async fn checked_revision<'q>(
     conn: &mut AnyConnection,
     kind: &'static str,
     name: &str,

@@ -15,7 +15,7 @@ use tessera_topology::cidr::Family;
 use tessera_topology::ipam::{BlockChoice, BlockOwner, BlockState, capacity, choose_address, choose_block};
 use tessera_topology::{Labels, Network};
 
-use super::inventory::host_in;
+use super::inventory::{checked_revision, host_in};
 use super::{Result, Store, StoreError, from_json, now, to_json};
 
 /// An endpoint as stored.
@@ -185,6 +185,25 @@ impl Store {
                         .await?;
                 }
                 Ok(Some(existing))
+            })
+        })
+        .await
+    }
+
+    /// Replace an endpoint's labels (its addresses and placement never change).
+    pub async fn update_endpoint_labels(&self, id: &str, labels: Labels, if_match: Option<i64>) -> Result<EndpointRecord> {
+        let id = id.to_string();
+        self.with_retries(move |tx| {
+            let (id, labels) = (id.clone(), labels.clone());
+            Box::pin(async move {
+                let query = sqlx::query("SELECT revision FROM endpoints WHERE id = $1").bind(&id);
+                checked_revision(tx, "endpoint", &id, query, if_match).await?;
+                sqlx::query("UPDATE endpoints SET labels = $1, revision = revision + 1 WHERE id = $2")
+                    .bind(to_json(&labels)?)
+                    .bind(&id)
+                    .execute(&mut **tx)
+                    .await?;
+                endpoint_in(tx, &id).await?.ok_or_else(|| StoreError::NotFound { kind: "endpoint", name: id.clone() })
             })
         })
         .await
