@@ -58,6 +58,14 @@ impl Enforcer {
             tracing::info!("no last-known-good state on disk; waiting for the controller");
             return Ok(());
         };
+        if state.node != self.controller.node() {
+            return Err(format!(
+                "the last-known-good state in {} is node `{}`'s, not `{}`'s; not applying it",
+                self.disk.dir.display(),
+                state.node,
+                self.controller.node()
+            ));
+        }
         tracing::info!(generation = state.generation, "enforcing the last-known-good state from disk");
         let started = Instant::now();
         tokio::task::block_in_place(|| self.nft.replace(&state.ruleset))?;

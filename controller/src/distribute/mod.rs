@@ -152,7 +152,8 @@ impl Distributor {
     /// the generations, then wake watchers.
     async fn publish(&self, model: Option<&build::Model>, hosts: &BTreeSet<String>) -> Result<(), StoreError> {
         let Some(model) = model else { return Ok(()) };
-        let stored = self.store.node_generations().await?;
+        // Generations come from the store only for nodes without a channel yet (at start).
+        let stored = if hosts.iter().any(|h| self.node(h).is_none()) { self.store.node_generations().await? } else { BTreeMap::new() };
         let mut fresh = Vec::new();
         for host in hosts.iter().filter(|h| model.hosts.contains_key(*h)) {
             let (mut state, digest) = model.node_state(host);
