@@ -60,16 +60,14 @@ pub fn wire(w: &Wiring) -> Result<Links, CniError> {
     let host_mac = here(|nl: Netlink| {
         let (host, temp) = (host.clone(), temp.clone());
         async move {
-            // A retried ADD starts from scratch.
+            // A retried ADD starts from scratch (the pod end goes with the host end).
             nl.delete_link(&host).await?;
-            nl.delete_link(&temp).await?;
-            nl.create_veth(&host, &temp).await?;
+            nl.create_veth_into(&host, &temp, &netns).await?;
             let index = nl.link_index(&host).await?.ok_or_else(|| tessera_netlink::Error::NoLink(host.clone()))?;
             nl.add_address(index, gw4, 32).await?;
             if has_v6 {
                 nl.add_address(index, gw6, 64).await?;
             }
-            nl.move_to_netns(&temp, &netns).await?;
             Ok(mac(nl.link_mac(index).await?))
         }
     })
