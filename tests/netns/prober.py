@@ -28,19 +28,21 @@ def sctp_init(sport, dport):
     return header + chunk
 
 
-def listener(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def listener(port, v6=False):
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    if v6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("::" if v6 else "0.0.0.0", port))
     s.listen(64)
     return s
 
 
 def serve(args):
     tcp_ports, udp_ports, log = args["tcp"], args["udp"], args["sctp_log"]
-    def whoami(port):
+    def whoami(port, v6=False):
         # Answers with the address the connection came from: proof there is no NAT.
-        s = listener(port)
+        s = listener(port, v6)
         while True:
             c, peer = s.accept()
             try:
@@ -61,6 +63,8 @@ def serve(args):
             threading.Thread(target=one, args=(c,), daemon=True).start()
     for p in args.get("whoami", []):
         threading.Thread(target=whoami, args=(p,), daemon=True).start()
+        if args.get("v6"):
+            threading.Thread(target=whoami, args=(p, True), daemon=True).start()
     for p in args.get("echo", []):
         threading.Thread(target=echo, args=(p,), daemon=True).start()
     def tcp(port):

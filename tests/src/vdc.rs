@@ -58,7 +58,10 @@ pub struct Pod {
     pub tenant: String,
     pub segment: String,
     pub labels: BTreeMap<String, String>,
+    /// The IPv4 address (the first address when the pod has none).
     pub ip: String,
+    /// Every address, IPv6 included.
+    pub ips: Vec<String>,
     pub attachment: Attachment,
     pub result: Value,
 }
@@ -92,11 +95,16 @@ groups:
 impl Datacenter {
     /// `racks` racks (at most 2, as the topology has) of `per_rack` hosts each.
     pub fn new(racks: usize, per_rack: usize) -> Datacenter {
+        Datacenter::with_topology(racks, per_rack, TOPOLOGY)
+    }
+
+    /// The same with another topology document (its racks keep the `rack: rN` assignments).
+    pub fn with_topology(racks: usize, per_rack: usize, topology: &str) -> Datacenter {
         assert!((1..=2).contains(&racks));
         let prefix = format!("tv{:05x}", rand::random::<u32>() & 0xfffff);
         let dir = tempfile::Builder::new().prefix("tessera-vdc-").tempdir().expect("temp dir");
         std::fs::write(dir.path().join("prober.py"), include_str!("../netns/prober.py")).expect("prober");
-        std::fs::write(dir.path().join("topology.yaml"), TOPOLOGY).expect("topology");
+        std::fs::write(dir.path().join("topology.yaml"), topology).expect("topology");
         let router = format!("{prefix}-rt");
         let mut dc = Datacenter {
             prefix: prefix.clone(),
@@ -326,16 +334,28 @@ impl Datacenter {
         let (result, _) = self.runtime(host).add(&self.conflist(host), &attachment).unwrap_or_else(|call| {
             panic!("CNI ADD of {name} failed: {} {}\nagent log:\n{}", call.output, call.stderr, self.agent_log(host))
         });
-        let ip = result["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").to_string();
-        let pod = Pod { name: name.into(), ns, host, tenant: tenant.into(), segment: segment.into(), labels, ip, attachment, result };
+        let ips: Vec<String> = result["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .map(|i| i["address"].as_str().expect("address").split('/').next().expect("ip").to_string())
+            .collect();
+        let ip = ips.iter().find(|a| !a.contains(':')).or(ips.first()).expect("an address").clone();
+        let pod = Pod { name: name.into(), ns, host, tenant: tenant.into(), segment: segment.into(), labels, ip, ips, attachment, result };
         self.pods.push(pod.clone());
         pod
     }
 
     /// Start the probe answerer in a namespace.
     pub fn serve(&mut self, ns: &str, tcp: &[u16], whoami: &[u16], echo: &[u16]) {
+        self.serve_families(ns, tcp, whoami, echo, false);
+    }
+
+    /// `serve`, with the `whoami` ports on IPv6 as well when `v6`.
+    pub fn serve_families(&mut self, ns: &str, tcp: &[u16], whoami: &[u16], echo: &[u16], v6: bool) {
         let log = self.dir.path().join(format!("{ns}.sctp"));
-        let mut child = self.prober(ns, "serve", &json!({"tcp": tcp, "udp": [53], "sctp_log": log, "whoami": whoami, "echo": echo}));
+        let mut child =
+            self.prober(ns, "serve", &json!({"tcp": tcp, "udp": [53], "sctp_log": log, "whoami": whoami, "echo": echo, "v6": v6}));
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")), &mut line).expect("ready");
         assert_eq!(line.trim(), "ready", "server in {ns}");

@@ -237,3 +237,43 @@ fn virtual_datacenter() {
     }
     assert_enforced_as_simulated(&dc, remaining, "after drift repair");
 }
+
+const DUAL_STACK: &str = "networks:
+  - name: pods
+    cidr: 10.96.0.0/16
+  - name: pods-v6
+    cidr: fd00:96::/48
+groups:
+  - name: rack-1
+    assignment: {rack: r1}
+";
+
+/// A dual-stack host: pods get an IPv4 and an IPv6 address from the CNI plugin, reach each
+/// other over both without NAT, and the node's policy holds for both families.
+#[test]
+fn dual_stack_pods() {
+    require_root();
+    let mut dc = Datacenter::with_topology(1, 1, DUAL_STACK);
+    dc.api("POST", "/v1/tenants", Some(json!({"name": "shop"})));
+    let a = dc.add_pod("a", 0, "shop", "default", &[("app", "a")]);
+    let b = dc.add_pod("b", 0, "shop", "default", &[("app", "b")]);
+    for p in [&a, &b] {
+        assert_eq!(p.ips.len(), 2, "one address per family: {:?}", p.result);
+        dc.serve_families(&p.ns, &PORTS, &[WHOAMI], &[], true);
+    }
+    dc.wait_converged(Duration::from_secs(20));
+    let b6 = b.ips.iter().find(|i| i.contains(':')).expect("IPv6").clone();
+    let a6 = a.ips.iter().find(|i| i.contains(':')).expect("IPv6").clone();
+    let jobs = json!([
+        {"id": "v4", "proto": "whoami", "dst": b.ip, "port": WHOAMI},
+        {"id": "v6", "proto": "whoami", "dst": b6, "port": WHOAMI},
+    ]);
+    let seen = finish(dc.probe(&a.ns, &jobs, 2.0));
+    assert_eq!((seen["v4"].clone(), seen["v6"].clone()), (json!(a.ip), json!(a6)), "{seen:?}");
+    // Isolate b: nothing reaches it over either family.
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: b-closed, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: b}}\n  policyTypes: [Ingress]\n";
+    dc.put_policies(deny);
+    dc.wait_converged(Duration::from_secs(20));
+    let seen = finish(dc.probe(&a.ns, &jobs, 1.0));
+    assert_eq!((seen["v4"].clone(), seen["v6"].clone()), (json!(false), json!(false)), "{seen:?}");
+}

@@ -13,6 +13,7 @@ use std::path::Path;
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
@@ -109,7 +110,6 @@ impl Netlink {
 
     /// The addresses of one interface.
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>> {
-        use rtnetlink::packet_route::address::AddressAttribute;
         let mut out = Vec::new();
         let mut addresses = self.handle.address().get().set_link_index_filter(index).execute();
         while let Some(a) = addresses.try_next().await? {
@@ -169,9 +169,14 @@ impl Netlink {
         }
     }
 
-    /// Add an address (already present is fine).
+    /// Add an address (already present is fine). IPv6 addresses skip duplicate address
+    /// detection: IPAM made them unique, and DAD would hold them tentative for a second.
     pub async fn add_address(&self, index: u32, address: IpAddr, prefix: u8) -> Result<()> {
-        match self.handle.address().add(index, address, prefix).execute().await {
+        let mut request = self.handle.address().add(index, address, prefix);
+        if address.is_ipv6() {
+            request.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
             Err(e) if exists(&e) => Ok(()),
             other => Ok(other?),
         }
