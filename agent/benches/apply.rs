@@ -43,14 +43,6 @@ fn ruleset(extra_on_first: u32) -> Ruleset {
     let endpoints: Vec<EndpointRules> = (0..ENDPOINTS).map(|i| endpoint(i, if i == 0 { extra_on_first } else { 0 })).collect();
     let refs: Vec<&EndpointRules> = endpoints.iter().collect();
     let r = tessera_policy::nft::render(&refs);
-    if let Ok(path) = std::env::var("TESSERA_BENCH_DUMP") {
-        std::fs::write(&path, &r.text).expect("dump");
-        std::fs::write(
-            format!("{path}.agent"),
-            tessera_agent::nft::full_script(&Ruleset { skeleton: r.skeleton.clone(), sets: r.sets.clone(), rules: r.rules }),
-        )
-        .expect("dump");
-    }
     Ruleset { skeleton: r.skeleton, sets: r.sets, rules: r.rules }
 }
 
