@@ -134,12 +134,18 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     }))
 }
 
-/// Idempotent: a missing veth, namespace or endpoint is success.
+/// Idempotent: a missing veth, namespace or endpoint is success. Both halves are always tried
+/// and every failure is reported, so a retry knows what is left.
 fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     let key = key(env)?;
-    wire::unwire(&key)?;
-    agent::expect(agent::call(&conf.agent_socket, &AgentRequest::Release { attachment: key }, AGENT_TIMEOUT)?)?;
-    Ok(())
+    let unwired = wire::unwire(&key);
+    let released = agent::call(&conf.agent_socket, &AgentRequest::Release { attachment: key }, AGENT_TIMEOUT).and_then(agent::expect);
+    match (unwired, released) {
+        (Ok(()), Ok(_)) => Ok(()),
+        (Err(e), Ok(_)) | (Ok(()), Err(e)) => Err(e),
+        // The release error decides the code (an unreachable agent is "try again later").
+        (Err(w), Err(r)) => Err(CniError { details: format!("{}; also: {} {}", r.details, w.msg, w.details).trim().to_string(), ..r }),
+    }
 }
 
 fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
