@@ -10,6 +10,7 @@
 //! endpoint and no other node.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 
@@ -20,8 +21,11 @@ use crate::compile::{
 use crate::eval::{Party, namespace_matches, peer_matches};
 use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Rule, Tier};
 
-/// Decision tables by (direction, selecting policies, named ports), valid within one batch.
-type SideCache = BTreeMap<(Direction, Vec<usize>, Vec<crate::model::NamedPort>, Vec<Family>), crate::compile::SideRules>;
+/// What decides an endpoint's side: direction, selecting policies, named ports, families.
+type SideKey = (Direction, Vec<usize>, Vec<crate::model::NamedPort>, Vec<Family>);
+
+/// Decision tables by side key, valid within one batch.
+type SideCache = BTreeMap<SideKey, crate::compile::SideRules>;
 
 /// A rule with everything that does not depend on its subject computed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +34,16 @@ struct PreparedRule {
     clauses: Vec<Clause>,
     /// Ingress named ports: resolved on the subject, with these addresses.
     ingress_named: Vec<(crate::model::PortRule, AddressSet)>,
+}
+
+/// A change that moved only `points` (one endpoint's addresses) in or out of peer sets: every
+/// changed clause differs from its old self at those addresses alone.
+struct PointChange {
+    points: Vec<IpAddr>,
+    /// Prepared rules from before the change, of the policies whose prepared rules changed.
+    old: BTreeMap<usize, PreparedPolicy>,
+    /// The endpoint that changed: its own selection may have changed, so it is compiled in full.
+    endpoint: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -212,7 +226,7 @@ impl Compiler {
             }
         }
         self.index_policies();
-        self.recompile(subjects, BTreeSet::new())
+        self.recompile(subjects, BTreeSet::new(), None)
     }
 
     /// Remove a policy by id; returns the nodes whose rulesets changed.
@@ -222,7 +236,7 @@ impl Compiler {
         self.policies.remove(i);
         self.prepared.remove(i);
         self.index_policies();
-        self.recompile(subjects, BTreeSet::new())
+        self.recompile(subjects, BTreeSet::new(), None)
     }
 
     fn after_endpoint_change(&mut self, old: Option<&Endpoint>, new: Option<&Endpoint>) -> BTreeSet<String> {
@@ -251,6 +265,8 @@ impl Compiler {
         // Same namespace, segment and addresses: a peer's addresses change only if it selects
         // the endpoint before and not after (or the reverse); segment membership is unchanged.
         let same_place = matches!((old, new), (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips);
+        // Whether every changed peer set changed only at this endpoint's addresses (patched).
+        let mut points_only = same_place;
         for key in keys {
             let peer = &self.peer_defs[&key];
             let (may_change, patch) = match (old, new) {
@@ -262,6 +278,7 @@ impl Compiler {
                 _ => ([old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)), None),
             };
             if may_change {
+                points_only &= patch.is_some();
                 let fresh = patch.unwrap_or_else(|| self.peer_addresses(peer));
                 if self.peer_sets.get(&key) != Some(&fresh) {
                     self.peer_sets.insert(key.clone(), fresh);
@@ -270,6 +287,7 @@ impl Compiler {
             }
         }
         let mut peers = std::mem::take(&mut self.peer_sets);
+        let mut replaced: BTreeMap<usize, PreparedPolicy> = BTreeMap::new();
         for i in 0..self.policies.len() {
             let p = &self.policies[i];
             let uses_changed = !changed_peers.is_empty() && self.policy_peers[i].iter().any(|k| changed_peers.contains(k));
@@ -293,18 +311,25 @@ impl Compiler {
                         _ => true,
                     }
             });
+            // In place, an egress named-port expansion changes only at this endpoint's addresses
+            // too (it gains or loses them as a destination); elsewhere it may change anything.
+            points_only &= same_place || !named_egress;
             if uses_changed || named_egress {
                 let prepared = self.prepare_cached(&self.policies[i], &mut peers);
                 if prepared != self.prepared[i] {
                     let mut prepared = prepared;
                     self.intern(&mut prepared);
-                    self.prepared[i] = prepared;
+                    replaced.insert(i, std::mem::replace(&mut self.prepared[i], prepared));
                     subjects.extend(self.subjects(&self.policies[i]));
                 }
             }
         }
         self.peer_sets = peers;
-        self.recompile(subjects, hosts)
+        let point = match (points_only, new) {
+            (true, Some(n)) => Some(PointChange { points: n.ips.clone(), old: replaced, endpoint: n.id.clone() }),
+            _ => None,
+        };
+        self.recompile(subjects, hosts, point)
     }
 
     /// A peer's addresses after only `e`'s selection flipped (to `now`), in place: its old set
@@ -359,11 +384,16 @@ impl Compiler {
         }
     }
 
-    fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>) -> BTreeSet<String> {
+    fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>, point: Option<PointChange>) -> BTreeSet<String> {
         let mut cache = SideCache::new();
         let mut unions = UnionMemo::new();
+        let mut seen = BTreeMap::new();
         for id in subjects {
-            if !self.cluster.endpoints.contains_key(&id) {
+            let Some(e) = self.cluster.endpoints.get(&id) else { continue };
+            if let Some(change) = &point
+                && id != change.endpoint
+                && self.unchanged_at_points(e, change, &mut seen)
+            {
                 continue;
             }
             let fresh = self.compile_one(&id, &mut cache, &mut unions);
@@ -389,18 +419,98 @@ impl Compiler {
             .collect()
     }
 
+    /// The policies with rules of `dir` that select `e`, in evaluation order (tier, then id).
+    fn selecting(&self, e: &Endpoint, dir: Direction) -> Vec<usize> {
+        let candidates = self.policies_by_namespace.get(&e.namespace).into_iter().flatten().chain(&self.cluster_wide).copied();
+        let mut order: Vec<usize> =
+            candidates.filter(|&i| self.policies[i].rules(dir).is_some() && self.policies[i].selects(&self.cluster, e)).collect();
+        order.sort_by(|a, b| {
+            self.policies[*a].tier.cmp(&self.policies[*b].tier).then_with(|| self.policies[*a].id.cmp(&self.policies[*b].id))
+        });
+        order
+    }
+
+    /// After a point change, whether `e`'s decisions at the moved addresses are the same under
+    /// the old and the new clauses; everywhere else nothing moved, so then its rules stand.
+    /// Only the clauses holding those addresses can decide there: decide on them alone.
+    /// `seen` shares the answer between endpoints with the same policies, named ports and
+    /// families, as `compile_one`'s cache does.
+    fn unchanged_at_points(&self, e: &Endpoint, change: &PointChange, seen: &mut BTreeMap<SideKey, bool>) -> bool {
+        let families: Vec<Family> = [Family::V4, Family::V6].into_iter().filter(|f| e.ips.iter().any(|ip| Family::of(ip) == *f)).collect();
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let order = self.selecting(e, dir);
+            let key = (dir, order, e.named_ports.clone(), families.clone());
+            match seen.get(&key) {
+                Some(true) => continue,
+                Some(false) => return false,
+                None => {}
+            }
+            let same = self.same_decision_at_points(e, change, &key);
+            seen.insert(key, same);
+            if !same {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Decide at the moved addresses alone, with the old and with the new clauses.
+    fn same_decision_at_points(&self, e: &Endpoint, change: &PointChange, key: &SideKey) -> bool {
+        let (dir, order, _, families) = key;
+        let dir = *dir;
+        let isolated = order.iter().any(|&i| self.policies[i].tier == Tier::Namespace);
+        let restricted = |old: bool| -> [Vec<Clause>; 3] {
+            let mut tiers: [Vec<Clause>; 3] = Default::default();
+            for &i in order {
+                let prepared = if old { change.old.get(&i).unwrap_or(&self.prepared[i]) } else { &self.prepared[i] };
+                let rules = match dir {
+                    Direction::Ingress => &prepared.ingress,
+                    Direction::Egress => &prepared.egress,
+                };
+                let tier = match self.policies[i].tier {
+                    Tier::Admin { .. } => 0,
+                    Tier::Namespace => 1,
+                    Tier::Baseline { .. } => 2,
+                };
+                for (rule, source) in rules.iter().zip(self.policies[i].rules(dir).into_iter().flatten()) {
+                    for c in &rule.clauses {
+                        let addrs = points_within(&c.addrs, &change.points);
+                        if !addrs.is_empty() {
+                            tiers[tier].push(Clause { action: c.action, addrs, services: c.services.clone(), id: 0 });
+                        }
+                    }
+                    // Named ingress ports resolve on this endpoint, after the rule's own
+                    // clauses: the order `compile_one` splices them in.
+                    for (pr, named) in &rule.ingress_named {
+                        let PortMatch::Named(name) = &pr.port else { continue };
+                        let services = service_sel(pr, e.resolve_port(name, pr.protocol));
+                        let addrs = points_within(named, &change.points);
+                        if !services.is_empty() && !addrs.is_empty() {
+                            tiers[tier].push(Clause { action: source.action, addrs, services, id: 0 });
+                        }
+                    }
+                }
+            }
+            tiers
+        };
+        let (before, after) = (restricted(true), restricted(false));
+        if before == after {
+            return true;
+        }
+        let decide_on = |t: &[Vec<Clause>; 3]| {
+            let [a, n, b] = t.each_ref().map(|list| list.iter().collect::<Vec<&Clause>>());
+            decide(&a, &n, &b, isolated, families, &mut UnionMemo::new())
+        };
+        decide_on(&before) == decide_on(&after)
+    }
+
     /// Compile one endpoint. Endpoints selected by the same policies, with the same named
     /// ports, get the same decision tables: `cache` shares them within one batch.
     fn compile_one(&self, id: &str, cache: &mut SideCache, unions: &mut UnionMemo) -> EndpointRules {
         let e = &self.cluster.endpoints[id];
         let families: Vec<Family> = [Family::V4, Family::V6].into_iter().filter(|f| e.ips.iter().any(|ip| Family::of(ip) == *f)).collect();
         let mut side = |dir: Direction| {
-            let candidates = self.policies_by_namespace.get(&e.namespace).into_iter().flatten().chain(&self.cluster_wide).copied();
-            let mut order: Vec<usize> =
-                candidates.filter(|&i| self.policies[i].rules(dir).is_some() && self.policies[i].selects(&self.cluster, e)).collect();
-            order.sort_by(|a, b| {
-                self.policies[*a].tier.cmp(&self.policies[*b].tier).then_with(|| self.policies[*a].id.cmp(&self.policies[*b].id))
-            });
+            let order = self.selecting(e, dir);
             let key = (dir, order.clone(), e.named_ports.clone(), families.clone());
             if let Some(hit) = cache.get(&key) {
                 return hit.clone();
@@ -624,6 +734,21 @@ impl Compiler {
         normalize(&mut set);
         set
     }
+}
+
+/// The `points` that lie in `addrs`, as single-address ranges.
+fn points_within(addrs: &AddressSet, points: &[IpAddr]) -> AddressSet {
+    let mut out = AddressSet::new();
+    for ip in points {
+        let v = to_u128(ip);
+        let ranges = addrs.get(&Family::of(ip)).map(Vec::as_slice).unwrap_or_default();
+        let at = ranges.partition_point(|r| r.1 < v);
+        if ranges.get(at).is_some_and(|r| r.0 <= v) {
+            out.entry(Family::of(ip)).or_default().push((v, v));
+        }
+    }
+    normalize(&mut out);
+    out
 }
 
 /// A peer's identity for caching: its serialized form.
