@@ -8,6 +8,10 @@
 //! subjects of policies whose prepared rules actually changed are recompiled. With segment
 //! compression, a pod added inside an existing block changes no prepared rule, hence no other
 //! endpoint and no other node.
+//!
+//! A pod relabelled in place moves only its own addresses in or out of peer sets: those sets are
+//! patched, not rebuilt, and a subject whose decision at those addresses is the same with the old
+//! and the new clauses (decided on the few clauses that hold them) keeps its rules untouched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
