@@ -26,6 +26,8 @@ pub struct Host {
     pub name: String,
     pub ns: String,
     pub ip: String,
+    /// Every underlay address (IPv6 too on a dual-stack datacenter).
+    pub ips: Vec<String>,
     pub rack: usize,
     pub dir: PathBuf,
     token_file: PathBuf,
@@ -99,7 +101,9 @@ impl Datacenter {
     }
 
     /// The same with another topology document (its racks keep the `rack: rN` assignments).
+    /// A topology with an IPv6 network gets an IPv6 underlay too (`fd00:200:R::/64` per rack).
     pub fn with_topology(racks: usize, per_rack: usize, topology: &str) -> Datacenter {
+        let v6 = topology.contains("::");
         assert!((1..=2).contains(&racks));
         let prefix = format!("tv{:05x}", rand::random::<u32>() & 0xfffff);
         let dir = tempfile::Builder::new().prefix("tessera-vdc-").tempdir().expect("temp dir");
@@ -121,12 +125,15 @@ impl Datacenter {
             resync_seconds: 1.0,
         };
         dc.add_namespace(&router);
-        run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
         for r in 1..=racks {
             let bridge = format!("br{r}");
             run(&["ip", "-n", &router, "link", "add", &bridge, "type", "bridge"]);
             run(&["ip", "-n", &router, "addr", "add", &format!("10.200.{r}.1/24"), "dev", &bridge]);
             run(&["ip", "-n", &router, "link", "set", &bridge, "up"]);
+            if v6 {
+                run(&["ip", "-n", &router, "addr", "add", &format!("fd00:200:{r}::1/64"), "dev", &bridge, "nodad"]);
+            }
             for h in 1..=per_rack {
                 let name = format!("r{r}h{h}");
                 let ns = format!("{prefix}-{name}");
@@ -138,17 +145,24 @@ impl Datacenter {
                 run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
                 run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
                 run(&["ip", "-n", &ns, "route", "add", "default", "via", &format!("10.200.{r}.1")]);
+                let mut ips = vec![ip.clone()];
+                if v6 {
+                    let ip6 = format!("fd00:200:{r}::{}", 10 + h);
+                    run(&["ip", "-n", &ns, "addr", "add", &format!("{ip6}/64"), "dev", "eth0", "nodad"]);
+                    run(&["ip", "-n", &ns, "-6", "route", "add", "default", "via", &format!("fd00:200:{r}::1")]);
+                    ips.push(ip6);
+                }
                 let host_dir = dc.dir.path().join(&name);
                 std::fs::create_dir_all(&host_dir).expect("host dir");
                 relay(&ns, dc.port);
-                dc.hosts.push(Host { name, ns, ip, rack: r, token_file: host_dir.join("token"), dir: host_dir, agent: None });
+                dc.hosts.push(Host { name, ns, ip, ips, rack: r, token_file: host_dir.join("token"), dir: host_dir, agent: None });
             }
         }
         dc.start_controller();
         for i in 0..dc.hosts.len() {
             let h = &dc.hosts[i];
             let labels = json!({"rack": format!("r{}", h.rack)});
-            dc.api("POST", "/v1/hosts", Some(json!({"name": h.name, "ips": [h.ip], "labels": labels})));
+            dc.api("POST", "/v1/hosts", Some(json!({"name": h.name, "ips": h.ips, "labels": labels})));
             let token = dc.api("POST", "/v1/tokens", Some(json!({"name": format!("agent {}", h.name), "role": "node", "node": h.name})));
             std::fs::write(&h.token_file, token["token"].as_str().expect("token")).expect("token file");
             dc.start_agent(i);
@@ -160,6 +174,10 @@ impl Datacenter {
         run(&["ip", "netns", "add", name]);
         self.namespaces.push(name.to_string());
         run(&["ip", "-n", name, "link", "set", "lo", "up"]);
+        // Links made here are as settled as a datacenter's: no duplicate address detection, which
+        // would keep each new link-local address (the source of neighbour solicitations for
+        // forwarded packets) unusable for about two seconds.
+        run(&["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]);
     }
 
     pub fn url(&self) -> String {

@@ -246,17 +246,28 @@ const DUAL_STACK: &str = "networks:
 groups:
   - name: rack-1
     assignment: {rack: r1}
+  - name: rack-2
+    assignment: {rack: r2}
 ";
 
-/// A dual-stack host: pods get an IPv4 and an IPv6 address from the CNI plugin, reach each
-/// other over both without NAT, and the node's policy holds for both families.
+/// Dual stack across two racks: pods get an IPv4 and an IPv6 address from the CNI plugin,
+/// reach each other over both without NAT through one aggregated route per rack and family,
+/// and a policy holds for both families.
 #[test]
 fn dual_stack_pods() {
     require_root();
-    let mut dc = Datacenter::with_topology(1, 1, DUAL_STACK);
+    let mut dc = Datacenter::with_topology(2, 1, DUAL_STACK);
+    // Hosts as they come: new interfaces do duplicate address detection (the harness turned it
+    // off while wiring the racks); a pod's host interface must be usable at once anyway, which
+    // its `fe80::1`, added without DAD, makes it.
+    for h in &dc.hosts {
+        run(&["ip", "netns", "exec", &h.ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=1", "net.ipv6.conf.default.accept_dad=1"]);
+    }
     dc.api("POST", "/v1/tenants", Some(json!({"name": "shop"})));
     let a = dc.add_pod("a", 0, "shop", "default", &[("app", "a")]);
-    let b = dc.add_pod("b", 0, "shop", "default", &[("app", "b")]);
+    let b = dc.add_pod("b", 1, "shop", "default", &[("app", "b")]);
+    let fabric = dc.install_fabric_routes();
+    assert_eq!(fabric.len(), 4, "one route per rack and family: {fabric:?}");
     for p in [&a, &b] {
         assert_eq!(p.ips.len(), 2, "one address per family: {:?}", p.result);
         dc.serve_families(&p.ns, &PORTS, &[WHOAMI], &[], true);
