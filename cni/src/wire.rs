@@ -63,7 +63,7 @@ pub fn wire(w: &Wiring) -> Result<Links, CniError> {
             // A retried ADD starts from scratch (the pod end goes with the host end).
             nl.delete_link(&host).await?;
             nl.create_veth_into(&host, &temp, &netns).await?;
-            let index = nl.link_index(&host).await?.ok_or_else(|| tessera_netlink::Error::NoLink(host.clone()))?;
+            let index = nl.require_index(&host).await?;
             nl.add_address(index, gw4, 32).await?;
             if has_v6 {
                 nl.add_address(index, gw6, 64).await?;
@@ -74,7 +74,7 @@ pub fn wire(w: &Wiring) -> Result<Links, CniError> {
     .map_err(io("creating the veth pair"))?;
     let (ifname, ips) = (w.key.ifname.clone(), w.ips.clone());
     let pod_mac = in_netns(Path::new(&w.netns), move |nl: Netlink| async move {
-        let index = nl.link_index(&temp).await?.ok_or_else(|| tessera_netlink::Error::NoLink(temp.clone()))?;
+        let index = nl.require_index(&temp).await?;
         nl.rename(index, &ifname).await?;
         nl.set_up(index).await?;
         for ip in &ips {
@@ -97,7 +97,7 @@ pub fn wire(w: &Wiring) -> Result<Links, CniError> {
 pub fn open(links: &Links) -> Result<(), CniError> {
     let host = links.host.clone();
     here(|nl: Netlink| async move {
-        let index = nl.link_index(&host).await?.ok_or_else(|| tessera_netlink::Error::NoLink(host.clone()))?;
+        let index = nl.require_index(&host).await?;
         nl.set_up(index).await
     })
     .map_err(io("bringing the host side up"))

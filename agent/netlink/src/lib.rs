@@ -1,5 +1,5 @@
-//! The netlink operations Tessera needs, over rtnetlink: veth pairs moved into a network
-//! namespace, addresses, routes Tessera owns (marked with its own route protocol number so
+//! The netlink operations Tessera needs, over rtnetlink: veth pairs with one end born in a
+//! network namespace, addresses, routes Tessera owns (marked with its own route protocol number so
 //! they can be listed and reconciled without touching anyone else's), and its policy rule.
 //!
 //! Work inside another network namespace runs on a thread that joined it ([`in_netns`]): a
@@ -81,7 +81,8 @@ impl Netlink {
         }
     }
 
-    async fn require_index(&self, name: &str) -> Result<u32> {
+    /// The index of interface `name`; an error naming it when there is none.
+    pub async fn require_index(&self, name: &str) -> Result<u32> {
         self.link_index(name).await?.ok_or_else(|| Error::NoLink(name.to_string()))
     }
 
@@ -124,12 +125,6 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Create a veth pair `host` ⇄ `peer` in this namespace.
-    pub async fn create_veth(&self, host: &str, peer: &str) -> Result<()> {
-        self.handle.link().add(LinkVeth::new(host, peer).build()).execute().await?;
-        Ok(())
-    }
-
     /// Create a veth pair with `host` here and `peer` born in the namespace at `netns`: no
     /// move afterwards, which would wait for an RCU grace period (about 20 ms here).
     pub async fn create_veth_into(&self, host: &str, peer: &str, netns: &File) -> Result<()> {
@@ -139,13 +134,6 @@ impl Netlink {
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
         self.handle.link().add(msg).execute().await?;
-        Ok(())
-    }
-
-    /// Move interface `name` into the namespace at `netns`.
-    pub async fn move_to_netns(&self, name: &str, netns: &File) -> Result<()> {
-        let index = self.require_index(name).await?;
-        self.handle.link().set(LinkUnspec::new_with_index(index).setns_by_fd(netns.as_raw_fd()).build()).execute().await?;
         Ok(())
     }
 
