@@ -73,10 +73,10 @@ impl Nft {
         match old {
             Some(old) if old == new => Ok(Applied::Unchanged),
             Some(old) if old.skeleton == new.skeleton && old.sets.keys().eq(new.sets.keys()) => {
-                let (script, changes) = delta_script(old, new);
-                self.run(&["-f", "-"], Some(&script))?;
-                self.verify_added(old, new)?;
-                Ok(Applied::Delta(changes))
+                let deltas = set_deltas(old, new);
+                self.run(&["-f", "-"], Some(&delta_script(&deltas)))?;
+                self.verify_added(&deltas)?;
+                Ok(Applied::Delta(changes(&deltas)))
             }
             _ => {
                 self.run(&["-f", "-"], Some(&full_script(new)))?;
@@ -88,16 +88,14 @@ impl Nft {
     /// After a delta: every added element is in the kernel (and every map element with its
     /// verdict), asked with `nft get element`. nft loads the whole set to answer, so sets larger
     /// than [`DELTA_VERIFY_LIMIT`] are left to the periodic resync (measured: 0.4 s for 100k).
-    fn verify_added(&self, old: &Ruleset, new: &Ruleset) -> Result<(), String> {
+    fn verify_added(&self, deltas: &[SetDelta<'_>]) -> Result<(), String> {
         let mut script = String::new();
         let mut verdicts: Vec<(&str, &str, &str)> = Vec::new();
-        for (name, elements) in new.sets.iter().filter(|(_, e)| e.len() <= DELTA_VERIFY_LIMIT) {
-            let before: HashSet<&String> = old.sets.get(name).into_iter().flatten().collect();
-            let added: Vec<&String> = elements.iter().filter(|e| !before.contains(e)).collect();
-            for chunk in added.chunks(500) {
+        for d in deltas.iter().filter(|d| d.size <= DELTA_VERIFY_LIMIT) {
+            for chunk in d.came.chunks(500) {
                 let keys: Vec<&str> = chunk.iter().map(|e| e.split(" : ").next().unwrap_or(e)).collect();
-                let _ = writeln!(script, "get element inet {TABLE} {name} {{ {} }}", keys.join(", "));
-                verdicts.extend(chunk.iter().filter_map(|e| e.split_once(" : ")).map(|(k, v)| (name.as_str(), k, v)));
+                let _ = writeln!(script, "get element inet {TABLE} {} {{ {} }}", d.name, keys.join(", "));
+                verdicts.extend(chunk.iter().filter_map(|e| e.split_once(" : ")).map(|(k, v)| (d.name, k, v)));
             }
         }
         if script.is_empty() {
@@ -147,11 +145,17 @@ pub fn full_script(r: &Ruleset) -> String {
     s
 }
 
-/// Element deletions first (an interval may be replaced by an overlapping one), then additions.
-fn delta_script(old: &Ruleset, new: &Ruleset) -> (String, usize) {
-    let mut s = String::new();
-    let mut changes = 0;
-    let mut adds = String::new();
+/// How one set or map changes: elements to delete and to add, and its size afterwards.
+struct SetDelta<'a> {
+    name: &'a str,
+    gone: Vec<&'a String>,
+    came: Vec<&'a String>,
+    size: usize,
+}
+
+/// The sets whose elements differ between `old` and `new` (their names are the same).
+fn set_deltas<'a>(old: &'a Ruleset, new: &'a Ruleset) -> Vec<SetDelta<'a>> {
+    let mut out = Vec::new();
     for (name, new_elements) in &new.sets {
         let old_elements = old.sets.get(name).map(Vec::as_slice).unwrap_or_default();
         if old_elements == new_elements.as_slice() {
@@ -159,14 +163,31 @@ fn delta_script(old: &Ruleset, new: &Ruleset) -> (String, usize) {
         }
         let before: HashSet<&String> = old_elements.iter().collect();
         let after: HashSet<&String> = new_elements.iter().collect();
-        let gone: Vec<&String> = old_elements.iter().filter(|e| !after.contains(e)).collect();
-        let came: Vec<&String> = new_elements.iter().filter(|e| !before.contains(e)).collect();
-        changes += gone.len() + came.len();
-        add_elements(&mut s, "delete", name, gone.into_iter());
-        add_elements(&mut adds, "add", name, came.into_iter());
+        out.push(SetDelta {
+            name,
+            gone: old_elements.iter().filter(|e| !after.contains(e)).collect(),
+            came: new_elements.iter().filter(|e| !before.contains(e)).collect(),
+            size: new_elements.len(),
+        });
     }
-    s.push_str(&adds);
-    (s, changes)
+    out
+}
+
+/// Elements deleted and added, all sets together.
+fn changes(deltas: &[SetDelta<'_>]) -> usize {
+    deltas.iter().map(|d| d.gone.len() + d.came.len()).sum()
+}
+
+/// Element deletions first (an interval may be replaced by an overlapping one), then additions.
+fn delta_script(deltas: &[SetDelta<'_>]) -> String {
+    let mut s = String::new();
+    for d in deltas {
+        add_elements(&mut s, "delete", d.name, d.gone.iter().copied());
+    }
+    for d in deltas {
+        add_elements(&mut s, "add", d.name, d.came.iter().copied());
+    }
+    s
 }
 
 fn add_elements<'a>(s: &mut String, verb: &str, set: &str, elements: impl Iterator<Item = &'a String>) {
@@ -197,8 +218,9 @@ mod tests {
     fn delta_deletes_before_it_adds_and_counts_changes() {
         let old = ruleset(&[("a", &["1", "2"]), ("b", &["x"])]);
         let new = ruleset(&[("a", &["2", "3"]), ("b", &["x"])]);
-        let (script, changes) = delta_script(&old, &new);
-        assert_eq!(changes, 2);
+        let deltas = set_deltas(&old, &new);
+        let script = delta_script(&deltas);
+        assert_eq!(changes(&deltas), 2);
         assert_eq!(script, "delete element inet tessera a { 1 }\nadd element inet tessera a { 3 }\n");
     }
 
