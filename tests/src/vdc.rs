@@ -38,18 +38,6 @@ impl Host {
     pub fn socket(&self) -> PathBuf {
         self.dir.join("agent.sock")
     }
-
-    /// Name, namespace and socket, to use while the datacenter is borrowed mutably.
-    pub fn clone_identity(&self) -> HostIdentity {
-        HostIdentity { name: self.name.clone(), ns: self.ns.clone(), socket: self.socket() }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct HostIdentity {
-    pub name: String,
-    pub ns: String,
-    pub socket: PathBuf,
 }
 
 #[derive(Debug, Clone)]

@@ -73,14 +73,14 @@ fn chained_with_the_reference_plugins() {
     require_root();
     let mut dc = datacenter();
     let ns = pod_netns(&mut dc, "chained");
-    let host = dc.hosts[0].clone_identity();
+    let socket = dc.hosts[0].socket();
     let mut rt = dc.runtime(0);
     rt.runtime_config = json!({"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]});
     let list = json!({
         "cniVersion": "1.0.0",
         "name": "tessera",
         "plugins": [
-            {"type": "tessera-cni", "agentSocket": host.socket, "enforceTimeoutMs": 15000},
+            {"type": "tessera-cni", "agentSocket": socket, "enforceTimeoutMs": 15000},
             {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.accept_local": "1"}},
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": false},
             {"type": "bandwidth", "ingressRate": 100000000, "ingressBurst": 1000000, "egressRate": 100000000, "egressBurst": 1000000},
