@@ -515,6 +515,24 @@ async fn node_tokens_reach_only_their_own_node() {
         assert!(h1_status["lastError"].is_null());
         let r = api.admin(Method::POST, "/v1/tokens", Some(json!({"name": "x", "role": "node", "node": "nope"}))).await;
         assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("node"));
+
+        // Resuming a watch at the current generation counts as applied for the node's agent
+        // only: an operator's watch says nothing about what h2 enforces.
+        let h2 = node_token(&api, "h2").await;
+        let g2 = api.admin(Method::GET, "/v1/nodes/h2/state", None).await.body["generation"].as_u64().expect("generation");
+        let applied_h2 =
+            |nodes: Value| nodes.as_array().expect("list").iter().find(|n| n["node"] == "h2").expect("h2")["appliedGeneration"].clone();
+        for (token, expected) in [(ADMIN, Value::Null), (h2.as_str(), json!(g2))] {
+            let watch = Request::builder()
+                .uri(format!("/v1/nodes/h2/state?watch=true&since={g2}"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("request");
+            let response = api.router.clone().oneshot(watch).await.expect("response");
+            assert_eq!(response.status(), StatusCode::OK);
+            drop(response);
+            assert_eq!(applied_h2(api.admin(Method::GET, "/v1/nodes", None).await.body), expected, "{backend}");
+        }
     }
 }
 

@@ -59,13 +59,13 @@ pub async fn node_state(
         channel.seen();
         return Ok(Json(channel.current()).into_response());
     }
-    // An agent resuming at the current generation is enforcing it (agents resume only from what
-    // they applied), which a restarted controller could not otherwise know.
-    if let Some(since) = q.since.filter(|g| *g == channel.current().generation) {
-        let current = channel.current();
-        let _ = state
-            .dist
-            .ack(&node, &tessera_agent_api::Ack { generation: since, digest: current.digest.clone(), error: None, apply_ms: 0.0 });
+    // The node's agent resuming at the current generation is enforcing it (agents resume only
+    // from what they applied), which a restarted controller could not otherwise know. Other
+    // watchers (operators, dashboards) say nothing about what the node enforces.
+    let current = channel.current();
+    if caller.is_node(&node) && q.since == Some(current.generation) {
+        let resumed = tessera_agent_api::Ack { generation: current.generation, digest: current.digest.clone(), error: None, apply_ms: 0.0 };
+        let _ = state.dist.ack(&node, &resumed);
     }
     let watch = Watch {
         rx: channel.subscribe(),
