@@ -32,7 +32,26 @@ fn load(shape: Shape, seed: u64) -> (Inputs, BTreeMap<String, Vec<IpNet>>) {
     (inputs, blocks)
 }
 
+/// Whether to run a section: `cargo bench -p tessera-policy -- NAME` runs only the sections
+/// whose name contains NAME (`label`, `whole`, `simulate`); no name runs all of them.
+fn wanted(section: &str) -> bool {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    filters.is_empty() || filters.iter().any(|f| section.contains(f.as_str()))
+}
+
 fn main() {
+    if wanted("label-selector peers") {
+        label_selector_peers();
+    }
+    if wanted("whole-segment peers") {
+        whole_segment_peers();
+    }
+    if wanted("simulate") {
+        simulate_bench();
+    }
+}
+
+fn label_selector_peers() {
     println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies, label-selector peers");
     let mut compiler =
         compiled(Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: false });
@@ -51,13 +70,17 @@ fn main() {
         started.elapsed().as_secs_f64() * 1000.0
     );
     nft_load(&ruleset.text);
+}
 
-    // The same size where peers take whole namespaces: what segment compression is for.
+/// The same size where peers take whole namespaces: what segment compression is for.
+fn whole_segment_peers() {
     println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies, namespace-wide peers");
     let mut whole = compiled(Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: true });
     report("one pod's labels change", relabel(&mut whole));
     report("a pod added or removed inside its segment's block", churn(&mut whole));
+}
 
+fn simulate_bench() {
     println!("simulate: 2000 pods, 500 policies, 4 ports");
     let shape = Shape { namespaces: 20, pods: 2_000, policies: 500, cluster_policies: false, whole_segment_peers: false };
     let (inputs, _) = load(shape, 11);

@@ -365,6 +365,54 @@ fn merge_services(mut regions: Vec<Region>) -> Vec<Region> {
     out
 }
 
+/// `rules` with its decision at `points` replaced by `at_points`' (a decision with the same
+/// default whose exceptions lie at those points only): what `decide` would give for the whole.
+/// Regions are maximal address ranges per service cell with maximal service runs, so only the
+/// regions holding or touching a point can differ: those are rebuilt, the others stand.
+pub(crate) fn splice_points(rules: &SideRules, points: &[IpAddr], at_points: &SideRules) -> SideRules {
+    let mut pts: Vec<(Family, u128)> = points.iter().map(|ip| (Family::of(ip), to_u128(ip))).collect();
+    pts.sort_unstable();
+    pts.dedup();
+    let touches =
+        |r: &Region| pts.iter().any(|&(f, v)| f == r.family && r.peer_first <= v.saturating_add(1) && r.peer_last >= v.saturating_sub(1));
+    let (mut kept, touched): (Vec<Region>, Vec<Region>) = rules.exceptions.iter().cloned().partition(|r| !touches(r));
+    // Per family and class: the touched regions without the points, and the new decision there.
+    let mut areas: BTreeMap<(Family, Class), (Vec<Region>, Vec<Region>)> = BTreeMap::new();
+    for r in touched {
+        areas.entry((r.family, r.class)).or_default().0.push(r);
+    }
+    for r in &at_points.exceptions {
+        areas.entry((r.family, r.class)).or_default().1.push(r.clone());
+    }
+    for ((family, class), (old, new)) in areas {
+        let holes: Vec<AddrRange> = pts.iter().filter(|(f, _)| *f == family).map(|&(_, v)| (v, v)).collect();
+        let mut cuts: BTreeSet<u32> = BTreeSet::new();
+        for r in old.iter().chain(&new) {
+            cuts.insert(u32::from(r.service_first));
+            cuts.insert(u32::from(r.service_last) + 1);
+        }
+        let cuts: Vec<u32> = cuts.into_iter().collect();
+        let mut pieces: Vec<Region> = Vec::new();
+        for w in cuts.windows(2) {
+            let (s0, s1) = (w[0] as u16, (w[1] - 1) as u16);
+            let covering = |r: &&Region| (r.service_first..=r.service_last).contains(&s0);
+            let mut flips: AddressSet = AddressSet::new();
+            let ranges = flips.entry(family).or_default();
+            for r in old.iter().filter(covering) {
+                ranges.extend(subtract_ranges(&[(r.peer_first, r.peer_last)], &holes));
+            }
+            ranges.extend(new.iter().filter(covering).map(|r| (r.peer_first, r.peer_last)));
+            normalize(&mut flips);
+            for &(a, b) in flips.values().flatten() {
+                pieces.push(Region { family, peer_first: a, peer_last: b, class, service_first: s0, service_last: s1 });
+            }
+        }
+        kept.extend(merge_services(pieces));
+    }
+    kept.sort();
+    SideRules { default: rules.default, exceptions: kept }
+}
+
 /// First-match over the address line: returns the ranges whose verdict differs from `default`.
 fn paint(
     family: Family,

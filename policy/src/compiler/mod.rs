@@ -1,0 +1,453 @@
+//! The stateful compiler: compiles everything once, then recompiles only what a change affects
+//! and reports which nodes' rulesets changed.
+//!
+//! Each policy rule is prepared once (its peers' addresses, its egress named ports expanded per
+//! destination): that does not depend on the endpoint it applies to. An endpoint's rules are then
+//! cheap to build from the prepared rules of the policies that select it. When an endpoint
+//! changes, only rules whose peers could select it before or after are prepared again; only the
+//! subjects of policies whose prepared rules actually changed are recompiled. With segment
+//! compression, a pod added inside an existing block changes no prepared rule, hence no other
+//! endpoint and no other node.
+//!
+//! A pod relabelled in place moves only its own addresses in or out of peer sets (`points`):
+//! those sets and clauses are patched, and every other endpoint is decided again at those
+//! addresses alone, its rules spliced only where that decision changed.
+
+mod points;
+mod prepare;
+mod selection;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use crate::compile::{Clause, EndpointRules, Family, Options, SideRules, UnionMemo, decide, service_sel, splice_points};
+use crate::eval::{Party, namespace_matches, peer_matches};
+use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Tier};
+
+use points::PointChange;
+use prepare::{ClauseIds, PeerEntry, PreparedPolicy, RulePeers};
+use selection::Selections;
+
+/// What decides an endpoint's side: direction, selecting policies, named ports, families.
+type SideKey = (Direction, Vec<usize>, Vec<crate::model::NamedPort>, Vec<Family>);
+
+/// Decision tables by side key, valid within one batch.
+type SideCache = BTreeMap<SideKey, SideRules>;
+
+/// Compiles a cluster's policies, and keeps the result current as things change.
+#[derive(Debug)]
+pub struct Compiler {
+    cluster: Cluster,
+    blocks: BTreeMap<String, Vec<IpNet>>,
+    options: Options,
+    policies: Vec<Policy>,
+    prepared: Vec<PreparedPolicy>,
+    /// Endpoint ids by namespace.
+    by_namespace: BTreeMap<String, BTreeSet<String>>,
+    /// Endpoint ids by (namespace, segment): what decides whether a segment is taken whole.
+    by_segment: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Policies whose subject is one namespace, by namespace; the others apply cluster-wide.
+    policies_by_namespace: BTreeMap<String, Vec<usize>>,
+    cluster_wide: Vec<usize>,
+    /// Every distinct peer of every rule, with its current addresses; rules refer to them by index.
+    peers: Vec<PeerEntry>,
+    /// The peers of each rule, by policy index.
+    rule_peers: Vec<RulePeers>,
+    /// The peers each policy uses, by policy index.
+    policy_peers: Vec<BTreeSet<usize>>,
+    clause_ids: ClauseIds,
+    selections: Selections,
+    rules: BTreeMap<String, EndpointRules>,
+}
+
+impl Compiler {
+    pub fn new(cluster: Cluster, blocks: BTreeMap<String, Vec<IpNet>>, policies: Vec<Policy>, options: Options) -> Compiler {
+        let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut by_segment: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+        for e in cluster.endpoints.values() {
+            by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
+            by_segment.entry((e.namespace.clone(), e.segment.clone())).or_default().insert(e.id.clone());
+        }
+        let mut c = Compiler {
+            cluster,
+            blocks,
+            options,
+            policies,
+            prepared: Vec::new(),
+            by_namespace,
+            by_segment,
+            policies_by_namespace: BTreeMap::new(),
+            cluster_wide: Vec::new(),
+            peers: Vec::new(),
+            rule_peers: Vec::new(),
+            policy_peers: Vec::new(),
+            clause_ids: ClauseIds::default(),
+            selections: Selections::default(),
+            rules: BTreeMap::new(),
+        };
+        c.index_policies();
+        c.reselect_all();
+        c.prepared = (0..c.policies.len()).map(|i| c.prepare(i)).collect();
+        let ids: Vec<String> = c.cluster.endpoints.keys().cloned().collect();
+        let mut cache = SideCache::new();
+        let mut unions = UnionMemo::new();
+        for id in ids {
+            let r = c.compile_one(&id, &mut cache, &mut unions);
+            c.rules.insert(id, r);
+        }
+        c
+    }
+
+    fn index_policies(&mut self) {
+        self.index_peers();
+        self.policies_by_namespace.clear();
+        self.cluster_wide.clear();
+        for (i, p) in self.policies.iter().enumerate() {
+            match &p.subject.namespaces {
+                NamespaceMatch::Exactly(ns) => self.policies_by_namespace.entry(ns.clone()).or_default().push(i),
+                NamespaceMatch::Selector(_) => self.cluster_wide.push(i),
+            }
+        }
+    }
+
+    pub fn rules(&self) -> &BTreeMap<String, EndpointRules> {
+        &self.rules
+    }
+
+    pub fn into_rules(self) -> BTreeMap<String, EndpointRules> {
+        self.rules
+    }
+
+    pub fn has_policy(&self, id: &str) -> bool {
+        self.policies.iter().any(|p| p.id == id)
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The compiled endpoints of one node.
+    pub fn node_rules(&self, host: &str) -> Vec<&EndpointRules> {
+        self.rules.values().filter(|r| r.host.as_deref() == Some(host)).collect()
+    }
+
+    /// Add or replace an endpoint; returns the nodes whose rulesets changed.
+    pub fn upsert_endpoint(&mut self, e: Endpoint) -> BTreeSet<String> {
+        let old = self.cluster.endpoints.get(&e.id).cloned();
+        if let Some(o) = &old {
+            self.by_namespace.entry(o.namespace.clone()).or_default().remove(&o.id);
+            self.by_segment.entry((o.namespace.clone(), o.segment.clone())).or_default().remove(&o.id);
+        }
+        self.by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
+        self.by_segment.entry((e.namespace.clone(), e.segment.clone())).or_default().insert(e.id.clone());
+        self.cluster.endpoints.insert(e.id.clone(), e.clone());
+        self.reselect_endpoint(&e.id);
+        self.after_endpoint_change(old.as_ref(), Some(&e))
+    }
+
+    /// Remove an endpoint; returns the nodes whose rulesets changed.
+    pub fn remove_endpoint(&mut self, id: &str) -> BTreeSet<String> {
+        let Some(old) = self.cluster.endpoints.remove(id) else { return BTreeSet::new() };
+        self.by_namespace.entry(old.namespace.clone()).or_default().remove(id);
+        self.by_segment.entry((old.namespace.clone(), old.segment.clone())).or_default().remove(id);
+        self.reselect_endpoint(id);
+        self.after_endpoint_change(Some(&old), None)
+    }
+
+    /// Add or replace a policy (by id); returns the nodes whose rulesets changed.
+    pub fn upsert_policy(&mut self, p: Policy) -> BTreeSet<String> {
+        let mut subjects = BTreeSet::new();
+        let (i, before) = match self.policies.iter().position(|q| q.id == p.id) {
+            Some(i) => {
+                subjects.extend(self.subjects(i));
+                let before = std::mem::replace(&mut self.policies[i], p);
+                (i, Some(before.subject.namespaces))
+            }
+            None => {
+                self.policies.push(p);
+                self.prepared.push(PreparedPolicy::default());
+                (self.policies.len() - 1, None)
+            }
+        };
+        self.index_policies();
+        self.reselect_policy(i, before.as_ref());
+        self.prepared[i] = self.prepare(i);
+        self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+        subjects.extend(self.subjects(i));
+        self.recompile(subjects, BTreeSet::new(), None)
+    }
+
+    /// Remove a policy by id; returns the nodes whose rulesets changed.
+    pub fn remove_policy(&mut self, id: &str) -> BTreeSet<String> {
+        let Some(i) = self.policies.iter().position(|p| p.id == id) else { return BTreeSet::new() };
+        let subjects = self.subjects(i);
+        self.policies.remove(i);
+        self.prepared.remove(i);
+        self.index_policies();
+        self.unselect_policy(i);
+        self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+        self.recompile(subjects, BTreeSet::new(), None)
+    }
+
+    fn after_endpoint_change(&mut self, old: Option<&Endpoint>, new: Option<&Endpoint>) -> BTreeSet<String> {
+        let mut subjects: BTreeSet<String> = BTreeSet::new();
+        let mut hosts: BTreeSet<String> = BTreeSet::new();
+        // A node's local addresses change when an endpoint arrives, leaves, moves or is readdressed.
+        let placement_changed = match (old, new) {
+            (Some(o), Some(n)) => o.host != n.host || o.ips != n.ips,
+            _ => true,
+        };
+        if placement_changed {
+            for e in [old, new].into_iter().flatten() {
+                hosts.extend(e.host.clone());
+            }
+            if let Some(o) = old {
+                self.rules.remove(&o.id);
+            }
+        }
+        if let Some(e) = new {
+            subjects.insert(e.id.clone());
+        }
+        // Same namespace, segment and addresses: a peer's addresses change only if it selects
+        // the endpoint before and not after (or the reverse); segment membership is unchanged.
+        // Then every change is at the endpoint's own addresses (a point change), unless another
+        // endpoint shares one of them or a segment's blocks stand in for its members.
+        let in_place = match (old, new) {
+            (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips => {
+                let shared = self.cluster.endpoints.values().any(|m| m.id != n.id && m.ips.iter().any(|ip| n.ips.contains(ip)));
+                Some((o, n, !shared))
+            }
+            _ => None,
+        };
+        let mut points_only = in_place.is_some_and(|(_, _, alone)| alone);
+        // Peers whose addresses may change are computed again (or patched at the points).
+        let mut changed_peers: BTreeSet<usize> = BTreeSet::new();
+        for k in 0..self.peers.len() {
+            let peer = &self.peers[k].peer;
+            let fresh = match in_place {
+                Some((o, n, _)) => {
+                    let now = endpoint_selected(&self.cluster, peer, n);
+                    if endpoint_selected(&self.cluster, peer, o) == now {
+                        continue;
+                    }
+                    let patched = points_only.then(|| self.patched_peer_set(peer, &self.peers[k].addrs, n, now)).flatten();
+                    points_only &= patched.is_some();
+                    patched.unwrap_or_else(|| self.peer_addresses(peer))
+                }
+                None if [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)) => self.peer_addresses(peer),
+                None => continue,
+            };
+            if self.peers[k].addrs != fresh {
+                self.peers[k].addrs = fresh;
+                changed_peers.insert(k);
+            }
+        }
+        let point = new.filter(|_| points_only);
+        let mut replaced: BTreeMap<usize, PreparedPolicy> = BTreeMap::new();
+        for i in 0..self.policies.len() {
+            let p = &self.policies[i];
+            let uses_changed = !changed_peers.is_empty() && self.policy_peers[i].iter().any(|k| changed_peers.contains(k));
+            // Egress named ports expand over destination endpoints: only an endpoint that has
+            // (or had) such a port name can change the expansion.
+            let named_egress = p.egress.iter().flatten().any(|r| {
+                let carries = r.ports.iter().flatten().any(|pr| match &pr.port {
+                    PortMatch::Named(name) => [old, new].into_iter().flatten().any(|e| e.named_ports.iter().any(|np| np.name == *name)),
+                    _ => false,
+                });
+                // In place with the same ports, the expansion changes only if the rule's peers
+                // take the endpoint before and not after, or the reverse.
+                carries
+                    && match in_place {
+                        Some((o, n, _)) if o.named_ports == n.named_ports => {
+                            let takes = |e: &Endpoint| {
+                                e.ips.iter().any(|ip| r.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))))
+                            };
+                            takes(o) != takes(n)
+                        }
+                        _ => true,
+                    }
+            });
+            if !uses_changed && !named_egress {
+                continue;
+            }
+            let fresh = match point {
+                Some(n) => self.patch_prepared(i, n),
+                None => Some(self.prepare(i)).filter(|fresh| *fresh != self.prepared[i]),
+            };
+            if let Some(fresh) = fresh {
+                replaced.insert(i, std::mem::replace(&mut self.prepared[i], fresh));
+                subjects.extend(self.subjects(i));
+            }
+        }
+        if point.is_none() {
+            self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+        }
+        let point = point.map(|n| PointChange { points: n.ips.clone(), old: replaced, endpoint: n.id.clone() });
+        self.recompile(subjects, hosts, point)
+    }
+
+    /// Could this peer's addresses change when `e` changes? Any change in a namespace the peer
+    /// looks at can: even an endpoint it does not select decides whether a segment is whole.
+    fn peer_depends_on(&self, peer: &Peer, e: &Endpoint) -> bool {
+        match peer {
+            Peer::Segment { tenant, segment } => e.namespace == *tenant && e.segment == *segment,
+            Peer::Endpoints { namespaces, .. } => namespace_matches(&self.cluster, namespaces, &e.namespace),
+            Peer::Cidr { .. } | Peer::Host(_) | Peer::Any => false,
+        }
+    }
+
+    fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>, point: Option<PointChange>) -> BTreeSet<String> {
+        let mut cache = SideCache::new();
+        let mut unions = UnionMemo::new();
+        let mut at_points = BTreeMap::new();
+        for id in subjects {
+            let Some(e) = self.cluster.endpoints.get(&id) else { continue };
+            let fresh = match (&point, self.rules.get(&id)) {
+                (Some(change), Some(old)) if id != change.endpoint => match self.spliced(e, old, change, &mut at_points) {
+                    Some(fresh) => fresh,
+                    None => continue,
+                },
+                _ => self.compile_one(&id, &mut cache, &mut unions),
+            };
+            if self.rules.get(&id) != Some(&fresh) {
+                hosts.extend(fresh.host.clone());
+                self.rules.insert(id, fresh);
+            }
+        }
+        hosts
+    }
+
+    /// After a point change, `e`'s rules with each side's decision at the moved addresses
+    /// replaced by the new one; `None` when neither side's decision there changed. `at_points`
+    /// shares those decisions between endpoints with the same side key.
+    fn spliced(
+        &self,
+        e: &Endpoint,
+        old: &EndpointRules,
+        change: &PointChange,
+        at_points: &mut BTreeMap<SideKey, Option<SideRules>>,
+    ) -> Option<EndpointRules> {
+        let families = families(e);
+        let mut sides = [None, None];
+        for (side, dir) in sides.iter_mut().zip([Direction::Ingress, Direction::Egress]) {
+            let key = (dir, self.selecting(e, dir).to_vec(), e.named_ports.clone(), families.clone());
+            if !at_points.contains_key(&key) {
+                let decision = self.decision_at_points(e, change, &key);
+                at_points.insert(key.clone(), decision);
+            }
+            let current = match dir {
+                Direction::Ingress => &old.ingress,
+                Direction::Egress => &old.egress,
+            };
+            *side = at_points[&key].as_ref().map(|now| splice_points(current, &change.points, now));
+        }
+        let [ingress, egress] = sides;
+        if ingress.is_none() && egress.is_none() {
+            return None;
+        }
+        Some(EndpointRules {
+            ingress: ingress.unwrap_or_else(|| old.ingress.clone()),
+            egress: egress.unwrap_or_else(|| old.egress.clone()),
+            ..old.clone()
+        })
+    }
+
+    /// Compile one endpoint. Endpoints selected by the same policies, with the same named
+    /// ports, get the same decision tables: `cache` shares them within one batch.
+    fn compile_one(&self, id: &str, cache: &mut SideCache, unions: &mut UnionMemo) -> EndpointRules {
+        let e = &self.cluster.endpoints[id];
+        let families = families(e);
+        let mut side = |dir: Direction| {
+            let order = self.selecting(e, dir);
+            let key = (dir, order.to_vec(), e.named_ports.clone(), families.clone());
+            if let Some(hit) = cache.get(&key) {
+                return hit.clone();
+            }
+            let (mut admin, mut namespace, mut baseline): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (Vec::new(), Vec::new(), Vec::new());
+            // Clauses of named ingress ports are resolved on this endpoint, so they are built here.
+            let mut named: Vec<(usize, Clause)> = Vec::new();
+            let mut isolated = false;
+            for &i in order {
+                let list = match self.policies[i].tier {
+                    Tier::Admin { .. } => &mut admin,
+                    Tier::Namespace => {
+                        isolated = true;
+                        &mut namespace
+                    }
+                    Tier::Baseline { .. } => &mut baseline,
+                };
+                for (r, rule) in self.prepared[i].rules(dir).iter().zip(self.policies[i].rules(dir).into_iter().flatten()) {
+                    list.extend(r.clauses.iter());
+                    for (pr, addrs) in &r.ingress_named {
+                        let PortMatch::Named(name) = &pr.port else { continue };
+                        let services = service_sel(pr, e.resolve_port(name, pr.protocol));
+                        if !services.is_empty() {
+                            // Position keeps first-match order within the tier.
+                            named.push((
+                                tier_index(self.policies[i].tier) * 1_000_000 + list.len(),
+                                Clause { action: rule.action, addrs: addrs.clone(), services, id: 0 },
+                            ));
+                        }
+                    }
+                }
+            }
+            if named.is_empty() {
+                let r = decide(&admin, &namespace, &baseline, isolated, &families, unions);
+                cache.insert(key, r.clone());
+                return r;
+            }
+            // Splice the endpoint-resolved clauses in at their positions.
+            let splice = |list: &[&Clause], tier: usize| -> Vec<Clause> {
+                let mut out: Vec<Clause> = Vec::with_capacity(list.len());
+                let mut extra = named.iter().filter(|(pos, _)| pos / 1_000_000 == tier).peekable();
+                for (k, c) in list.iter().enumerate() {
+                    while let Some((pos, nc)) = extra.peek() {
+                        if pos % 1_000_000 > k {
+                            break;
+                        }
+                        out.push(nc.clone());
+                        extra.next();
+                    }
+                    out.push((*c).clone());
+                }
+                out.extend(extra.map(|(_, c)| c.clone()));
+                out
+            };
+            let (a, n, b) = (splice(&admin, 0), splice(&namespace, 1), splice(&baseline, 2));
+            let (a, n, b): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (a.iter().collect(), n.iter().collect(), b.iter().collect());
+            let r = decide(&a, &n, &b, isolated, &families, unions);
+            cache.insert(key, r.clone());
+            r
+        };
+        EndpointRules {
+            endpoint: e.id.clone(),
+            host: e.host.clone(),
+            ips: e.ips.clone(),
+            ingress: side(Direction::Ingress),
+            egress: side(Direction::Egress),
+        }
+    }
+}
+
+/// The address families an endpoint has.
+fn families(e: &Endpoint) -> Vec<Family> {
+    [Family::V4, Family::V6].into_iter().filter(|f| e.ips.iter().any(|ip| Family::of(ip) == *f)).collect()
+}
+
+/// A tier's place in evaluation order, as `decide` takes the tiers.
+fn tier_index(tier: Tier) -> usize {
+    match tier {
+        Tier::Admin { .. } => 0,
+        Tier::Namespace => 1,
+        Tier::Baseline { .. } => 2,
+    }
+}
+
+fn endpoint_selected(cluster: &Cluster, peer: &Peer, e: &Endpoint) -> bool {
+    match peer {
+        Peer::Segment { tenant, segment } => e.namespace == *tenant && e.segment == *segment,
+        Peer::Endpoints { namespaces, pods } => namespace_matches(cluster, namespaces, &e.namespace) && pods.matches(&e.labels),
+        _ => false,
+    }
+}

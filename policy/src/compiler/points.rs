@@ -1,0 +1,250 @@
+//! Point changes: a pod relabelled in place moves only its own addresses in or out of peer
+//! sets. Those sets and the prepared clauses holding them are patched, not rebuilt; each other
+//! endpoint is decided again at those addresses alone and the answer spliced into its rules.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::compile::{AddressSet, Clause, Family, SideRules, UnionMemo, decide, service_sel, subtract_ranges, to_u128};
+use crate::eval::{Party, peer_matches};
+use crate::model::{Direction, Endpoint, Peer, PortMatch, Rule, Tier};
+
+use super::prepare::{ClauseKind, PreparedPolicy, PreparedRule, holds};
+use super::{Compiler, SideKey, endpoint_selected};
+
+/// A change that moved only `points` (one endpoint's addresses) in or out of peer sets: every
+/// changed clause differs from its old self at those addresses alone.
+pub(super) struct PointChange {
+    pub points: Vec<IpAddr>,
+    /// Prepared rules from before the change, of the policies whose prepared rules changed.
+    pub old: BTreeMap<usize, PreparedPolicy>,
+    /// The endpoint that changed: its own selection may have changed, so it is compiled in full.
+    pub endpoint: String,
+}
+
+impl Compiler {
+    /// A peer's addresses after only `e`'s selection flipped (to `now`), in place: its old set
+    /// with `e`'s addresses added or taken out. `None` when that shortcut could be wrong: when
+    /// `e`'s segment is taken whole before or after (its blocks stand in for its members), or
+    /// when another segment's blocks hold one of `e`'s addresses.
+    pub(super) fn patched_peer_set(&self, peer: &Peer, set: &AddressSet, e: &Endpoint, now: bool) -> Option<AddressSet> {
+        if self.options.compress {
+            if let Some(blocks) = self.blocks.get(&format!("{}/{}", e.namespace, e.segment)) {
+                let inside = |m: &Endpoint| m.ips.iter().all(|ip| blocks.iter().any(|b| b.contains(ip)));
+                let members = self.by_segment.get(&(e.namespace.clone(), e.segment.clone()))?;
+                let (mut others_selected, mut others_inside) = (0usize, true);
+                for id in members.iter().filter(|id| **id != e.id) {
+                    let m = self.cluster.endpoints.get(id)?;
+                    if endpoint_selected(&self.cluster, peer, m) {
+                        others_selected += 1;
+                        others_inside &= inside(m);
+                    }
+                }
+                let whole =
+                    |with_e: bool| others_selected + usize::from(with_e) == members.len() && others_inside && (!with_e || inside(e));
+                if whole(now) || whole(!now) {
+                    return None;
+                }
+            }
+            let elsewhere = self.blocks.iter().filter(|(k, _)| **k != format!("{}/{}", e.namespace, e.segment));
+            if elsewhere.flat_map(|(_, b)| b).any(|b| e.ips.iter().any(|ip| b.contains(ip))) {
+                return None;
+            }
+        }
+        let mut set = set.clone();
+        for ip in &e.ips {
+            set_point(&mut set, ip, now);
+        }
+        Some(set)
+    }
+
+    /// Policy `i`'s prepared rules after only `e`'s addresses moved in or out of its peers'
+    /// sets (patched already) or of its egress named-port destinations; `None` if no clause
+    /// changed. Changed and new clauses get fresh ids.
+    pub(super) fn patch_prepared(&mut self, i: usize, e: &Endpoint) -> Option<PreparedPolicy> {
+        let mut patched: Vec<(Direction, usize, PreparedRule)> = Vec::new();
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let rules = self.policies[i].rules(dir).into_iter().flatten().zip(self.rule_peers[i].rules(dir));
+            for (r, (rule, peer_ids)) in rules.enumerate() {
+                if let Some(p) = self.patch_rule(rule, dir, peer_ids, &self.prepared[i].rules(dir)[r], e) {
+                    patched.push((dir, r, p));
+                }
+            }
+        }
+        if patched.is_empty() {
+            return None;
+        }
+        let mut out = PreparedPolicy { ingress: Vec::new(), egress: Vec::new() };
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let list: Vec<PreparedRule> = (0..self.prepared[i].rules(dir).len())
+                .map(|r| match patched.iter().position(|(d, k, _)| *d == dir && *k == r) {
+                    Some(at) => patched.swap_remove(at).2,
+                    None => self.prepared[i].rules(dir)[r].clone(),
+                })
+                .collect();
+            match dir {
+                Direction::Ingress => out.ingress = list,
+                Direction::Egress => out.egress = list,
+            }
+        }
+        for c in out.ingress.iter_mut().chain(out.egress.iter_mut()).flat_map(|r| r.clauses.iter_mut()).filter(|c| c.id == 0) {
+            c.id = self.clause_ids.fresh();
+        }
+        Some(out)
+    }
+
+    /// One rule patched at `e`'s addresses, or `None` if nothing there changed. Patched clauses
+    /// get id 0 (the caller gives them fresh ids).
+    fn patch_rule(&self, rule: &Rule, dir: Direction, peer_ids: &[usize], prepared: &PreparedRule, e: &Endpoint) -> Option<PreparedRule> {
+        let member = |ip: &IpAddr| peer_ids.iter().any(|&k| holds(&self.peers[k].addrs, ip));
+        let in_family = |family: Option<Family>, ip: &IpAddr| family.is_none_or(|f| f == Family::of(ip));
+        // The port an egress named-port entry takes `e`'s address at, if it takes it.
+        let named_port = |entry: usize, ip: &IpAddr| -> Option<u16> {
+            let pr = rule.ports.as_ref()?.get(entry)?;
+            let PortMatch::Named(name) = &pr.port else { return None };
+            let port = e.resolve_port(name, pr.protocol)?;
+            rule.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))).then_some(port)
+        };
+        let wanted = |kind: ClauseKind, ip: &IpAddr| match kind {
+            ClauseKind::Peers { family, .. } => member(ip) && in_family(family, ip),
+            ClauseKind::EgressNamed { entry, port } => named_port(entry, ip) == Some(port),
+        };
+        let mut out: Option<PreparedRule> = None;
+        for (k, (clause, kind)) in prepared.clauses.iter().zip(&prepared.kinds).enumerate() {
+            for ip in &e.ips {
+                let want = wanted(*kind, ip);
+                if holds(&clause.addrs, ip) != want {
+                    let c = &mut out.get_or_insert_with(|| prepared.clone()).clauses[k];
+                    set_point(&mut c.addrs, ip, want);
+                    c.id = 0;
+                }
+            }
+        }
+        for (k, (pr, addrs)) in prepared.ingress_named.iter().enumerate() {
+            for ip in &e.ips {
+                let want = member(ip) && in_family(crate::compile::icmp_family(pr), ip);
+                if holds(addrs, ip) != want {
+                    set_point(&mut out.get_or_insert_with(|| prepared.clone()).ingress_named[k].1, ip, want);
+                }
+            }
+        }
+        // An egress named port that now takes `e` at a port no destination had before: a new
+        // clause, in port order within its entry.
+        let egress_named =
+            rule.ports.iter().flatten().enumerate().filter(|(_, pr)| dir == Direction::Egress && matches!(pr.port, PortMatch::Named(_)));
+        for (entry, pr) in egress_named {
+            for ip in &e.ips {
+                let Some(port) = named_port(entry, ip) else { continue };
+                let kind = ClauseKind::EgressNamed { entry, port };
+                let current = out.as_ref().unwrap_or(prepared);
+                if current.kinds.contains(&kind) {
+                    continue;
+                }
+                let p = out.get_or_insert_with(|| prepared.clone());
+                let at = p.kinds.iter().position(|k| k.position() > kind.position()).unwrap_or(p.kinds.len());
+                let mut addrs = AddressSet::new();
+                set_point(&mut addrs, ip, true);
+                p.clauses.insert(at, Clause { action: rule.action, addrs, services: service_sel(pr, Some(port)), id: 0 });
+                p.kinds.insert(at, kind);
+            }
+        }
+        // A named-port clause left without destinations goes, as a fresh preparation has none.
+        if let Some(p) = out.as_mut() {
+            let keep: Vec<bool> =
+                p.clauses.iter().zip(&p.kinds).map(|(c, k)| !(matches!(k, ClauseKind::EgressNamed { .. }) && c.addrs.is_empty())).collect();
+            let mut flags = keep.iter();
+            p.clauses.retain(|_| *flags.next().unwrap_or(&true));
+            let mut flags = keep.iter();
+            p.kinds.retain(|_| *flags.next().unwrap_or(&true));
+        }
+        out
+    }
+
+    /// After a point change, the decision of an endpoint side (as `key` describes it) at the
+    /// moved addresses, if it differs from the one before; everywhere else nothing moved. Only
+    /// the clauses holding those addresses can decide there: it is decided on them alone.
+    pub(super) fn decision_at_points(&self, e: &Endpoint, change: &PointChange, key: &SideKey) -> Option<SideRules> {
+        let (dir, order, _, families) = key;
+        let dir = *dir;
+        let isolated = order.iter().any(|&i| self.policies[i].tier == Tier::Namespace);
+        let restricted = |old: bool| -> [Vec<Clause>; 3] {
+            let mut tiers: [Vec<Clause>; 3] = Default::default();
+            for &i in order {
+                let prepared = if old { change.old.get(&i).unwrap_or(&self.prepared[i]) } else { &self.prepared[i] };
+                let tier = super::tier_index(self.policies[i].tier);
+                for (rule, source) in prepared.rules(dir).iter().zip(self.policies[i].rules(dir).into_iter().flatten()) {
+                    for c in &rule.clauses {
+                        let addrs = points_within(&c.addrs, &change.points);
+                        if !addrs.is_empty() {
+                            tiers[tier].push(Clause { action: c.action, addrs, services: c.services.clone(), id: 0 });
+                        }
+                    }
+                    // Named ingress ports resolve on this endpoint, after the rule's own
+                    // clauses: the order `compile_one` splices them in.
+                    for (pr, named) in &rule.ingress_named {
+                        let PortMatch::Named(name) = &pr.port else { continue };
+                        let services = service_sel(pr, e.resolve_port(name, pr.protocol));
+                        let addrs = points_within(named, &change.points);
+                        if !services.is_empty() && !addrs.is_empty() {
+                            tiers[tier].push(Clause { action: source.action, addrs, services, id: 0 });
+                        }
+                    }
+                }
+            }
+            tiers
+        };
+        let (before, after) = (restricted(true), restricted(false));
+        if before == after {
+            return None;
+        }
+        let decide_on = |t: &[Vec<Clause>; 3]| {
+            let [a, n, b] = t.each_ref().map(|list| list.iter().collect::<Vec<&Clause>>());
+            decide(&a, &n, &b, isolated, families, &mut UnionMemo::new())
+        };
+        let now = decide_on(&after);
+        (decide_on(&before) != now).then_some(now)
+    }
+}
+
+/// Add `ip` to `set` or take it out, keeping the ranges sorted, disjoint and merged (and no
+/// family without ranges), as `normalize` leaves them.
+pub(super) fn set_point(set: &mut AddressSet, ip: &IpAddr, present: bool) {
+    let v = to_u128(ip);
+    let family = Family::of(ip);
+    let ranges = set.entry(family).or_default();
+    let at = ranges.partition_point(|r| r.1 < v);
+    let held = ranges.get(at).is_some_and(|r| r.0 <= v);
+    match (held, present) {
+        (true, false) => {
+            let (a, b) = ranges[at];
+            let pieces: Vec<(u128, u128)> = subtract_ranges(&[(a, b)], &[(v, v)]);
+            ranges.splice(at..=at, pieces);
+        }
+        (false, true) => {
+            let joins_before = at > 0 && ranges[at - 1].1.checked_add(1) == Some(v);
+            let joins_after = ranges.get(at).is_some_and(|r| v.checked_add(1) == Some(r.0));
+            match (joins_before, joins_after) {
+                (true, true) => {
+                    ranges[at - 1].1 = ranges[at].1;
+                    ranges.remove(at);
+                }
+                (true, false) => ranges[at - 1].1 = v,
+                (false, true) => ranges[at].0 = v,
+                (false, false) => ranges.insert(at, (v, v)),
+            }
+        }
+        _ => {}
+    }
+    if ranges.is_empty() {
+        set.remove(&family);
+    }
+}
+
+/// The `points` that lie in `addrs`, as single-address ranges.
+fn points_within(addrs: &AddressSet, points: &[IpAddr]) -> AddressSet {
+    let mut out = AddressSet::new();
+    for ip in points.iter().filter(|ip| holds(addrs, ip)) {
+        set_point(&mut out, ip, true);
+    }
+    out
+}
