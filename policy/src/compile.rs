@@ -375,15 +375,15 @@ pub(crate) fn splice_points(rules: &SideRules, points: &[IpAddr], at_points: &Si
     pts.dedup();
     let touches =
         |r: &Region| pts.iter().any(|&(f, v)| f == r.family && r.peer_first <= v.saturating_add(1) && r.peer_last >= v.saturating_sub(1));
-    let (mut kept, touched): (Vec<Region>, Vec<Region>) = rules.exceptions.iter().cloned().partition(|r| !touches(r));
     // Per family and class: the touched regions without the points, and the new decision there.
     let mut areas: BTreeMap<(Family, Class), (Vec<Region>, Vec<Region>)> = BTreeMap::new();
-    for r in touched {
-        areas.entry((r.family, r.class)).or_default().0.push(r);
+    for r in rules.exceptions.iter().filter(|r| touches(r)) {
+        areas.entry((r.family, r.class)).or_default().0.push(r.clone());
     }
     for r in &at_points.exceptions {
         areas.entry((r.family, r.class)).or_default().1.push(r.clone());
     }
+    let mut rebuilt: Vec<Region> = Vec::new();
     for ((family, class), (old, new)) in areas {
         let holes: Vec<AddrRange> = pts.iter().filter(|(f, _)| *f == family).map(|&(_, v)| (v, v)).collect();
         let mut cuts: BTreeSet<u32> = BTreeSet::new();
@@ -407,10 +407,20 @@ pub(crate) fn splice_points(rules: &SideRules, points: &[IpAddr], at_points: &Si
                 pieces.push(Region { family, peer_first: a, peer_last: b, class, service_first: s0, service_last: s1 });
             }
         }
-        kept.extend(merge_services(pieces));
+        rebuilt.extend(merge_services(pieces));
     }
-    kept.sort();
-    SideRules { default: rules.default, exceptions: kept }
+    rebuilt.sort();
+    // Both lists are sorted: merge them.
+    let mut exceptions = Vec::with_capacity(rules.exceptions.len() + rebuilt.len());
+    let mut fresh = rebuilt.into_iter().peekable();
+    for r in rules.exceptions.iter().filter(|r| !touches(r)) {
+        while let Some(f) = fresh.next_if(|f| f < r) {
+            exceptions.push(f);
+        }
+        exceptions.push(r.clone());
+    }
+    exceptions.extend(fresh);
+    SideRules { default: rules.default, exceptions }
 }
 
 /// First-match over the address line: returns the ranges whose verdict differs from `default`.

@@ -25,7 +25,7 @@ use crate::compile::{Clause, EndpointRules, Family, Options, SideRules, UnionMem
 use crate::eval::{Party, namespace_matches, peer_matches};
 use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Tier};
 
-use points::PointChange;
+use points::{PointChange, PointMemo};
 use prepare::{ClauseIds, PeerEntry, PreparedPolicy, RulePeers};
 use selection::Selections;
 
@@ -231,9 +231,13 @@ impl Compiler {
                     if endpoint_selected(&self.cluster, peer, o) == now {
                         continue;
                     }
-                    let patched = points_only.then(|| self.patched_peer_set(peer, &self.peers[k].addrs, n, now)).flatten();
-                    points_only &= patched.is_some();
-                    patched.unwrap_or_else(|| self.peer_addresses(peer))
+                    points_only &= self.patchable(peer, n, now);
+                    if points_only {
+                        n.ips.iter().for_each(|ip| points::set_point(&mut self.peers[k].addrs, ip, now));
+                        changed_peers.insert(k);
+                        continue;
+                    }
+                    self.peer_addresses(peer)
                 }
                 None if [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)) => self.peer_addresses(peer),
                 None => continue,
@@ -300,7 +304,7 @@ impl Compiler {
     fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>, point: Option<PointChange>) -> BTreeSet<String> {
         let mut cache = SideCache::new();
         let mut unions = UnionMemo::new();
-        let mut at_points = BTreeMap::new();
+        let mut at_points = PointMemo::default();
         for id in subjects {
             let Some(e) = self.cluster.endpoints.get(&id) else { continue };
             let fresh = match (&point, self.rules.get(&id)) {
@@ -326,21 +330,21 @@ impl Compiler {
         e: &Endpoint,
         old: &EndpointRules,
         change: &PointChange,
-        at_points: &mut BTreeMap<SideKey, Option<SideRules>>,
+        at_points: &mut PointMemo,
     ) -> Option<EndpointRules> {
         let families = families(e);
         let mut sides = [None, None];
         for (side, dir) in sides.iter_mut().zip([Direction::Ingress, Direction::Egress]) {
-            let key = (dir, self.selecting(e, dir).to_vec(), e.named_ports.clone(), families.clone());
-            if !at_points.contains_key(&key) {
-                let decision = self.decision_at_points(e, change, &key);
-                at_points.insert(key.clone(), decision);
+            let key = self.side_key(e, dir, &families);
+            if !at_points.sides.contains_key(&key) {
+                let decision = self.decision_at_points(e, change, &key, &mut at_points.clauses);
+                at_points.sides.insert(key.clone(), decision);
             }
             let current = match dir {
                 Direction::Ingress => &old.ingress,
                 Direction::Egress => &old.egress,
             };
-            *side = at_points[&key].as_ref().map(|now| splice_points(current, &change.points, now));
+            *side = at_points.sides[&key].as_ref().map(|now| splice_points(current, &change.points, now));
         }
         let [ingress, egress] = sides;
         if ingress.is_none() && egress.is_none() {
@@ -353,6 +357,14 @@ impl Compiler {
         })
     }
 
+    /// What decides one side of `e`. Named ports count only where they resolve on `e` itself:
+    /// on its ingress side, under a policy with named ingress ports.
+    fn side_key(&self, e: &Endpoint, dir: Direction, families: &[Family]) -> SideKey {
+        let order = self.selecting(e, dir).to_vec();
+        let named = dir == Direction::Ingress && order.iter().any(|&i| self.prepared[i].ingress.iter().any(|r| !r.ingress_named.is_empty()));
+        (dir, order, if named { e.named_ports.clone() } else { Vec::new() }, families.to_vec())
+    }
+
     /// Compile one endpoint. Endpoints selected by the same policies, with the same named
     /// ports, get the same decision tables: `cache` shares them within one batch.
     fn compile_one(&self, id: &str, cache: &mut SideCache, unions: &mut UnionMemo) -> EndpointRules {
@@ -360,7 +372,7 @@ impl Compiler {
         let families = families(e);
         let mut side = |dir: Direction| {
             let order = self.selecting(e, dir);
-            let key = (dir, order.to_vec(), e.named_ports.clone(), families.clone());
+            let key = self.side_key(e, dir, &families);
             if let Some(hit) = cache.get(&key) {
                 return hit.clone();
             }

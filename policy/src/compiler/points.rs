@@ -2,7 +2,7 @@
 //! sets. Those sets and the prepared clauses holding them are patched, not rebuilt; each other
 //! endpoint is decided again at those addresses alone and the answer spliced into its rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use crate::compile::{AddressSet, Clause, Family, SideRules, UnionMemo, decide, service_sel, subtract_ranges, to_u128};
@@ -23,11 +23,15 @@ pub(super) struct PointChange {
 }
 
 impl Compiler {
-    /// A peer's addresses after only `e`'s selection flipped (to `now`), in place: its old set
-    /// with `e`'s addresses added or taken out. `None` when that shortcut could be wrong: when
-    /// `e`'s segment is taken whole before or after (its blocks stand in for its members), or
-    /// when another segment's blocks hold one of `e`'s addresses.
-    pub(super) fn patched_peer_set(&self, peer: &Peer, set: &AddressSet, e: &Endpoint, now: bool) -> Option<AddressSet> {
+    /// Whether, after only `e`'s selection by `peer` flipped (to `now`), in place, the peer's
+    /// addresses are its old ones with `e`'s added or taken out. Not when `e`'s segment is
+    /// taken whole before or after (its blocks stand in for its members), nor when another
+    /// segment's blocks hold one of `e`'s addresses.
+    pub(super) fn patchable(&self, peer: &Peer, e: &Endpoint, now: bool) -> bool {
+        self.patch_blockers(peer, e, now).is_some()
+    }
+
+    fn patch_blockers(&self, peer: &Peer, e: &Endpoint, now: bool) -> Option<()> {
         if self.options.compress {
             if let Some(blocks) = self.blocks.get(&format!("{}/{}", e.namespace, e.segment)) {
                 let inside = |m: &Endpoint| m.ips.iter().all(|ip| blocks.iter().any(|b| b.contains(ip)));
@@ -51,11 +55,7 @@ impl Compiler {
                 return None;
             }
         }
-        let mut set = set.clone();
-        for ip in &e.ips {
-            set_point(&mut set, ip, now);
-        }
-        Some(set)
+        Some(())
     }
 
     /// Policy `i`'s prepared rules after only `e`'s addresses moved in or out of its peers'
@@ -163,37 +163,45 @@ impl Compiler {
     /// After a point change, the decision of an endpoint side (as `key` describes it) at the
     /// moved addresses, if it differs from the one before; everywhere else nothing moved. Only
     /// the clauses holding those addresses can decide there: it is decided on them alone.
-    pub(super) fn decision_at_points(&self, e: &Endpoint, change: &PointChange, key: &SideKey) -> Option<SideRules> {
+    pub(super) fn decision_at_points(
+        &self,
+        e: &Endpoint,
+        change: &PointChange,
+        key: &SideKey,
+        clauses: &mut HashMap<(usize, Direction), Vec<[Vec<Clause>; 2]>>,
+    ) -> Option<SideRules> {
         let (dir, order, _, families) = key;
         let dir = *dir;
+        // Policies whose prepared rules did not change decide as before.
+        if !order.iter().any(|i| change.old.contains_key(i)) {
+            return None;
+        }
         let isolated = order.iter().any(|&i| self.policies[i].tier == Tier::Namespace);
-        let restricted = |old: bool| -> [Vec<Clause>; 3] {
-            let mut tiers: [Vec<Clause>; 3] = Default::default();
-            for &i in order {
-                let prepared = if old { change.old.get(&i).unwrap_or(&self.prepared[i]) } else { &self.prepared[i] };
-                let tier = super::tier_index(self.policies[i].tier);
-                for (rule, source) in prepared.rules(dir).iter().zip(self.policies[i].rules(dir).into_iter().flatten()) {
-                    for c in &rule.clauses {
-                        let addrs = points_within(&c.addrs, &change.points);
-                        if !addrs.is_empty() {
-                            tiers[tier].push(Clause { action: c.action, addrs, services: c.services.clone(), id: 0 });
-                        }
-                    }
-                    // Named ingress ports resolve on this endpoint, after the rule's own
-                    // clauses: the order `compile_one` splices them in.
-                    for (pr, named) in &rule.ingress_named {
+        let mut tiers: [[Vec<Clause>; 3]; 2] = Default::default();
+        for &i in order {
+            let tier = super::tier_index(self.policies[i].tier);
+            let at_points = clauses.entry((i, dir)).or_insert_with(|| self.clauses_at_points(i, dir, change));
+            let rules = self.prepared[i].rules(dir).iter().zip(self.policies[i].rules(dir).into_iter().flatten());
+            for (r, ((rule, source), restricted)) in rules.zip(at_points.iter()).enumerate() {
+                for (when, list) in tiers.iter_mut().enumerate() {
+                    list[tier].extend(restricted[when].iter().cloned());
+                }
+                // Named ingress ports resolve on this endpoint, after the rule's own clauses:
+                // the order `compile_one` splices them in.
+                let old_rule = change.old.get(&i).map_or(rule, |p| &p.rules(dir)[r]);
+                for (when, prepared) in [old_rule, rule].into_iter().enumerate() {
+                    for (pr, named) in &prepared.ingress_named {
                         let PortMatch::Named(name) = &pr.port else { continue };
                         let services = service_sel(pr, e.resolve_port(name, pr.protocol));
                         let addrs = points_within(named, &change.points);
                         if !services.is_empty() && !addrs.is_empty() {
-                            tiers[tier].push(Clause { action: source.action, addrs, services, id: 0 });
+                            tiers[when][tier].push(Clause { action: source.action, addrs, services, id: 0 });
                         }
                     }
                 }
             }
-            tiers
-        };
-        let (before, after) = (restricted(true), restricted(false));
+        }
+        let [before, after] = tiers;
         if before == after {
             return None;
         }
@@ -204,6 +212,26 @@ impl Compiler {
         let now = decide_on(&after);
         (decide_on(&before) != now).then_some(now)
     }
+
+    /// Policy `i`'s clauses of `dir` restricted to the moved addresses, rule by rule: before
+    /// the change and after it.
+    fn clauses_at_points(&self, i: usize, dir: Direction, change: &PointChange) -> Vec<[Vec<Clause>; 2]> {
+        let now = self.prepared[i].rules(dir);
+        let then = change.old.get(&i).map_or(now, |p| p.rules(dir));
+        let restrict = |rule: &PreparedRule| -> Vec<Clause> {
+            let within = rule.clauses.iter().map(|c| (c, points_within(&c.addrs, &change.points)));
+            within.filter(|(_, a)| !a.is_empty()).map(|(c, addrs)| Clause { action: c.action, addrs, services: c.services.clone(), id: 0 }).collect()
+        };
+        then.iter().zip(now).map(|(b, a)| [restrict(b), restrict(a)]).collect()
+    }
+}
+
+/// Per batch of a point change: each side key's new decision at the points (`None`: the same
+/// as before), and each policy's clauses there.
+#[derive(Default)]
+pub(super) struct PointMemo {
+    pub sides: BTreeMap<SideKey, Option<SideRules>>,
+    pub clauses: HashMap<(usize, Direction), Vec<[Vec<Clause>; 2]>>,
 }
 
 /// Add `ip` to `set` or take it out, keeping the ranges sorted, disjoint and merged (and no
