@@ -365,11 +365,11 @@ fn merge_services(mut regions: Vec<Region>) -> Vec<Region> {
     out
 }
 
-/// `rules` with its decision at `points` replaced by `at_points`' (a decision with the same
-/// default whose exceptions lie at those points only): what `decide` would give for the whole.
+/// Replace `rules`' decision at `points` by `at_points`' (a decision with the same default
+/// whose exceptions lie at those points only), leaving what `decide` would give for the whole.
 /// Regions are maximal address ranges per service cell with maximal service runs, so only the
 /// regions holding or touching a point can differ: those are rebuilt, the others stand.
-pub(crate) fn splice_points(rules: &SideRules, points: &[IpAddr], at_points: &SideRules) -> SideRules {
+pub(crate) fn splice_points(rules: &mut SideRules, points: &[IpAddr], at_points: &SideRules) {
     let mut pts: Vec<(Family, u128)> = points.iter().map(|ip| (Family::of(ip), to_u128(ip))).collect();
     pts.sort_unstable();
     pts.dedup();
@@ -409,18 +409,11 @@ pub(crate) fn splice_points(rules: &SideRules, points: &[IpAddr], at_points: &Si
         }
         rebuilt.extend(merge_services(pieces));
     }
-    rebuilt.sort();
-    // Both lists are sorted: merge them.
-    let mut exceptions = Vec::with_capacity(rules.exceptions.len() + rebuilt.len());
-    let mut fresh = rebuilt.into_iter().peekable();
-    for r in rules.exceptions.iter().filter(|r| !touches(r)) {
-        while let Some(f) = fresh.next_if(|f| f < r) {
-            exceptions.push(f);
-        }
-        exceptions.push(r.clone());
+    rules.exceptions.retain(|r| !touches(r));
+    for r in rebuilt {
+        let at = rules.exceptions.partition_point(|x| *x < r);
+        rules.exceptions.insert(at, r);
     }
-    exceptions.extend(fresh);
-    SideRules { default: rules.default, exceptions }
 }
 
 /// First-match over the address line: returns the ranges whose verdict differs from `default`.

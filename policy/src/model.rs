@@ -83,7 +83,7 @@ impl fmt::Display for Protocol {
 }
 
 /// A port an endpoint listens on under a name (a container port).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NamedPort {
     pub name: String,
     pub port: u16,

@@ -21,16 +21,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use crate::compile::{Clause, EndpointRules, Family, Options, SideRules, UnionMemo, decide, service_sel, splice_points};
+use crate::compile::{Clause, EndpointRules, Family, Options, SideRules, UnionMemo, decide, service_sel};
 use crate::eval::{Party, namespace_matches, peer_matches};
-use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Tier};
+use crate::model::{Cluster, Direction, Endpoint, NamedPort, NamespaceMatch, Peer, Policy, PortMatch, Tier};
 
-use points::{PointChange, PointMemo};
+use points::PointChange;
 use prepare::{ClauseIds, PeerEntry, PreparedPolicy, RulePeers};
 use selection::Selections;
 
 /// What decides an endpoint's side: direction, selecting policies, named ports, families.
-type SideKey = (Direction, Vec<usize>, Vec<crate::model::NamedPort>, Vec<Family>);
+type SideKey = (Direction, Vec<usize>, Vec<NamedPort>, Vec<Family>);
 
 /// Decision tables by side key, valid within one batch.
 type SideCache = BTreeMap<SideKey, SideRules>;
@@ -301,19 +301,17 @@ impl Compiler {
         }
     }
 
-    fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>, point: Option<PointChange>) -> BTreeSet<String> {
+    fn recompile(&mut self, mut subjects: BTreeSet<String>, mut hosts: BTreeSet<String>, point: Option<PointChange>) -> BTreeSet<String> {
+        if let Some(change) = &point {
+            subjects = self.splice_at_points(subjects, change, &mut hosts);
+        }
         let mut cache = SideCache::new();
         let mut unions = UnionMemo::new();
-        let mut at_points = PointMemo::default();
         for id in subjects {
-            let Some(e) = self.cluster.endpoints.get(&id) else { continue };
-            let fresh = match (&point, self.rules.get(&id)) {
-                (Some(change), Some(old)) if id != change.endpoint => match self.spliced(e, old, change, &mut at_points) {
-                    Some(fresh) => fresh,
-                    None => continue,
-                },
-                _ => self.compile_one(&id, &mut cache, &mut unions),
-            };
+            if !self.cluster.endpoints.contains_key(&id) {
+                continue;
+            }
+            let fresh = self.compile_one(&id, &mut cache, &mut unions);
             if self.rules.get(&id) != Some(&fresh) {
                 hosts.extend(fresh.host.clone());
                 self.rules.insert(id, fresh);
@@ -322,47 +320,18 @@ impl Compiler {
         hosts
     }
 
-    /// After a point change, `e`'s rules with each side's decision at the moved addresses
-    /// replaced by the new one; `None` when neither side's decision there changed. `at_points`
-    /// shares those decisions between endpoints with the same side key.
-    fn spliced(
-        &self,
-        e: &Endpoint,
-        old: &EndpointRules,
-        change: &PointChange,
-        at_points: &mut PointMemo,
-    ) -> Option<EndpointRules> {
-        let families = families(e);
-        let mut sides = [None, None];
-        for (side, dir) in sides.iter_mut().zip([Direction::Ingress, Direction::Egress]) {
-            let key = self.side_key(e, dir, &families);
-            if !at_points.sides.contains_key(&key) {
-                let decision = self.decision_at_points(e, change, &key, &mut at_points.clauses);
-                at_points.sides.insert(key.clone(), decision);
-            }
-            let current = match dir {
-                Direction::Ingress => &old.ingress,
-                Direction::Egress => &old.egress,
-            };
-            *side = at_points.sides[&key].as_ref().map(|now| splice_points(current, &change.points, now));
-        }
-        let [ingress, egress] = sides;
-        if ingress.is_none() && egress.is_none() {
-            return None;
-        }
-        Some(EndpointRules {
-            ingress: ingress.unwrap_or_else(|| old.ingress.clone()),
-            egress: egress.unwrap_or_else(|| old.egress.clone()),
-            ..old.clone()
-        })
-    }
-
     /// What decides one side of `e`. Named ports count only where they resolve on `e` itself:
     /// on its ingress side, under a policy with named ingress ports.
     fn side_key(&self, e: &Endpoint, dir: Direction, families: &[Family]) -> SideKey {
-        let order = self.selecting(e, dir).to_vec();
-        let named = dir == Direction::Ingress && order.iter().any(|&i| self.prepared[i].ingress.iter().any(|r| !r.ingress_named.is_empty()));
-        (dir, order, if named { e.named_ports.clone() } else { Vec::new() }, families.to_vec())
+        let order = self.selecting(e, dir);
+        let named = if self.resolves_named_ports(dir, order) { e.named_ports.clone() } else { Vec::new() };
+        (dir, order.to_vec(), named, families.to_vec())
+    }
+
+    /// Whether named ports resolve on the endpoint a side (`dir`, selected by `order`) belongs
+    /// to: on its ingress side, under a policy with named ingress ports.
+    fn resolves_named_ports(&self, dir: Direction, order: &[usize]) -> bool {
+        dir == Direction::Ingress && order.iter().any(|&i| self.prepared[i].ingress.iter().any(|r| !r.ingress_named.is_empty()))
     }
 
     /// Compile one endpoint. Endpoints selected by the same policies, with the same named

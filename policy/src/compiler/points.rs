@@ -2,15 +2,15 @@
 //! sets. Those sets and the prepared clauses holding them are patched, not rebuilt; each other
 //! endpoint is decided again at those addresses alone and the answer spliced into its rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::compile::{AddressSet, Clause, Family, SideRules, UnionMemo, decide, service_sel, subtract_ranges, to_u128};
+use crate::compile::{AddressSet, Clause, Family, SideRules, UnionMemo, decide, service_sel, splice_points, subtract_ranges, to_u128};
 use crate::eval::{Party, peer_matches};
-use crate::model::{Direction, Endpoint, Peer, PortMatch, Rule, Tier};
+use crate::model::{Direction, Endpoint, NamedPort, Peer, PortMatch, Rule, Tier};
 
 use super::prepare::{ClauseKind, PreparedPolicy, PreparedRule, holds};
-use super::{Compiler, SideKey, endpoint_selected};
+use super::{Compiler, endpoint_selected};
 
 /// A change that moved only `points` (one endpoint's addresses) in or out of peer sets: every
 /// changed clause differs from its old self at those addresses alone.
@@ -160,18 +160,76 @@ impl Compiler {
         out
     }
 
-    /// After a point change, the decision of an endpoint side (as `key` describes it) at the
-    /// moved addresses, if it differs from the one before; everywhere else nothing moved. Only
-    /// the clauses holding those addresses can decide there: it is decided on them alone.
-    pub(super) fn decision_at_points(
+    /// After a point change, splice each subject's new decisions at the moved addresses into
+    /// its rules (recording its node when they changed); returns the subjects left to compile
+    /// in full: the changed endpoint itself, and any without rules yet.
+    pub(super) fn splice_at_points(
+        &mut self,
+        subjects: BTreeSet<String>,
+        change: &PointChange,
+        hosts: &mut BTreeSet<String>,
+    ) -> BTreeSet<String> {
+        let (updates, decisions, full) = self.decisions_at_points(subjects, change);
+        for (id, sides) in updates {
+            let Some(rules) = self.rules.get_mut(&id) else { continue };
+            for (side, decision) in [&mut rules.ingress, &mut rules.egress].into_iter().zip(sides) {
+                if let Some(k) = decision {
+                    splice_points(side, &change.points, &decisions[k]);
+                }
+            }
+            hosts.extend(rules.host.clone());
+        }
+        full
+    }
+
+    /// Each subject's sides whose decision at the moved addresses changed, as indices into the
+    /// new decisions there (shared by sides with the same policies, named ports that resolve
+    /// on them, and families); and the subjects to compile in full.
+    #[allow(clippy::type_complexity)]
+    fn decisions_at_points(
+        &self,
+        subjects: BTreeSet<String>,
+        change: &PointChange,
+    ) -> (Vec<(String, [Option<usize>; 2])>, Vec<SideRules>, BTreeSet<String>) {
+        let mut by_side: HashMap<(Direction, &[usize], &[NamedPort], [bool; 2]), Option<usize>> = HashMap::new();
+        let mut clauses = HashMap::new();
+        let (mut updates, mut decisions, mut full) = (Vec::new(), Vec::new(), BTreeSet::new());
+        for id in subjects {
+            let Some(e) = self.cluster.endpoints.get(&id) else { continue };
+            if id == change.endpoint || !self.rules.contains_key(&id) {
+                full.insert(id);
+                continue;
+            }
+            let has = [Family::V4, Family::V6].map(|f| e.ips.iter().any(|ip| Family::of(ip) == f));
+            let sides = [Direction::Ingress, Direction::Egress].map(|dir| {
+                let order = self.selecting(e, dir);
+                let named: &[NamedPort] = if self.resolves_named_ports(dir, order) { &e.named_ports } else { &[] };
+                *by_side.entry((dir, order, named, has)).or_insert_with(|| {
+                    let families: Vec<Family> = [Family::V4, Family::V6].into_iter().zip(has).filter(|(_, h)| *h).map(|(f, _)| f).collect();
+                    let decision = self.decision_at_points(e, change, dir, order, &families, &mut clauses)?;
+                    decisions.push(decision);
+                    Some(decisions.len() - 1)
+                })
+            });
+            if sides.iter().any(Option::is_some) {
+                updates.push((id, sides));
+            }
+        }
+        (updates, decisions, full)
+    }
+
+    /// After a point change, the decision of an endpoint side (`dir`, selected by `order`) at
+    /// the moved addresses, if it differs from the one before; everywhere else nothing moved.
+    /// Only the clauses holding those addresses can decide there: it is decided on them alone.
+    fn decision_at_points(
         &self,
         e: &Endpoint,
         change: &PointChange,
-        key: &SideKey,
+        dir: Direction,
+        order: &[usize],
+        families: &[Family],
         clauses: &mut HashMap<(usize, Direction), Vec<[Vec<Clause>; 2]>>,
     ) -> Option<SideRules> {
-        let (dir, order, _, families) = key;
-        let dir = *dir;
         // Policies whose prepared rules did not change decide as before.
         if !order.iter().any(|i| change.old.contains_key(i)) {
             return None;
@@ -220,18 +278,13 @@ impl Compiler {
         let then = change.old.get(&i).map_or(now, |p| p.rules(dir));
         let restrict = |rule: &PreparedRule| -> Vec<Clause> {
             let within = rule.clauses.iter().map(|c| (c, points_within(&c.addrs, &change.points)));
-            within.filter(|(_, a)| !a.is_empty()).map(|(c, addrs)| Clause { action: c.action, addrs, services: c.services.clone(), id: 0 }).collect()
+            within
+                .filter(|(_, a)| !a.is_empty())
+                .map(|(c, addrs)| Clause { action: c.action, addrs, services: c.services.clone(), id: 0 })
+                .collect()
         };
         then.iter().zip(now).map(|(b, a)| [restrict(b), restrict(a)]).collect()
     }
-}
-
-/// Per batch of a point change: each side key's new decision at the points (`None`: the same
-/// as before), and each policy's clauses there.
-#[derive(Default)]
-pub(super) struct PointMemo {
-    pub sides: BTreeMap<SideKey, Option<SideRules>>,
-    pub clauses: HashMap<(usize, Direction), Vec<[Vec<Clause>; 2]>>,
 }
 
 /// Add `ip` to `set` or take it out, keeping the ranges sorted, disjoint and merged (and no

@@ -90,8 +90,11 @@ impl Compiler {
 
     /// Endpoints policy `i` selects (for either direction it has rules for).
     pub(super) fn subjects(&self, i: usize) -> BTreeSet<String> {
-        let selected = |id: &String| self.selections.by_endpoint.get(id).is_some_and(|s| s.iter().any(|l| l.contains(&i)));
-        self.candidates(&self.policies[i].subject.namespaces).into_iter().filter(selected).collect()
+        let selected = |id: &&String| self.selections.by_endpoint.get(*id).is_some_and(|s| s.iter().any(|l| l.contains(&i)));
+        match &self.policies[i].subject.namespaces {
+            NamespaceMatch::Exactly(ns) => self.by_namespace.get(ns).into_iter().flatten().filter(selected).cloned().collect(),
+            NamespaceMatch::Selector(_) => self.cluster.endpoints.keys().filter(selected).cloned().collect(),
+        }
     }
 
     /// The endpoints a subject looking in `namespaces` may select.
