@@ -215,7 +215,7 @@ impl Compiler {
         // endpoint shares one of them or a segment's blocks stand in for its members.
         let in_place = match (old, new) {
             (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips => {
-                let shared = self.cluster.endpoints.values().any(|m| m.id != n.id && m.ips.iter().any(|ip| n.ips.contains(ip)));
+                let shared = self.cluster.endpoints.values().any(|m| m.ips.iter().any(|ip| n.ips.contains(ip)) && m.id != n.id);
                 Some((o, n, !shared))
             }
             _ => None,

@@ -2,7 +2,9 @@
 //! sets. Those sets and the prepared clauses holding them are patched, not rebuilt; each other
 //! endpoint is decided again at those addresses alone and the answer spliced into its rules.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 
 use crate::compile::{AddressSet, Clause, Family, SideRules, UnionMemo, decide, service_sel, splice_points, subtract_ranges, to_u128};
@@ -191,8 +193,8 @@ impl Compiler {
         subjects: BTreeSet<String>,
         change: &PointChange,
     ) -> (Vec<(String, [Option<usize>; 2])>, Vec<SideRules>, BTreeSet<String>) {
-        let mut by_side: HashMap<(Direction, &[usize], &[NamedPort], [bool; 2]), Option<usize>> = HashMap::new();
-        let mut clauses = HashMap::new();
+        let mut by_side: HashMap<(Direction, &[usize], &[NamedPort], [bool; 2]), Option<usize>> = HashMap::default();
+        let mut clauses = HashMap::default();
         let (mut updates, mut decisions, mut full) = (Vec::new(), Vec::new(), BTreeSet::new());
         for id in subjects {
             let Some(e) = self.cluster.endpoints.get(&id) else { continue };

@@ -107,7 +107,7 @@ impl ClauseIds {
     /// The id of this content: the same as every other clause interned with equal addresses.
     pub fn intern(&mut self, addrs: &AddressSet) -> u64 {
         use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = rustc_hash::FxHasher::default();
         addrs.hash(&mut h);
         if let Some((id, _)) = self.by_hash.get(&h.finish()).and_then(|b| b.iter().find(|(_, a)| a == addrs)) {
             return *id;

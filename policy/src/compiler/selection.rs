@@ -1,7 +1,9 @@
 //! Which policies select each endpoint, kept between changes: evaluating every candidate
 //! policy's selectors for thousands of subjects would otherwise dominate a small change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::{Direction, Endpoint, NamespaceMatch, Policy};
 
