@@ -64,6 +64,9 @@ pub enum Class {
 
 pub const PORT_PROTOCOLS: [u8; 3] = [6, 17, 132];
 
+/// Every class, in the order `decide` goes through them.
+pub(crate) const ALL_CLASSES: [Class; 5] = [Class::Ports(6), Class::Ports(17), Class::Ports(132), Class::Icmp, Class::Other];
+
 /// A region of traffic: peer addresses × class × service values (port, or ICMP type/code).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Region {
@@ -269,9 +272,7 @@ pub(crate) fn decide<'a>(
         return SideRules { default, exceptions };
     }
     for &family in families {
-        let mut classes: Vec<Class> = PORT_PROTOCOLS.iter().map(|p| Class::Ports(*p)).collect();
-        classes.extend([Class::Icmp, Class::Other]);
-        for class in classes {
+        for class in ALL_CLASSES {
             // Elementary service intervals from the clauses' boundaries in this class.
             let mut cuts: BTreeSet<u32> = BTreeSet::from([0, 0x1_0000]);
             if class != Class::Other {

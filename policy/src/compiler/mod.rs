@@ -249,6 +249,7 @@ impl Compiler {
         }
         let point = new.filter(|_| points_only);
         let mut replaced: BTreeMap<usize, PreparedPolicy> = BTreeMap::new();
+        let mut sides = BTreeSet::new();
         for i in 0..self.policies.len() {
             let p = &self.policies[i];
             let uses_changed = !changed_peers.is_empty() && self.policy_peers[i].iter().any(|k| changed_peers.contains(k));
@@ -277,9 +278,10 @@ impl Compiler {
             }
             let fresh = match point {
                 Some(n) => self.patch_prepared(i, n),
-                None => Some(self.prepare(i)).filter(|fresh| *fresh != self.prepared[i]),
+                None => Some(self.prepare(i)).filter(|fresh| *fresh != self.prepared[i]).map(|p| (p, Vec::new())),
             };
-            if let Some(fresh) = fresh {
+            if let Some((fresh, dirs)) = fresh {
+                sides.extend(dirs.into_iter().map(|d| (i, d)));
                 replaced.insert(i, std::mem::replace(&mut self.prepared[i], fresh));
                 subjects.extend(self.subjects(i));
             }
@@ -287,7 +289,7 @@ impl Compiler {
         if point.is_none() {
             self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
         }
-        let point = point.map(|n| PointChange { points: n.ips.clone(), old: replaced, endpoint: n.id.clone() });
+        let point = point.map(|n| PointChange { points: n.ips.clone(), old: replaced, sides, endpoint: n.id.clone() });
         self.recompile(subjects, hosts, point)
     }
 

@@ -7,7 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 
-use crate::compile::{AddressSet, Clause, Family, SideRules, UnionMemo, decide, service_sel, splice_points, subtract_ranges, to_u128};
+use crate::compile::{
+    ALL_CLASSES, AddressSet, Class, Clause, Family, ServiceSel, SideRules, UnionMemo, decide, service_sel, splice_points, subtract_ranges,
+    to_u128,
+};
 use crate::eval::{Party, peer_matches};
 use crate::model::{Direction, Endpoint, NamedPort, Peer, PortMatch, Rule, Tier};
 
@@ -20,6 +23,8 @@ pub(super) struct PointChange {
     pub points: Vec<IpAddr>,
     /// Prepared rules from before the change, of the policies whose prepared rules changed.
     pub old: BTreeMap<usize, PreparedPolicy>,
+    /// The (policy, direction) pairs whose prepared rules changed.
+    pub sides: BTreeSet<(usize, Direction)>,
     /// The endpoint that changed: its own selection may have changed, so it is compiled in full.
     pub endpoint: String,
 }
@@ -63,7 +68,7 @@ impl Compiler {
     /// Policy `i`'s prepared rules after only `e`'s addresses moved in or out of its peers'
     /// sets (patched already) or of its egress named-port destinations; `None` if no clause
     /// changed. Changed and new clauses get fresh ids.
-    pub(super) fn patch_prepared(&mut self, i: usize, e: &Endpoint) -> Option<PreparedPolicy> {
+    pub(super) fn patch_prepared(&mut self, i: usize, e: &Endpoint) -> Option<(PreparedPolicy, Vec<Direction>)> {
         let mut patched: Vec<(Direction, usize, PreparedRule)> = Vec::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let rules = self.policies[i].rules(dir).into_iter().flatten().zip(self.rule_peers[i].rules(dir));
@@ -76,6 +81,8 @@ impl Compiler {
         if patched.is_empty() {
             return None;
         }
+        let mut dirs: Vec<Direction> = patched.iter().map(|(d, _, _)| *d).collect();
+        dirs.dedup();
         let mut out = PreparedPolicy { ingress: Vec::new(), egress: Vec::new() };
         for dir in [Direction::Ingress, Direction::Egress] {
             let list: Vec<PreparedRule> = (0..self.prepared[i].rules(dir).len())
@@ -92,7 +99,7 @@ impl Compiler {
         for c in out.ingress.iter_mut().chain(out.egress.iter_mut()).flat_map(|r| r.clauses.iter_mut()).filter(|c| c.id == 0) {
             c.id = self.clause_ids.fresh();
         }
-        Some(out)
+        Some((out, dirs))
     }
 
     /// One rule patched at `e`'s addresses, or `None` if nothing there changed. Patched clauses
@@ -232,32 +239,42 @@ impl Compiler {
         families: &[Family],
         clauses: &mut HashMap<(usize, Direction), Vec<[Vec<Clause>; 2]>>,
     ) -> Option<SideRules> {
-        // Policies whose prepared rules did not change decide as before.
-        if !order.iter().any(|i| change.old.contains_key(i)) {
+        // Only policies whose rules of this direction changed can decide differently.
+        if !order.iter().any(|&i| change.sides.contains(&(i, dir))) {
             return None;
         }
-        let isolated = order.iter().any(|&i| self.policies[i].tier == Tier::Namespace);
-        let mut tiers: [[Vec<Clause>; 3]; 2] = Default::default();
         for &i in order {
-            let tier = super::tier_index(self.policies[i].tier);
-            let at_points = clauses.entry((i, dir)).or_insert_with(|| self.clauses_at_points(i, dir, change));
-            let rules = self.prepared[i].rules(dir).iter().zip(self.policies[i].rules(dir).into_iter().flatten());
-            for (r, ((rule, source), restricted)) in rules.zip(at_points.iter()).enumerate() {
-                for (when, list) in tiers.iter_mut().enumerate() {
-                    list[tier].extend(restricted[when].iter().cloned());
-                }
-                // Named ingress ports resolve on this endpoint, after the rule's own clauses:
-                // the order `compile_one` splices them in.
-                let old_rule = change.old.get(&i).map_or(rule, |p| &p.rules(dir)[r]);
-                for (when, prepared) in [old_rule, rule].into_iter().enumerate() {
-                    for (pr, named) in &prepared.ingress_named {
-                        let PortMatch::Named(name) = &pr.port else { continue };
-                        let services = service_sel(pr, e.resolve_port(name, pr.protocol));
-                        let addrs = points_within(named, &change.points);
-                        if !services.is_empty() && !addrs.is_empty() {
-                            tiers[when][tier].push(Clause { action: source.action, addrs, services, id: 0 });
+            clauses.entry((i, dir)).or_insert_with(|| self.clauses_at_points(i, dir, change));
+        }
+        let clauses = &*clauses;
+        // Named ingress ports resolve on this endpoint: (policy, rule, before/after, clause).
+        let mut named: Vec<(usize, usize, usize, Clause)> = Vec::new();
+        if self.resolves_named_ports(dir, order) {
+            for &i in order {
+                let sources = self.policies[i].rules(dir).into_iter().flatten();
+                for (r, (rule, source)) in self.prepared[i].rules(dir).iter().zip(sources).enumerate() {
+                    let old_rule = change.old.get(&i).map_or(rule, |p| &p.rules(dir)[r]);
+                    for (when, prepared) in [old_rule, rule].into_iter().enumerate() {
+                        for (pr, addrs) in &prepared.ingress_named {
+                            let PortMatch::Named(name) = &pr.port else { continue };
+                            let services = service_sel(pr, e.resolve_port(name, pr.protocol));
+                            let addrs = points_within(addrs, &change.points);
+                            if !services.is_empty() && !addrs.is_empty() {
+                                named.push((i, r, when, Clause { action: source.action, addrs, services, id: 0 }));
+                            }
                         }
                     }
+                }
+            }
+        }
+        let mut tiers: [[Vec<&Clause>; 3]; 2] = Default::default();
+        for &i in order {
+            let tier = super::tier_index(self.policies[i].tier);
+            for (r, restricted) in clauses[&(i, dir)].iter().enumerate() {
+                for (when, lists) in tiers.iter_mut().enumerate() {
+                    lists[tier].extend(&restricted[when]);
+                    // After the rule's own clauses: the order `compile_one` splices them in.
+                    lists[tier].extend(named.iter().filter(|n| (n.0, n.1, n.2) == (i, r, when)).map(|n| &n.3));
                 }
             }
         }
@@ -265,10 +282,14 @@ impl Compiler {
         if before == after {
             return None;
         }
-        let decide_on = |t: &[Vec<Clause>; 3]| {
-            let [a, n, b] = t.each_ref().map(|list| list.iter().collect::<Vec<&Clause>>());
-            decide(&a, &n, &b, isolated, families, &mut UnionMemo::new())
-        };
+        // Under namespace policies alone, a point's decision is the union of the services of
+        // the clauses holding it.
+        let allow_list = order.iter().all(|&i| self.policies[i].tier == Tier::Namespace);
+        if allow_list && change.points.iter().all(|p| allowed_services(&before[1], p) == allowed_services(&after[1], p)) {
+            return None;
+        }
+        let isolated = order.iter().any(|&i| self.policies[i].tier == Tier::Namespace);
+        let decide_on = |[a, n, b]: &[Vec<&Clause>; 3]| decide(a, n, b, isolated, families, &mut UnionMemo::new());
         let now = decide_on(&after);
         (decide_on(&before) != now).then_some(now)
     }
@@ -287,6 +308,28 @@ impl Compiler {
         };
         then.iter().zip(now).map(|(b, a)| [restrict(b), restrict(a)]).collect()
     }
+}
+
+/// The services an allow-list of clauses allows from `ip`: merged ranges per class.
+fn allowed_services(clauses: &[&Clause], ip: &IpAddr) -> Vec<(Class, u16, u16)> {
+    let mut out: Vec<(Class, u16, u16)> = Vec::new();
+    for c in clauses.iter().filter(|c| holds(&c.addrs, ip)) {
+        for s in &c.services {
+            match *s {
+                ServiceSel::All => out.extend(ALL_CLASSES.map(|class| (class, 0, u16::MAX))),
+                ServiceSel::Range(class, a, b) => out.push((class, a, b)),
+            }
+        }
+    }
+    out.sort_unstable();
+    let mut merged: Vec<(Class, u16, u16)> = Vec::with_capacity(out.len());
+    for (class, a, b) in out {
+        match merged.last_mut() {
+            Some(last) if last.0 == class && u32::from(a) <= u32::from(last.2) + 1 => last.2 = last.2.max(b),
+            _ => merged.push((class, a, b)),
+        }
+    }
+    merged
 }
 
 /// Add `ip` to `set` or take it out, keeping the ranges sorted, disjoint and merged (and no
