@@ -376,13 +376,18 @@ pub(crate) fn splice_points(rules: &mut SideRules, points: &[IpAddr], at_points:
     pts.dedup();
     let touches =
         |r: &Region| pts.iter().any(|&(f, v)| f == r.family && r.peer_first <= v.saturating_add(1) && r.peer_last >= v.saturating_sub(1));
+    // Regions are sorted by family, then first address: none after the last point's neighbour
+    // can touch a point.
+    let (last_family, last_point) = pts.last().copied().unwrap_or((Family::V4, 0));
+    let end = rules.exceptions.partition_point(|r| (r.family, r.peer_first) <= (last_family, last_point.saturating_add(1)));
+    let touched: Vec<usize> = (0..end).filter(|&k| touches(&rules.exceptions[k])).collect();
     // Per family and class: the touched regions without the points, and the new decision there.
-    let mut areas: BTreeMap<(Family, Class), (Vec<Region>, Vec<Region>)> = BTreeMap::new();
-    for r in rules.exceptions.iter().filter(|r| touches(r)) {
-        areas.entry((r.family, r.class)).or_default().0.push(r.clone());
+    let mut areas: BTreeMap<(Family, Class), (Vec<&Region>, Vec<&Region>)> = BTreeMap::new();
+    for r in touched.iter().map(|&k| &rules.exceptions[k]) {
+        areas.entry((r.family, r.class)).or_default().0.push(r);
     }
     for r in &at_points.exceptions {
-        areas.entry((r.family, r.class)).or_default().1.push(r.clone());
+        areas.entry((r.family, r.class)).or_default().1.push(r);
     }
     let mut rebuilt: Vec<Region> = Vec::new();
     for ((family, class), (old, new)) in areas {
@@ -396,7 +401,7 @@ pub(crate) fn splice_points(rules: &mut SideRules, points: &[IpAddr], at_points:
         let mut pieces: Vec<Region> = Vec::new();
         for w in cuts.windows(2) {
             let (s0, s1) = (w[0] as u16, (w[1] - 1) as u16);
-            let covering = |r: &&Region| (r.service_first..=r.service_last).contains(&s0);
+            let covering = |r: &&&Region| (r.service_first..=r.service_last).contains(&s0);
             let mut flips: AddressSet = AddressSet::new();
             let ranges = flips.entry(family).or_default();
             for r in old.iter().filter(covering) {
@@ -410,11 +415,28 @@ pub(crate) fn splice_points(rules: &mut SideRules, points: &[IpAddr], at_points:
         }
         rebuilt.extend(merge_services(pieces));
     }
-    rules.exceptions.retain(|r| !touches(r));
-    for r in rebuilt {
-        let at = rules.exceptions.partition_point(|x| *x < r);
-        rules.exceptions.insert(at, r);
+    rebuilt.sort();
+    // Replace the stretch from the first touched or new region to the last one: the regions
+    // in it that stand, merged with the rebuilt ones.
+    let at = |r: &Region| rules.exceptions.partition_point(|x| x < r);
+    let lo = touched.first().copied().into_iter().chain(rebuilt.first().map(at)).min();
+    let hi = touched.last().map(|k| k + 1).into_iter().chain(rebuilt.last().map(at)).max();
+    let (Some(lo), Some(hi)) = (lo, hi) else { return };
+    let mut stretch: Vec<Region> = Vec::with_capacity(hi - lo + rebuilt.len());
+    let mut fresh = rebuilt.into_iter().peekable();
+    let mut gone = touched.iter().peekable();
+    for k in lo..hi {
+        if gone.next_if(|&&g| g == k).is_some() {
+            continue;
+        }
+        let r = &rules.exceptions[k];
+        while let Some(f) = fresh.next_if(|f| f < r) {
+            stretch.push(f);
+        }
+        stretch.push(r.clone());
     }
+    stretch.extend(fresh);
+    rules.exceptions.splice(lo..hi, stretch);
 }
 
 /// First-match over the address line: returns the ranges whose verdict differs from `default`.
