@@ -227,10 +227,7 @@ impl Compiler {
             let peer = &self.peers[k].peer;
             let fresh = match in_place {
                 Some((o, n, _)) => {
-                    let now = endpoint_selected(&self.cluster, peer, n);
-                    if endpoint_selected(&self.cluster, peer, o) == now {
-                        continue;
-                    }
+                    let Some(now) = flipped(&self.cluster, peer, o, n) else { continue };
                     points_only &= self.patchable(peer, n, now);
                     if points_only {
                         n.ips.iter().for_each(|ip| points::set_point(&mut self.peers[k].addrs, ip, now));
@@ -283,7 +280,10 @@ impl Compiler {
             if let Some((fresh, dirs)) = fresh {
                 sides.extend(dirs.into_iter().map(|d| (i, d)));
                 replaced.insert(i, std::mem::replace(&mut self.prepared[i], fresh));
-                subjects.extend(self.subjects(i));
+                // A point change decides the other subjects again at the points only.
+                if point.is_none() {
+                    subjects.extend(self.subjects(i));
+                }
             }
         }
         if point.is_none() {
@@ -303,9 +303,9 @@ impl Compiler {
         }
     }
 
-    fn recompile(&mut self, mut subjects: BTreeSet<String>, mut hosts: BTreeSet<String>, point: Option<PointChange>) -> BTreeSet<String> {
+    fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>, point: Option<PointChange>) -> BTreeSet<String> {
         if let Some(change) = &point {
-            subjects = self.splice_at_points(subjects, change, &mut hosts);
+            self.splice_at_points(change, &mut hosts);
         }
         let mut cache = SideCache::new();
         let mut unions = UnionMemo::new();
@@ -425,6 +425,15 @@ fn tier_index(tier: Tier) -> usize {
         Tier::Namespace => 1,
         Tier::Baseline { .. } => 2,
     }
+}
+
+/// Whether `peer` selects an endpoint changed in place (same namespace and segment) after the
+/// change but not before, or the reverse: `Some(selected now)` if it flipped.
+fn flipped(cluster: &Cluster, peer: &Peer, old: &Endpoint, new: &Endpoint) -> Option<bool> {
+    let Peer::Endpoints { namespaces, pods } = peer else { return None };
+    // The labels decide first: namespace selectors are dearer and the same before and after.
+    let now = pods.matches(&new.labels);
+    (pods.matches(&old.labels) != now && namespace_matches(cluster, namespaces, &new.namespace)).then_some(now)
 }
 
 fn endpoint_selected(cluster: &Cluster, peer: &Peer, e: &Endpoint) -> bool {

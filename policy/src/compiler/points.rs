@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::IpAddr;
 
 use crate::compile::{
@@ -169,16 +169,10 @@ impl Compiler {
         out
     }
 
-    /// After a point change, splice each subject's new decisions at the moved addresses into
-    /// its rules (recording its node when they changed); returns the subjects left to compile
-    /// in full: the changed endpoint itself, and any without rules yet.
-    pub(super) fn splice_at_points(
-        &mut self,
-        subjects: BTreeSet<String>,
-        change: &PointChange,
-        hosts: &mut BTreeSet<String>,
-    ) -> BTreeSet<String> {
-        let (updates, decisions, full) = self.decisions_at_points(subjects, change);
+    /// After a point change, splice the new decisions at the moved addresses into the rules
+    /// of the other endpoints under a changed policy (recording their nodes).
+    pub(super) fn splice_at_points(&mut self, change: &PointChange, hosts: &mut BTreeSet<String>) {
+        let (updates, decisions) = self.decisions_at_points(change);
         for (id, sides) in updates {
             let Some(rules) = self.rules.get_mut(&id) else { continue };
             for (side, decision) in [&mut rules.ingress, &mut rules.egress].into_iter().zip(sides) {
@@ -188,27 +182,23 @@ impl Compiler {
             }
             hosts.extend(rules.host.clone());
         }
-        full
     }
 
-    /// Each subject's sides whose decision at the moved addresses changed, as indices into the
-    /// new decisions there (shared by sides with the same policies, named ports that resolve
-    /// on them, and families); and the subjects to compile in full.
+    /// The endpoints (other than the changed one) with a side whose decision at the moved
+    /// addresses changed, as indices into the new decisions there: those are shared by sides
+    /// with the same policies, named ports that resolve on them, and families.
     #[allow(clippy::type_complexity)]
-    fn decisions_at_points(
-        &self,
-        subjects: BTreeSet<String>,
-        change: &PointChange,
-    ) -> (Vec<(String, [Option<usize>; 2])>, Vec<SideRules>, BTreeSet<String>) {
+    fn decisions_at_points(&self, change: &PointChange) -> (Vec<(String, [Option<usize>; 2])>, Vec<SideRules>) {
         let mut by_side: HashMap<(Direction, &[usize], &[NamedPort], [bool; 2]), Option<usize>> = HashMap::default();
         let mut clauses = HashMap::default();
-        let (mut updates, mut decisions, mut full) = (Vec::new(), Vec::new(), BTreeSet::new());
-        for id in subjects {
-            let Some(e) = self.cluster.endpoints.get(&id) else { continue };
-            if id == change.endpoint || !self.rules.contains_key(&id) {
-                full.insert(id);
+        let (mut updates, mut decisions) = (Vec::new(), Vec::new());
+        let mut seen: HashSet<&String> = HashSet::default();
+        let policies: BTreeSet<usize> = change.sides.iter().map(|(i, _)| *i).collect();
+        for id in policies.into_iter().flat_map(|i| self.subjects_iter(i)) {
+            if *id == change.endpoint || !seen.insert(id) {
                 continue;
             }
+            let Some(e) = self.cluster.endpoints.get(id) else { continue };
             let has = [Family::V4, Family::V6].map(|f| e.ips.iter().any(|ip| Family::of(ip) == f));
             let sides = [Direction::Ingress, Direction::Egress].map(|dir| {
                 let order = self.selecting(e, dir);
@@ -221,10 +211,10 @@ impl Compiler {
                 })
             });
             if sides.iter().any(Option::is_some) {
-                updates.push((id, sides));
+                updates.push((id.clone(), sides));
             }
         }
-        (updates, decisions, full)
+        (updates, decisions)
     }
 
     /// After a point change, the decision of an endpoint side (`dir`, selected by `order`) at

@@ -92,11 +92,15 @@ impl Compiler {
 
     /// Endpoints policy `i` selects (for either direction it has rules for).
     pub(super) fn subjects(&self, i: usize) -> BTreeSet<String> {
-        let selected = |id: &&String| self.selections.by_endpoint.get(*id).is_some_and(|s| s.iter().any(|l| l.contains(&i)));
-        match &self.policies[i].subject.namespaces {
-            NamespaceMatch::Exactly(ns) => self.by_namespace.get(ns).into_iter().flatten().filter(selected).cloned().collect(),
-            NamespaceMatch::Selector(_) => self.cluster.endpoints.keys().filter(selected).cloned().collect(),
-        }
+        self.subjects_iter(i).cloned().collect()
+    }
+
+    pub(super) fn subjects_iter(&self, i: usize) -> impl Iterator<Item = &String> {
+        let ids: Box<dyn Iterator<Item = &String>> = match &self.policies[i].subject.namespaces {
+            NamespaceMatch::Exactly(ns) => Box::new(self.by_namespace.get(ns).into_iter().flatten()),
+            NamespaceMatch::Selector(_) => Box::new(self.cluster.endpoints.keys()),
+        };
+        ids.filter(move |id| self.selections.by_endpoint.get(*id).is_some_and(|s| s.iter().any(|l| l.contains(&i))))
     }
 
     /// The endpoints a subject looking in `namespaces` may select.
