@@ -34,8 +34,8 @@ fn endpoint(i: u32, extra: u32) -> EndpointRules {
         endpoint: format!("e{i}"),
         host: Some("bench".into()),
         ips: vec![ip],
-        ingress: SideRules { default: Verdict::Deny, exceptions },
-        egress: SideRules { default: Verdict::Allow, exceptions: Vec::new() },
+        ingress: SideRules { default: Verdict::Deny, exceptions }.into(),
+        egress: SideRules { default: Verdict::Allow, exceptions: Vec::new() }.into(),
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -93,8 +94,9 @@ pub struct EndpointRules {
     pub endpoint: String,
     pub host: Option<String>,
     pub ips: Vec<IpAddr>,
-    pub ingress: SideRules,
-    pub egress: SideRules,
+    /// Shared by endpoints whose sides are decided alike (the compiler's side groups).
+    pub ingress: Arc<SideRules>,
+    pub egress: Arc<SideRules>,
 }
 
 /// Options of a compilation.
@@ -382,7 +384,8 @@ pub(crate) fn splice_points(rules: &mut SideRules, points: &[IpAddr], at_points:
     let end = rules.exceptions.partition_point(|r| (r.family, r.peer_first) <= (last_family, last_point.saturating_add(1)));
     let touched: Vec<usize> = (0..end).filter(|&k| touches(&rules.exceptions[k])).collect();
     // Per family and class: the touched regions without the points, and the new decision there.
-    let mut areas: BTreeMap<(Family, Class), (Vec<&Region>, Vec<&Region>)> = BTreeMap::new();
+    type Area<'a> = (Vec<&'a Region>, Vec<&'a Region>);
+    let mut areas: BTreeMap<(Family, Class), Area> = BTreeMap::new();
     for r in touched.iter().map(|&k| &rules.exceptions[k]) {
         areas.entry((r.family, r.class)).or_default().0.push(r);
     }
@@ -519,6 +522,15 @@ fn paint(
         }
     }
     out
+}
+
+impl EndpointRules {
+    pub fn side(&self, dir: crate::model::Direction) -> &SideRules {
+        match dir {
+            crate::model::Direction::Ingress => &self.ingress,
+            crate::model::Direction::Egress => &self.egress,
+        }
+    }
 }
 
 impl SideRules {

@@ -13,27 +13,25 @@
 //! those sets and clauses are patched, and every other endpoint is decided again at those
 //! addresses alone, its rules spliced only where that decision changed.
 
+mod groups;
 mod points;
 mod prepare;
-mod selection;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::compile::{Clause, EndpointRules, Family, Options, SideRules, UnionMemo, decide, service_sel};
 use crate::eval::{Party, namespace_matches, peer_matches};
-use crate::model::{Cluster, Direction, Endpoint, NamedPort, NamespaceMatch, Peer, Policy, PortMatch, Tier};
+use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Tier};
 
+use groups::{GroupId, Groups};
 use points::PointChange;
 use prepare::{ClauseIds, PeerEntry, PreparedPolicy, RulePeers};
-use selection::Selections;
 
-/// What decides an endpoint's side: direction, selecting policies, named ports, families.
-type SideKey = (Direction, Vec<usize>, Vec<NamedPort>, Vec<Family>);
-
-/// Decision tables by side key, valid within one batch.
-type SideCache = BTreeMap<SideKey, SideRules>;
+/// Decision tables by side group, valid within one batch.
+type SideCache = rustc_hash::FxHashMap<GroupId, Arc<SideRules>>;
 
 /// Compiles a cluster's policies, and keeps the result current as things change.
 #[derive(Debug)]
@@ -57,7 +55,7 @@ pub struct Compiler {
     /// The peers each policy uses, by policy index.
     policy_peers: Vec<BTreeSet<usize>>,
     clause_ids: ClauseIds,
-    selections: Selections,
+    groups: Groups,
     rules: BTreeMap<String, EndpointRules>,
 }
 
@@ -83,14 +81,14 @@ impl Compiler {
             rule_peers: Vec::new(),
             policy_peers: Vec::new(),
             clause_ids: ClauseIds::default(),
-            selections: Selections::default(),
+            groups: Groups::default(),
             rules: BTreeMap::new(),
         };
         c.index_policies();
-        c.reselect_all();
+        c.regroup();
         c.prepared = (0..c.policies.len()).map(|i| c.prepare(i)).collect();
         let ids: Vec<String> = c.cluster.endpoints.keys().cloned().collect();
-        let mut cache = SideCache::new();
+        let mut cache = SideCache::default();
         let mut unions = UnionMemo::new();
         for id in ids {
             let r = c.compile_one(&id, &mut cache, &mut unions);
@@ -142,7 +140,7 @@ impl Compiler {
         self.by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
         self.by_segment.entry((e.namespace.clone(), e.segment.clone())).or_default().insert(e.id.clone());
         self.cluster.endpoints.insert(e.id.clone(), e.clone());
-        self.reselect_endpoint(&e.id);
+        self.place(&e.id);
         self.after_endpoint_change(old.as_ref(), Some(&e))
     }
 
@@ -151,27 +149,27 @@ impl Compiler {
         let Some(old) = self.cluster.endpoints.remove(id) else { return BTreeSet::new() };
         self.by_namespace.entry(old.namespace.clone()).or_default().remove(id);
         self.by_segment.entry((old.namespace.clone(), old.segment.clone())).or_default().remove(id);
-        self.reselect_endpoint(id);
+        self.place(id);
         self.after_endpoint_change(Some(&old), None)
     }
 
     /// Add or replace a policy (by id); returns the nodes whose rulesets changed.
     pub fn upsert_policy(&mut self, p: Policy) -> BTreeSet<String> {
         let mut subjects = BTreeSet::new();
-        let (i, before) = match self.policies.iter().position(|q| q.id == p.id) {
+        let i = match self.policies.iter().position(|q| q.id == p.id) {
             Some(i) => {
                 subjects.extend(self.subjects(i));
-                let before = std::mem::replace(&mut self.policies[i], p);
-                (i, Some(before.subject.namespaces))
+                self.policies[i] = p;
+                i
             }
             None => {
                 self.policies.push(p);
                 self.prepared.push(PreparedPolicy::default());
-                (self.policies.len() - 1, None)
+                self.policies.len() - 1
             }
         };
         self.index_policies();
-        self.reselect_policy(i, before.as_ref());
+        self.regroup();
         self.prepared[i] = self.prepare(i);
         self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
         subjects.extend(self.subjects(i));
@@ -185,7 +183,7 @@ impl Compiler {
         self.policies.remove(i);
         self.prepared.remove(i);
         self.index_policies();
-        self.unselect_policy(i);
+        self.regroup();
         self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
         self.recompile(subjects, BTreeSet::new(), None)
     }
@@ -307,7 +305,7 @@ impl Compiler {
         if let Some(change) = &point {
             self.splice_at_points(change, &mut hosts);
         }
-        let mut cache = SideCache::new();
+        let mut cache = SideCache::default();
         let mut unions = UnionMemo::new();
         for id in subjects {
             if !self.cluster.endpoints.contains_key(&id) {
@@ -322,20 +320,6 @@ impl Compiler {
         hosts
     }
 
-    /// What decides one side of `e`. Named ports count only where they resolve on `e` itself:
-    /// on its ingress side, under a policy with named ingress ports.
-    fn side_key(&self, e: &Endpoint, dir: Direction, families: &[Family]) -> SideKey {
-        let order = self.selecting(e, dir);
-        let named = if self.resolves_named_ports(dir, order) { e.named_ports.clone() } else { Vec::new() };
-        (dir, order.to_vec(), named, families.to_vec())
-    }
-
-    /// Whether named ports resolve on the endpoint a side (`dir`, selected by `order`) belongs
-    /// to: on its ingress side, under a policy with named ingress ports.
-    fn resolves_named_ports(&self, dir: Direction, order: &[usize]) -> bool {
-        dir == Direction::Ingress && order.iter().any(|&i| self.prepared[i].ingress.iter().any(|r| !r.ingress_named.is_empty()))
-    }
-
     /// Compile one endpoint. Endpoints selected by the same policies, with the same named
     /// ports, get the same decision tables: `cache` shares them within one batch.
     fn compile_one(&self, id: &str, cache: &mut SideCache, unions: &mut UnionMemo) -> EndpointRules {
@@ -343,8 +327,8 @@ impl Compiler {
         let families = families(e);
         let mut side = |dir: Direction| {
             let order = self.selecting(e, dir);
-            let key = self.side_key(e, dir, &families);
-            if let Some(hit) = cache.get(&key) {
+            let group = self.groups.of(&e.id, dir);
+            if let Some(hit) = group.and_then(|g| cache.get(&g)) {
                 return hit.clone();
             }
             let (mut admin, mut namespace, mut baseline): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (Vec::new(), Vec::new(), Vec::new());
@@ -376,8 +360,8 @@ impl Compiler {
                 }
             }
             if named.is_empty() {
-                let r = decide(&admin, &namespace, &baseline, isolated, &families, unions);
-                cache.insert(key, r.clone());
+                let r = Arc::new(decide(&admin, &namespace, &baseline, isolated, &families, unions));
+                group.map(|g| cache.insert(g, r.clone()));
                 return r;
             }
             // Splice the endpoint-resolved clauses in at their positions.
@@ -399,8 +383,8 @@ impl Compiler {
             };
             let (a, n, b) = (splice(&admin, 0), splice(&namespace, 1), splice(&baseline, 2));
             let (a, n, b): (Vec<&Clause>, Vec<&Clause>, Vec<&Clause>) = (a.iter().collect(), n.iter().collect(), b.iter().collect());
-            let r = decide(&a, &n, &b, isolated, &families, unions);
-            cache.insert(key, r.clone());
+            let r = Arc::new(decide(&a, &n, &b, isolated, &families, unions));
+            group.map(|g| cache.insert(g, r.clone()));
             r
         };
         EndpointRules {

@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::compile::{
     ALL_CLASSES, AddressSet, Class, Clause, Family, ServiceSel, SideRules, UnionMemo, decide, service_sel, splice_points, subtract_ranges,
     to_u128,
 };
 use crate::eval::{Party, peer_matches};
-use crate::model::{Direction, Endpoint, NamedPort, Peer, PortMatch, Rule, Tier};
+use crate::model::{Direction, Endpoint, Peer, PortMatch, Rule, Tier};
 
+use super::groups::{GroupId, SideKey};
 use super::prepare::{ClauseKind, PreparedPolicy, PreparedRule, holds};
 use super::{Compiler, endpoint_selected};
 
@@ -169,66 +171,53 @@ impl Compiler {
         out
     }
 
-    /// After a point change, splice the new decisions at the moved addresses into the rules
-    /// of the other endpoints under a changed policy (recording their nodes).
+    /// After a point change, decide each side group under a changed policy again at the moved
+    /// addresses, once; where that changed, splice it into the group's rules and give them to
+    /// every member but the changed endpoint (compiled in full), recording their nodes.
     pub(super) fn splice_at_points(&mut self, change: &PointChange, hosts: &mut BTreeSet<String>) {
-        let (updates, decisions) = self.decisions_at_points(change);
-        for (id, sides) in updates {
-            let Some(rules) = self.rules.get_mut(&id) else { continue };
-            for (side, decision) in [&mut rules.ingress, &mut rules.egress].into_iter().zip(sides) {
-                if let Some(k) = decision {
-                    splice_points(side, &change.points, &decisions[k]);
-                }
-            }
-            hosts.extend(rules.host.clone());
-        }
-    }
-
-    /// The endpoints (other than the changed one) with a side whose decision at the moved
-    /// addresses changed, as indices into the new decisions there: those are shared by sides
-    /// with the same policies, named ports that resolve on them, and families.
-    #[allow(clippy::type_complexity)]
-    fn decisions_at_points(&self, change: &PointChange) -> (Vec<(String, [Option<usize>; 2])>, Vec<SideRules>) {
-        let mut by_side: HashMap<(Direction, &[usize], &[NamedPort], [bool; 2]), Option<usize>> = HashMap::default();
         let mut clauses = HashMap::default();
-        let (mut updates, mut decisions) = (Vec::new(), Vec::new());
-        let mut seen: HashSet<&String> = HashSet::default();
-        let policies: BTreeSet<usize> = change.sides.iter().map(|(i, _)| *i).collect();
-        for id in policies.into_iter().flat_map(|i| self.subjects_iter(i)) {
-            if *id == change.endpoint || !seen.insert(id) {
-                continue;
-            }
-            let Some(e) = self.cluster.endpoints.get(id) else { continue };
-            let has = [Family::V4, Family::V6].map(|f| e.ips.iter().any(|ip| Family::of(ip) == f));
-            let sides = [Direction::Ingress, Direction::Egress].map(|dir| {
-                let order = self.selecting(e, dir);
-                let named: &[NamedPort] = if self.resolves_named_ports(dir, order) { &e.named_ports } else { &[] };
-                *by_side.entry((dir, order, named, has)).or_insert_with(|| {
-                    let families: Vec<Family> = [Family::V4, Family::V6].into_iter().zip(has).filter(|(_, h)| *h).map(|(f, _)| f).collect();
-                    let decision = self.decision_at_points(e, change, dir, order, &families, &mut clauses)?;
-                    decisions.push(decision);
-                    Some(decisions.len() - 1)
-                })
-            });
-            if sides.iter().any(Option::is_some) {
-                updates.push((id.clone(), sides));
+        let mut seen: HashSet<GroupId> = HashSet::default();
+        let mut updates: Vec<(GroupId, Arc<SideRules>)> = Vec::new();
+        for &(i, dir) in &change.sides {
+            for g in self.groups.under(i, dir) {
+                if !seen.insert(g) {
+                    continue;
+                }
+                let group = self.groups.get(g);
+                // Any other member stands for the group: their rules are equal.
+                let Some(rules) = group.members.iter().find(|m| **m != change.endpoint).and_then(|m| self.rules.get(m)) else { continue };
+                let e = &self.cluster.endpoints[&rules.endpoint];
+                let Some(now) = self.decision_at_points(e, change, &group.key, &mut clauses) else { continue };
+                let mut side = SideRules::clone(rules.side(dir));
+                splice_points(&mut side, &change.points, &now);
+                updates.push((g, Arc::new(side)));
             }
         }
-        (updates, decisions)
+        for (g, side) in updates {
+            let group = self.groups.get(g);
+            for m in group.members.iter().filter(|m| **m != change.endpoint) {
+                let Some(rules) = self.rules.get_mut(m) else { continue };
+                match group.key.dir {
+                    Direction::Ingress => rules.ingress = side.clone(),
+                    Direction::Egress => rules.egress = side.clone(),
+                }
+                hosts.extend(rules.host.clone());
+            }
+        }
     }
 
-    /// After a point change, the decision of an endpoint side (`dir`, selected by `order`) at
-    /// the moved addresses, if it differs from the one before; everywhere else nothing moved.
-    /// Only the clauses holding those addresses can decide there: it is decided on them alone.
+    /// After a point change, the decision of a side (as `key` describes it; `e` is one of its
+    /// endpoints) at the moved addresses, if it differs from the one before; everywhere else
+    /// nothing moved. Only the clauses holding those addresses can decide there: it is decided
+    /// on them alone.
     fn decision_at_points(
         &self,
         e: &Endpoint,
         change: &PointChange,
-        dir: Direction,
-        order: &[usize],
-        families: &[Family],
+        key: &SideKey,
         clauses: &mut HashMap<(usize, Direction), Vec<[Vec<Clause>; 2]>>,
     ) -> Option<SideRules> {
+        let (dir, order, families) = (key.dir, key.policies.as_slice(), key.families.as_slice());
         // Only policies whose rules of this direction changed can decide differently.
         if !order.iter().any(|&i| change.sides.contains(&(i, dir))) {
             return None;
@@ -239,7 +228,7 @@ impl Compiler {
         let clauses = &*clauses;
         // Named ingress ports resolve on this endpoint: (policy, rule, before/after, clause).
         let mut named: Vec<(usize, usize, usize, Clause)> = Vec::new();
-        if self.resolves_named_ports(dir, order) {
+        if !key.named.is_empty() {
             for &i in order {
                 let sources = self.policies[i].rules(dir).into_iter().flatten();
                 for (r, (rule, source)) in self.prepared[i].rules(dir).iter().zip(sources).enumerate() {
