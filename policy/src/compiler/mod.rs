@@ -45,6 +45,8 @@ pub struct Compiler {
     by_namespace: BTreeMap<String, BTreeSet<String>>,
     /// Endpoint ids by (namespace, segment): what decides whether a segment is taken whole.
     by_segment: BTreeMap<(String, String), BTreeSet<String>>,
+    /// How many endpoints hold each address (more than one only by mistake).
+    holders: rustc_hash::FxHashMap<std::net::IpAddr, u32>,
     /// Policies whose subject is one namespace, by namespace; the others apply cluster-wide.
     policies_by_namespace: BTreeMap<String, Vec<usize>>,
     cluster_wide: Vec<usize>,
@@ -53,7 +55,10 @@ pub struct Compiler {
     /// The peers of each rule, by policy index.
     rule_peers: Vec<RulePeers>,
     /// The peers each policy uses, by policy index.
-    policy_peers: Vec<BTreeSet<usize>>,
+    /// The policies using each peer, by peer index.
+    peer_users: Vec<Vec<usize>>,
+    /// The policies with an egress named port of each name.
+    egress_named: BTreeMap<String, Vec<usize>>,
     clause_ids: ClauseIds,
     groups: Groups,
     rules: BTreeMap<String, EndpointRules>,
@@ -61,29 +66,27 @@ pub struct Compiler {
 
 impl Compiler {
     pub fn new(cluster: Cluster, blocks: BTreeMap<String, Vec<IpNet>>, policies: Vec<Policy>, options: Options) -> Compiler {
-        let mut by_namespace: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut by_segment: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-        for e in cluster.endpoints.values() {
-            by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
-            by_segment.entry((e.namespace.clone(), e.segment.clone())).or_default().insert(e.id.clone());
-        }
         let mut c = Compiler {
             cluster,
             blocks,
             options,
             policies,
             prepared: Vec::new(),
-            by_namespace,
-            by_segment,
+            by_namespace: BTreeMap::new(),
+            by_segment: BTreeMap::new(),
+            holders: Default::default(),
             policies_by_namespace: BTreeMap::new(),
             cluster_wide: Vec::new(),
             peers: Vec::new(),
             rule_peers: Vec::new(),
-            policy_peers: Vec::new(),
+            peer_users: Vec::new(),
+            egress_named: BTreeMap::new(),
             clause_ids: ClauseIds::default(),
             groups: Groups::default(),
             rules: BTreeMap::new(),
         };
+        let endpoints: Vec<Endpoint> = c.cluster.endpoints.values().cloned().collect();
+        endpoints.iter().for_each(|e| c.index_endpoint(e, true));
         c.index_policies();
         c.regroup();
         c.prepared = (0..c.policies.len()).map(|i| c.prepare(i)).collect();
@@ -132,14 +135,11 @@ impl Compiler {
 
     /// Add or replace an endpoint; returns the nodes whose rulesets changed.
     pub fn upsert_endpoint(&mut self, e: Endpoint) -> BTreeSet<String> {
-        let old = self.cluster.endpoints.get(&e.id).cloned();
+        let old = self.cluster.endpoints.insert(e.id.clone(), e.clone());
         if let Some(o) = &old {
-            self.by_namespace.entry(o.namespace.clone()).or_default().remove(&o.id);
-            self.by_segment.entry((o.namespace.clone(), o.segment.clone())).or_default().remove(&o.id);
+            self.index_endpoint(o, false);
         }
-        self.by_namespace.entry(e.namespace.clone()).or_default().insert(e.id.clone());
-        self.by_segment.entry((e.namespace.clone(), e.segment.clone())).or_default().insert(e.id.clone());
-        self.cluster.endpoints.insert(e.id.clone(), e.clone());
+        self.index_endpoint(&e, true);
         self.place(&e.id);
         self.after_endpoint_change(old.as_ref(), Some(&e))
     }
@@ -147,10 +147,29 @@ impl Compiler {
     /// Remove an endpoint; returns the nodes whose rulesets changed.
     pub fn remove_endpoint(&mut self, id: &str) -> BTreeSet<String> {
         let Some(old) = self.cluster.endpoints.remove(id) else { return BTreeSet::new() };
-        self.by_namespace.entry(old.namespace.clone()).or_default().remove(id);
-        self.by_segment.entry((old.namespace.clone(), old.segment.clone())).or_default().remove(id);
+        self.index_endpoint(&old, false);
         self.place(id);
         self.after_endpoint_change(Some(&old), None)
+    }
+
+    /// Add an endpoint to the indexes by namespace, segment and address, or take it out.
+    fn index_endpoint(&mut self, e: &Endpoint, add: bool) {
+        let by_namespace = self.by_namespace.entry(e.namespace.clone()).or_default();
+        let by_segment = self.by_segment.entry((e.namespace.clone(), e.segment.clone())).or_default();
+        if add {
+            by_namespace.insert(e.id.clone());
+            by_segment.insert(e.id.clone());
+        } else {
+            by_namespace.remove(&e.id);
+            by_segment.remove(&e.id);
+        }
+        for ip in &e.ips {
+            let count = self.holders.entry(*ip).or_default();
+            *count = if add { *count + 1 } else { count.saturating_sub(1) };
+            if *count == 0 {
+                self.holders.remove(ip);
+            }
+        }
     }
 
     /// Add or replace a policy (by id); returns the nodes whose rulesets changed.
@@ -213,7 +232,7 @@ impl Compiler {
         // endpoint shares one of them or a segment's blocks stand in for its members.
         let in_place = match (old, new) {
             (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips => {
-                let shared = self.cluster.endpoints.values().any(|m| m.ips.iter().any(|ip| n.ips.contains(ip)) && m.id != n.id);
+                let shared = n.ips.iter().any(|ip| self.holders.get(ip).is_some_and(|&c| c > 1));
                 Some((o, n, !shared))
             }
             _ => None,
@@ -245,29 +264,35 @@ impl Compiler {
         let point = new.filter(|_| points_only);
         let mut replaced: BTreeMap<usize, PreparedPolicy> = BTreeMap::new();
         let mut sides = BTreeSet::new();
-        for i in 0..self.policies.len() {
+        // Policies using a changed peer, and those whose egress named ports expand over
+        // destination endpoints: only an endpoint that has (or had) such a port name can
+        // change the expansion.
+        let users: BTreeSet<usize> = changed_peers.iter().flat_map(|&k| self.peer_users[k].iter().copied()).collect();
+        let names: BTreeSet<&str> =
+            [old, new].into_iter().flatten().flat_map(|e| e.named_ports.iter().map(|np| np.name.as_str())).collect();
+        let expanding: BTreeSet<usize> = names.iter().flat_map(|n| self.egress_named.get(*n).into_iter().flatten().copied()).collect();
+        for i in users.union(&expanding).copied().collect::<Vec<usize>>() {
             let p = &self.policies[i];
-            let uses_changed = !changed_peers.is_empty() && self.policy_peers[i].iter().any(|k| changed_peers.contains(k));
-            // Egress named ports expand over destination endpoints: only an endpoint that has
-            // (or had) such a port name can change the expansion.
-            let named_egress = p.egress.iter().flatten().any(|r| {
-                let carries = r.ports.iter().flatten().any(|pr| match &pr.port {
-                    PortMatch::Named(name) => [old, new].into_iter().flatten().any(|e| e.named_ports.iter().any(|np| np.name == *name)),
-                    _ => false,
-                });
-                // In place with the same ports, the expansion changes only if the rule's peers
-                // take the endpoint before and not after, or the reverse.
-                carries
-                    && match in_place {
-                        Some((o, n, _)) if o.named_ports == n.named_ports => {
-                            let takes = |e: &Endpoint| {
-                                e.ips.iter().any(|ip| r.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))))
-                            };
-                            takes(o) != takes(n)
+            let uses_changed = users.contains(&i);
+            let named_egress = expanding.contains(&i)
+                && p.egress.iter().flatten().any(|r| {
+                    let carries = r.ports.iter().flatten().any(|pr| match &pr.port {
+                        PortMatch::Named(name) => [old, new].into_iter().flatten().any(|e| e.named_ports.iter().any(|np| np.name == *name)),
+                        _ => false,
+                    });
+                    // In place with the same ports, the expansion changes only if the rule's peers
+                    // take the endpoint before and not after, or the reverse.
+                    carries
+                        && match in_place {
+                            Some((o, n, _)) if o.named_ports == n.named_ports => {
+                                let takes = |e: &Endpoint| {
+                                    e.ips.iter().any(|ip| r.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))))
+                                };
+                                takes(o) != takes(n)
+                            }
+                            _ => true,
                         }
-                        _ => true,
-                    }
-            });
+                });
             if !uses_changed && !named_egress {
                 continue;
             }

@@ -177,11 +177,22 @@ impl Compiler {
                 PeerEntry { peer, addrs }
             })
             .collect();
-        self.policy_peers = self
-            .rule_peers
-            .iter()
-            .map(|r| r.ingress.iter().chain(&r.egress).flatten().copied().collect::<std::collections::BTreeSet<usize>>())
-            .collect();
+        let mut users = vec![std::collections::BTreeSet::new(); self.peers.len()];
+        for (i, r) in self.rule_peers.iter().enumerate() {
+            r.ingress.iter().chain(&r.egress).flatten().for_each(|&k| _ = users[k].insert(i));
+        }
+        self.peer_users = users.into_iter().map(|u| u.into_iter().collect()).collect();
+        self.egress_named.clear();
+        for (i, p) in self.policies.iter().enumerate() {
+            for pr in p.egress.iter().flatten().flat_map(|r| r.ports.iter().flatten()) {
+                if let PortMatch::Named(name) = &pr.port {
+                    let users = self.egress_named.entry(name.clone()).or_default();
+                    if users.last() != Some(&i) {
+                        users.push(i);
+                    }
+                }
+            }
+        }
     }
 
     /// Prepare policy `i` from its peers' current addresses; clause ids are interned.
