@@ -175,7 +175,7 @@ impl Compiler {
     /// addresses, once; where that changed, splice it into the group's rules and give them to
     /// every member but the changed endpoint (compiled in full), recording their nodes.
     pub(super) fn splice_at_points(&mut self, change: &PointChange, hosts: &mut BTreeSet<String>) {
-        let mut clauses = HashMap::default();
+        let mut memo = HashMap::default();
         let mut seen: HashSet<GroupId> = HashSet::default();
         let mut updates: Vec<(GroupId, Arc<SideRules>)> = Vec::new();
         for &(i, dir) in &change.sides {
@@ -185,9 +185,9 @@ impl Compiler {
                 }
                 let group = self.groups.get(g);
                 // Any other member stands for the group: their rules are equal.
-                let Some(rules) = group.members.iter().find(|m| **m != change.endpoint).and_then(|m| self.rules.get(m)) else { continue };
-                let e = &self.cluster.endpoints[&rules.endpoint];
-                let Some(now) = self.decision_at_points(e, change, &group.key, &mut clauses) else { continue };
+                let Some(member) = group.members.iter().find(|m| **m != change.endpoint) else { continue };
+                let Some(now) = self.decision_at_points(member, change, &group.key, &mut memo) else { continue };
+                let Some(rules) = self.rules.get(member) else { continue };
                 let mut side = SideRules::clone(rules.side(dir));
                 splice_points(&mut side, &change.points, &now);
                 updates.push((g, Arc::new(side)));
@@ -206,16 +206,16 @@ impl Compiler {
         }
     }
 
-    /// After a point change, the decision of a side (as `key` describes it; `e` is one of its
-    /// endpoints) at the moved addresses, if it differs from the one before; everywhere else
-    /// nothing moved. Only the clauses holding those addresses can decide there: it is decided
-    /// on them alone.
+    /// After a point change, the decision of a side (as `key` describes it; `member` is one of
+    /// its endpoints) at the moved addresses, if it differs from the one before; everywhere
+    /// else nothing moved. Only the clauses holding those addresses can decide there: it is
+    /// decided on them alone.
     fn decision_at_points(
         &self,
-        e: &Endpoint,
+        member: &str,
         change: &PointChange,
         key: &SideKey,
-        clauses: &mut HashMap<(usize, Direction), Vec<[Vec<Clause>; 2]>>,
+        memo: &mut HashMap<(usize, Direction), AtPoints>,
     ) -> Option<SideRules> {
         let (dir, order, families) = (key.dir, key.policies.as_slice(), key.families.as_slice());
         // Only policies whose rules of this direction changed can decide differently.
@@ -223,12 +223,13 @@ impl Compiler {
             return None;
         }
         for &i in order {
-            clauses.entry((i, dir)).or_insert_with(|| self.clauses_at_points(i, dir, change));
+            memo.entry((i, dir)).or_insert_with(|| self.at_points(i, dir, change));
         }
-        let clauses = &*clauses;
-        // Named ingress ports resolve on this endpoint: (policy, rule, before/after, clause).
+        let memo = &*memo;
+        // Named ingress ports resolve on the endpoint: (policy, rule, before/after, clause).
         let mut named: Vec<(usize, usize, usize, Clause)> = Vec::new();
         if !key.named.is_empty() {
+            let e = &self.cluster.endpoints[member];
             for &i in order {
                 let sources = self.policies[i].rules(dir).into_iter().flatten();
                 for (r, (rule, source)) in self.prepared[i].rules(dir).iter().zip(sources).enumerate() {
@@ -246,10 +247,23 @@ impl Compiler {
                 }
             }
         }
+        // Under namespace policies alone, a point's decision is the union of the services
+        // allowed from it.
+        if order.iter().all(|&i| self.policies[i].tier == Tier::Namespace) {
+            let allowed = |when: usize, k: usize| {
+                let ip = &change.points[k];
+                let of_named = named.iter().filter(|n| n.2 == when && holds(&n.3.addrs, ip)).flat_map(|n| &n.3.services);
+                let of_policies = order.iter().flat_map(|&i| memo[&(i, dir)].services[when][k].iter().copied());
+                merged(of_policies.chain(of_named.flat_map(service_ranges)))
+            };
+            if (0..change.points.len()).all(|k| allowed(0, k) == allowed(1, k)) {
+                return None;
+            }
+        }
         let mut tiers: [[Vec<&Clause>; 3]; 2] = Default::default();
         for &i in order {
             let tier = super::tier_index(self.policies[i].tier);
-            for (r, restricted) in clauses[&(i, dir)].iter().enumerate() {
+            for (r, restricted) in memo[&(i, dir)].rules.iter().enumerate() {
                 for (when, lists) in tiers.iter_mut().enumerate() {
                     lists[tier].extend(&restricted[when]);
                     // After the rule's own clauses: the order `compile_one` splices them in.
@@ -261,21 +275,14 @@ impl Compiler {
         if before == after {
             return None;
         }
-        // Under namespace policies alone, a point's decision is the union of the services of
-        // the clauses holding it.
-        let allow_list = order.iter().all(|&i| self.policies[i].tier == Tier::Namespace);
-        if allow_list && change.points.iter().all(|p| allowed_services(&before[1], p) == allowed_services(&after[1], p)) {
-            return None;
-        }
         let isolated = order.iter().any(|&i| self.policies[i].tier == Tier::Namespace);
         let decide_on = |[a, n, b]: &[Vec<&Clause>; 3]| decide(a, n, b, isolated, families, &mut UnionMemo::new());
         let now = decide_on(&after);
         (decide_on(&before) != now).then_some(now)
     }
 
-    /// Policy `i`'s clauses of `dir` restricted to the moved addresses, rule by rule: before
-    /// the change and after it.
-    fn clauses_at_points(&self, i: usize, dir: Direction, change: &PointChange) -> Vec<[Vec<Clause>; 2]> {
+    /// Policy `i`'s side `dir` at the moved addresses, before the change and after it.
+    fn at_points(&self, i: usize, dir: Direction, change: &PointChange) -> AtPoints {
         let now = self.prepared[i].rules(dir);
         let then = change.old.get(&i).map_or(now, |p| p.rules(dir));
         let restrict = |rule: &PreparedRule| -> Vec<Clause> {
@@ -285,21 +292,39 @@ impl Compiler {
                 .map(|(c, addrs)| Clause { action: c.action, addrs, services: c.services.clone(), id: 0 })
                 .collect()
         };
-        then.iter().zip(now).map(|(b, a)| [restrict(b), restrict(a)]).collect()
+        let rules: Vec<[Vec<Clause>; 2]> = then.iter().zip(now).map(|(b, a)| [restrict(b), restrict(a)]).collect();
+        let services = [0, 1].map(|when| {
+            let clauses = || rules.iter().flat_map(|r| &r[when]);
+            change
+                .points
+                .iter()
+                .map(|ip| merged(clauses().filter(|c| holds(&c.addrs, ip)).flat_map(|c| &c.services).flat_map(service_ranges)))
+                .collect()
+        });
+        AtPoints { rules, services }
     }
 }
 
-/// The services an allow-list of clauses allows from `ip`: merged ranges per class.
-fn allowed_services(clauses: &[&Clause], ip: &IpAddr) -> Vec<(Class, u16, u16)> {
-    let mut out: Vec<(Class, u16, u16)> = Vec::new();
-    for c in clauses.iter().filter(|c| holds(&c.addrs, ip)) {
-        for s in &c.services {
-            match *s {
-                ServiceSel::All => out.extend(ALL_CLASSES.map(|class| (class, 0, u16::MAX))),
-                ServiceSel::Range(class, a, b) => out.push((class, a, b)),
-            }
-        }
+/// One policy's side at the moved addresses.
+pub(super) struct AtPoints {
+    /// Its clauses restricted to the points, rule by rule: before the change and after it.
+    rules: Vec<[Vec<Clause>; 2]>,
+    /// The services its clauses take from each point (merged ranges per class), before and
+    /// after: what it allows from there if it is an allow-list.
+    services: [Vec<Vec<(Class, u16, u16)>>; 2],
+}
+
+/// A clause's services as ranges per class.
+fn service_ranges(s: &ServiceSel) -> Vec<(Class, u16, u16)> {
+    match *s {
+        ServiceSel::All => ALL_CLASSES.map(|class| (class, 0, u16::MAX)).to_vec(),
+        ServiceSel::Range(class, a, b) => vec![(class, a, b)],
     }
+}
+
+/// Service ranges sorted and merged per class.
+fn merged(ranges: impl Iterator<Item = (Class, u16, u16)>) -> Vec<(Class, u16, u16)> {
+    let mut out: Vec<(Class, u16, u16)> = ranges.collect();
     out.sort_unstable();
     let mut merged: Vec<(Class, u16, u16)> = Vec::with_capacity(out.len());
     for (class, a, b) in out {
