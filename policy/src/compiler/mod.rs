@@ -27,7 +27,7 @@ use crate::eval::{Party, namespace_matches, peer_matches};
 use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Tier};
 
 use groups::{GroupId, Groups};
-use points::PointChange;
+use points::{PeerChange, PointChange};
 use prepare::{ClauseIds, PeerEntry, PreparedPolicy, RulePeers};
 
 /// Decision tables by side group, valid within one batch.
@@ -226,42 +226,62 @@ impl Compiler {
         if let Some(e) = new {
             subjects.insert(e.id.clone());
         }
-        // Same namespace, segment and addresses: a peer's addresses change only if it selects
-        // the endpoint before and not after (or the reverse); segment membership is unchanged.
-        // Then every change is at the endpoint's own addresses (a point change), unless another
-        // endpoint shares one of them or a segment's blocks stand in for its members.
-        let in_place = match (old, new) {
-            (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips => {
-                let shared = n.ips.iter().any(|ip| self.holders.get(ip).is_some_and(|&c| c > 1));
-                Some((o, n, !shared))
-            }
-            _ => None,
+        // A change confined to one endpoint's addresses (a point change): the endpoint changed
+        // in place (same namespace, segment and addresses), arrived or left, and no other
+        // endpoint holds its addresses. A peer's addresses then change only where it selects
+        // the endpoint before and not after, or the reverse, unless a segment's blocks stand
+        // in for its members before or after.
+        let shape = match (old, new) {
+            (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips => Shape::InPlace(o, n),
+            (None, Some(n)) => Shape::Arrived(n),
+            (Some(o), None) => Shape::Left(o),
+            _ => Shape::Moved,
         };
-        let mut points_only = in_place.is_some_and(|(_, _, alone)| alone);
+        let point = match shape {
+            Shape::InPlace(_, e) | Shape::Arrived(e) => Some((e, true)),
+            Shape::Left(e) => Some((e, false)),
+            Shape::Moved => None,
+        };
+        let mut points_only =
+            point.is_some_and(|(e, present)| e.ips.iter().all(|ip| self.holders.get(ip).copied().unwrap_or(0) == u32::from(present)));
         // Peers whose addresses may change are computed again (or patched at the points).
         let mut changed_peers: BTreeSet<usize> = BTreeSet::new();
         for k in 0..self.peers.len() {
             let peer = &self.peers[k].peer;
-            let fresh = match in_place {
-                Some((o, n, _)) => {
+            let (e, before, after) = match shape {
+                Shape::InPlace(o, n) => {
                     let Some(now) = flipped(&self.cluster, peer, o, n) else { continue };
-                    points_only &= self.patchable(peer, n, now);
-                    if points_only {
-                        n.ips.iter().for_each(|ip| points::set_point(&mut self.peers[k].addrs, ip, now));
-                        changed_peers.insert(k);
-                        continue;
-                    }
-                    self.peer_addresses(peer)
+                    (n, Some(!now), Some(now))
                 }
-                None if [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)) => self.peer_addresses(peer),
-                None => continue,
+                Shape::Arrived(n) if self.peer_depends_on(peer, n) => (n, None, Some(endpoint_selected(&self.cluster, peer, n))),
+                Shape::Left(o) if self.peer_depends_on(peer, o) => (o, Some(endpoint_selected(&self.cluster, peer, o)), None),
+                Shape::Moved if [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)) => {
+                    let fresh = self.peer_addresses(peer);
+                    if self.peers[k].addrs != fresh {
+                        self.peers[k].addrs = fresh;
+                        changed_peers.insert(k);
+                    }
+                    continue;
+                }
+                _ => continue,
             };
-            if self.peers[k].addrs != fresh {
-                self.peers[k].addrs = fresh;
-                changed_peers.insert(k);
+            match self.peer_change(peer, e, before, after) {
+                PeerChange::Unchanged => continue,
+                PeerChange::Patch(now) if points_only => {
+                    e.ips.iter().for_each(|ip| points::set_point(&mut self.peers[k].addrs, ip, now));
+                    changed_peers.insert(k);
+                }
+                _ => {
+                    points_only = false;
+                    let fresh = self.peer_addresses(peer);
+                    if self.peers[k].addrs != fresh {
+                        self.peers[k].addrs = fresh;
+                        changed_peers.insert(k);
+                    }
+                }
             }
         }
-        let point = new.filter(|_| points_only);
+        let point = point.filter(|_| points_only);
         let mut replaced: BTreeMap<usize, PreparedPolicy> = BTreeMap::new();
         let mut sides = BTreeSet::new();
         // Policies using a changed peer, and those whose egress named ports expand over
@@ -283,8 +303,8 @@ impl Compiler {
                     // In place with the same ports, the expansion changes only if the rule's peers
                     // take the endpoint before and not after, or the reverse.
                     carries
-                        && match in_place {
-                            Some((o, n, _)) if o.named_ports == n.named_ports => {
+                        && match shape {
+                            Shape::InPlace(o, n) if o.named_ports == n.named_ports => {
                                 let takes = |e: &Endpoint| {
                                     e.ips.iter().any(|ip| r.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))))
                                 };
@@ -297,7 +317,7 @@ impl Compiler {
                 continue;
             }
             let fresh = match point {
-                Some(n) => self.patch_prepared(i, n),
+                Some((e, present)) => self.patch_prepared(i, e, present),
                 None => Some(self.prepare(i)).filter(|fresh| *fresh != self.prepared[i]).map(|p| (p, Vec::new())),
             };
             if let Some((fresh, dirs)) = fresh {
@@ -312,7 +332,7 @@ impl Compiler {
         if point.is_none() {
             self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
         }
-        let point = point.map(|n| PointChange { points: n.ips.clone(), old: replaced, sides, endpoint: n.id.clone() });
+        let point = point.map(|(e, _)| PointChange { points: e.ips.clone(), old: replaced, sides, endpoint: e.id.clone() });
         self.recompile(subjects, hosts, point)
     }
 
@@ -434,6 +454,17 @@ fn tier_index(tier: Tier) -> usize {
         Tier::Namespace => 1,
         Tier::Baseline { .. } => 2,
     }
+}
+
+/// How an endpoint changed, as far as point changes go.
+#[derive(Clone, Copy)]
+enum Shape<'a> {
+    /// Same namespace, segment and addresses.
+    InPlace(&'a Endpoint, &'a Endpoint),
+    Arrived(&'a Endpoint),
+    Left(&'a Endpoint),
+    /// Anything else: moved to another namespace or segment, or readdressed.
+    Moved,
 }
 
 /// Whether `peer` selects an endpoint changed in place (same namespace and segment) after the

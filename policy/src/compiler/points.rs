@@ -32,50 +32,54 @@ pub(super) struct PointChange {
 }
 
 impl Compiler {
-    /// Whether, after only `e`'s selection by `peer` flipped (to `now`), in place, the peer's
-    /// addresses are its old ones with `e`'s added or taken out. Not when `e`'s segment is
-    /// taken whole before or after (its blocks stand in for its members), nor when another
-    /// segment's blocks hold one of `e`'s addresses.
-    pub(super) fn patchable(&self, peer: &Peer, e: &Endpoint, now: bool) -> bool {
-        self.patch_blockers(peer, e, now).is_some()
-    }
-
-    fn patch_blockers(&self, peer: &Peer, e: &Endpoint, now: bool) -> Option<()> {
+    /// How `peer`'s addresses change when only `e` changed, arrived or left, and the peer
+    /// selected it `before` and selects it `after` (`None`: absent then). Patched at `e`'s
+    /// addresses, unless `e`'s segment is taken whole before or after but not both (its blocks
+    /// stand in for its members), or another segment's blocks hold one of `e`'s addresses.
+    pub(super) fn peer_change(&self, peer: &Peer, e: &Endpoint, before: Option<bool>, after: Option<bool>) -> PeerChange {
+        let (was, is) = (before == Some(true), after == Some(true));
         if self.options.compress {
-            if let Some(blocks) = self.blocks.get(&format!("{}/{}", e.namespace, e.segment)) {
+            let segment = format!("{}/{}", e.namespace, e.segment);
+            if let Some(blocks) = self.blocks.get(&segment) {
                 let inside = |m: &Endpoint| m.ips.iter().all(|ip| blocks.iter().any(|b| b.contains(ip)));
-                let members = self.by_segment.get(&(e.namespace.clone(), e.segment.clone()))?;
-                let (mut others_selected, mut others_inside) = (0usize, true);
-                for id in members.iter().filter(|id| **id != e.id) {
-                    let m = self.cluster.endpoints.get(id)?;
-                    if endpoint_selected(&self.cluster, peer, m) {
-                        others_selected += 1;
-                        others_inside &= inside(m);
+                let members = self.by_segment.get(&(e.namespace.clone(), e.segment.clone()));
+                let mut others = members.into_iter().flatten().filter(|id| **id != e.id).peekable();
+                let has_others = others.peek().is_some();
+                // Whole with `e` absent (`None`), or selected or not: every member selected and
+                // inside the blocks (a segment without members is not taken).
+                let could_be_whole = |state: Option<bool>| match state {
+                    None => has_others,
+                    Some(selected) => selected && inside(e),
+                };
+                let (b, a) = (could_be_whole(before), could_be_whole(after));
+                if b || a {
+                    let others_whole = others
+                        .all(|id| self.cluster.endpoints.get(id).is_some_and(|m| endpoint_selected(&self.cluster, peer, m) && inside(m)));
+                    match (b && others_whole, a && others_whole) {
+                        (true, true) => return PeerChange::Unchanged,
+                        (true, false) | (false, true) => return PeerChange::Rebuild,
+                        (false, false) => {}
                     }
                 }
-                let whole =
-                    |with_e: bool| others_selected + usize::from(with_e) == members.len() && others_inside && (!with_e || inside(e));
-                if whole(now) || whole(!now) {
-                    return None;
-                }
             }
-            let elsewhere = self.blocks.iter().filter(|(k, _)| **k != format!("{}/{}", e.namespace, e.segment));
-            if elsewhere.flat_map(|(_, b)| b).any(|b| e.ips.iter().any(|ip| b.contains(ip))) {
-                return None;
+            let elsewhere = self.blocks.iter().filter(|(k, _)| **k != segment);
+            if was != is && elsewhere.flat_map(|(_, b)| b).any(|b| e.ips.iter().any(|ip| b.contains(ip))) {
+                return PeerChange::Rebuild;
             }
         }
-        Some(())
+        if was == is { PeerChange::Unchanged } else { PeerChange::Patch(is) }
     }
 
     /// Policy `i`'s prepared rules after only `e`'s addresses moved in or out of its peers'
     /// sets (patched already) or of its egress named-port destinations; `None` if no clause
     /// changed. Changed and new clauses get fresh ids.
-    pub(super) fn patch_prepared(&mut self, i: usize, e: &Endpoint) -> Option<(PreparedPolicy, Vec<Direction>)> {
+    /// `present`: whether `e` is still there (else it left, and takes no named port).
+    pub(super) fn patch_prepared(&mut self, i: usize, e: &Endpoint, present: bool) -> Option<(PreparedPolicy, Vec<Direction>)> {
         let mut patched: Vec<(Direction, usize, PreparedRule)> = Vec::new();
         for dir in [Direction::Ingress, Direction::Egress] {
             let rules = self.policies[i].rules(dir).into_iter().flatten().zip(self.rule_peers[i].rules(dir));
             for (r, (rule, peer_ids)) in rules.enumerate() {
-                if let Some(p) = self.patch_rule(rule, dir, peer_ids, &self.prepared[i].rules(dir)[r], e) {
+                if let Some(p) = self.patch_rule(rule, dir, peer_ids, &self.prepared[i].rules(dir)[r], e, present) {
                     patched.push((dir, r, p));
                 }
             }
@@ -106,12 +110,20 @@ impl Compiler {
 
     /// One rule patched at `e`'s addresses, or `None` if nothing there changed. Patched clauses
     /// get id 0 (the caller gives them fresh ids).
-    fn patch_rule(&self, rule: &Rule, dir: Direction, peer_ids: &[usize], prepared: &PreparedRule, e: &Endpoint) -> Option<PreparedRule> {
+    fn patch_rule(
+        &self,
+        rule: &Rule,
+        dir: Direction,
+        peer_ids: &[usize],
+        prepared: &PreparedRule,
+        e: &Endpoint,
+        present: bool,
+    ) -> Option<PreparedRule> {
         let member = |ip: &IpAddr| peer_ids.iter().any(|&k| holds(&self.peers[k].addrs, ip));
         let in_family = |family: Option<Family>, ip: &IpAddr| family.is_none_or(|f| f == Family::of(ip));
         // The port an egress named-port entry takes `e`'s address at, if it takes it.
         let named_port = |entry: usize, ip: &IpAddr| -> Option<u16> {
-            let pr = rule.ports.as_ref()?.get(entry)?;
+            let pr = rule.ports.as_ref()?.get(entry).filter(|_| present)?;
             let PortMatch::Named(name) = &pr.port else { return None };
             let port = e.resolve_port(name, pr.protocol)?;
             rule.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))).then_some(port)
@@ -303,6 +315,15 @@ impl Compiler {
         });
         AtPoints { rules, services }
     }
+}
+
+/// What happens to a peer's addresses when one endpoint changed.
+pub(super) enum PeerChange {
+    Unchanged,
+    /// The endpoint's addresses are added (`true`) or taken out.
+    Patch(bool),
+    /// Computed again: a segment's blocks stand in for its members before or after.
+    Rebuild,
 }
 
 /// One policy's side at the moved addresses.
