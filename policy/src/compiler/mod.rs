@@ -9,9 +9,12 @@
 //! compression, a pod added inside an existing block changes no prepared rule, hence no other
 //! endpoint and no other node.
 //!
-//! A pod relabelled in place moves only its own addresses in or out of peer sets (`points`):
-//! those sets and clauses are patched, and every other endpoint is decided again at those
-//! addresses alone, its rules spliced only where that decision changed.
+//! Endpoints whose side is decided alike form a side group (`groups`) and share its rules. A pod
+//! relabelled in place, arriving or leaving moves only its own addresses in or out of peer sets
+//! (`points`): those sets and clauses are patched, and each side group under a changed policy
+//! is decided again at those addresses alone, once, its rules spliced only where that decision
+//! changed. Anything else (a pod moved or readdressed, a segment taken whole or no longer)
+//! prepares the policies concerned again and recompiles their subjects.
 
 mod groups;
 mod points;
