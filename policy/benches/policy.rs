@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use tessera_policy::Inputs;
 use tessera_policy::compile::Options;
 use tessera_policy::compiler::Compiler;
+use tessera_policy::model::Policy;
 use tessera_policy::nft::render;
 use tessera_policy::simulate::{parse_probe, simulate};
 use tessera_policy::testgen::{APPS, Shape, cluster_yaml, segment_blocks};
@@ -53,10 +54,12 @@ fn main() {
 
 fn label_selector_peers() {
     println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies, label-selector peers");
-    let mut compiler =
+    let (mut compiler, policies) =
         compiled(Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: false });
     report("one pod's labels change", relabel(&mut compiler));
     report("a pod added or removed inside its segment's block", churn(&mut compiler));
+    report("a policy's ingress rules replaced", replace_policies(&mut compiler, &policies));
+    report("a policy removed", remove_policies(&mut compiler, &policies));
 
     // The ruleset of a node with 110 pods.
     let node_rules: Vec<_> = compiler.rules().values().take(110).collect();
@@ -75,7 +78,8 @@ fn label_selector_peers() {
 /// The same size where peers take whole namespaces: what segment compression is for.
 fn whole_segment_peers() {
     println!("full compile: 10000 pods, 50 namespaces, 2000 NetworkPolicies, namespace-wide peers");
-    let mut whole = compiled(Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: true });
+    let (mut whole, _) =
+        compiled(Shape { namespaces: 50, pods: 10_000, policies: 2_000, cluster_policies: false, whole_segment_peers: true });
     report("one pod's labels change", relabel(&mut whole));
     report("a pod added or removed inside its segment's block", churn(&mut whole));
 }
@@ -91,12 +95,12 @@ fn simulate_bench() {
     println!("  {} verdicts ({allowed} allowed) in {:.2} s", verdicts.len(), started.elapsed().as_secs_f64());
 }
 
-fn compiled(shape: Shape) -> Compiler {
+fn compiled(shape: Shape) -> (Compiler, Vec<Policy>) {
     let (inputs, blocks) = load(shape, 7);
     let started = Instant::now();
-    let compiler = Compiler::new(inputs.cluster, blocks, inputs.policies, Options::default());
+    let compiler = Compiler::new(inputs.cluster, blocks, inputs.policies.clone(), Options::default());
     println!("  compiled in {:.3} s", started.elapsed().as_secs_f64());
-    compiler
+    (compiler, inputs.policies)
 }
 
 /// Timings in ms, node updates, and updates of nodes other than the changed pod's own.
@@ -122,6 +126,27 @@ fn relabel(compiler: &mut Compiler) -> Changes {
         let mut e = compiler.cluster().endpoints[id].clone();
         e.labels.insert("app".into(), APPS[(k + 1) % APPS.len()].into());
         timed(compiler, &mut out, e.host.clone(), |c| c.upsert_endpoint(e));
+    }
+    out
+}
+
+/// Give 20 policies another policy's ingress rules, one at a time.
+fn replace_policies(compiler: &mut Compiler, policies: &[Policy]) -> Changes {
+    let mut out = Changes { times: Vec::new(), nodes: 0, other_nodes: 0 };
+    for k in 0..20 {
+        let (p, other) = (&policies[k * 97 % policies.len()], &policies[(k * 31 + 5) % policies.len()]);
+        let replaced = Policy { ingress: other.ingress.clone(), ..p.clone() };
+        timed(compiler, &mut out, None, |c| c.upsert_policy(replaced));
+    }
+    out
+}
+
+/// Remove 20 policies, one at a time.
+fn remove_policies(compiler: &mut Compiler, policies: &[Policy]) -> Changes {
+    let mut out = Changes { times: Vec::new(), nodes: 0, other_nodes: 0 };
+    for k in 0..20 {
+        let id = policies[(k * 89 + 3) % policies.len()].id.clone();
+        timed(compiler, &mut out, None, |c| c.remove_policy(&id));
     }
     out
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::compile::Family;
-use crate::model::{Direction, Endpoint, NamedPort, PortMatch};
+use crate::model::{Direction, Endpoint, NamedPort, NamespaceMatch, PortMatch};
 
 use super::Compiler;
 
@@ -133,6 +133,70 @@ impl Compiler {
         for id in ids {
             self.place(&id);
         }
+    }
+
+    /// Place afresh the endpoints a policy looking in `namespaces` may select (it changed, or
+    /// was added, in place: no other policy moved).
+    pub(super) fn regroup_in(&mut self, namespaces: &[NamespaceMatch]) {
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        for m in namespaces {
+            match m {
+                NamespaceMatch::Exactly(ns) => ids.extend(self.by_namespace.get(ns).into_iter().flatten().cloned()),
+                NamespaceMatch::Selector(_) => return self.regroup(),
+            }
+        }
+        for id in ids {
+            self.place(&id);
+        }
+    }
+
+    /// Policy `i` was removed (the policies after it moved down by one): renumber every group's
+    /// policies; groups that policy told apart become one.
+    pub(super) fn ungroup_policy(&mut self, i: usize) {
+        let slots = std::mem::take(&mut self.groups.slots);
+        let mut groups = Groups { slots: Vec::with_capacity(slots.len()), ..Groups::default() };
+        for (g, slot) in slots.into_iter().enumerate() {
+            groups.slots.push(None);
+            let Some(Group { mut key, members }) = slot else {
+                groups.free.push(g);
+                continue;
+            };
+            let held = key.policies.contains(&i);
+            key.policies.retain(|&k| k != i);
+            key.policies.iter_mut().filter(|k| **k > i).for_each(|k| *k -= 1);
+            // Named ports count only while a policy of the group has named ingress ports.
+            if held && !key.policies.iter().any(|&k| has_named_ingress(&self.policies[k])) {
+                key.named.clear();
+            }
+            let into = match groups.by_key.get(&key) {
+                Some(&into) => {
+                    groups.free.push(g);
+                    into
+                }
+                None => {
+                    for &k in &key.policies {
+                        if groups.of_policy.len() <= k {
+                            groups.of_policy.resize_with(k + 1, FxHashSet::default);
+                        }
+                        groups.of_policy[k].insert(g);
+                    }
+                    groups.by_key.insert(key.clone(), g);
+                    groups.slots[g] = Some(Group { key, members: BTreeSet::new() });
+                    g
+                }
+            };
+            let dir = side(groups.get(into).key.dir);
+            for m in &members {
+                if let Some(of) = self.groups.of_endpoint.get_mut(m) {
+                    of[dir] = into;
+                }
+            }
+            if let Some(group) = groups.slots[into].as_mut() {
+                group.members.extend(members);
+            }
+        }
+        groups.of_endpoint = std::mem::take(&mut self.groups.of_endpoint);
+        self.groups = groups;
     }
 
     fn side_key(&self, e: &Endpoint, dir: Direction) -> SideKey {

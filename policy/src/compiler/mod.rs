@@ -178,10 +178,11 @@ impl Compiler {
     /// Add or replace a policy (by id); returns the nodes whose rulesets changed.
     pub fn upsert_policy(&mut self, p: Policy) -> BTreeSet<String> {
         let mut subjects = BTreeSet::new();
+        let mut looked_in = vec![p.subject.namespaces.clone()];
         let i = match self.policies.iter().position(|q| q.id == p.id) {
             Some(i) => {
                 subjects.extend(self.subjects(i));
-                self.policies[i] = p;
+                looked_in.push(std::mem::replace(&mut self.policies[i], p).subject.namespaces);
                 i
             }
             None => {
@@ -191,7 +192,7 @@ impl Compiler {
             }
         };
         self.index_policies();
-        self.regroup();
+        self.regroup_in(&looked_in);
         self.prepared[i] = self.prepare(i);
         self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
         subjects.extend(self.subjects(i));
@@ -205,7 +206,7 @@ impl Compiler {
         self.policies.remove(i);
         self.prepared.remove(i);
         self.index_policies();
-        self.regroup();
+        self.ungroup_policy(i);
         self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
         self.recompile(subjects, BTreeSet::new(), None)
     }
