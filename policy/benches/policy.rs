@@ -118,9 +118,9 @@ fn timed(compiler: &mut Compiler, out: &mut Changes, own: Option<String>, change
     out.other_nodes += nodes.iter().filter(|h| Some(*h) != own.as_ref()).count();
 }
 
-/// Change the `app` label of 50 pods spread over the cluster, one at a time.
+/// Change the `app` label of 100 pods spread over the cluster, one at a time.
 fn relabel(compiler: &mut Compiler) -> Changes {
-    let ids: Vec<String> = compiler.cluster().endpoints.keys().step_by(97).take(50).cloned().collect();
+    let ids: Vec<String> = compiler.cluster().endpoints.keys().step_by(97).take(100).cloned().collect();
     let mut out = Changes { times: Vec::new(), nodes: 0, other_nodes: 0 };
     for (k, id) in ids.iter().enumerate() {
         let mut e = compiler.cluster().endpoints[id].clone();

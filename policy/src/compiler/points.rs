@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashSet as HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -187,7 +187,8 @@ impl Compiler {
     /// addresses, once; where that changed, splice it into the group's rules and give them to
     /// every member but the changed endpoint (compiled in full), recording their nodes.
     pub(super) fn splice_at_points(&mut self, change: &PointChange, hosts: &mut BTreeSet<String>) {
-        let mut memo = HashMap::default();
+        // Each policy's side at the points, by `2 * policy + direction`.
+        let mut memo: Vec<Option<AtPoints>> = (0..2 * self.policies.len()).map(|_| None).collect();
         let mut seen: HashSet<GroupId> = HashSet::default();
         let mut updates: Vec<(GroupId, Arc<SideRules>)> = Vec::new();
         for &(i, dir) in &change.sides {
@@ -222,22 +223,15 @@ impl Compiler {
     /// its endpoints) at the moved addresses, if it differs from the one before; everywhere
     /// else nothing moved. Only the clauses holding those addresses can decide there: it is
     /// decided on them alone.
-    fn decision_at_points(
-        &self,
-        member: &str,
-        change: &PointChange,
-        key: &SideKey,
-        memo: &mut HashMap<(usize, Direction), AtPoints>,
-    ) -> Option<SideRules> {
+    fn decision_at_points(&self, member: &str, change: &PointChange, key: &SideKey, memo: &mut [Option<AtPoints>]) -> Option<SideRules> {
         let (dir, order, families) = (key.dir, key.policies.as_slice(), key.families.as_slice());
-        // Only policies whose rules of this direction changed can decide differently.
-        if !order.iter().any(|&i| change.sides.contains(&(i, dir))) {
-            return None;
-        }
+        let slot = |i: usize| 2 * i + usize::from(dir == Direction::Egress);
         for &i in order {
-            memo.entry((i, dir)).or_insert_with(|| self.at_points(i, dir, change));
+            if memo[slot(i)].is_none() {
+                memo[slot(i)] = Some(self.at_points(i, dir, change));
+            }
         }
-        let memo = &*memo;
+        let at = |i: usize| memo[slot(i)].as_ref().expect("memoised above");
         // Named ingress ports resolve on the endpoint: (policy, rule, before/after, clause).
         let mut named: Vec<(usize, usize, usize, Clause)> = Vec::new();
         if !key.named.is_empty() {
@@ -265,7 +259,7 @@ impl Compiler {
             let allowed = |when: usize, k: usize| {
                 let ip = &change.points[k];
                 let of_named = named.iter().filter(|n| n.2 == when && holds(&n.3.addrs, ip)).flat_map(|n| &n.3.services);
-                let of_policies = order.iter().flat_map(|&i| memo[&(i, dir)].services[when][k].iter().copied());
+                let of_policies = order.iter().flat_map(|&i| at(i).services[when][k].iter().copied());
                 merged(of_policies.chain(of_named.flat_map(service_ranges)))
             };
             if (0..change.points.len()).all(|k| allowed(0, k) == allowed(1, k)) {
@@ -275,7 +269,7 @@ impl Compiler {
         let mut tiers: [[Vec<&Clause>; 3]; 2] = Default::default();
         for &i in order {
             let tier = super::tier_index(self.policies[i].tier);
-            for (r, restricted) in memo[&(i, dir)].rules.iter().enumerate() {
+            for (r, restricted) in at(i).rules.iter().enumerate() {
                 for (when, lists) in tiers.iter_mut().enumerate() {
                     lists[tier].extend(&restricted[when]);
                     // After the rule's own clauses: the order `compile_one` splices them in.
