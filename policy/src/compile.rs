@@ -525,10 +525,10 @@ fn paint(
 }
 
 impl EndpointRules {
-    pub fn side(&self, dir: crate::model::Direction) -> &SideRules {
+    pub(crate) fn side_mut(&mut self, dir: crate::model::Direction) -> &mut Arc<SideRules> {
         match dir {
-            crate::model::Direction::Ingress => &self.ingress,
-            crate::model::Direction::Egress => &self.egress,
+            crate::model::Direction::Ingress => &mut self.ingress,
+            crate::model::Direction::Egress => &mut self.egress,
         }
     }
 }

@@ -351,9 +351,6 @@ impl Compiler {
     }
 
     fn recompile(&mut self, subjects: BTreeSet<String>, mut hosts: BTreeSet<String>, point: Option<PointChange>) -> BTreeSet<String> {
-        if let Some(change) = &point {
-            self.splice_at_points(change, &mut hosts);
-        }
         let mut cache = SideCache::default();
         let mut unions = UnionMemo::new();
         for id in subjects {
@@ -365,6 +362,10 @@ impl Compiler {
                 hosts.extend(fresh.host.clone());
                 self.rules.insert(id, fresh);
             }
+        }
+        // After the changed endpoint's own compile, which let go of the rules it shared.
+        if let Some(change) = &point {
+            self.splice_at_points(change, &mut hosts);
         }
         hosts
     }

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::compile::{
-    ALL_CLASSES, AddressSet, Class, Clause, Family, ServiceSel, SideRules, UnionMemo, decide, service_sel, splice_points, subtract_ranges,
-    to_u128,
+    ALL_CLASSES, AddressSet, Class, Clause, Family, ServiceSel, SideRules, UnionMemo, Verdict, decide, service_sel, splice_points,
+    subtract_ranges, to_u128,
 };
 use crate::eval::{Party, peer_matches};
 use crate::model::{Direction, Endpoint, Peer, PortMatch, Rule, Tier};
@@ -190,7 +190,7 @@ impl Compiler {
         // Each policy's side at the points, by `2 * policy + direction`.
         let mut memo: Vec<Option<AtPoints>> = (0..2 * self.policies.len()).map(|_| None).collect();
         let mut seen: HashSet<GroupId> = HashSet::default();
-        let mut updates: Vec<(GroupId, Arc<SideRules>)> = Vec::new();
+        let mut decided: Vec<(GroupId, SideRules)> = Vec::new();
         for &(i, dir) in &change.sides {
             for g in self.groups.under(i, dir) {
                 if !seen.insert(g) {
@@ -199,22 +199,31 @@ impl Compiler {
                 let group = self.groups.get(g);
                 // Any other member stands for the group: their rules are equal.
                 let Some(member) = group.members.iter().find(|m| **m != change.endpoint) else { continue };
-                let Some(now) = self.decision_at_points(member, change, &group.key, &mut memo) else { continue };
-                let Some(rules) = self.rules.get(member) else { continue };
-                let mut side = SideRules::clone(rules.side(dir));
-                splice_points(&mut side, &change.points, &now);
-                updates.push((g, Arc::new(side)));
+                if let Some(now) = self.decision_at_points(member, change, &group.key, &mut memo) {
+                    decided.push((g, now));
+                }
             }
         }
-        for (g, side) in updates {
+        // The members give their shared rules up first, so that the splice has them to itself
+        // (no copy of a large list); then they all take the spliced rules.
+        let blank = Arc::new(SideRules { default: Verdict::Allow, exceptions: Vec::new() });
+        for (g, now) in decided {
             let group = self.groups.get(g);
-            for m in group.members.iter().filter(|m| **m != change.endpoint) {
-                let Some(rules) = self.rules.get_mut(m) else { continue };
-                match group.key.dir {
-                    Direction::Ingress => rules.ingress = side.clone(),
-                    Direction::Egress => rules.egress = side.clone(),
+            let members = || group.members.iter().filter(|m| **m != change.endpoint);
+            let mut shared: Option<Arc<SideRules>> = None;
+            for m in members() {
+                if let Some(rules) = self.rules.get_mut(m) {
+                    let given = std::mem::replace(rules.side_mut(group.key.dir), blank.clone());
+                    shared.get_or_insert(given);
                 }
-                hosts.extend(rules.host.clone());
+            }
+            let Some(mut side) = shared else { continue };
+            splice_points(Arc::make_mut(&mut side), &change.points, &now);
+            for m in members() {
+                if let Some(rules) = self.rules.get_mut(m) {
+                    *rules.side_mut(group.key.dir) = side.clone();
+                    hosts.extend(rules.host.clone());
+                }
             }
         }
     }
