@@ -69,14 +69,7 @@ impl Groups {
                     self.slots.push(None);
                     self.slots.len() - 1
                 });
-                for &i in &key.policies {
-                    if self.of_policy.len() <= i {
-                        self.of_policy.resize_with(i + 1, FxHashSet::default);
-                    }
-                    self.of_policy[i].insert(g);
-                }
-                self.by_key.insert(key.clone(), g);
-                self.slots[g] = Some(Group { key, members: BTreeSet::new() });
+                self.install(g, key);
                 g
             }
         };
@@ -84,6 +77,18 @@ impl Groups {
             group.members.insert(id.to_string());
         }
         g
+    }
+
+    /// A new, empty group with this key in slot `g`.
+    fn install(&mut self, g: GroupId, key: SideKey) {
+        for &i in &key.policies {
+            if self.of_policy.len() <= i {
+                self.of_policy.resize_with(i + 1, FxHashSet::default);
+            }
+            self.of_policy[i].insert(g);
+        }
+        self.by_key.insert(key.clone(), g);
+        self.slots[g] = Some(Group { key, members: BTreeSet::new() });
     }
 
     fn leave(&mut self, g: GroupId, id: &str) {
@@ -174,14 +179,7 @@ impl Compiler {
                     into
                 }
                 None => {
-                    for &k in &key.policies {
-                        if groups.of_policy.len() <= k {
-                            groups.of_policy.resize_with(k + 1, FxHashSet::default);
-                        }
-                        groups.of_policy[k].insert(g);
-                    }
-                    groups.by_key.insert(key.clone(), g);
-                    groups.slots[g] = Some(Group { key, members: BTreeSet::new() });
+                    groups.install(g, key);
                     g
                 }
             };
