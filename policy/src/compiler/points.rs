@@ -1,12 +1,13 @@
-//! Point changes: a pod relabelled in place moves only its own addresses in or out of peer
-//! sets. Those sets and the prepared clauses holding them are patched, not rebuilt; each other
-//! endpoint is decided again at those addresses alone and the answer spliced into its rules.
+//! Point changes: a pod relabelled in place, arriving or leaving moves only its own addresses
+//! in or out of peer sets. Those sets and the prepared clauses holding them are patched, not
+//! rebuilt; each side group under a changed policy is decided again at those addresses alone,
+//! once, and the answer spliced into the rules its members share.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use rustc_hash::FxHashSet as HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
+
+use rustc_hash::FxHashSet as HashSet;
 
 use crate::compile::{
     ALL_CLASSES, AddressSet, Class, Clause, Family, ServiceSel, SideRules, UnionMemo, Verdict, decide, service_sel, splice_points,
