@@ -64,10 +64,14 @@ fn addr(family: Family, v: u128) -> String {
     }
 }
 
-/// A region's peer range as `nft` text and as JSON.
-fn peer(family: Family, r: &Region) -> (String, Value) {
-    let (a, b) = (addr(family, r.peer_first), addr(family, r.peer_last));
-    (range_text(a.clone(), b.clone()), range_json(json!(a), json!(b)))
+/// A region's peer range as `nft` text.
+fn peer_text(family: Family, r: &Region) -> String {
+    range_text(addr(family, r.peer_first), addr(family, r.peer_last))
+}
+
+/// A region's peer range as nftables JSON.
+fn peer_json(family: Family, r: &Region) -> Value {
+    range_json(json!(addr(family, r.peer_first)), json!(addr(family, r.peer_last)))
 }
 
 fn range_text(a: String, b: String) -> String {
@@ -131,8 +135,10 @@ fn verdict_word(v: Verdict, flip: bool) -> &'static str {
     }
 }
 
-/// The ruleset being written: text, skeleton, JSON commands and elements side by side.
+/// The ruleset being written: text, skeleton, JSON commands and elements side by side; text
+/// and JSON only when `full`.
 struct Out {
+    full: bool,
     text: String,
     skeleton: String,
     cmds: Vec<Value>,
@@ -141,16 +147,48 @@ struct Out {
 
 impl Out {
     fn push_str(&mut self, s: &str) {
-        self.text.push_str(s);
+        if self.full {
+            self.text.push_str(s);
+        }
         self.skeleton.push_str(s);
     }
+
+    fn push_cmd(&mut self, cmd: impl FnOnce() -> Value) {
+        if self.full {
+            self.cmds.push(cmd());
+        }
+    }
+}
+
+/// A node's table as an agent applies it: the skeleton and each set's elements (what `render`
+/// gives, without the whole table as text and JSON).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeSets {
+    /// The table with every set and map declared but empty, as `nft` text.
+    pub skeleton: String,
+    /// The elements of each set and map, by name, in `nft` element syntax.
+    pub sets: BTreeMap<String, Vec<String>>,
+    pub set_elements: usize,
+    pub rules: usize,
 }
 
 /// Render the ruleset of the endpoints that live on one node.
 pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
+    build(endpoints, true)
+}
+
+/// Render only the skeleton and the sets of the endpoints that live on one node.
+pub fn render_sets(endpoints: &[&EndpointRules]) -> NodeSets {
+    let r = build(endpoints, false);
+    NodeSets { skeleton: r.skeleton, sets: r.sets, set_elements: r.set_elements, rules: r.rules }
+}
+
+/// The ruleset; its text and JSON only when `full`.
+fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
     let header = format!("table inet {TABLE} {{\n");
     let mut out = Out {
-        text: header.clone(),
+        full,
+        text: if full { header.clone() } else { String::new() },
         skeleton: header,
         cmds: vec![json!({"add": {"table": {"family": "inet", "name": TABLE}}})],
         sets: BTreeMap::new(),
@@ -167,7 +205,8 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
         let locals: Vec<String> =
             endpoints.iter().flat_map(|e| e.ips.iter().filter(|ip| Family::of(ip) == family).map(ToString::to_string)).collect();
         set_elements += locals.len();
-        write_set(&mut out, &format!("local{}", n.suffix), n.addr_type, false, &locals, locals.iter().map(|l| json!(l)).collect());
+        let json_locals = locals.iter().filter(|_| full).map(|l| json!(l)).collect();
+        write_set(&mut out, &format!("local{}", n.suffix), n.addr_type, false, locals, json_locals);
         for side in [Side::Egress, Side::Ingress] {
             let (local_field, peer_field) = side.fields();
             let p = side.prefix();
@@ -176,47 +215,53 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
             // Default and flipped verdict per endpoint.
             for (name, flip) in [(format!("{p}_default{s}"), false), (format!("{p}_flip{s}"), true)] {
                 let texts: Vec<String> = els.defaults.iter().map(|(l, v)| format!("{l} : {}", verdict_word(*v, flip))).collect();
-                let jsons: Vec<Value> = els.defaults.iter().map(|(l, v)| json!([l, {verdict_word(*v, flip): null}])).collect();
+                let jsons: Vec<Value> =
+                    els.defaults.iter().filter(|_| full).map(|(l, v)| json!([l, {verdict_word(*v, flip): null}])).collect();
                 set_elements += texts.len();
-                write_map(&mut out, &name, n.addr_type, &texts, jsons);
+                write_map(&mut out, &name, n.addr_type, texts, jsons);
             }
             let ports_type = format!("{0} . {0} . inet_proto . inet_service", n.addr_type);
             let (mut t, mut j) = (Vec::new(), Vec::new());
             for (l, r) in &els.ports {
                 let Class::Ports(proto) = r.class else { continue };
-                let (peer_text, peer_json) = peer(family, r);
-                t.push(format!("{l} . {peer_text} . {proto} . {}", range_text(r.service_first.to_string(), r.service_last.to_string())));
-                j.push(json!({"concat": [l, peer_json, proto, range_json(json!(r.service_first), json!(r.service_last))]}));
+                let peer = peer_text(family, r);
+                t.push(format!("{l} . {peer} . {proto} . {}", range_text(r.service_first.to_string(), r.service_last.to_string())));
+                if full {
+                    j.push(json!({"concat": [l, peer_json(family, r), proto, range_json(json!(r.service_first), json!(r.service_last))]}));
+                }
             }
             set_elements += t.len();
-            write_set(&mut out, &format!("{p}_ports{s}"), &ports_type, true, &t, j);
+            write_set(&mut out, &format!("{p}_ports{s}"), &ports_type, true, t, j);
 
             let icmp_type = format!("{0} . {0} . {1}_type . {1}_code", n.addr_type, if family == Family::V4 { "icmp" } else { "icmpv6" });
             let mut t = Vec::new();
             let mut j = Vec::new();
             for (l, r) in &els.icmp {
-                let (peer_text, peer_json) = peer(family, r);
+                let peer = peer_text(family, r);
                 for (t0, t1, c0, c1) in icmp_boxes(r.service_first, r.service_last) {
                     t.push(format!(
-                        "{l} . {peer_text} . {} . {}",
+                        "{l} . {peer} . {} . {}",
                         range_text(t0.to_string(), t1.to_string()),
                         range_text(c0.to_string(), c1.to_string())
                     ));
-                    j.push(json!({"concat": [l, peer_json.clone(), range_json(json!(t0), json!(t1)), range_json(json!(c0), json!(c1))]}));
+                    if full {
+                        j.push(json!({"concat": [l, peer_json(family, r), range_json(json!(t0), json!(t1)), range_json(json!(c0), json!(c1))]}));
+                    }
                 }
             }
             set_elements += t.len();
-            write_set(&mut out, &format!("{p}_icmp{s}"), &icmp_type, true, &t, j);
+            write_set(&mut out, &format!("{p}_icmp{s}"), &icmp_type, true, t, j);
 
             let proto_type = format!("{0} . {0} . inet_proto", n.addr_type);
             let (mut t, mut j) = (Vec::new(), Vec::new());
             for (l, r) in &els.proto {
-                let (peer_text, peer_json) = peer(family, r);
-                t.push(format!("{l} . {peer_text} . 0-255"));
-                j.push(json!({"concat": [l, peer_json, {"range": [0, 255]}]}));
+                t.push(format!("{l} . {} . 0-255", peer_text(family, r)));
+                if full {
+                    j.push(json!({"concat": [l, peer_json(family, r), {"range": [0, 255]}]}));
+                }
             }
             set_elements += t.len();
-            write_set(&mut out, &format!("{p}_proto{s}"), &proto_type, true, &t, j);
+            write_set(&mut out, &format!("{p}_proto{s}"), &proto_type, true, t, j);
 
             // The side's chain: exceptions flip the endpoint's default, else the default.
             let chain = format!("{}{s}", if side == Side::Ingress { "ingress" } else { "egress" });
@@ -288,19 +333,19 @@ pub fn render(endpoints: &[&EndpointRules]) -> NodeRuleset {
     }
     for (chain, body) in &chain_rules {
         out.push_str(&format!("\tchain {chain} {{\n"));
-        out.cmds.push(json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": chain}}}));
+        out.push_cmd(|| json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": chain}}}));
         for (t, j) in body {
             out.push_str(&format!("\t\t{t}\n"));
-            out.cmds.push(json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": j}}}));
+            out.push_cmd(|| json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": j}}}));
             rules += 1;
         }
         out.push_str("\t}\n");
     }
     out.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n");
-    out.cmds.push(json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}));
+    out.push_cmd(|| json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}));
     for (t, j) in &forward {
         out.push_str(&format!("\t\t{t}\n"));
-        out.cmds.push(json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": "forward", "expr": j}}}));
+        out.push_cmd(|| json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": "forward", "expr": j}}}));
         rules += 1;
     }
     out.push_str("\t}\n}\n");
@@ -315,32 +360,34 @@ fn ct_state() -> Value {
     json!({"ct": {"key": "state"}})
 }
 
-fn write_set(out: &mut Out, name: &str, kind: &str, interval: bool, elements: &[String], json_elements: Vec<Value>) {
+fn write_set(out: &mut Out, name: &str, kind: &str, interval: bool, elements: Vec<String>, json_elements: Vec<Value>) {
     let flags = if interval { "\t\tflags interval\n" } else { "" };
     out.push_str(&format!("\tset {name} {{\n\t\ttype {kind}\n{flags}"));
-    write_elements(&mut out.text, elements);
-    out.push_str("\t}\n");
-    out.sets.insert(name.to_string(), elements.to_vec());
     let types: Vec<&str> = kind.split(" . ").collect();
     let ty = if types.len() == 1 { json!(types[0]) } else { json!(types) };
     let mut set = json!({"family": "inet", "table": TABLE, "name": name, "type": ty});
     if interval {
         set["flags"] = json!(["interval"]);
     }
-    out.cmds.push(json!({"add": {"set": set}}));
-    if !json_elements.is_empty() {
-        out.cmds.push(json!({"add": {"element": {"family": "inet", "table": TABLE, "name": name, "elem": json_elements}}}));
-    }
+    out.push_cmd(|| json!({"add": {"set": set}}));
+    finish_set(out, name, elements, json_elements);
 }
 
-fn write_map(out: &mut Out, name: &str, kind: &str, elements: &[String], json_elements: Vec<Value>) {
+fn write_map(out: &mut Out, name: &str, kind: &str, elements: Vec<String>, json_elements: Vec<Value>) {
     out.push_str(&format!("\tmap {name} {{\n\t\ttype {kind} : verdict\n"));
-    write_elements(&mut out.text, elements);
+    out.push_cmd(|| json!({"add": {"map": {"family": "inet", "table": TABLE, "name": name, "type": kind, "map": "verdict"}}}));
+    finish_set(out, name, elements, json_elements);
+}
+
+/// A set's or map's elements, and the end of its declaration.
+fn finish_set(out: &mut Out, name: &str, elements: Vec<String>, json_elements: Vec<Value>) {
+    if out.full {
+        write_elements(&mut out.text, &elements);
+    }
     out.push_str("\t}\n");
-    out.sets.insert(name.to_string(), elements.to_vec());
-    out.cmds.push(json!({"add": {"map": {"family": "inet", "table": TABLE, "name": name, "type": kind, "map": "verdict"}}}));
+    out.sets.insert(name.to_string(), elements);
     if !json_elements.is_empty() {
-        out.cmds.push(json!({"add": {"element": {"family": "inet", "table": TABLE, "name": name, "elem": json_elements}}}));
+        out.push_cmd(|| json!({"add": {"element": {"family": "inet", "table": TABLE, "name": name, "elem": json_elements}}}));
     }
 }
 
@@ -385,6 +432,25 @@ fn icmp_boxes(first: u16, last: u16) -> Vec<(u8, u8, u8, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sets_alone_render_as_in_the_whole_ruleset() {
+        use crate::testgen::{Shape, cluster_yaml, segment_blocks};
+        let shape = Shape { namespaces: 3, pods: 30, policies: 12, cluster_policies: true, whole_segment_peers: false };
+        let mut inputs = crate::Inputs::default();
+        inputs.add_text("generated", &cluster_yaml(5, shape)).expect("valid");
+        let blocks = segment_blocks(&shape).into_iter().map(|(k, v)| (k, vec![v.parse().expect("block")])).collect();
+        let compiler = crate::compiler::Compiler::new(inputs.cluster, blocks, inputs.policies, Default::default());
+        for host in ["node0", "node1", "node2", "node3"] {
+            let local = compiler.node_rules(host);
+            let (whole, sets) = (render(&local), render_sets(&local));
+            assert!(whole.set_elements > local.len(), "{host}: the generated cluster puts endpoints and exceptions on every node");
+            assert_eq!(
+                (&whole.skeleton, &whole.sets, whole.set_elements, whole.rules),
+                (&sets.skeleton, &sets.sets, sets.set_elements, sets.rules)
+            );
+        }
+    }
 
     #[test]
     fn icmp_ranges_become_boxes() {

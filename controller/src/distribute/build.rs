@@ -162,7 +162,7 @@ impl Model {
 
     /// The state of one node (generation and digest left for the caller) and its digest.
     pub(super) fn node_state(&self, host: &str) -> (NodeState, String) {
-        let rendered = nft::render(&self.compiler.node_rules(host));
+        let rendered = nft::render_sets(&self.compiler.node_rules(host));
         let endpoints = self
             .endpoints
             .values()
