@@ -50,7 +50,7 @@ fn changes_match_full_compiles(seed: u64, shape: Shape) {
     {
         let mut inputs = Inputs::default();
         inputs.add_text("generated", &cluster_yaml(seed, shape)).expect("valid");
-        let blocks = blocks(&shape);
+        let mut blocks = blocks(&shape);
         let mut compiler = Compiler::new(inputs.cluster.clone(), blocks.clone(), inputs.policies.clone(), Options::default());
         let mut rng = Rng::new(seed + 1000);
         let mut next_index = 200;
@@ -58,7 +58,7 @@ fn changes_match_full_compiles(seed: u64, shape: Shape) {
         for step in 0..25 {
             let before = rendered(compiler.rules());
             let ids: Vec<String> = compiler.cluster().endpoints.keys().cloned().collect();
-            let reported = match rng.below(6) {
+            let reported = match rng.below(7) {
                 0 | 1 => {
                     // Relabel a pod; sometimes its named ports change too (egress named-port
                     // rules then take it at another port, or no longer).
@@ -102,6 +102,25 @@ fn changes_match_full_compiles(seed: u64, shape: Shape) {
                     })
                 }
                 3 => compiler.remove_endpoint(rng.pick(ids.as_slice()).as_str()),
+                6 => {
+                    // A segment gets a second block, gives one back, or has none any more.
+                    let (segment, first) = rng.pick(&segment_blocks(&shape)).clone();
+                    let first: IpNet = first.parse().expect("block");
+                    let std::net::IpAddr::V4(net) = first.network() else { continue };
+                    let [a, b, ..] = net.octets();
+                    let second: IpNet = format!("{a}.{b}.{}.0/24", 100 + rng.below(3)).parse().expect("block");
+                    let now = match rng.below(3) {
+                        0 => vec![first, second],
+                        1 => vec![first],
+                        _ => Vec::new(),
+                    };
+                    if now.is_empty() {
+                        blocks.remove(&segment);
+                    } else {
+                        blocks.insert(segment.clone(), now.clone());
+                    }
+                    compiler.set_segment_blocks(&segment, now)
+                }
                 4 => {
                     if policies.is_empty() {
                         continue;

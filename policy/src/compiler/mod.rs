@@ -155,6 +155,48 @@ impl Compiler {
         self.after_endpoint_change(Some(&old), None)
     }
 
+    /// Replace the blocks of one segment (`tenant/segment`; none: it has no blocks any more);
+    /// returns the nodes whose rulesets changed. Only peers looking at that tenant can change:
+    /// a segment they take whole stands for its blocks.
+    pub fn set_segment_blocks(&mut self, segment: &str, blocks: Vec<IpNet>) -> BTreeSet<String> {
+        let current = self.blocks.get(segment).map(Vec::as_slice).unwrap_or_default();
+        if current == blocks.as_slice() {
+            return BTreeSet::new();
+        }
+        if blocks.is_empty() {
+            self.blocks.remove(segment);
+        } else {
+            self.blocks.insert(segment.to_string(), blocks);
+        }
+        let tenant = segment.split_once('/').map_or(segment, |(t, _)| t);
+        let mut changed_peers: BTreeSet<usize> = BTreeSet::new();
+        for k in 0..self.peers.len() {
+            let looks = match &self.peers[k].peer {
+                Peer::Segment { tenant: t, .. } => t == tenant,
+                Peer::Endpoints { namespaces, .. } => namespace_matches(&self.cluster, namespaces, tenant),
+                Peer::Cidr { .. } | Peer::Host(_) | Peer::Any => false,
+            };
+            if looks {
+                let fresh = self.peer_addresses(&self.peers[k].peer);
+                if self.peers[k].addrs != fresh {
+                    self.peers[k].addrs = fresh;
+                    changed_peers.insert(k);
+                }
+            }
+        }
+        let users: BTreeSet<usize> = changed_peers.iter().flat_map(|&k| self.peer_users[k].iter().copied()).collect();
+        let mut subjects = BTreeSet::new();
+        for i in users {
+            let fresh = self.prepare(i);
+            if fresh != self.prepared[i] {
+                self.prepared[i] = fresh;
+                subjects.extend(self.subjects(i));
+            }
+        }
+        self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+        self.recompile(subjects, BTreeSet::new(), None)
+    }
+
     /// Add an endpoint to the indexes by namespace, segment and address, or take it out.
     fn index_endpoint(&mut self, e: &Endpoint, add: bool) {
         let by_namespace = self.by_namespace.entry(e.namespace.clone()).or_default();
