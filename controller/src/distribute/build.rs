@@ -13,7 +13,7 @@ use tessera_policy::{Inputs, nft};
 use tessera_topology::plan::{BlockInfo, HostInfo};
 use tessera_topology::plan_routes;
 
-use crate::store::{BlockFilter, EndpointRecord, PolicyRecord, Store, StoreError};
+use crate::store::{BlockFilter, BlockRecord, EndpointRecord, HostRecord, PolicyRecord, Store, StoreError, TopologyRecord};
 
 /// One stored policy document, read by the engine: it may define several policies (Romana).
 #[derive(Debug, Clone)]
@@ -78,6 +78,7 @@ impl Model {
                 segment_blocks.entry(format!("{t}/{s}")).or_default().push(b.cidr);
             }
         }
+        segment_blocks.values_mut().for_each(|b| b.sort());
         let mut policies = Vec::new();
         let mut documents = BTreeMap::new();
         for record in &stored_policies {
@@ -86,20 +87,7 @@ impl Model {
             policies.extend(doc.policies);
         }
 
-        let layout = &topology.layout;
-        let host_infos: Vec<HostInfo> = hosts
-            .iter()
-            .filter_map(|h| layout.group_by_path(&h.group).map(|g| HostInfo { name: h.name.clone(), group: g.id, ips: h.ips.clone() }))
-            .collect();
-        let block_infos: Vec<BlockInfo> =
-            blocks.iter().filter_map(|b| b.host.clone().map(|host| BlockInfo { cidr: b.cidr, host })).collect();
-        let plan = plan_routes(layout, &host_infos, &block_infos, None).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let routes = plan
-            .host_routes
-            .into_iter()
-            .map(|(host, list)| (host, list.into_iter().map(|r| Route { destination: r.dst, via: r.via }).collect()))
-            .collect();
-
+        let routes = host_routes(&topology, &hosts, &blocks)?;
         let compiler = Compiler::new(cluster, segment_blocks.clone(), policies, Options::default());
         Ok(Model {
             compiler,
@@ -111,14 +99,27 @@ impl Model {
         })
     }
 
-    /// Whether the blocks of `tenant/segment` in the store differ from the compiled ones.
-    pub(super) async fn segment_blocks_changed(&self, store: &Store, tenant: &str, segment: &str) -> Result<bool, StoreError> {
+    /// Follow the blocks of `tenant/segment` in the store, if a block was taken or given back:
+    /// the compiler's copy, and every host's routes. Returns the nodes whose state changed.
+    pub(super) async fn refresh_segment_blocks(
+        &mut self,
+        store: &Store,
+        tenant: &str,
+        segment: &str,
+    ) -> Result<BTreeSet<String>, StoreError> {
+        let key = format!("{tenant}/{segment}");
         let filter = BlockFilter { host: None, tenant: Some(tenant), segment: Some(segment) };
         let mut now: Vec<IpNet> = store.blocks(filter).await?.into_iter().map(|b| b.cidr).collect();
-        let mut before = self.segment_blocks.get(&format!("{tenant}/{segment}")).cloned().unwrap_or_default();
         now.sort();
-        before.sort();
-        Ok(now != before)
+        if now == self.segment_blocks.get(&key).cloned().unwrap_or_default() {
+            return Ok(BTreeSet::new());
+        }
+        let routes = host_routes(&store.topology().await?, &store.hosts().await?, &store.blocks(BlockFilter::default()).await?)?;
+        let mut changed: BTreeSet<String> = self.hosts.keys().filter(|h| routes.get(*h) != self.routes.get(*h)).cloned().collect();
+        self.routes = routes;
+        changed.extend(self.compiler.set_segment_blocks(&key, now.clone()));
+        self.segment_blocks.insert(key, now);
+        Ok(changed)
     }
 
     /// Nodes whose state may have changed.
@@ -181,6 +182,26 @@ impl Model {
         let digest = hex::encode(Sha256::digest(serde_json::to_vec(&state).unwrap_or_default()));
         (state, digest)
     }
+}
+
+/// Every host's routes to the blocks of the other hosts of its group, from the route plan.
+fn host_routes(
+    topology: &TopologyRecord,
+    hosts: &[HostRecord],
+    blocks: &[BlockRecord],
+) -> Result<BTreeMap<String, Vec<Route>>, StoreError> {
+    let layout = &topology.layout;
+    let host_infos: Vec<HostInfo> = hosts
+        .iter()
+        .filter_map(|h| layout.group_by_path(&h.group).map(|g| HostInfo { name: h.name.clone(), group: g.id, ips: h.ips.clone() }))
+        .collect();
+    let block_infos: Vec<BlockInfo> = blocks.iter().filter_map(|b| b.host.clone().map(|host| BlockInfo { cidr: b.cidr, host })).collect();
+    let plan = plan_routes(layout, &host_infos, &block_infos, None).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(plan
+        .host_routes
+        .into_iter()
+        .map(|(host, list)| (host, list.into_iter().map(|r| Route { destination: r.dst, via: r.via }).collect()))
+        .collect())
 }
 
 fn read_stored(record: &PolicyRecord) -> Result<PolicyDocument, StoreError> {

@@ -120,15 +120,13 @@ impl Distributor {
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        // A block was taken or given back: routes and segment blocks change, compile anew.
+        // A block may have been taken or given back with it: segment blocks and routes follow.
         let segment = record.as_ref().or_else(|| model.endpoints.get(id)).map(|e| (e.tenant.clone(), e.segment.clone()));
-        if let Some((tenant, segment)) = segment
-            && model.segment_blocks_changed(&self.store, &tenant, &segment).await?
-        {
-            drop(guard);
-            return self.rebuild().await;
+        let mut changed = BTreeSet::new();
+        if let Some((tenant, segment)) = segment {
+            changed.extend(model.refresh_segment_blocks(&self.store, &tenant, &segment).await?);
         }
-        let changed = model.apply_endpoint(id, record);
+        changed.extend(model.apply_endpoint(id, record));
         self.publish(guard.as_ref(), &changed).await
     }
 
