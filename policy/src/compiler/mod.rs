@@ -176,12 +176,8 @@ impl Compiler {
                 Peer::Endpoints { namespaces, .. } => namespace_matches(&self.cluster, namespaces, tenant),
                 Peer::Cidr { .. } | Peer::Host(_) | Peer::Any => false,
             };
-            if looks {
-                let fresh = self.peer_addresses(&self.peers[k].peer);
-                if self.peers[k].addrs != fresh {
-                    self.peers[k].addrs = fresh;
-                    changed_peers.insert(k);
-                }
+            if looks && self.recompute_peer(k) {
+                changed_peers.insert(k);
             }
         }
         let users: BTreeSet<usize> = changed_peers.iter().flat_map(|&k| self.peer_users[k].iter().copied()).collect();
@@ -274,92 +270,33 @@ impl Compiler {
         }
         // A change confined to one endpoint's addresses (a point change): the endpoint changed
         // in place (same namespace, segment and addresses), arrived or left, and no other
-        // endpoint holds its addresses. A peer's addresses then change only where it selects
-        // the endpoint before and not after, or the reverse, unless a segment's blocks stand
-        // in for its members before or after.
+        // endpoint holds its addresses.
         let shape = match (old, new) {
             (Some(o), Some(n)) if o.namespace == n.namespace && o.segment == n.segment && o.ips == n.ips => Shape::InPlace(o, n),
+            (Some(o), Some(n)) => Shape::Moved(o, n),
             (None, Some(n)) => Shape::Arrived(n),
             (Some(o), None) => Shape::Left(o),
-            _ => Shape::Moved,
+            (None, None) => return hosts,
         };
         let point = match shape {
             Shape::InPlace(_, e) | Shape::Arrived(e) => Some((e, true)),
             Shape::Left(e) => Some((e, false)),
-            Shape::Moved => None,
+            Shape::Moved(..) => None,
         };
-        let mut points_only =
+        let alone =
             point.is_some_and(|(e, present)| e.ips.iter().all(|ip| self.holders.get(ip).copied().unwrap_or(0) == u32::from(present)));
-        // Peers whose addresses may change are computed again (or patched at the points).
-        let mut changed_peers: BTreeSet<usize> = BTreeSet::new();
-        for k in 0..self.peers.len() {
-            let peer = &self.peers[k].peer;
-            let (e, before, after) = match shape {
-                Shape::InPlace(o, n) => {
-                    let Some(now) = flipped(&self.cluster, peer, o, n) else { continue };
-                    (n, Some(!now), Some(now))
-                }
-                Shape::Arrived(n) if self.peer_depends_on(peer, n) => (n, None, Some(endpoint_selected(&self.cluster, peer, n))),
-                Shape::Left(o) if self.peer_depends_on(peer, o) => (o, Some(endpoint_selected(&self.cluster, peer, o)), None),
-                Shape::Moved if [old, new].into_iter().flatten().any(|e| self.peer_depends_on(peer, e)) => {
-                    let fresh = self.peer_addresses(peer);
-                    if self.peers[k].addrs != fresh {
-                        self.peers[k].addrs = fresh;
-                        changed_peers.insert(k);
-                    }
-                    continue;
-                }
-                _ => continue,
-            };
-            match self.peer_change(peer, e, before, after) {
-                PeerChange::Unchanged => continue,
-                PeerChange::Patch(now) if points_only => {
-                    e.ips.iter().for_each(|ip| points::set_point(&mut self.peers[k].addrs, ip, now));
-                    changed_peers.insert(k);
-                }
-                _ => {
-                    points_only = false;
-                    let fresh = self.peer_addresses(peer);
-                    if self.peers[k].addrs != fresh {
-                        self.peers[k].addrs = fresh;
-                        changed_peers.insert(k);
-                    }
-                }
-            }
-        }
+        let (changed_peers, points_only) = self.refresh_peers(shape, alone);
         let point = point.filter(|_| points_only);
         let mut replaced: BTreeMap<usize, PreparedPolicy> = BTreeMap::new();
         let mut sides = BTreeSet::new();
-        // Policies using a changed peer, and those whose egress named ports expand over
-        // destination endpoints: only an endpoint that has (or had) such a port name can
-        // change the expansion.
+        // Policies using a changed peer, and those whose egress named ports expand over this
+        // endpoint as a destination.
         let users: BTreeSet<usize> = changed_peers.iter().flat_map(|&k| self.peer_users[k].iter().copied()).collect();
         let names: BTreeSet<&str> =
             [old, new].into_iter().flatten().flat_map(|e| e.named_ports.iter().map(|np| np.name.as_str())).collect();
         let expanding: BTreeSet<usize> = names.iter().flat_map(|n| self.egress_named.get(*n).into_iter().flatten().copied()).collect();
         for i in users.union(&expanding).copied().collect::<Vec<usize>>() {
-            let p = &self.policies[i];
-            let uses_changed = users.contains(&i);
-            let named_egress = expanding.contains(&i)
-                && p.egress.iter().flatten().any(|r| {
-                    let carries = r.ports.iter().flatten().any(|pr| match &pr.port {
-                        PortMatch::Named(name) => [old, new].into_iter().flatten().any(|e| e.named_ports.iter().any(|np| np.name == *name)),
-                        _ => false,
-                    });
-                    // In place with the same ports, the expansion changes only if the rule's peers
-                    // take the endpoint before and not after, or the reverse.
-                    carries
-                        && match shape {
-                            Shape::InPlace(o, n) if o.named_ports == n.named_ports => {
-                                let takes = |e: &Endpoint| {
-                                    e.ips.iter().any(|ip| r.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))))
-                                };
-                                takes(o) != takes(n)
-                            }
-                            _ => true,
-                        }
-                });
-            if !uses_changed && !named_egress {
+            if !users.contains(&i) && !self.expansion_may_change(i, shape) {
                 continue;
             }
             let fresh = match point {
@@ -380,6 +317,76 @@ impl Compiler {
         }
         let point = point.map(|(e, _)| PointChange { points: e.ips.clone(), old: replaced, sides, endpoint: e.id.clone() });
         self.recompile(subjects, hosts, point)
+    }
+
+    /// Bring the peers' addresses up to date after one endpoint changed: patched at its
+    /// addresses where a point change allows it (`alone`: no other endpoint holds them),
+    /// computed again otherwise. Returns the peers that changed, and whether every change was
+    /// a patch at the points.
+    fn refresh_peers(&mut self, shape: Shape, alone: bool) -> (BTreeSet<usize>, bool) {
+        let mut changed: BTreeSet<usize> = BTreeSet::new();
+        let mut points_only = alone;
+        for k in 0..self.peers.len() {
+            let peer = &self.peers[k].peer;
+            // The endpoint, and whether the peer selected it before and after (None: absent).
+            let (e, before, after) = match shape {
+                Shape::InPlace(o, n) => {
+                    let Some(now) = flipped(&self.cluster, peer, o, n) else { continue };
+                    (n, Some(!now), Some(now))
+                }
+                Shape::Arrived(n) if self.peer_depends_on(peer, n) => (n, None, Some(endpoint_selected(&self.cluster, peer, n))),
+                Shape::Left(o) if self.peer_depends_on(peer, o) => (o, Some(endpoint_selected(&self.cluster, peer, o)), None),
+                Shape::Moved(o, n) if self.peer_depends_on(peer, o) || self.peer_depends_on(peer, n) => {
+                    points_only = false;
+                    if self.recompute_peer(k) {
+                        changed.insert(k);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            match self.peer_change(peer, e, before, after) {
+                PeerChange::Unchanged => {}
+                PeerChange::Patch(now) if points_only => {
+                    e.ips.iter().for_each(|ip| points::set_point(&mut self.peers[k].addrs, ip, now));
+                    changed.insert(k);
+                }
+                _ => {
+                    points_only = false;
+                    if self.recompute_peer(k) {
+                        changed.insert(k);
+                    }
+                }
+            }
+        }
+        (changed, points_only)
+    }
+
+    /// Compute peer `k`'s addresses again; whether they changed.
+    fn recompute_peer(&mut self, k: usize) -> bool {
+        let fresh = self.peer_addresses(&self.peers[k].peer);
+        let changed = self.peers[k].addrs != fresh;
+        if changed {
+            self.peers[k].addrs = fresh;
+        }
+        changed
+    }
+
+    /// Whether policy `i`'s egress named ports, expanded over destination endpoints, may
+    /// expand differently after this change. In place with the same ports, only if a rule's
+    /// peers take the endpoint before and not after, or the reverse.
+    fn expansion_may_change(&self, i: usize, shape: Shape) -> bool {
+        let Shape::InPlace(o, n) = shape else { return true };
+        if o.named_ports != n.named_ports {
+            return true;
+        }
+        let takes = |r: &crate::model::Rule, e: &Endpoint| {
+            e.ips.iter().any(|ip| r.peers.iter().any(|p| peer_matches(&self.cluster, p, Party::Endpoint(e, *ip))))
+        };
+        let carries = |r: &crate::model::Rule| {
+            r.ports.iter().flatten().any(|pr| matches!(&pr.port, PortMatch::Named(name) if n.named_ports.iter().any(|np| np.name == *name)))
+        };
+        self.policies[i].egress.iter().flatten().any(|r| carries(r) && takes(r, o) != takes(r, n))
     }
 
     /// Could this peer's addresses change when `e` changes? Any change in a namespace the peer
@@ -511,7 +518,7 @@ enum Shape<'a> {
     Arrived(&'a Endpoint),
     Left(&'a Endpoint),
     /// Anything else: moved to another namespace or segment, or readdressed.
-    Moved,
+    Moved(&'a Endpoint, &'a Endpoint),
 }
 
 /// Whether `peer` selects an endpoint changed in place (same namespace and segment) after the
