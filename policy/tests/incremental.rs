@@ -8,7 +8,7 @@ use ipnet::IpNet;
 use tessera_policy::Inputs;
 use tessera_policy::compile::{Options, compile};
 use tessera_policy::compiler::Compiler;
-use tessera_policy::model::{Endpoint, Policy};
+use tessera_policy::model::{Endpoint, Namespace, Policy};
 use tessera_policy::nft::render;
 use tessera_policy::testgen::{APPS, Rng, SEGMENTS, Shape, cluster_yaml, pod_ip, segment_blocks};
 
@@ -58,7 +58,7 @@ fn changes_match_full_compiles(seed: u64, shape: Shape) {
         for step in 0..25 {
             let before = rendered(compiler.rules());
             let ids: Vec<String> = compiler.cluster().endpoints.keys().cloned().collect();
-            let reported = match rng.below(7) {
+            let reported = match rng.below(8) {
                 0 | 1 => {
                     // Relabel a pod; sometimes its named ports change too (egress named-port
                     // rules then take it at another port, or no longer).
@@ -102,6 +102,16 @@ fn changes_match_full_compiles(seed: u64, shape: Shape) {
                     })
                 }
                 3 => compiler.remove_endpoint(rng.pick(ids.as_slice()).as_str()),
+                7 => {
+                    // A namespace joins another team, or loses its labels.
+                    let ns = format!("ns{}", rng.below(shape.namespaces as u64));
+                    if rng.chance(25) {
+                        compiler.remove_namespace(&ns)
+                    } else {
+                        let labels = [("team".to_string(), format!("t{}", rng.below(shape.namespaces as u64)))].into_iter().collect();
+                        compiler.upsert_namespace(Namespace::new(&ns, labels))
+                    }
+                }
                 6 => {
                     // A segment gets a second block, gives one back, or has none any more.
                     let (segment, first) = rng.pick(&segment_blocks(&shape)).clone();

@@ -27,7 +27,7 @@ use ipnet::IpNet;
 
 use crate::compile::{Clause, EndpointRules, Family, Options, SideRules, UnionMemo, decide, service_sel};
 use crate::eval::{Party, namespace_matches, peer_matches};
-use crate::model::{Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, Tier};
+use crate::model::{Cluster, Direction, Endpoint, Namespace, NamespaceMatch, Peer, Policy, PortMatch, Tier};
 
 use groups::{GroupId, Groups};
 use points::{PeerChange, PointChange};
@@ -155,6 +155,60 @@ impl Compiler {
         self.after_endpoint_change(Some(&old), None)
     }
 
+    /// Add or replace a namespace (tenant) and its labels; returns the nodes whose rulesets
+    /// changed.
+    pub fn upsert_namespace(&mut self, ns: Namespace) -> BTreeSet<String> {
+        if self.cluster.namespaces.get(&ns.name) == Some(&ns) {
+            return BTreeSet::new();
+        }
+        let name = ns.name.clone();
+        self.cluster.namespaces.insert(name.clone(), ns);
+        self.after_namespace_change(&name)
+    }
+
+    /// Forget a namespace's labels (it keeps only its automatic name label, as any namespace
+    /// endpoints refer to without describing it); returns the nodes whose rulesets changed.
+    pub fn remove_namespace(&mut self, name: &str) -> BTreeSet<String> {
+        if self.cluster.namespaces.remove(name).is_none() {
+            return BTreeSet::new();
+        }
+        self.after_namespace_change(name)
+    }
+
+    /// A namespace's labels changed: peers choosing namespaces by label are computed again, and
+    /// its endpoints placed again (policies choosing namespaces by label may select them or not
+    /// any more).
+    fn after_namespace_change(&mut self, name: &str) -> BTreeSet<String> {
+        let mut subjects: BTreeSet<String> = self.by_namespace.get(name).cloned().unwrap_or_default();
+        for id in &subjects {
+            self.place(id);
+        }
+        let by_label = |_: &Compiler, peer: &Peer| matches!(peer, Peer::Endpoints { namespaces: NamespaceMatch::Selector(_), .. });
+        self.refresh_policies_of_peers(by_label, &mut subjects);
+        self.recompile(subjects, BTreeSet::new(), None)
+    }
+
+    /// Compute again the peers `which` picks, then prepare again the policies using one that
+    /// changed (their egress named ports expand over what those peers select, so they follow
+    /// too); the subjects of each policy whose rules changed join `subjects`.
+    fn refresh_policies_of_peers(&mut self, which: impl Fn(&Compiler, &Peer) -> bool, subjects: &mut BTreeSet<String>) {
+        let mut changed: BTreeSet<usize> = BTreeSet::new();
+        for k in 0..self.peers.len() {
+            if which(self, &self.peers[k].peer) && self.recompute_peer(k) {
+                changed.insert(k);
+            }
+        }
+        let users: BTreeSet<usize> = changed.iter().flat_map(|&k| self.peer_users[k].iter().copied()).collect();
+        for i in users {
+            let fresh = self.prepare(i);
+            if fresh != self.prepared[i] {
+                self.prepared[i] = fresh;
+                subjects.extend(self.subjects(i));
+            }
+        }
+        self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+    }
+
     /// Replace the blocks of one segment (`tenant/segment`; none: it has no blocks any more);
     /// returns the nodes whose rulesets changed. Only peers looking at that tenant can change:
     /// a segment they take whole stands for its blocks.
@@ -168,28 +222,14 @@ impl Compiler {
         } else {
             self.blocks.insert(segment.to_string(), blocks);
         }
-        let tenant = segment.split_once('/').map_or(segment, |(t, _)| t);
-        let mut changed_peers: BTreeSet<usize> = BTreeSet::new();
-        for k in 0..self.peers.len() {
-            let looks = match &self.peers[k].peer {
-                Peer::Segment { tenant: t, .. } => t == tenant,
-                Peer::Endpoints { namespaces, .. } => namespace_matches(&self.cluster, namespaces, tenant),
-                Peer::Cidr { .. } | Peer::Host(_) | Peer::Any => false,
-            };
-            if looks && self.recompute_peer(k) {
-                changed_peers.insert(k);
-            }
-        }
-        let users: BTreeSet<usize> = changed_peers.iter().flat_map(|&k| self.peer_users[k].iter().copied()).collect();
+        let tenant = segment.split_once('/').map_or(segment, |(t, _)| t).to_string();
+        let looks = |c: &Compiler, peer: &Peer| match peer {
+            Peer::Segment { tenant: t, .. } => *t == tenant,
+            Peer::Endpoints { namespaces, .. } => namespace_matches(&c.cluster, namespaces, &tenant),
+            Peer::Cidr { .. } | Peer::Host(_) | Peer::Any => false,
+        };
         let mut subjects = BTreeSet::new();
-        for i in users {
-            let fresh = self.prepare(i);
-            if fresh != self.prepared[i] {
-                self.prepared[i] = fresh;
-                subjects.extend(self.subjects(i));
-            }
-        }
-        self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+        self.refresh_policies_of_peers(looks, &mut subjects);
         self.recompile(subjects, BTreeSet::new(), None)
     }
 
