@@ -652,3 +652,42 @@ async fn relabelling_an_endpoint_recompiles_its_node() {
         assert_ne!(after["ruleset"]["sets"], before["ruleset"]["sets"]);
     }
 }
+
+#[tokio::test]
+async fn relabelling_a_tenant_recompiles_the_nodes_whose_policies_look_at_its_labels() {
+    for (backend, store) in stores().await {
+        let api = seeded(store.clone()).await;
+        let web = api.admin(Method::POST, "/v1/endpoints", Some(json!({"id": "red/web-1", "tenant": "red", "host": "h1"}))).await;
+        assert_eq!(web.status, StatusCode::CREATED, "{}", web.body);
+        let web_ip = web.body["ips"][0].as_str().expect("an address").to_string();
+        let db = json!({"id": "blue/db-1", "tenant": "blue", "host": "h2", "labels": {"app": "db"}});
+        assert_eq!(api.admin(Method::POST, "/v1/endpoints", Some(db)).await.status, StatusCode::CREATED);
+        let from_shop = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: blue}\nspec:\n  podSelector: {}\n  ingress: [{from: [{namespaceSelector: {matchLabels: {team: shop}}}]}]\n";
+        let r = api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(from_shop.into()), &[("content-type", "application/yaml")]).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let state = |node: &'static str| {
+            let api = &api;
+            async move { api.admin(Method::GET, &format!("/v1/nodes/{node}/state"), None).await.body }
+        };
+        let admits_web = |s: &Value| s["ruleset"]["sets"].to_string().contains(&web_ip);
+        let (h1, h2) = (state("h1").await, state("h2").await);
+        assert!(!admits_web(&h2), "{backend}: red is not labelled team=shop yet");
+
+        let r = api.admin(Method::PUT, "/v1/tenants/red", Some(json!({"labels": {"team": "shop"}}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let (h1_shop, h2_shop) = (state("h1").await, state("h2").await);
+        assert!(admits_web(&h2_shop), "{backend}: db admits red's pod once red is team=shop: {h2_shop}");
+        assert_eq!(h2_shop["generation"].as_u64(), h2["generation"].as_u64().map(|g| g + 1));
+        assert_eq!(h1_shop["generation"], h1["generation"], "{backend}: nothing on h1 looks at red's labels");
+        // What a controller compiling everything from the store gives: the same state.
+        let restarted = Api { router: app(AppState::new(store.clone()).await.expect("restart")), store: store.clone() };
+        let full = restarted.admin(Method::GET, "/v1/nodes/h2/state", None).await.body;
+        assert_eq!(full["digest"], h2_shop["digest"], "{backend}: incremental and full compiles agree");
+
+        let r = api.admin(Method::PUT, "/v1/tenants/red", Some(json!({"labels": {}}))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let h2_again = state("h2").await;
+        assert!(!admits_web(&h2_again), "{backend}: the label is gone, so is red's pod from db's allow-list");
+        assert_eq!(h2_again["digest"], h2["digest"]);
+    }
+}

@@ -133,7 +133,7 @@ pub async fn create_tenant(State(state): State<AppState>, caller: Caller, JsonBo
     caller.require_admin()?;
     check_labels("labels", &body.labels)?;
     let tenant = state.store.create_tenant(&body.name, body.labels).await?;
-    state.dist.rebuild().await?;
+    state.dist.tenant_changed(&tenant.name).await?;
     Ok((StatusCode::CREATED, etag(tenant.revision), Json(tenant_view(&state, &tenant.name).await?)).into_response())
 }
 
@@ -156,7 +156,7 @@ pub async fn update_tenant(
     caller.require_admin()?;
     check_labels("labels", &body.labels)?;
     let record = state.store.update_tenant(&tenant, body.labels, if_match).await?;
-    state.dist.rebuild().await?;
+    state.dist.tenant_changed(&tenant).await?;
     Ok((etag(record.revision), Json(tenant_view(&state, &tenant).await?)).into_response())
 }
 
@@ -170,7 +170,7 @@ pub async fn delete_tenant(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     state.store.delete_tenant(&tenant, if_match).await?;
-    state.dist.rebuild().await?;
+    state.dist.tenant_changed(&tenant).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -13,7 +13,7 @@ use tessera_policy::{Inputs, nft};
 use tessera_topology::plan::{BlockInfo, HostInfo};
 use tessera_topology::plan_routes;
 
-use crate::store::{BlockFilter, BlockRecord, EndpointRecord, HostRecord, PolicyRecord, Store, StoreError, TopologyRecord};
+use crate::store::{BlockFilter, BlockRecord, EndpointRecord, HostRecord, PolicyRecord, Store, StoreError, TenantRecord, TopologyRecord};
 
 /// One stored policy document, read by the engine: it may define several policies (Romana).
 #[derive(Debug, Clone)]
@@ -137,6 +137,14 @@ impl Model {
             }
         }
         hosts
+    }
+
+    /// A tenant's labels (`None`: it was deleted). Nodes whose state may have changed.
+    pub(super) fn apply_tenant(&mut self, name: &str, record: Option<TenantRecord>) -> BTreeSet<String> {
+        match record {
+            Some(t) => self.compiler.upsert_namespace(Namespace::new(&t.name, t.labels)),
+            None => self.compiler.remove_namespace(name),
+        }
     }
 
     /// Replace the policies of one stored document (`None`: it was deleted).

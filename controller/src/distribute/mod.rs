@@ -130,6 +130,19 @@ impl Distributor {
         self.publish(guard.as_ref(), &changed).await
     }
 
+    /// A tenant was created, relabelled or deleted.
+    pub async fn tenant_changed(&self, name: &str) -> Result<(), StoreError> {
+        let mut guard = self.model.lock().await;
+        let Some(model) = guard.as_mut() else { return Ok(()) };
+        let record = match self.store.tenant(name).await {
+            Ok(r) => Some(r),
+            Err(StoreError::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let changed = model.apply_tenant(name, record);
+        self.publish(guard.as_ref(), &changed).await
+    }
+
     /// Policies were stored or deleted: read them again.
     pub async fn policies_changed(&self, ids: &[String]) -> Result<(), StoreError> {
         let mut guard = self.model.lock().await;
