@@ -60,6 +60,7 @@ fn label_selector_peers() {
     report("a pod added or removed inside its segment's block", churn(&mut compiler));
     report("a policy's ingress rules replaced", replace_policies(&mut compiler, &policies));
     report("a policy removed", remove_policies(&mut compiler, &policies));
+    report("a namespace's labels change", relabel_namespaces(&mut compiler));
 
     // The ruleset of a node with 110 pods.
     let node_rules: Vec<_> = compiler.rules().values().take(110).collect();
@@ -142,6 +143,17 @@ fn replace_policies(compiler: &mut Compiler, policies: &[Policy]) -> Changes {
         let (p, other) = (&policies[k * 97 % policies.len()], &policies[(k * 31 + 5) % policies.len()]);
         let replaced = Policy { ingress: other.ingress.clone(), ..p.clone() };
         timed(compiler, &mut out, None, |c| c.upsert_policy(replaced));
+    }
+    out
+}
+
+/// Move 10 namespaces to another team, one at a time.
+fn relabel_namespaces(compiler: &mut Compiler) -> Changes {
+    let mut out = Changes { times: Vec::new(), nodes: 0, other_nodes: 0 };
+    for k in 0..10 {
+        let labels = [("team".to_string(), format!("t{}", (k * 7 + 3) % 50))].into_iter().collect();
+        let ns = tessera_policy::model::Namespace::new(&format!("ns{}", k * 5), labels);
+        timed(compiler, &mut out, None, |c| c.upsert_namespace(ns));
     }
     out
 }

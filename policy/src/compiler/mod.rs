@@ -162,29 +162,32 @@ impl Compiler {
             return BTreeSet::new();
         }
         let name = ns.name.clone();
+        let before = self.cluster.namespace_labels(&name).into_owned();
         self.cluster.namespaces.insert(name.clone(), ns);
-        self.after_namespace_change(&name)
+        self.after_namespace_change(&name, &before)
     }
 
     /// Forget a namespace's labels (it keeps only its automatic name label, as any namespace
     /// endpoints refer to without describing it); returns the nodes whose rulesets changed.
     pub fn remove_namespace(&mut self, name: &str) -> BTreeSet<String> {
-        if self.cluster.namespaces.remove(name).is_none() {
-            return BTreeSet::new();
-        }
-        self.after_namespace_change(name)
+        let Some(before) = self.cluster.namespaces.remove(name) else { return BTreeSet::new() };
+        self.after_namespace_change(name, &before.labels)
     }
 
-    /// A namespace's labels changed: peers choosing namespaces by label are computed again, and
-    /// its endpoints placed again (policies choosing namespaces by label may select them or not
-    /// any more).
-    fn after_namespace_change(&mut self, name: &str) -> BTreeSet<String> {
+    /// A namespace's labels changed (they were `before`): peers whose namespace selector now
+    /// decides otherwise about it are computed again, and its endpoints placed again (policies
+    /// choosing namespaces by label may select them or not any more).
+    fn after_namespace_change(&mut self, name: &str, before: &crate::selector::Labels) -> BTreeSet<String> {
         let mut subjects: BTreeSet<String> = self.by_namespace.get(name).cloned().unwrap_or_default();
         for id in &subjects {
             self.place(id);
         }
-        let by_label = |_: &Compiler, peer: &Peer| matches!(peer, Peer::Endpoints { namespaces: NamespaceMatch::Selector(_), .. });
-        self.refresh_policies_of_peers(by_label, &mut subjects);
+        let now = self.cluster.namespace_labels(name).into_owned();
+        let flips = |_: &Compiler, peer: &Peer| match peer {
+            Peer::Endpoints { namespaces: NamespaceMatch::Selector(sel), .. } => sel.matches(before) != sel.matches(&now),
+            _ => false,
+        };
+        self.refresh_policies_of_peers(flips, &mut subjects);
         self.recompile(subjects, BTreeSet::new(), None)
     }
 
