@@ -65,6 +65,15 @@ impl Drop for WatchGuard {
     }
 }
 
+/// A record, or `None` if the store has none (it was deleted).
+fn found<T>(read: Result<T, StoreError>) -> Result<Option<T>, StoreError> {
+    match read {
+        Ok(r) => Ok(Some(r)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -115,11 +124,7 @@ impl Distributor {
     pub async fn endpoint_changed(&self, id: &str) -> Result<(), StoreError> {
         let mut guard = self.model.lock().await;
         let Some(model) = guard.as_mut() else { return Ok(()) };
-        let record = match self.store.endpoint(id).await {
-            Ok(r) => Some(r),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
+        let record = found(self.store.endpoint(id).await)?;
         // A block may have been taken or given back with it: segment blocks and routes follow.
         let segment = record.as_ref().or_else(|| model.endpoints.get(id)).map(|e| (e.tenant.clone(), e.segment.clone()));
         let mut changed = BTreeSet::new();
@@ -134,11 +139,7 @@ impl Distributor {
     pub async fn tenant_changed(&self, name: &str) -> Result<(), StoreError> {
         let mut guard = self.model.lock().await;
         let Some(model) = guard.as_mut() else { return Ok(()) };
-        let record = match self.store.tenant(name).await {
-            Ok(r) => Some(r),
-            Err(StoreError::NotFound { .. }) => None,
-            Err(e) => return Err(e),
-        };
+        let record = found(self.store.tenant(name).await)?;
         let changed = model.apply_tenant(name, record);
         self.publish(guard.as_ref(), &changed).await
     }
@@ -149,11 +150,7 @@ impl Distributor {
         let Some(model) = guard.as_mut() else { return Ok(()) };
         let mut changed = BTreeSet::new();
         for id in ids {
-            let record = match self.store.policy(id).await {
-                Ok(r) => Some(r),
-                Err(StoreError::NotFound { .. }) => None,
-                Err(e) => return Err(e),
-            };
+            let record = found(self.store.policy(id).await)?;
             changed.extend(model.apply_policy(id, record.as_ref())?);
         }
         self.publish(guard.as_ref(), &changed).await
