@@ -204,8 +204,7 @@ impl Compiler {
         policies.sort_by(|a, b| (self.policies[*a].tier, &self.policies[*a].id).cmp(&(self.policies[*b].tier, &self.policies[*b].id)));
         // Only named ingress ports resolve on the endpoint itself.
         let resolves = dir == Direction::Ingress && policies.iter().any(|&i| has_named_ingress(&self.policies[i]));
-        let families = [Family::V4, Family::V6].into_iter().filter(|f| e.ips.iter().any(|ip| Family::of(ip) == *f)).collect();
-        SideKey { dir, policies, named: if resolves { e.named_ports.clone() } else { Vec::new() }, families }
+        SideKey { dir, policies, named: if resolves { e.named_ports.clone() } else { Vec::new() }, families: super::families(e) }
     }
 
     /// Endpoints policy `i` selects (for either direction it has rules for).

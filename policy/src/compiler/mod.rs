@@ -209,7 +209,7 @@ impl Compiler {
                 subjects.extend(self.subjects(i));
             }
         }
-        self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+        self.clause_ids.prune(&self.prepared);
     }
 
     /// Replace the blocks of one segment (`tenant/segment`; none: it has no blocks any more);
@@ -275,7 +275,7 @@ impl Compiler {
         self.index_policies();
         self.regroup_in(&looked_in);
         self.prepared[i] = self.prepare(i);
-        self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+        self.clause_ids.prune(&self.prepared);
         subjects.extend(self.subjects(i));
         self.recompile(subjects, BTreeSet::new(), None)
     }
@@ -288,7 +288,7 @@ impl Compiler {
         self.prepared.remove(i);
         self.index_policies();
         self.ungroup_policy(i);
-        self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+        self.clause_ids.prune(&self.prepared);
         self.recompile(subjects, BTreeSet::new(), None)
     }
 
@@ -356,7 +356,7 @@ impl Compiler {
             }
         }
         if point.is_none() {
-            self.clause_ids.prune(&self.prepared.iter().collect::<Vec<_>>());
+            self.clause_ids.prune(&self.prepared);
         }
         let point = point.map(|(e, _)| PointChange { points: e.ips.clone(), old: replaced, sides, endpoint: e.id.clone() });
         self.recompile(subjects, hosts, point)

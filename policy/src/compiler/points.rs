@@ -90,20 +90,15 @@ impl Compiler {
         }
         let mut dirs: Vec<Direction> = patched.iter().map(|(d, _, _)| *d).collect();
         dirs.dedup();
-        let mut out = PreparedPolicy { ingress: Vec::new(), egress: Vec::new() };
-        for dir in [Direction::Ingress, Direction::Egress] {
-            let list: Vec<PreparedRule> = (0..self.prepared[i].rules(dir).len())
+        let mut out = PreparedPolicy::by_direction(|dir| {
+            (0..self.prepared[i].rules(dir).len())
                 .map(|r| match patched.iter().position(|(d, k, _)| *d == dir && *k == r) {
                     Some(at) => patched.swap_remove(at).2,
                     None => self.prepared[i].rules(dir)[r].clone(),
                 })
-                .collect();
-            match dir {
-                Direction::Ingress => out.ingress = list,
-                Direction::Egress => out.egress = list,
-            }
-        }
-        for c in out.ingress.iter_mut().chain(out.egress.iter_mut()).flat_map(|r| r.clauses.iter_mut()).filter(|c| c.id == 0) {
+                .collect()
+        });
+        for c in out.clauses_mut().filter(|c| c.id == 0) {
             c.id = self.clause_ids.fresh();
         }
         Some((out, dirs))

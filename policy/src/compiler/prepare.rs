@@ -57,6 +57,15 @@ pub(super) struct PreparedPolicy {
 }
 
 impl PreparedPolicy {
+    /// Both directions' rules, each made by `rules`.
+    pub fn by_direction(mut rules: impl FnMut(Direction) -> Vec<PreparedRule>) -> PreparedPolicy {
+        PreparedPolicy { ingress: rules(Direction::Ingress), egress: rules(Direction::Egress) }
+    }
+
+    pub fn clauses_mut(&mut self) -> impl Iterator<Item = &mut Clause> {
+        self.ingress.iter_mut().chain(self.egress.iter_mut()).flat_map(|r| r.clauses.iter_mut())
+    }
+
     pub fn rules(&self, dir: Direction) -> &[PreparedRule] {
         match dir {
             Direction::Ingress => &self.ingress,
@@ -120,7 +129,7 @@ impl ClauseIds {
 
     /// Forget contents no live clause has any more, once they outnumber the live ones: the
     /// table would otherwise grow with every change.
-    pub fn prune(&mut self, live: &[&PreparedPolicy]) {
+    pub fn prune(&mut self, live: &[PreparedPolicy]) {
         let clauses = || live.iter().flat_map(|p| p.ingress.iter().chain(&p.egress)).flat_map(|r| &r.clauses);
         let count = clauses().count();
         if self.entries <= 2 * count + 1024 {
@@ -197,16 +206,11 @@ impl Compiler {
 
     /// Prepare policy `i` from its peers' current addresses; clause ids are interned.
     pub(super) fn prepare(&mut self, i: usize) -> PreparedPolicy {
-        let mut out = PreparedPolicy::default();
-        for dir in [Direction::Ingress, Direction::Egress] {
+        let mut out = PreparedPolicy::by_direction(|dir| {
             let rules = self.policies[i].rules(dir).into_iter().flatten().zip(self.rule_peers[i].rules(dir));
-            let prepared: Vec<PreparedRule> = rules.map(|(r, ids)| self.prepare_rule(r, ids, dir)).collect();
-            match dir {
-                Direction::Ingress => out.ingress = prepared,
-                Direction::Egress => out.egress = prepared,
-            }
-        }
-        for c in out.ingress.iter_mut().chain(out.egress.iter_mut()).flat_map(|r| r.clauses.iter_mut()) {
+            rules.map(|(r, ids)| self.prepare_rule(r, ids, dir)).collect()
+        });
+        for c in out.clauses_mut() {
             c.id = self.clause_ids.intern(&c.addrs);
         }
         out
