@@ -61,7 +61,12 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    // Colours only for a person at a terminal, never in files or journals.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if args.log_format == "json" {
         logs.json().init();
     } else {

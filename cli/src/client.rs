@@ -15,6 +15,8 @@ pub struct Api {
 
 impl Api {
     pub fn new(server: &str, token: Option<&str>) -> anyhow::Result<Api> {
+        // An empty TESSERA_TOKEN is a token left unset, not a token to send.
+        let token = token.map(str::trim).filter(|t| !t.is_empty());
         let base = server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             anyhow::bail!("--server must be an http:// or https:// URL, not `{server}`");
@@ -29,6 +31,9 @@ impl Api {
             None => request,
         };
         let response = request.send().map_err(|e| anyhow!("cannot reach the controller at {}: {}", self.base, root_cause(&e)))?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED && self.token.is_none() {
+            anyhow::bail!("no API token: set TESSERA_TOKEN or pass --token (the controller printed an admin token at its first start)");
+        }
         decode(response)
     }
 
@@ -84,12 +89,24 @@ fn decode(response: Response) -> anyhow::Result<Value> {
     Err(anyhow!("{line} [HTTP {}]", status.as_u16()))
 }
 
-/// Percent-encode a path segment (endpoint ids contain '/').
-pub fn segment(s: &str) -> String {
+/// Percent-encode a value (endpoint ids contain '/').
+pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A value as one URL path segment. A `.` or `..` part would be resolved away by URL
+/// normalisation (encoded or not) and reach another resource: refused, clearly.
+pub fn segment(s: &str) -> anyhow::Result<String> {
+    if s.split('/').any(|part| part == "." || part == "..") {
+        anyhow::bail!("`{s}`: '.' and '..' cannot be addressed in a URL (no Tessera object has such a name)");
+    }
+    if s.is_empty() {
+        anyhow::bail!("an empty name cannot be addressed");
+    }
+    Ok(encode(s))
 }

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tessera_topology::{Format, parse_topology};
 
-use crate::client::{Api, segment};
+use crate::client::{Api, encode, segment};
 use crate::table::{cell, render};
 use crate::{Cli, Command, Output};
 
@@ -17,6 +17,7 @@ pub enum TopologyCmd {
     Show,
     /// Replace the topology with a Tessera (YAML/JSON) or Romana v2 file.
     Apply {
+        /// The topology file (YAML or JSON).
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
         /// Show the plan without changing anything.
@@ -30,13 +31,18 @@ pub enum TopologyCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum HostsCmd {
+    /// Every host with its group, underlay IPs, labels and CIDRs.
     List,
+    /// One host.
     Show {
+        /// The host's name.
         name: String,
     },
     /// Register a host; it is placed by its labels.
     Add {
+        /// The host's name (its node name in Kubernetes).
         name: String,
+        /// Underlay IP (repeatable: one per family).
         #[arg(long = "ip", required = true)]
         ips: Vec<String>,
         /// key=value, repeatable.
@@ -45,89 +51,127 @@ pub enum HostsCmd {
     },
     /// Remove a host, releasing its endpoints and blocks.
     Remove {
+        /// The host's name.
         name: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TenantsCmd {
+    /// Every tenant with its segments and CIDRs.
     List,
+    /// One tenant.
     Show {
+        /// The tenant's name.
         name: String,
     },
+    /// Create a tenant (with its `default` segment).
     Add {
+        /// The tenant's name (a Kubernetes namespace's name).
         name: String,
+        /// key=value, repeatable (namespace labels that policies select on).
         #[arg(long = "label")]
         labels: Vec<String>,
     },
+    /// Delete a tenant without endpoints; its tokens are revoked.
     Remove {
+        /// The tenant's name.
         name: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SegmentsCmd {
+    /// The segments of a tenant.
     List {
+        /// The tenant.
         tenant: String,
     },
+    /// One segment with its blocks, aggregated.
     Show {
+        /// The tenant.
         tenant: String,
+        /// The segment.
         name: String,
     },
+    /// Create a segment.
     Add {
+        /// The tenant.
         tenant: String,
+        /// The segment's name (pods choose it with the label `tessera.io/segment`).
         name: String,
+        /// key=value, repeatable.
         #[arg(long = "label")]
         labels: Vec<String>,
     },
+    /// Delete a segment without endpoints (never `default`).
     Remove {
+        /// The tenant.
         tenant: String,
+        /// The segment.
         name: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum EndpointsCmd {
+    /// Endpoints with their addresses and labels.
     List {
+        /// Only this tenant's.
         #[arg(long)]
         tenant: Option<String>,
+        /// Only those on this host.
         #[arg(long)]
         host: Option<String>,
     },
+    /// One endpoint.
     Show {
+        /// The endpoint's id (`namespace/pod` for pods).
         id: String,
     },
     /// Allocate addresses for an endpoint.
     Add {
+        /// The endpoint's id (`namespace/pod` for pods).
         id: String,
+        /// Its tenant.
         #[arg(long)]
         tenant: String,
+        /// Its segment.
         #[arg(long, default_value = "default")]
         segment: String,
+        /// The host it runs on.
         #[arg(long)]
         host: String,
+        /// key=value, repeatable.
         #[arg(long = "label")]
         labels: Vec<String>,
     },
     /// Replace an endpoint's labels (policies that select by label follow).
     Label {
+        /// The endpoint's id.
         id: String,
+        /// key=value, repeatable; the new labels replace all the old ones.
         #[arg(long = "label")]
         labels: Vec<String>,
     },
     /// Release an endpoint's addresses.
     Remove {
+        /// The endpoint's id.
         id: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BlocksCmd {
+    /// Address blocks with their owner and use.
     List {
+        /// Only this host's.
         #[arg(long)]
         host: Option<String>,
+        /// Only this tenant's.
         #[arg(long)]
         tenant: Option<String>,
+        /// Only this segment's.
         #[arg(long)]
         segment: Option<String>,
     },
@@ -142,25 +186,31 @@ pub struct RoutesArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PoliciesCmd {
+    /// Stored policies the token may read.
     List,
     /// Store the policies of YAML/JSON files (all or none), then distribute them.
     Apply {
+        /// Policy files (repeatable).
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<std::path::PathBuf>,
     },
     /// Remove a policy by id (`NetworkPolicy shop/deny-all` or `NetworkPolicy/shop/deny-all`).
     Remove {
+        /// The policy's id.
         id: String,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokensCmd {
+    /// Tokens (never their secrets).
     List,
     /// Create a token; its secret is printed once.
     Create {
+        /// What the token is for.
         #[arg(long)]
         name: String,
+        /// What it may do.
         #[arg(long, value_parser = ["admin", "read", "tenant", "node"])]
         role: String,
         /// The tenant of a tenant token.
@@ -170,7 +220,9 @@ pub enum TokensCmd {
         #[arg(long)]
         node: Option<String>,
     },
+    /// Delete a token (never the last admin token).
     Remove {
+        /// The token's id (the `tsr_<id>_` part).
         id: String,
     },
 }
@@ -185,7 +237,7 @@ fn labels(pairs: &[String]) -> anyhow::Result<Value> {
 }
 
 fn query(pairs: &[(&str, &Option<String>)]) -> String {
-    let parts: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", segment(v)))).collect();
+    let parts: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v)))).collect();
     if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
 }
 
@@ -207,7 +259,8 @@ fn print(output: Output, value: &Value, columns: &[(&str, &str)]) {
 const HOST_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("GROUP", "group"), ("IPS", "ips"), ("LABELS", "labels"), ("CIDRS", "cidrs")];
 const TENANT_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("SEGMENTS", "segments"), ("CIDRS", "cidrs")];
 const SEGMENT_COLUMNS: &[(&str, &str)] = &[("TENANT", "tenant"), ("NAME", "name"), ("CIDRS", "cidrs"), ("BLOCKS", "blocks")];
-const ENDPOINT_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("TENANT", "tenant"), ("SEGMENT", "segment"), ("HOST", "host"), ("IPS", "ips")];
+const ENDPOINT_COLUMNS: &[(&str, &str)] =
+    &[("ID", "id"), ("TENANT", "tenant"), ("SEGMENT", "segment"), ("HOST", "host"), ("IPS", "ips"), ("LABELS", "labels")];
 const BLOCK_COLUMNS: &[(&str, &str)] = &[
     ("CIDR", "cidr"),
     ("NETWORK", "network"),
@@ -276,38 +329,38 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Hosts(cmd) => match cmd {
             HostsCmd::List => print(out, &api.get("/v1/hosts")?, HOST_COLUMNS),
-            HostsCmd::Show { name } => print(out, &api.get(&format!("/v1/hosts/{}", segment(name)))?, HOST_COLUMNS),
+            HostsCmd::Show { name } => print(out, &api.get(&format!("/v1/hosts/{}", segment(name)?))?, HOST_COLUMNS),
             HostsCmd::Add { name, ips, labels: l } => {
                 print(out, &api.post("/v1/hosts", &json!({"name": name, "ips": ips, "labels": labels(l)?}))?, HOST_COLUMNS)
             }
             HostsCmd::Remove { name } => {
-                api.delete(&format!("/v1/hosts/{}", segment(name)))?;
+                api.delete(&format!("/v1/hosts/{}", segment(name)?))?;
                 println!("host {name} removed");
             }
         },
         Command::Tenants(cmd) => match cmd {
             TenantsCmd::List => print(out, &api.get("/v1/tenants")?, TENANT_COLUMNS),
-            TenantsCmd::Show { name } => print(out, &api.get(&format!("/v1/tenants/{}", segment(name)))?, TENANT_COLUMNS),
+            TenantsCmd::Show { name } => print(out, &api.get(&format!("/v1/tenants/{}", segment(name)?))?, TENANT_COLUMNS),
             TenantsCmd::Add { name, labels: l } => {
                 print(out, &api.post("/v1/tenants", &json!({"name": name, "labels": labels(l)?}))?, TENANT_COLUMNS)
             }
             TenantsCmd::Remove { name } => {
-                api.delete(&format!("/v1/tenants/{}", segment(name)))?;
+                api.delete(&format!("/v1/tenants/{}", segment(name)?))?;
                 println!("tenant {name} removed");
             }
         },
         Command::Segments(cmd) => match cmd {
-            SegmentsCmd::List { tenant } => print(out, &api.get(&format!("/v1/tenants/{}/segments", segment(tenant)))?, SEGMENT_COLUMNS),
+            SegmentsCmd::List { tenant } => print(out, &api.get(&format!("/v1/tenants/{}/segments", segment(tenant)?))?, SEGMENT_COLUMNS),
             SegmentsCmd::Show { tenant, name } => {
-                print(out, &api.get(&format!("/v1/tenants/{}/segments/{}", segment(tenant), segment(name)))?, SEGMENT_COLUMNS)
+                print(out, &api.get(&format!("/v1/tenants/{}/segments/{}", segment(tenant)?, segment(name)?))?, SEGMENT_COLUMNS)
             }
             SegmentsCmd::Add { tenant, name, labels: l } => print(
                 out,
-                &api.post(&format!("/v1/tenants/{}/segments", segment(tenant)), &json!({"name": name, "labels": labels(l)?}))?,
+                &api.post(&format!("/v1/tenants/{}/segments", segment(tenant)?), &json!({"name": name, "labels": labels(l)?}))?,
                 SEGMENT_COLUMNS,
             ),
             SegmentsCmd::Remove { tenant, name } => {
-                api.delete(&format!("/v1/tenants/{}/segments/{}", segment(tenant), segment(name)))?;
+                api.delete(&format!("/v1/tenants/{}/segments/{}", segment(tenant)?, segment(name)?))?;
                 println!("segment {tenant}/{name} removed");
             }
         },
@@ -315,9 +368,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             EndpointsCmd::List { tenant, host } => {
                 print(out, &api.get(&format!("/v1/endpoints{}", query(&[("tenant", tenant), ("host", host)])))?, ENDPOINT_COLUMNS)
             }
-            EndpointsCmd::Show { id } => print(out, &api.get(&format!("/v1/endpoints/{}", segment(id)))?, ENDPOINT_COLUMNS),
+            EndpointsCmd::Show { id } => print(out, &api.get(&format!("/v1/endpoints/{}", segment(id)?))?, ENDPOINT_COLUMNS),
             EndpointsCmd::Label { id, labels: l } => {
-                print(out, &api.put(&format!("/v1/endpoints/{}", segment(id)), &json!({"labels": labels(l)?}))?, ENDPOINT_COLUMNS)
+                print(out, &api.put(&format!("/v1/endpoints/{}", segment(id)?), &json!({"labels": labels(l)?}))?, ENDPOINT_COLUMNS)
             }
             EndpointsCmd::Add { id, tenant, segment: seg, host, labels: l } => print(
                 out,
@@ -325,7 +378,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 ENDPOINT_COLUMNS,
             ),
             EndpointsCmd::Remove { id } => {
-                api.delete(&format!("/v1/endpoints/{}", segment(id)))?;
+                api.delete(&format!("/v1/endpoints/{}", segment(id)?))?;
                 println!("endpoint {id} released");
             }
         },
@@ -354,18 +407,33 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 print(out, &api.post_text("/v1/policies", text, "application/yaml")?, POLICY_COLUMNS)
             }
             PoliciesCmd::Remove { id } => {
-                api.delete(&format!("/v1/policies/{}", id.replacen(' ', "/", 1).split('/').map(segment).collect::<Vec<_>>().join("/")))?;
+                api.delete(&format!(
+                    "/v1/policies/{}",
+                    id.replacen(' ', "/", 1).split('/').map(segment).collect::<anyhow::Result<Vec<_>>>()?.join("/")
+                ))?;
                 println!("policy {id} removed");
             }
         },
-        Command::Nodes => print(out, &api.get("/v1/nodes")?, NODE_COLUMNS),
+        Command::Nodes => {
+            let mut nodes = api.get("/v1/nodes")?;
+            if out == Output::Table {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                for n in nodes.as_array_mut().into_iter().flatten() {
+                    n["lastSeen"] = match n["lastSeen"].as_u64() {
+                        Some(at) => Value::String(crate::table::ago(now.saturating_sub(at))),
+                        None => Value::String("never".into()),
+                    };
+                }
+            }
+            print(out, &nodes, NODE_COLUMNS)
+        }
         Command::Tokens(cmd) => match cmd {
             TokensCmd::List => print(out, &api.get("/v1/tokens")?, TOKEN_COLUMNS),
             TokensCmd::Create { name, role, tenant, node } => {
                 print(out, &api.post("/v1/tokens", &json!({"name": name, "role": role, "tenant": tenant, "node": node}))?, TOKEN_COLUMNS)
             }
             TokensCmd::Remove { id } => {
-                api.delete(&format!("/v1/tokens/{}", segment(id)))?;
+                api.delete(&format!("/v1/tokens/{}", segment(id)?))?;
                 println!("token {id} removed");
             }
         },

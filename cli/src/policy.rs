@@ -1,18 +1,18 @@
 //! `tessera policy simulate|explain`: offline, from files, with the same evaluator the
 //! controller and the compiler use.
 
+use std::io::Write as _;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::json;
 use tessera_policy::Inputs;
 use tessera_policy::eval::{Decision, SideVerdict};
-use tessera_policy::simulate::{parse_probe, simulate};
+use tessera_policy::simulate::{PairVerdict, parse_probe, simulate_each};
 
 use crate::Output;
-use crate::table::render;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
@@ -31,20 +31,25 @@ pub enum PolicyCmd {
     /// The nftables ruleset of one node's endpoints (pods with that `spec.nodeName`; all pods
     /// when no node is given), as `nft` text or, with `-o json`, nftables JSON.
     Render {
+        /// YAML/JSON files, as for `simulate`.
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
+        /// Only the pods whose `spec.nodeName` is this node.
         #[arg(long)]
         node: Option<String>,
     },
     /// The verdict for one pair and the rules that decided it.
     Explain {
+        /// YAML/JSON files, as for `simulate`.
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
-        /// NAMESPACE/POD or an IP address.
+        /// The sender: NAMESPACE/POD or an IP address.
         #[arg(long)]
         from: String,
+        /// The receiver: NAMESPACE/POD or an IP address.
         #[arg(long)]
         to: String,
+        /// The probe: tcp/80, udp/53, sctp/9000, icmp/8.
         #[arg(long = "port", default_value = "tcp/80")]
         port: String,
     },
@@ -56,6 +61,13 @@ fn load(files: &[PathBuf]) -> anyhow::Result<Inputs> {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         inputs.add_text(&f.display().to_string(), &text).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    // Left-out pods are said, never skipped silently (on stderr: stdout stays the answer).
+    if !inputs.skipped.is_empty() {
+        eprintln!("tessera: {} pod(s) left out, they take part in no traffic:", inputs.skipped.len());
+        for s in &inputs.skipped {
+            eprintln!("  {}: {}", s.id, s.reason);
+        }
+    }
     Ok(inputs)
 }
 
@@ -65,26 +77,7 @@ pub fn run(cmd: &PolicyCmd, output: Output) -> anyhow::Result<()> {
             let inputs = load(files)?;
             let texts = if ports.is_empty() { vec!["tcp/80".to_string()] } else { ports.clone() };
             let probes = texts.iter().map(|p| parse_probe(p).map_err(|e| anyhow::anyhow!("{e}"))).collect::<anyhow::Result<Vec<_>>>()?;
-            let verdicts = simulate(&inputs, externals, &probes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&json!({ "verdicts": verdicts }))?);
-                return Ok(());
-            }
-            let rows: Vec<Vec<String>> = verdicts
-                .iter()
-                .map(|v| {
-                    let port = v.port.map(|p| p.to_string()).or(v.icmp_type.map(|t| format!("type {t}"))).unwrap_or_default();
-                    vec![
-                        v.from.clone(),
-                        v.to.clone(),
-                        v.protocol.clone(),
-                        port,
-                        if v.allowed { "allow" } else { "DENY" }.into(),
-                        v.reason.clone(),
-                    ]
-                })
-                .collect();
-            println!("{}", render(&["FROM", "TO", "PROTO", "PORT", "VERDICT", "REASON"], &rows));
+            stream_verdicts(&inputs, externals, &probes, output)?;
         }
         PolicyCmd::Render { files, node } => {
             let inputs = load(files)?;
@@ -132,4 +125,49 @@ fn print_side(dir: &str, who: &str, side: &SideVerdict) {
             }
         }
     }
+}
+
+/// Write every verdict as it is decided (memory stays flat however many there are): one JSON
+/// document `{"verdicts": [...]}`, or a table whose widths come from the parties' names.
+fn stream_verdicts(inputs: &Inputs, externals: &[IpAddr], probes: &[tessera_policy::eval::Probe], output: Output) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let names = inputs.cluster.endpoints.keys().map(String::len).chain(externals.iter().map(|x| x.to_string().len()));
+    let width = names.max().unwrap_or(0).max(4);
+    let mut failed: Option<std::io::Error> = None;
+    let mut first = true;
+    let mut write = |v: &PairVerdict, out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>| -> std::io::Result<()> {
+        if output == Output::Json {
+            out.write_all(if std::mem::take(&mut first) { b"\n  " } else { b",\n  " })?;
+            serde_json::to_writer(&mut *out, v)?;
+            return Ok(());
+        }
+        let port = v.port.map(|p| p.to_string()).or(v.icmp_type.map(|t| format!("type {t}"))).unwrap_or_default();
+        let verdict = if v.allowed { "allow" } else { "DENY" };
+        writeln!(out, "{:<width$}  {:<width$}  {:<5}  {:<8}  {:<7}  {}", v.from, v.to, v.protocol, port, verdict, v.reason)
+    };
+    if output == Output::Json {
+        out.write_all(b"{\"verdicts\": [")?;
+    } else {
+        writeln!(out, "{:<width$}  {:<width$}  {:<5}  {:<8}  {:<7}  REASON", "FROM", "TO", "PROTO", "PORT", "VERDICT")?;
+    }
+    simulate_each(inputs, externals, probes, |v| match write(&v, &mut out) {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => {
+            failed = Some(e);
+            ControlFlow::Break(())
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(e) = failed {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            return Ok(());
+        }
+        return Err(e).context("writing the verdicts");
+    }
+    if output == Output::Json {
+        out.write_all(b"\n]}\n")?;
+    }
+    out.flush().or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) }).context("writing the verdicts")
 }

@@ -34,6 +34,16 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
+/// A duration in seconds as people read it: `42s ago`, `5m ago`, `3h ago`, `2d ago`.
+pub fn ago(seconds: u64) -> String {
+    match seconds {
+        0..60 => format!("{seconds}s ago"),
+        60..3600 => format!("{}m ago", seconds / 60),
+        3600..86400 => format!("{}h ago", seconds / 3600),
+        _ => format!("{}d ago", seconds / 86400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

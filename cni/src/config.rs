@@ -160,7 +160,29 @@ pub fn read_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
     if conf.enforce_timeout_ms == 0 || conf.enforce_timeout_ms > 300_000 {
         return Err(CniError::new(INVALID_CONFIG, "enforceTimeoutMs must be between 1 and 300000"));
     }
+    validate_socket(&conf.agent_socket)?;
     Ok(conf)
+}
+
+/// A unix socket path the kernel can connect to: absolute, without NUL, at most 107 bytes (the
+/// size of `sun_path` less its terminator). A bad one is a configuration error, not a reason
+/// to try again later.
+fn validate_socket(path: &std::path::Path) -> Result<(), CniError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bytes = path.as_os_str().as_bytes();
+    let problem = if !path.is_absolute() {
+        Some("must be an absolute path")
+    } else if bytes.contains(&0) {
+        Some("must not contain a NUL byte")
+    } else if bytes.len() > 107 {
+        Some("is longer than a unix socket path can be (107 bytes)")
+    } else {
+        None
+    };
+    match problem {
+        Some(p) => Err(CniError::new(INVALID_CONFIG, format!("agentSocket `{}` {p}", path.display()))),
+        None => Ok(()),
+    }
 }
 
 /// `TESSERA_LABELS=app=web,tier=front` and `args.cni.labels` in the configuration.
@@ -211,5 +233,15 @@ mod tests {
         let e = read_conf(br#"{"cniVersion":"0.2.0","name":"n","type":"tessera-cni"}"#).expect_err("0.2.0 is refused");
         assert_eq!(e.code, INCOMPATIBLE_VERSION);
         assert_eq!(read_conf(b"{").expect_err("bad JSON").code, DECODE_FAILURE);
+    }
+
+    #[test]
+    fn a_bad_agent_socket_is_a_configuration_error() {
+        let long = format!("/{}", "s".repeat(120));
+        for socket in [long.as_str(), "/run/a\\u0000b", "relative.sock"] {
+            let conf = format!(r#"{{"cniVersion":"1.0.0","name":"n","type":"tessera-cni","agentSocket":"{socket}"}}"#);
+            let e = read_conf(conf.as_bytes()).expect_err(socket);
+            assert_eq!(e.code, INVALID_CONFIG, "{socket}: {}", e.msg);
+        }
     }
 }

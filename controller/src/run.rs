@@ -29,8 +29,9 @@ pub struct Args {
     /// Admin token to accept (created if missing). Without it, a first start prints a new one.
     #[arg(long, env = "TESSERA_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Do not load the demo topology into an empty store.
-    #[arg(long, env = "TESSERA_NO_DEMO")]
+    /// Do not load the demo topology into an empty store (the variable takes true/false, 1/0,
+    /// yes/no, on/off).
+    #[arg(long, env = "TESSERA_NO_DEMO", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub no_demo: bool,
     /// Certificate chain (PEM) to serve HTTPS with; needs --tls-key.
     #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
@@ -47,12 +48,20 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let logs = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    // Colours only for a person at a terminal, never in files or journals.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if args.log_format == "json" {
         logs.json().init();
     } else {
         logs.init();
     }
+    // The port first: a busy one is found before a store is created or a token printed.
+    let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
     let store = Store::connect(&args.database_url).await.with_context(|| format!("opening the store at {}", args.database_url))?;
     bootstrap_token(&store, args.admin_token.as_deref()).await?;
     bootstrap_topology(&store, args.topology.as_deref(), args.no_demo).await?;
@@ -63,9 +72,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         dist.close();
     };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        return serve_tls(args.listen, cert, key, state, stopping).await;
+        return serve_tls(listener, cert, key, state, stopping).await;
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(address = %listener.local_addr()?, "serving the API");
     axum::serve(listener, app(state)).with_graceful_shutdown(stopping).await?;
     Ok(())
@@ -73,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 /// HTTPS with rustls; on SIGINT/SIGTERM watches end and in-flight requests get 5 s to finish.
 async fn serve_tls(
-    listen: SocketAddr,
+    listener: std::net::TcpListener,
     cert: &std::path::Path,
     key: &std::path::Path,
     state: AppState,
@@ -89,8 +98,9 @@ async fn serve_tls(
         stopping.await;
         stopper.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
+    let listen = listener.local_addr()?;
     tracing::info!(address = %listen, "serving the API over HTTPS");
-    axum_server::bind_rustls(listen, config)
+    axum_server::from_tcp_rustls(listener, config)?
         .handle(handle)
         .serve(app(state).into_make_service())
         .await

@@ -3,6 +3,7 @@
 //! Romana v2 policies. Every error names the file, the object and the field.
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::PolicyError;
 use crate::model::{Cluster, Policy};
@@ -13,26 +14,30 @@ use crate::{k8s, native, romana};
 pub struct Inputs {
     pub cluster: Cluster,
     pub policies: Vec<Policy>,
+    /// Pods read but left out (they take part in no traffic), with the reason, in input order.
+    pub skipped: Vec<SkippedPod>,
+}
+
+/// A pod that is not an endpoint, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedPod {
+    /// `NAMESPACE/NAME`.
+    pub id: String,
+    pub reason: &'static str,
 }
 
 impl Inputs {
     /// Add the objects of one file (`origin` names it in errors). Nothing is added on error.
     pub fn add_text(&mut self, origin: &str, text: &str) -> Result<(), PolicyError> {
         let mut staged = self.clone();
-        for (d, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-            let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
-                PolicyError::field("document", format!("not valid YAML or JSON: {e}")).in_object(format!("{origin} document {}", d + 1))
-            })?;
-            if value.is_null() {
-                continue;
-            }
+        for (d, value) in read_documents(text).map_err(|e| e.in_object(origin))?.into_iter().enumerate() {
             staged.add_value(&format!("{origin} document {}", d + 1), value)?;
         }
         *self = staged;
         Ok(())
     }
 
-    fn add_value(&mut self, origin: &str, value: serde_yaml::Value) -> Result<(), PolicyError> {
+    fn add_value(&mut self, origin: &str, value: Value) -> Result<(), PolicyError> {
         // Romana policy files have no `kind`.
         if value.get("kind").is_none() && (value.get("securitypolicies").is_some() || value.get("applied_to").is_some()) {
             let policies = romana::policies(value).map_err(|e| e.in_object(format!("{origin} (Romana policy)")))?;
@@ -50,7 +55,7 @@ impl Inputs {
         let at = |e: PolicyError| e.in_object(object.clone());
         match kind.as_deref() {
             Some("List") => {
-                let items = value.get("items").and_then(|i| i.as_sequence()).cloned().unwrap_or_default();
+                let items = value.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
                 for (i, item) in items.into_iter().enumerate() {
                     self.add_value(&format!("{origin} items[{i}]"), item)?;
                 }
@@ -59,15 +64,16 @@ impl Inputs {
                 let ns = k8s::namespace(decode(value).map_err(at)?).map_err(at)?;
                 self.cluster.namespaces.insert(ns.name.clone(), ns);
             }
-            Some("Pod") => {
-                if let Some(e) = k8s::pod(decode(value).map_err(at)?).map_err(at)? {
+            Some("Pod") => match k8s::pod(decode(value).map_err(at)?).map_err(at)? {
+                k8s::PodOutcome::Skipped { id, reason } => self.skipped.push(SkippedPod { id, reason }),
+                k8s::PodOutcome::Endpoint(e) => {
                     if let Some(other) = self.cluster.endpoints.values().find(|o| o.id != e.id && o.ips.iter().any(|ip| e.ips.contains(ip)))
                     {
                         return Err(at(PolicyError::field("status.podIP", format!("is also the address of {}", other.id))));
                     }
                     self.cluster.endpoints.insert(e.id.clone(), e);
                 }
-            }
+            },
             Some("Node") => {
                 let node: NodeDoc = decode(value).map_err(at)?;
                 let mut ips = Vec::new();
@@ -132,7 +138,20 @@ struct NodeAddress {
     address: String,
 }
 
-fn decode<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, PolicyError> {
+/// The documents of a YAML or JSON text (`---` separated; empty documents left out), parsed in
+/// time linear in its size: nesting, events, aliases and documents are bounded, so hostile
+/// input (deep nesting, alias bombs) fails fast with a clear error instead of stalling.
+pub fn read_documents(text: &str) -> Result<Vec<Value>, PolicyError> {
+    // Counts grow with the text (a cluster dump holds many thousand documents); depth, aliases
+    // and anchors keep the library's defaults, which stop the blow-ups.
+    let budget = serde_saphyr::budget! { max_documents: 10_000_000, max_nodes: 100_000_000, max_events: 200_000_000 };
+    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true, budget: budget };
+    serde_saphyr::from_str_multiple_with_options::<Value, Vec<Value>>(text, options)
+        .map(|docs| docs.into_iter().filter(|d| !d.is_null()).collect())
+        .map_err(|e| PolicyError::field("document", format!("not valid YAML or JSON: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(value: Value) -> Result<T, PolicyError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." || path == "?" { "document".to_string() } else { path };

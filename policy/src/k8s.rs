@@ -1,9 +1,16 @@
 //! Kubernetes objects: Namespace, Pod and NetworkPolicy (networking.k8s.io/v1), validated like
 //! the API server does and translated into the intermediate form with exact semantics.
 //!
-//! Semantics kept exactly: policyTypes defaulting (Ingress always, Egress when `egress` has
-//! rules), a missing or empty `from`/`to`/`ports` meaning "all", an empty rule list isolating
-//! with nothing allowed, peers combining namespaceSelector and podSelector, ipBlock with except.
+//! Semantics kept exactly: policyTypes defaulting (a missing or empty list means Ingress always,
+//! Egress when `egress` has rules), a missing `podSelector` meaning every pod of the namespace, a
+//! missing or empty `from`/`to`/`ports` meaning "all", an empty rule list isolating with nothing
+//! allowed, peers combining namespaceSelector and podSelector, ipBlock with except.
+//!
+//! What the API server accepts, this accepts and defaults the same way (`types.go`,
+//! `defaults.go`, `validation.go` of networking/v1 and core/v1); what it refuses is refused with
+//! the same field path. Pods that take part in no traffic are skipped, each with its reason:
+//! no address yet, a finished phase (`Succeeded`, `Failed`: their address may already be
+//! reused), or `hostNetwork` (their address is the node's; NetworkPolicy does not apply).
 
 use std::net::IpAddr;
 
@@ -47,11 +54,13 @@ pub(crate) struct PodDoc {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct PodSpec {
     #[serde(default)]
     pub containers: Vec<Container>,
-    #[serde(rename = "nodeName")]
     pub node_name: Option<String>,
+    #[serde(default)]
+    pub host_network: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +80,7 @@ pub(crate) struct ContainerPort {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct PodStatus {
+    pub phase: Option<String>,
     #[serde(rename = "podIP")]
     pub pod_ip: Option<String>,
     #[serde(default, rename = "podIPs")]
@@ -82,10 +92,17 @@ pub(crate) struct PodIp {
     pub ip: String,
 }
 
-/// A pod as an endpoint; `None` when it has no IP yet (it takes part in nothing).
-pub(crate) fn pod(doc: PodDoc) -> Result<Option<Endpoint>, PolicyError> {
+/// What became of a pod: an endpoint, or skipped with the reason (it takes part in nothing).
+#[derive(Debug)]
+pub(crate) enum PodOutcome {
+    Endpoint(Endpoint),
+    Skipped { id: String, reason: &'static str },
+}
+
+pub(crate) fn pod(doc: PodDoc) -> Result<PodOutcome, PolicyError> {
     let ns = doc.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
     validate_dns_label("metadata.namespace", &ns)?;
+    validate_dns_subdomain("metadata.name", &doc.metadata.name)?;
     LabelSelector { match_labels: doc.metadata.labels.clone(), match_expressions: vec![] }.validate("metadata.labels")?;
     let mut named_ports = Vec::new();
     for (c, container) in doc.spec.containers.iter().enumerate() {
@@ -110,12 +127,22 @@ pub(crate) fn pod(doc: PodDoc) -> Result<Option<Endpoint>, PolicyError> {
     for t in texts {
         ips.push(t.parse::<IpAddr>().map_err(|_| PolicyError::field("status.podIP", format!("`{t}` is not an IP address")))?);
     }
-    if ips.is_empty() {
-        return Ok(None);
+    let id = format!("{ns}/{}", doc.metadata.name);
+    let skipped = if doc.spec.host_network {
+        Some("hostNetwork pod: its address is the node's, and NetworkPolicy does not apply to it")
+    } else if matches!(doc.status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        Some("finished pod (phase Succeeded or Failed): its address may belong to another pod now")
+    } else if ips.is_empty() {
+        Some("no status.podIP yet")
+    } else {
+        None
+    };
+    if let Some(reason) = skipped {
+        return Ok(PodOutcome::Skipped { id, reason });
     }
     let segment = doc.metadata.labels.get(SEGMENT_LABEL).cloned().unwrap_or_else(|| DEFAULT_SEGMENT.to_string());
-    Ok(Some(Endpoint {
-        id: format!("{ns}/{}", doc.metadata.name),
+    Ok(PodOutcome::Endpoint(Endpoint {
+        id,
         namespace: ns,
         name: doc.metadata.name,
         labels: doc.metadata.labels,
@@ -189,14 +216,17 @@ pub(crate) struct PortDoc {
 pub(crate) fn network_policy(doc: NetworkPolicyDoc) -> Result<Policy, PolicyError> {
     let ns = doc.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
     validate_dns_label("metadata.namespace", &ns)?;
+    validate_dns_subdomain("metadata.name", &doc.metadata.name)?;
     let spec = doc.spec;
-    let pod_selector = spec.pod_selector.ok_or_else(|| PolicyError::field("spec.podSelector", "required (use {} to select every pod)"))?;
+    // Optional since networking/v1's podSelector became `omitempty`: missing is `{}`, every pod.
+    let pod_selector = spec.pod_selector.unwrap_or_default();
     pod_selector.validate("spec.podSelector")?;
-    let (affects_ingress, affects_egress) = match &spec.policy_types {
-        None => (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty())),
+    // defaults.go: a missing or empty list becomes Ingress, plus Egress when there are egress rules.
+    let (affects_ingress, affects_egress) = match spec.policy_types.as_deref() {
+        None | Some([]) => (true, spec.egress.as_ref().is_some_and(|e| !e.is_empty())),
         Some(types) => {
-            if types.is_empty() || types.len() > 2 {
-                return Err(PolicyError::field("spec.policyTypes", "must list Ingress, Egress or both"));
+            if types.len() > 2 {
+                return Err(PolicyError::field("spec.policyTypes", "may not specify more than two policyTypes"));
             }
             for (i, t) in types.iter().enumerate() {
                 if t != "Ingress" && t != "Egress" {
@@ -336,6 +366,24 @@ pub(crate) fn validate_port_name(field: &str, name: &str) -> Result<(), PolicyEr
         Ok(())
     } else {
         Err(PolicyError::field(field, format!("`{name}` is not a valid port name (1-15 lowercase letters, digits and '-', with a letter)")))
+    }
+}
+
+/// A DNS-1123 subdomain, as Kubernetes requires of Pod and NetworkPolicy names.
+pub(crate) fn validate_dns_subdomain(field: &str, name: &str) -> Result<(), PolicyError> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(PolicyError::field(
+            field,
+            format!("`{name}` is not a valid name (lowercase letters, digits, '-' and '.', at most 253, alphanumeric at both ends)"),
+        ))
     }
 }
 

@@ -28,7 +28,7 @@ struct RomanaPolicy {
     description: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
-    id: Option<serde_yaml::Value>,
+    id: Option<serde_json::Value>,
     direction: Option<String>,
     applied_to: Vec<Target>,
     #[serde(default)]
@@ -69,7 +69,7 @@ struct RomanaRule {
     is_stateful: Option<bool>,
 }
 
-pub(crate) fn policies(value: serde_yaml::Value) -> Result<Vec<Policy>, PolicyError> {
+pub(crate) fn policies(value: serde_json::Value) -> Result<Vec<Policy>, PolicyError> {
     let list: Vec<RomanaPolicy> =
         if value.get("securitypolicies").is_some() { decode::<PolicyList>(value)?.securitypolicies } else { vec![decode(value)?] };
     let mut out = Vec::new();
@@ -79,7 +79,7 @@ pub(crate) fn policies(value: serde_yaml::Value) -> Result<Vec<Policy>, PolicyEr
     Ok(out)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: serde_yaml::Value) -> Result<T, PolicyError> {
+fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, PolicyError> {
     serde_path_to_error::deserialize(value).map_err(|e| PolicyError::field(e.path().to_string(), e.into_inner().to_string()))
 }
 
@@ -134,7 +134,7 @@ fn policy(field: &str, p: RomanaPolicy) -> Result<Vec<Policy>, PolicyError> {
 fn peer(field: &str, t: &Target) -> Result<Peer, PolicyError> {
     match (&t.peer, &t.tenant, &t.segment, &t.cidr, &t.dest) {
         (Some(p), None, None, None, None) if p == "any" => Ok(Peer::Any),
-        (Some(p), ..) => Err(PolicyError::field(
+        (Some(p), ..) => Err(PolicyError::unenforceable(
             format!("{field}.peer"),
             format!("`{p}` cannot be enforced exactly by Tessera; use tenant/segment or cidr peers"),
         )),

@@ -74,13 +74,29 @@ fn party<'a>(e: Option<&'a crate::model::Endpoint>, ip: IpAddr) -> Party<'a> {
     }
 }
 
-/// Verdicts for every ordered pair of distinct parties and every probe.
+/// Verdicts for every ordered pair of distinct parties and every probe, collected.
 pub fn simulate(inputs: &Inputs, externals: &[IpAddr], probes: &[Probe]) -> Result<Vec<PairVerdict>, PolicyError> {
-    for ip in externals {
-        if let Some(e) = inputs.cluster.endpoint_by_ip(*ip) {
-            return Err(PolicyError::field("--external", format!("{ip} is the address of {}", e.id)));
-        }
-    }
+    let mut out = Vec::new();
+    simulate_each(inputs, externals, probes, |v| {
+        out.push(v);
+        std::ops::ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// Verdicts for every ordered pair of distinct parties and every probe, handed to `sink` one at
+/// a time (memory stays flat in the number of verdicts); `sink` may stop the run early.
+///
+/// Every pair is answered, as the contract promises: two externals are decided like any pair (no
+/// policy side: allowed), and two parties with no address family in common get a denial whose
+/// reason says so, since no packet can pass between them.
+pub fn simulate_each(
+    inputs: &Inputs,
+    externals: &[IpAddr],
+    probes: &[Probe],
+    mut sink: impl FnMut(PairVerdict) -> std::ops::ControlFlow<()>,
+) -> Result<(), PolicyError> {
+    check_externals(inputs, externals)?;
     let all = parties(inputs, externals);
     // Policies selecting each endpoint, found once instead of per pair.
     let selecting: Vec<Vec<&Policy>> = all
@@ -90,28 +106,65 @@ pub fn simulate(inputs: &Inputs, externals: &[IpAddr], probes: &[Probe]) -> Resu
             None => Vec::new(),
         })
         .collect();
-    let mut out = Vec::new();
     for (i, (from, from_ips, from_e)) in all.iter().enumerate() {
         for (j, (to, to_ips, to_e)) in all.iter().enumerate() {
-            if from == to {
+            if i == j {
                 continue;
             }
-            let Some((a, b)) = addresses(from_ips, to_ips) else { continue };
+            let pair = addresses(from_ips, to_ips);
             for probe in probes {
-                let v = evaluate_with(&inputs.cluster, &selecting[i], &selecting[j], party(*from_e, a), party(*to_e, b), *probe, false);
-                out.push(PairVerdict {
+                let (allowed, reason) = match pair {
+                    Some((a, b)) => {
+                        let v =
+                            evaluate_with(&inputs.cluster, &selecting[i], &selecting[j], party(*from_e, a), party(*to_e, b), *probe, false);
+                        (v.allowed, v.reason(from, to))
+                    }
+                    None => (false, format!("no address family in common ({from}: {}; {to}: {})", families(from_ips), families(to_ips))),
+                };
+                let verdict = PairVerdict {
                     from: from.clone(),
                     to: to.clone(),
                     protocol: probe.protocol.to_string(),
                     port: probe.port,
                     icmp_type: probe.icmp.map(|(t, _)| t),
-                    allowed: v.allowed,
-                    reason: v.reason(from, to),
-                });
+                    allowed,
+                    reason,
+                };
+                if sink(verdict).is_break() {
+                    return Ok(());
+                }
             }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// External parties must be distinct and outside the cluster's endpoints.
+pub fn check_externals(inputs: &Inputs, externals: &[IpAddr]) -> Result<(), PolicyError> {
+    for (i, ip) in externals.iter().enumerate() {
+        if let Some(e) = inputs.cluster.endpoint_by_ip(*ip) {
+            return Err(PolicyError::field("--external", format!("{ip} is the address of {}", e.id)));
+        }
+        if externals[..i].contains(ip) {
+            return Err(PolicyError::field("--external", format!("{ip} is given twice")));
+        }
+    }
+    Ok(())
+}
+
+/// How many verdicts `simulate` gives: every ordered pair of distinct parties, per probe.
+pub fn verdict_count(inputs: &Inputs, externals: &[IpAddr], probes: &[Probe]) -> u64 {
+    let parties = (inputs.cluster.endpoints.len() + externals.len()) as u64;
+    parties * parties.saturating_sub(1) * probes.len() as u64
+}
+
+fn families(ips: &[IpAddr]) -> &'static str {
+    match (ips.iter().any(IpAddr::is_ipv4), ips.iter().any(IpAddr::is_ipv6)) {
+        (true, true) => "IPv4 and IPv6",
+        (true, false) => "IPv4 only",
+        (false, true) => "IPv6 only",
+        (false, false) => "no address",
+    }
 }
 
 /// The verdict for one pair, with every deciding rule.

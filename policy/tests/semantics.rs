@@ -320,3 +320,103 @@ fn invalid_input_names_file_object_and_field() {
         assert_eq!(inputs, before, "a failed file adds nothing");
     }
 }
+
+/// What the API server accepts and defaults, Tessera accepts and defaults the same way.
+#[test]
+fn optional_and_defaulted_fields_are_read_as_the_api_server_defaults_them() {
+    // No podSelector: every pod of the namespace (networking/v1 made it optional).
+    let no_selector = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {ingress: [{from: [{podSelector: {matchLabels: {app: web}}}]}]}\n";
+    let empty_selector = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, ingress: [{from: [{podSelector: {matchLabels: {app: web}}}]}]}\n";
+    // `policyTypes: []` is defaulted exactly like a missing list.
+    let empty_types = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {podSelector: {}, policyTypes: [], ingress: [{from: [{podSelector: {matchLabels: {app: web}}}]}]}\n";
+    let expected = simulate(&Case::new(empty_selector).inputs, &[], &[parse_probe("tcp/80").expect("probe")]).expect("simulate");
+    for doc in [no_selector, empty_types] {
+        let got = simulate(&Case::new(doc).inputs, &[], &[parse_probe("tcp/80").expect("probe")]).expect("simulate");
+        assert_eq!(got, expected, "{doc}");
+    }
+    Case::new(no_selector).expect(&[("shop/web", "shop/db", "tcp/80", true), ("ops/mon", "shop/db", "tcp/80", false)]);
+    // `policyTypes: []` with egress rules: Ingress (isolating, no rules) and Egress, as defaults.go says.
+    let egress = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {policyTypes: [], egress: [{to: [{podSelector: {matchLabels: {app: db}}}]}]}\n";
+    Case::new(egress).expect(&[
+        ("shop/web", "shop/db", "tcp/80", false),
+        ("shop/web", "ops/mon", "tcp/80", false),
+        ("ops/mon", "shop/web", "tcp/80", false),
+        ("ops/mon", "192.0.2.9", "tcp/80", true),
+    ]);
+}
+
+#[test]
+fn what_the_api_server_refuses_is_refused_and_strict_admission_says_so() {
+    let cases = [
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\nspec: {policyTypes: [Ingress, Egress, Ingress]}\n",
+            "spec.policyTypes: may not specify more than two policyTypes",
+        ),
+        (
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: P_1, namespace: shop}\nspec: {}\n",
+            "metadata.name: `P_1` is not a valid name",
+        ),
+        (
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: Web, namespace: shop}\nstatus: {podIP: 10.0.9.1}\n",
+            "metadata.name: `Web` is not a valid name",
+        ),
+    ];
+    for (doc, want) in cases {
+        let mut inputs = Inputs::default();
+        let err = inputs.add_text("bad.yaml", doc).expect_err(doc);
+        assert!(err.to_string().contains(want), "{err}\n  wanted: {want}");
+        assert_eq!(err.kind, tessera_policy::error::Refusal::Invalid);
+        assert!(!err.to_string().contains("strict admission"), "{err}");
+    }
+    let romana =
+        "{\"name\": \"r\", \"applied_to\": [{\"tenant\": \"shop\"}], \"ingress\": [{\"peers\": [{\"peer\": \"local\"}], \"rules\": []}]}";
+    let err = Inputs::default().add_text("r.json", romana).expect_err("peer local");
+    assert_eq!(err.kind, tessera_policy::error::Refusal::Unenforceable);
+    assert!(err.to_string().contains("strict admission"), "{err}");
+}
+
+#[test]
+fn pods_that_take_part_in_no_traffic_are_skipped_with_their_reason() {
+    let pods = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: done, namespace: a}, status: {phase: Succeeded, podIP: 10.0.0.1}}\n- {apiVersion: v1, kind: Pod, metadata: {name: host, namespace: a}, spec: {hostNetwork: true}, status: {podIP: 192.0.2.1}}\n- {apiVersion: v1, kind: Pod, metadata: {name: new, namespace: a}}\n- {apiVersion: v1, kind: Pod, metadata: {name: up, namespace: a}, status: {phase: Running, podIP: 10.0.0.1}}\n";
+    let mut inputs = Inputs::default();
+    inputs.add_text("pods.yaml", pods).expect("valid");
+    let skipped: Vec<(&str, &str)> = inputs.skipped.iter().map(|s| (s.id.as_str(), s.reason)).collect();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    assert!(skipped[0].0 == "a/done" && skipped[0].1.contains("Succeeded"), "{skipped:?}");
+    assert!(skipped[1].0 == "a/host" && skipped[1].1.contains("hostNetwork"), "{skipped:?}");
+    assert!(skipped[2].0 == "a/new" && skipped[2].1.contains("podIP"), "{skipped:?}");
+    // The finished pod's address belongs to the running one now: no conflict.
+    assert_eq!(inputs.cluster.endpoints.keys().collect::<Vec<_>>(), ["a/up"]);
+}
+
+#[test]
+fn simulate_answers_every_ordered_pair_of_distinct_parties() {
+    let pods = format!("{PODS}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: six, namespace: ops}}\nstatus: {{podIP: 'fd00::6'}}\n");
+    let mut inputs = Inputs::default();
+    inputs.add_text("pods.yaml", &pods).expect("pods");
+    let deny = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: shop}\nspec: {}\n";
+    inputs.add_text("deny.yaml", deny).expect("policy");
+    let externals: Vec<IpAddr> = ["192.0.2.9", "2001:db8::9", "192.0.2.10"].iter().map(|s| s.parse().expect("ip")).collect();
+    let probes = [parse_probe("tcp/80").expect("probe"), parse_probe("udp/53").expect("probe")];
+    let verdicts = simulate(&inputs, &externals, &probes).expect("simulate");
+    let parties = 4 + externals.len();
+    assert_eq!(verdicts.len(), parties * (parties - 1) * probes.len());
+    let find = |from: &str, to: &str| verdicts.iter().find(|v| v.from == from && v.to == to).unwrap_or_else(|| panic!("{from} -> {to}"));
+    // Two externals: no policy side, allowed, whatever their families.
+    assert!(find("192.0.2.9", "192.0.2.10").allowed);
+    let mixed = find("192.0.2.9", "2001:db8::9");
+    assert!(!mixed.allowed && mixed.reason.contains("no address family in common"), "{mixed:?}");
+    // A pod with no family in common with another: denied, and the reason says why.
+    let v = find("ops/six", "shop/web");
+    assert!(!v.allowed && v.reason.contains("ops/six: IPv6 only") && v.reason.contains("shop/web: IPv4 only"), "{v:?}");
+    // Policies decide every other pair as before.
+    assert!(!find("ops/mon", "shop/web").allowed);
+    assert!(find("shop/web", "ops/mon").allowed);
+}
+
+#[test]
+fn hostile_yaml_fails_fast_with_a_clear_error() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let err = Inputs::default().add_text("deep.yaml", &deep).expect_err("too deep");
+    assert!(err.to_string().contains("not valid YAML or JSON"), "{err}");
+}

@@ -1,6 +1,7 @@
 //! Test harness shared by Tessera's integration tests: real databases (a throwaway PostgreSQL
 //! cluster, SQLite files), and the project's binaries.
 
+pub mod api;
 pub mod cni;
 pub mod netns;
 pub mod pg;

@@ -61,7 +61,7 @@ fn topology_hosts_endpoints_and_routes_through_the_cli() {
     ok(&c, &["endpoints", "remove", "red/web-1"]);
     ok(&c, &["endpoints", "remove", "red/web-1"]);
     let list = ok(&c, &["endpoints", "list"]);
-    assert_eq!(list.trim(), "ID  TENANT  SEGMENT  HOST  IPS");
+    assert_eq!(list.trim(), "ID  TENANT  SEGMENT  HOST  IPS  LABELS");
 }
 
 #[test]
@@ -80,9 +80,54 @@ fn errors_are_one_line_with_exit_code_one() {
     assert!(err.contains("cannot reach the controller at http://127.0.0.1:1"), "{err}");
     let err = fails(&c, &["hosts", "add", "h", "--ip", "192.0.2.1", "--label", "nolabel"]);
     assert!(err.contains("--label `nolabel`: expected key=value"), "{err}");
+    // Usage errors too: one line, exit code 1.
+    let err = fails(&c, &["hosts", "add"]);
+    assert!(err.starts_with("tessera: ") && err.contains("--help"), "{err}");
+    let err = fails(&c, &["hosts", "--colour"]);
+    assert!(err.contains("--colour"), "{err}");
+    // An empty token is no token, said plainly.
+    let out = std::process::Command::new(binary("tessera"))
+        .args(["hosts", "list"])
+        .env("TESSERA_SERVER", &c.url)
+        .env("TESSERA_TOKEN", "")
+        .output()
+        .expect("run tessera");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no API token: set TESSERA_TOKEN"), "{}", String::from_utf8_lossy(&out.stderr));
+    // `..` would be resolved away by any URL client and reach another resource: refused plainly.
+    let err = fails(&c, &["endpoints", "show", "shop/.."]);
+    assert!(err.contains("'.' and '..' cannot be addressed"), "{err}");
+    let err = fails(&c, &["endpoints", "add", "a/../b", "--tenant", "t", "--host", "h"]);
+    assert!(err.contains("id: must be") && err.contains("[HTTP 422]"), "{err}");
     // The demo topology is there on a fresh controller.
     let show = ok(&c, &["topology", "show"]);
     assert!(show.contains("zone-a/rack-1"), "{show}");
+
+    // A busy port is found before a store is created or a token printed.
+    let db_dir = tempfile::tempdir().expect("tmp");
+    let db = db_dir.path().join("busy.db");
+    let port = c.url.rsplit(':').next().expect("port");
+    let out = std::process::Command::new(binary("tessera-controller"))
+        .env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TESSERA_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env_remove("TESSERA_ADMIN_TOKEN")
+        .output()
+        .expect("run controller");
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "printed a token: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(!db.exists(), "created a store");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listening on 127.0.0.1"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `TESSERA_NO_DEMO` takes the usual spellings of a boolean.
+#[test]
+fn no_demo_takes_one_zero_yes_no_on_off() {
+    for (value, demo) in [("1", false), ("yes", false), ("on", false), ("0", true), ("off", true)] {
+        let c = Controller::start(&[("TESSERA_NO_DEMO", value)]);
+        let show = ok(&c, &["-o", "json", "topology", "show"]);
+        let t: Value = serde_json::from_str(&show).expect("json");
+        assert_eq!(t["revision"] != 0, demo, "TESSERA_NO_DEMO={value}: {show}");
+    }
 }
 
 /// A first start without a configured token prints a new admin token once; it works, and a
@@ -154,6 +199,8 @@ fn policy_simulate_and_explain_offline() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("json");
     let verdicts = v["verdicts"].as_array().expect("verdicts");
     assert_eq!(verdicts.len(), 12, "a, b and the external: 6 pairs, 2 probes; the pod without an IP is skipped");
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains("1 pod(s) left out") && note.contains("x/pending: no status.podIP yet"), "{note}");
     let one = verdicts.iter().find(|x| x["from"] == "x/a" && x["to"] == "x/b" && x["port"] == 8080).expect("verdict");
     assert_eq!(one["allowed"], true);
     assert_eq!(one["protocol"], "TCP");
@@ -193,7 +240,7 @@ fn policies_nodes_and_node_tokens_through_the_cli() {
     assert!(err.contains("policyTypes"), "{err}");
     let nodes = ok(&c, &["nodes"]);
     assert!(nodes.lines().next().is_some_and(|h| h.contains("DESIRED") && h.contains("LAG")), "{nodes}");
-    assert!(nodes.contains("n1"), "{nodes}");
+    assert!(nodes.contains("n1") && nodes.contains("never"), "LAST SEEN for people, not epoch seconds: {nodes}");
     let token: Value =
         serde_json::from_str(&ok(&c, &["-o", "json", "tokens", "create", "--name", "agent", "--role", "node", "--node", "n1"]))
             .expect("json");

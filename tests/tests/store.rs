@@ -26,9 +26,13 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// A host with an underlay address of its own (two hosts never share one).
 async fn host(store: &Store, name: &str, zone: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ip = std::net::Ipv4Addr::from(0xC612_0000 + n); // 198.18.0.0/15, the benchmarking range
     let h = store
-        .create_host(NewHost { name: name.into(), ips: vec!["192.0.2.1".parse().expect("ip")], labels: labels(&[("zone", zone)]) })
+        .create_host(NewHost { name: name.into(), ips: vec![ip.into()], labels: labels(&[("zone", zone)]) })
         .await
         .expect("create host");
     h.group
@@ -60,7 +64,8 @@ async fn placement_and_allocation_order() {
         // Dual-stack: one address per family; the restricted network is not for t1.
         let (e1, created) = store.allocate(endpoint("e1", "t1", "default", "h1")).await.expect("allocate");
         assert!(created);
-        assert_eq!(e1.ips, vec!["10.20.0.0".parse::<IpAddr>().expect("ip"), "fd00:20::".parse().expect("ip")], "{backend}");
+        // The networks' own addresses (10.20.0.0, the subnet-router anycast fd00:20::) are never handed out.
+        assert_eq!(e1.ips, vec!["10.20.0.1".parse::<IpAddr>().expect("ip"), "fd00:20::1".parse().expect("ip")], "{backend}");
         // Same id again: the same endpoint, nothing new allocated.
         let (again, created) = store.allocate(endpoint("e1", "t1", "default", "h1")).await.expect("allocate");
         assert!(!created);
@@ -68,7 +73,7 @@ async fn placement_and_allocation_order() {
         // Same id, other owner: refused.
         assert!(matches!(store.allocate(endpoint("e1", "t2", "default", "h1")).await, Err(StoreError::Conflict(_))));
 
-        // Same owner fills its block (a /29: 8 addresses), then gets a new block.
+        // Same owner fills its block (a /29 holding the network address: 7 usable), then gets a new block.
         for i in 2..=9 {
             store.allocate(endpoint(&format!("e{i}"), "t1", "default", "h1")).await.expect("allocate");
         }
@@ -80,7 +85,7 @@ async fn placement_and_allocation_order() {
             .filter(|b| b.network == "pods")
             .map(|b| format!("{} {}", b.cidr, b.used))
             .collect();
-        assert_eq!(v4, ["10.20.0.0/29 8", "10.20.0.8/29 1"], "{backend}");
+        assert_eq!(v4, ["10.20.0.0/29 7", "10.20.0.8/29 2"], "{backend}");
         // Another segment on the same host gets its own block.
         let (w, _) = store.allocate(endpoint("w1", "t1", "web", "h1")).await.expect("allocate");
         assert_eq!(w.ips[0].to_string(), "10.20.0.16", "{backend}");
@@ -101,7 +106,7 @@ async fn release_is_idempotent_and_emptied_blocks_are_reused() {
         host(&store, "h2", "a").await;
         assert_eq!(host(&store, "h3", "a").await, "zone-a/rack-1", "{backend}: h3 shares h1's group");
         let (w, _) = store.allocate(endpoint("w1", "t1", "web", "h1")).await.expect("allocate");
-        assert_eq!(w.ips[0].to_string(), "10.20.0.0", "{backend}");
+        assert_eq!(w.ips[0].to_string(), "10.20.0.1", "{backend}");
         assert!(store.release("w1").await.expect("release").is_some());
         assert!(store.release("w1").await.expect("release twice").is_none(), "{backend}");
         assert!(store.release("never-existed").await.expect("release unknown").is_none());
@@ -110,7 +115,7 @@ async fn release_is_idempotent_and_emptied_blocks_are_reused() {
         assert_eq!(released.len(), 2, "{backend}: both families' blocks are released");
         // Another host and owner in the same group takes the released block over.
         let (e, _) = store.allocate(endpoint("x1", "t2", "default", "h3")).await.expect("allocate");
-        assert_eq!(e.ips[0].to_string(), "10.20.0.0", "{backend}");
+        assert_eq!(e.ips[0].to_string(), "10.20.0.1", "{backend}");
         let b = store.blocks(BlockFilter { host: Some("h3"), ..Default::default() }).await.expect("blocks");
         assert!(b.iter().all(|b| b.tenant.as_deref() == Some("t2")));
     }
@@ -138,7 +143,7 @@ async fn tenant_networks_and_validation_errors() {
         host(&store, "h1", "a").await;
         let (v, _) = store.allocate(endpoint("v1", "vip", "default", "h1")).await.expect("allocate");
         // pods comes first in the document, so vip draws IPv4 from it, not from restricted.
-        assert_eq!(v.ips[0].to_string(), "10.20.0.0", "{backend}");
+        assert_eq!(v.ips[0].to_string(), "10.20.0.1", "{backend}");
         let cases = [
             (endpoint("bad id!", "t1", "default", "h1"), "id"),
             (endpoint("e", "nope", "default", "h1"), "tenant"),

@@ -26,8 +26,16 @@ pub enum Format {
 
 /// Parse a topology document (YAML or JSON text).
 pub fn parse_topology(text: &str, format: Format) -> Result<TopologySpec, SpecError> {
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| SpecError::new("document", format!("not valid YAML or JSON: {e}")))?;
+    if text.trim().is_empty() {
+        return Err(SpecError::new("document", "is empty; send the whole topology (networks and topologies)"));
+    }
+    // Bounded parsing (depth, events, aliases): hostile input fails fast.
+    let options = serde_saphyr::options! { with_snippet: false, strict_booleans: true };
+    let value: serde_json::Value = serde_saphyr::from_str_with_options(text, options)
+        .map_err(|e| SpecError::new("document", format!("not valid YAML or JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(SpecError::new("document", "must be a mapping with `networks` and `topologies` (or `groups`)"));
+    }
     let format = match format {
         Format::Auto if is_romana(&value) => Format::Romana,
         Format::Auto => Format::Tessera,
@@ -39,12 +47,12 @@ pub fn parse_topology(text: &str, format: Format) -> Result<TopologySpec, SpecEr
     }
 }
 
-fn is_romana(value: &serde_yaml::Value) -> bool {
-    value.get("topologies").and_then(|t| t.as_sequence()).is_some_and(|list| list.iter().any(|t| t.get("map").is_some()))
-        || value.get("networks").and_then(|n| n.as_sequence()).is_some_and(|list| list.iter().any(|n| n.get("block_mask").is_some()))
+fn is_romana(value: &serde_json::Value) -> bool {
+    value.get("topologies").and_then(|t| t.as_array()).is_some_and(|list| list.iter().any(|t| t.get("map").is_some()))
+        || value.get("networks").and_then(|n| n.as_array()).is_some_and(|list| list.iter().any(|n| n.get("block_mask").is_some()))
 }
 
-fn decode<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, SpecError> {
+fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, SpecError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." || path == "?" { "document".to_string() } else { path };
@@ -169,8 +177,9 @@ fn tessera_group(field: &str, g: TesseraGroup, host_names: &mut BTreeSet<String>
     group(field, g.name, g.assignment, cidrs, g.slots, groups, hosts)
 }
 
+// Romana's decoder (Go's encoding/json into `TopologyUpdateRequest`) treats every field as
+// optional and ignores fields it does not know; so do these structs.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RomanaDoc {
     #[serde(default)]
     networks: Vec<RomanaNetwork>,
@@ -179,7 +188,6 @@ struct RomanaDoc {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RomanaNetwork {
     name: String,
     cidr: String,
@@ -188,33 +196,33 @@ struct RomanaNetwork {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RomanaTopology {
     networks: Vec<String>,
     #[serde(default)]
     map: Vec<RomanaGroup>,
 }
 
+/// Romana's `GroupOrHost`: a group (assignment, groups) or, when it has an `ip`, a host.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RomanaGroup {
-    name: String,
+    name: Option<String>,
+    ip: Option<String>,
     #[serde(default)]
     assignment: Labels,
     #[serde(default)]
     groups: Vec<RomanaGroup>,
+    /// Tessera's own spelling of a leaf's hosts, still read.
     #[serde(default)]
     hosts: Vec<RomanaHost>,
+    /// A padding slot that never receives hosts.
+    #[serde(default)]
+    dummy: bool,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RomanaHost {
     name: String,
     ip: String,
-    /// Romana's agent port; Tessera agents find the controller themselves, so it is accepted and unused.
-    #[allow(dead_code)]
-    agent_port: Option<u16>,
 }
 
 fn from_romana(doc: RomanaDoc) -> Result<TopologySpec, SpecError> {
@@ -225,29 +233,75 @@ fn from_romana(doc: RomanaDoc) -> Result<TopologySpec, SpecError> {
     let mut host_names = BTreeSet::new();
     let mut topologies = Vec::new();
     for (i, t) in doc.topologies.into_iter().enumerate() {
-        let groups = t
-            .map
-            .into_iter()
-            .enumerate()
-            .map(|(j, g)| romana_group(&format!("topologies[{i}].map[{j}]"), g, &mut host_names))
-            .collect::<Result<Vec<_>, _>>()?;
-        topologies.push(TreeSpec { networks: t.networks, slots: None, groups });
+        let (groups, slots) = romana_children(&format!("topologies[{i}].map"), t.map, &mut host_names)?;
+        topologies.push(TreeSpec { networks: t.networks, slots, groups });
     }
     finish(TopologySpec { networks, topologies })
 }
 
-fn romana_group(field: &str, g: RomanaGroup, host_names: &mut BTreeSet<String>) -> Result<GroupSpec, SpecError> {
-    let groups = g
-        .groups
-        .into_iter()
-        .enumerate()
-        .map(|(j, child)| romana_group(&format!("{field}.groups[{j}]"), child, host_names))
-        .collect::<Result<Vec<_>, _>>()?;
+/// A list of Romana groups: the groups in order (names derived where none is given) and, when
+/// trailing `dummy` groups pad it, the number of slots they reserve. Romana carves padding only
+/// at the end, so a dummy before a real group is refused.
+fn romana_children(
+    field: &str,
+    list: Vec<RomanaGroup>,
+    host_names: &mut BTreeSet<String>,
+) -> Result<(Vec<GroupSpec>, Option<u32>), SpecError> {
+    let total = list.len();
+    let real = list.iter().rposition(|g| !g.dummy).map_or(0, |p| p + 1);
+    if let Some(j) = list[..real].iter().position(|g| g.dummy) {
+        return Err(SpecError::new(format!("{field}[{j}].dummy"), "a dummy (padding) group may only follow the real groups"));
+    }
+    let mut used: BTreeSet<String> = list[..real].iter().filter_map(|g| g.name.clone()).collect();
+    let mut groups = Vec::new();
+    for (j, g) in list.into_iter().take(real).enumerate() {
+        let gfield = format!("{field}[{j}]");
+        if g.ip.is_some() {
+            return Err(SpecError::new(format!("{gfield}.ip"), "a host belongs in a group's `groups` list, next to other hosts"));
+        }
+        let name = match g.name.clone() {
+            Some(n) => n,
+            None => derived_name(&g.assignment, j, &mut used),
+        };
+        groups.push(romana_group(&gfield, name, g, host_names)?);
+    }
+    let slots = (real < total).then(|| u32::try_from(total).unwrap_or(u32::MAX));
+    Ok((groups, slots))
+}
+
+/// A readable, stable name for a group Romana's file leaves unnamed: its assignment's values
+/// (`zone-A`, `rack-3`), or `group-N` by position, made unique among its siblings.
+fn derived_name(assignment: &Labels, index: usize, used: &mut BTreeSet<String>) -> String {
+    let from_labels: String = assignment
+        .values()
+        .map(|v| v.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("-");
+    let base = if from_labels.trim_matches('-').is_empty() || from_labels.len() > 200 { format!("group-{index}") } else { from_labels };
+    let name = if used.contains(&base) { format!("{base}-{index}") } else { base };
+    used.insert(name.clone());
+    name
+}
+
+fn romana_group(field: &str, name: String, g: RomanaGroup, host_names: &mut BTreeSet<String>) -> Result<GroupSpec, SpecError> {
     let mut hosts = Vec::new();
     for (k, h) in g.hosts.into_iter().enumerate() {
         hosts.push(host(&format!("{field}.hosts[{k}]"), h.name, std::slice::from_ref(&h.ip), Labels::new(), host_names)?);
     }
-    group(field, g.name, g.assignment, Vec::new(), None, groups, hosts)
+    // Romana: a `groups` list whose first element has an `ip` is the group's hosts.
+    let (groups, slots) = if g.groups.first().is_some_and(|e| e.ip.is_some()) {
+        for (k, h) in g.groups.into_iter().enumerate() {
+            let hfield = format!("{field}.groups[{k}]");
+            let (Some(name), Some(ip)) = (h.name, h.ip) else {
+                return Err(SpecError::new(hfield, "a host needs both `name` and `ip` (the list's first element is a host)"));
+            };
+            hosts.push(host(&hfield, name, std::slice::from_ref(&ip), Labels::new(), host_names)?);
+        }
+        (Vec::new(), None)
+    } else {
+        romana_children(&format!("{field}.groups"), g.groups, host_names)?
+    };
+    group(field, name, g.assignment, Vec::new(), slots, groups, hosts)
 }
 
 fn network(
@@ -304,6 +358,7 @@ fn host(field: &str, name: String, ips: &[String], labels: Labels, names: &mut B
         .iter()
         .map(|t| t.parse::<IpAddr>().map_err(|_| SpecError::new(format!("{field}.ip"), format!("`{t}` is not an IP address"))))
         .collect::<Result<Vec<_>, _>>()?;
+    crate::spec::validate_host_ips(&format!("{field}.ips"), &ips)?;
     Ok(HostSpec { name, ips, labels })
 }
 
@@ -339,6 +394,19 @@ fn finish(spec: TopologySpec) -> Result<TopologySpec, SpecError> {
     for (i, n) in spec.networks.iter().enumerate() {
         if !names.insert(n.name.as_str()) {
             return Err(SpecError::new(format!("networks[{i}].name"), format!("network `{}` is defined twice", n.name)));
+        }
+    }
+    let mut addresses: Vec<(IpAddr, &str)> = Vec::new();
+    let mut pending: Vec<&GroupSpec> = spec.topologies.iter().flat_map(|t| t.groups.iter()).collect();
+    while let Some(g) = pending.pop() {
+        pending.extend(g.groups.iter());
+        for h in &g.hosts {
+            for ip in &h.ips {
+                if let Some((_, other)) = addresses.iter().find(|(a, _)| a == ip) {
+                    return Err(SpecError::new("hosts", format!("hosts `{other}` and `{}` share the address {ip}", h.name)));
+                }
+                addresses.push((*ip, &h.name));
+            }
         }
     }
     let mut used = BTreeSet::new();
@@ -412,5 +480,73 @@ mod tests {
         assert_eq!(spec.networks[0].block_prefix, 29);
         assert_eq!(spec.networks[0].tenants.as_deref(), Some(&["t1".to_string()][..]));
         assert_eq!(spec.topologies[0].groups[0].hosts[0].name, "h1");
+    }
+
+    /// Romana's documented multi-zone file: groups with `assignment` and `groups`, no `name`.
+    const ROMANA_DOCUMENTED: &str = r#"{
+        "networks": [{"name": "romana-network", "cidr": "10.111.0.0/16", "block_mask": 29}],
+        "topologies": [{"networks": ["romana-network"], "map": [
+            {"assignment": {"failure-domain/zone": "zone-A"}, "groups": [
+                {"assignment": {"rack": "rack-3"}, "groups": []}, {"assignment": {"rack": "rack-4"}, "groups": []},
+                {"assignment": {"rack": "rack-7"}, "groups": []}, {"assignment": {"rack": "rack-9"}, "groups": []}]},
+            {"assignment": {"failure-domain/zone": "zone-B"}, "groups": [
+                {"assignment": {"rack": "rack-17"}, "groups": []}, {"assignment": {"rack": "rack-22"}, "groups": []}]}
+        ]}]}"#;
+
+    #[test]
+    fn romana_files_without_names_get_stable_names_and_carve_as_romana_documents() {
+        let spec = parse_topology(ROMANA_DOCUMENTED, Format::Auto).expect("Romana accepts it");
+        let zones: Vec<&str> = spec.topologies[0].groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(zones, ["zone-A", "zone-B"]);
+        let racks: Vec<&str> = spec.topologies[0].groups[0].groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(racks, ["rack-3", "rack-4", "rack-7", "rack-9"]);
+        let layout = crate::Layout::build(&spec).expect("carves");
+        let cidr = |path: &str| layout.group_by_path(path).map(|g| g.cidrs[&0].to_string()).expect(path);
+        assert_eq!(cidr("zone-A"), "10.111.0.0/17");
+        assert_eq!(cidr("zone-A/rack-9"), "10.111.96.0/19");
+        assert_eq!(cidr("zone-B"), "10.111.128.0/17");
+        assert_eq!(cidr("zone-B/rack-22"), "10.111.192.0/18");
+        // The same file parsed again names everything the same.
+        assert_eq!(parse_topology(ROMANA_DOCUMENTED, Format::Auto).expect("again"), spec);
+    }
+
+    #[test]
+    fn romana_hosts_unknown_fields_duplicate_names_and_padding() {
+        let doc = r#"{"networks": [{"name": "n", "cidr": "10.0.0.0/16", "block_mask": 28, "colour": "ignored"}],
+            "topologies": [{"networks": ["n"], "map": [
+                {"routing": "prefix-on-host", "groups": [{"name": "h1", "ip": "192.168.0.1", "agent_port": 9604}, {"name": "h2", "ip": "192.168.0.2"}]},
+                {"assignment": {"rack": "x"}, "groups": []},
+                {"assignment": {"rack": "x"}, "groups": []},
+                {"dummy": true, "groups": []}]}]}"#;
+        let spec = parse_topology(doc, Format::Romana).expect("Romana accepts it");
+        let groups = &spec.topologies[0].groups;
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["group-0", "x", "x-2"]);
+        assert_eq!(groups[0].hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["h1", "h2"]);
+        assert_eq!(spec.topologies[0].slots, Some(4), "the dummy group reserves its slot");
+        let misplaced = r#"{"networks": [{"name": "n", "cidr": "10.0.0.0/16"}], "topologies": [{"networks": ["n"], "map": [{"dummy": true}, {"groups": []}]}]}"#;
+        let err = parse_topology(misplaced, Format::Romana).expect_err("dummy first");
+        assert_eq!(err.field, "topologies[0].map[0].dummy");
+    }
+
+    #[test]
+    fn host_addresses_must_be_unicast_and_unique() {
+        for (ip, what) in [
+            ("0.0.0.0", "unspecified"),
+            ("::", "unspecified"),
+            ("255.255.255.255", "broadcast"),
+            ("ff02::1", "multicast"),
+            ("::1", "loopback"),
+        ] {
+            let doc = format!("groups: [{{name: r, hosts: [{{name: h, ip: '{ip}'}}]}}]");
+            let err = parse_topology(&doc, Format::Auto).expect_err(ip);
+            assert_eq!(err.field, "topologies[0].groups[0].hosts[0].ips[0]", "{ip}");
+            assert!(err.message.contains(what), "{ip}: {err}");
+        }
+        let twice = "groups: [{name: r, hosts: [{name: a, ip: 192.0.2.1}, {name: b, ip: 192.0.2.1}]}]";
+        let err = parse_topology(twice, Format::Auto).expect_err("shared address");
+        assert!(err.message.contains("share the address 192.0.2.1"), "{err}");
+        let err = parse_topology("", Format::Auto).expect_err("empty");
+        assert!(err.message.contains("empty"), "{err}");
     }
 }

@@ -50,17 +50,30 @@ impl BlockChoice {
     }
 }
 
-/// Usable addresses of `block`: all of them except those inside the network's blackouts.
+/// Addresses of the network never handed out: its own address (IPv4's network address, IPv6's
+/// subnet-router anycast address) and IPv4's broadcast address. Point-to-point sized networks
+/// (/31 and /32, /127 and /128) use every address.
+pub fn reserved_addresses(network: &Network) -> Vec<u128> {
+    let net = Prefix::from_net(&network.cidr);
+    match network.cidr {
+        IpNet::V4(c) if c.prefix_len() < 31 => vec![net.addr, net.last()],
+        IpNet::V6(c) if c.prefix_len() < 127 => vec![net.addr],
+        _ => Vec::new(),
+    }
+}
+
+/// Usable addresses of `block`: all of them except those inside the network's blackouts and
+/// the network's reserved addresses.
 pub fn capacity(network: &Network, block: IpNet) -> u64 {
     let block = Prefix::from_net(&block);
-    let blacked: u128 = network
-        .blackouts
-        .iter()
-        .map(Prefix::from_net)
-        .filter(|b| b.overlaps(block))
-        .map(|b| if b.contains(block) { block.size() } else { b.size() })
-        .sum();
-    u64::try_from(block.size().saturating_sub(blacked)).unwrap_or(u64::MAX)
+    let blackouts: Vec<Prefix> = network.blackouts.iter().map(Prefix::from_net).collect();
+    let blacked: u128 =
+        blackouts.iter().filter(|b| b.overlaps(block)).map(|b| if b.contains(block) { block.size() } else { b.size() }).sum();
+    let reserved = reserved_addresses(network)
+        .into_iter()
+        .filter(|a| block.contains_addr(block.family, *a) && !blackouts.iter().any(|b| b.contains_addr(block.family, *a)))
+        .count() as u128;
+    u64::try_from(block.size().saturating_sub(blacked).saturating_sub(reserved)).unwrap_or(u64::MAX)
 }
 
 /// Pick the block for `owner` among the group's `blocks` (every block inside `group_cidr`).
@@ -90,6 +103,8 @@ fn new_block(network: &Network, group_cidr: IpNet, existing: &BTreeSet<Prefix>) 
             candidate.checked_add(step)
         } else if let Some(b) = blackouts.iter().find(|b| b.contains(block)) {
             b.last().checked_add(1)
+        } else if capacity(network, block.to_net()) == 0 {
+            candidate.checked_add(step)
         } else {
             return Some(BlockChoice::New(block.to_net()));
         };
@@ -97,16 +112,17 @@ fn new_block(network: &Network, group_cidr: IpNet, existing: &BTreeSet<Prefix>) 
     }
 }
 
-/// The lowest address of `block` that is neither `used` nor blacked out.
+/// The lowest address of `block` that is neither `used`, blacked out nor reserved.
 pub fn choose_address(network: &Network, block: IpNet, used: &BTreeSet<IpAddr>) -> Option<IpAddr> {
     let prefix = Prefix::from_net(&block);
     let used: BTreeSet<u128> = used.iter().map(|a| addr_to_u128(*a)).collect();
     let blackouts: Vec<Prefix> = network.blackouts.iter().map(Prefix::from_net).collect();
+    let reserved = reserved_addresses(network);
     let mut value = prefix.addr;
     loop {
         if let Some(b) = blackouts.iter().find(|b| b.contains_addr(prefix.family, value)) {
             value = b.last().checked_add(1)?;
-        } else if used.contains(&value) {
+        } else if used.contains(&value) || reserved.contains(&value) {
             value = value.checked_add(1)?;
         } else {
             return prefix.contains_addr(prefix.family, value).then(|| u128_to_addr(prefix.family, value));
@@ -182,5 +198,28 @@ mod tests {
         let group: IpNet = "fd00::/64".parse().expect("cidr");
         let blocks = vec![block("fd00::/124", Some(owner("h2")), 1)];
         assert_eq!(choose_block(&n, group, &blocks, &owner("h1")), Some(BlockChoice::New("fd00::10/124".parse().expect("c"))));
+    }
+
+    #[test]
+    fn the_network_address_broadcast_and_subnet_router_anycast_are_never_handed_out() {
+        let n = net(&[]);
+        let first: IpNet = "10.0.0.0/28".parse().expect("c");
+        let last: IpNet = "10.0.255.240/28".parse().expect("c");
+        assert_eq!((capacity(&n, first), capacity(&n, last)), (15, 15));
+        assert_eq!(choose_address(&n, first, &BTreeSet::new()), Some("10.0.0.1".parse().expect("ip")));
+        let used: BTreeSet<IpAddr> = (240..255).map(|i| format!("10.0.255.{i}").parse().expect("ip")).collect();
+        assert_eq!(choose_address(&n, last, &used), None, "10.0.255.255 is the broadcast address");
+        let mut v6 = net(&[]);
+        (v6.cidr, v6.family, v6.block_prefix) = ("fd00:7e55::/48".parse().expect("c"), Family::V6, 124);
+        assert_eq!(choose_address(&v6, "fd00:7e55::/124".parse().expect("c"), &BTreeSet::new()), Some("fd00:7e55::1".parse().expect("ip")));
+        // A block of one address at the network's own address has no room: the next is taken.
+        let mut single = net(&[]);
+        single.block_prefix = 32;
+        let group: IpNet = "10.0.0.0/24".parse().expect("c");
+        assert_eq!(choose_block(&single, group, &[], &owner("h1")), Some(BlockChoice::New("10.0.0.1/32".parse().expect("c"))));
+        // Point-to-point networks use every address.
+        let mut p2p = net(&[]);
+        (p2p.cidr, p2p.block_prefix) = ("10.9.0.0/31".parse().expect("c"), 31);
+        assert_eq!(capacity(&p2p, p2p.cidr), 2);
     }
 }

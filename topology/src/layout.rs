@@ -91,8 +91,23 @@ pub struct Layout {
     pub groups: Vec<Group>,
 }
 
+/// Networks never overlap, whatever tree they belong to: two tenants' blocks would share
+/// addresses and a policy naming one would compile wider than written.
+fn check_networks_disjoint(spec: &TopologySpec) -> Result<(), SpecError> {
+    for (i, n) in spec.networks.iter().enumerate() {
+        if let Some((j, m)) = spec.networks[..i].iter().enumerate().find(|(_, m)| m.cidr.contains(&n.cidr) || n.cidr.contains(&m.cidr)) {
+            return Err(SpecError::new(
+                format!("networks[{i}].cidr"),
+                format!("{} overlaps network `{}` ({}, networks[{j}]); networks must be disjoint", n.cidr, m.name, m.cidr),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Layout {
     pub fn build(spec: &TopologySpec) -> Result<Layout, SpecError> {
+        check_networks_disjoint(spec)?;
         let mut networks: Vec<Network> = spec
             .networks
             .iter()

@@ -96,6 +96,34 @@ impl SpecError {
     }
 }
 
+/// Check a host's underlay addresses: each usable as a route gateway (not unspecified,
+/// broadcast, multicast, loopback or link-local IPv4) and none listed twice. `field` names the list.
+pub fn validate_host_ips(field: &str, ips: &[IpAddr]) -> Result<(), SpecError> {
+    if ips.is_empty() {
+        return Err(SpecError::new(field, "a host needs at least one underlay IP"));
+    }
+    for (i, ip) in ips.iter().enumerate() {
+        let what = match ip {
+            _ if ip.is_unspecified() => Some("the unspecified address"),
+            _ if ip.is_loopback() => Some("a loopback address"),
+            _ if ip.is_multicast() => Some("a multicast address"),
+            IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+            IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address (169.254.0.0/16 is the pods' gateway range)"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(SpecError::new(
+                format!("{field}[{i}]"),
+                format!("{ip} is {what}; a host's underlay IP must be a unicast address it can be reached at"),
+            ));
+        }
+        if ips[..i].contains(ip) {
+            return Err(SpecError::new(format!("{field}[{i}]"), format!("{ip} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
 /// Check a DNS-label-like name used in group paths and host names.
 pub fn validate_name(field: &str, name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()

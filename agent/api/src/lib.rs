@@ -61,7 +61,7 @@ pub struct Route {
 
 /// An agent's report after applying (or failing to apply) a generation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ack {
     pub generation: u64,
     pub digest: String,

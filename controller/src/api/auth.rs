@@ -22,11 +22,13 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+        // The scheme is case-insensitive (RFC 7235 §2.1).
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
         match state.store.authenticate(token).await? {
@@ -41,6 +43,14 @@ impl Caller {
         match self.0 {
             Principal::Admin => Ok(()),
             _ => Err(ApiError::forbidden("this needs an admin token")),
+        }
+    }
+
+    /// Simulating and explaining policies: people's tokens, not agents'. Checked before the body is read.
+    pub fn require_policy_reader(&self) -> Result<(), ApiError> {
+        match self.0 {
+            Principal::Node(_) => Err(ApiError::forbidden("node tokens only read their own node's state")),
+            _ => Ok(()),
         }
     }
 

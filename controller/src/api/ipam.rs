@@ -48,14 +48,29 @@ pub async fn create_endpoint(
         caller.require_tenant_write(&body.tenant)?;
     }
     validate_labels("labels", &body.labels).map_err(|e| ApiError::invalid(e.field, e.message))?;
+    let id = body.id.clone();
     let new = NewEndpoint { id: body.id, tenant: body.tenant, segment: body.segment, host: body.host, labels: body.labels };
-    let (endpoint, created) = state.store.allocate(new).await?;
+    let (endpoint, created) = match state.store.allocate(new).await {
+        Err(crate::store::StoreError::Conflict(message)) => return Err(endpoint_conflict(&state, &caller, &id, message).await),
+        other => other?,
+    };
     if created {
         state.dist.endpoint_changed(&endpoint.id).await?;
     }
     state.metrics.allocations.inc();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, etag(endpoint.revision), Json(EndpointView::from(endpoint))).into_response())
+}
+
+/// A 409 for an id already taken; where the endpoint lives is told only to callers that may read it.
+async fn endpoint_conflict(state: &AppState, caller: &Caller, id: &str, message: String) -> ApiError {
+    let conflict = |m: String| ApiError::new(StatusCode::CONFLICT, "conflict", m).with_field("id");
+    match state.store.endpoint(id).await {
+        Ok(e) if caller.can_read_tenant(&e.tenant) || caller.is_node(&e.host) => {
+            conflict(format!("{message} on host `{}` in {}/{}", e.host, e.tenant, e.segment))
+        }
+        _ => conflict(message),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/endpoints/{id}", responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]

@@ -76,6 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
         .fallback(system::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), system::observe))
         .with_state(state)
 }

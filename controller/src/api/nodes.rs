@@ -141,7 +141,7 @@ pub async fn ack(
         caller.require_admin()?;
     }
     channel(&state, &node)?;
-    state.dist.ack(&node, &ack).map_err(|m| ApiError::invalid("generation", m))?;
+    state.dist.ack(&node, &ack).map_err(|(field, m)| ApiError::invalid(field, m))?;
     if let Some(error) = &ack.error {
         tracing::warn!(%node, generation = ack.generation, %error, "agent could not apply its state");
     }

@@ -2,8 +2,7 @@
 //! validated by the policy engine before anything is stored, then compiled and distributed.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,9 +10,9 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::IfMatch;
+use super::extract::{DOCUMENT_TYPES, IfMatch, read_body};
 use crate::distribute::read_policy_documents;
-use crate::store::{NewPolicy, PolicyRecord};
+use crate::store::{NewPolicy, PolicyRecord, Principal};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -66,28 +65,28 @@ pub async fn get_policy(State(state): State<AppState>, caller: Caller, Path(id):
 /// Create or replace policies: YAML or JSON text, several documents (`---`) and/or `kind: List`.
 /// All are validated first; on any error nothing is stored.
 #[utoipa::path(post, path = "/v1/policies", request_body(content = String, content_type = "application/yaml"), responses((status = 200, body = [PolicyView]), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn put_policies(State(state): State<AppState>, caller: Caller, body: Bytes) -> ApiResult<Json<Vec<PolicyView>>> {
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "not UTF-8 text"))?;
-    // The whole body first, so that errors name the document as the caller numbers them.
-    tessera_policy::Inputs::default().add_text("body", text).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+pub async fn put_policies(State(state): State<AppState>, caller: Caller, request: Request) -> ApiResult<Json<Vec<PolicyView>>> {
+    // Only admins and tenants write policies: nobody else gets a body read.
+    if matches!(caller.0, Principal::ReadOnly | Principal::Node(_)) {
+        return Err(ApiError::forbidden("only admin and tenant tokens write policies"));
+    }
+    let body = read_body(request, DOCUMENT_TYPES).await?;
+    // Parsing is CPU work whatever its bounds: off the async workers.
+    let parsed = tokio::task::spawn_blocking(move || parse_policies(&body))
+        .await
+        .map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))??;
     let mut staged: Vec<NewPolicy> = Vec::new();
-    for (i, doc) in documents(text)?.into_iter().enumerate() {
-        let origin = format!("document {}", i + 1);
-        let tenant = tenant_of(&doc, &origin)?;
-        let read = read_policy_documents(&origin, &doc).map_err(|e| ApiError::invalid("body", e.to_string()))?;
-        let Some(first) = read.policies.first() else {
-            return Err(ApiError::invalid("body", format!("{origin}: defines no policy")));
-        };
-        match &tenant {
+    for (origin, policy) in parsed {
+        match &policy.tenant {
             Some(t) => caller.require_tenant_write(t)?,
             None => {
                 caller.require_admin().map_err(|_| ApiError::forbidden(format!("{origin}: cluster-scoped policies need an admin token")))?
             }
         }
-        if staged.iter().any(|p| p.id == first.id) {
-            return Err(ApiError::invalid("body", format!("{origin}: {} is defined twice", first.id)));
+        if staged.iter().any(|p| p.id == policy.id) {
+            return Err(ApiError::invalid("body", format!("{origin}: {} is defined twice", policy.id)));
         }
-        staged.push(NewPolicy { id: first.id.clone(), tenant, document: doc });
+        staged.push(policy);
     }
     if staged.is_empty() {
         return Err(ApiError::invalid("body", "no policy documents"));
@@ -120,17 +119,28 @@ pub async fn delete_policy(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Every policy document of a body, validated, with the origin errors name it by.
+fn parse_policies(body: &[u8]) -> ApiResult<Vec<(String, NewPolicy)>> {
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body", "not UTF-8 text"))?;
+    // The whole body first, so that errors name the document as the caller numbers them.
+    tessera_policy::Inputs::default().add_text("body", text).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let mut out = Vec::new();
+    for (i, doc) in documents(text)?.into_iter().enumerate() {
+        let origin = format!("document {}", i + 1);
+        let tenant = tenant_of(&doc, &origin)?;
+        let read = read_policy_documents(&origin, &doc).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        let Some(first) = read.policies.first() else {
+            return Err(ApiError::invalid("body", format!("{origin}: defines no policy")));
+        };
+        out.push((origin, NewPolicy { id: first.id.clone(), tenant, document: doc }));
+    }
+    Ok(out)
+}
+
 /// The documents of a body, `kind: List` items included, as JSON values.
 fn documents(text: &str) -> ApiResult<Vec<serde_json::Value>> {
-    use serde::Deserialize as _;
     let mut out = Vec::new();
-    for (d, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|e| ApiError::bad_request("body", format!("document {}: not valid YAML or JSON: {e}", d + 1)))?;
-        if value.is_null() {
-            continue;
-        }
-        let json = serde_json::to_value(&value).map_err(|e| ApiError::bad_request("body", format!("document {}: {e}", d + 1)))?;
+    for json in tessera_policy::input::read_documents(text).map_err(|e| ApiError::bad_request("body", e.message))? {
         if json.get("kind").and_then(|k| k.as_str()) == Some("List") {
             out.extend(json.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default());
         } else {

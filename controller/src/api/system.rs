@@ -44,7 +44,17 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        // The router answers 405 with an empty body; every error here is JSON.
+        let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+        let listed = allow.as_ref().and_then(|a| a.to_str().ok()).unwrap_or("see /v1/openapi.json").to_string();
+        let message = format!("method {method} is not allowed on this path (allowed: {listed})");
+        response = ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message).into_response();
+        if let Some(allow) = allow {
+            response.headers_mut().insert(axum::http::header::ALLOW, allow);
+        }
+    }
     let labels = RequestLabels { method, route: route.clone(), status: response.status().as_u16() };
     state.metrics.requests.get_or_create(&labels).inc();
     state.metrics.latency.get_or_create(&RouteLabels { route }).observe(started.elapsed().as_secs_f64());

@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tessera_topology::plan::{BlockInfo, HostInfo};
@@ -13,7 +12,7 @@ use tessera_topology::{Format, Prefix, RoutePlan, parse_topology, plan_routes};
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{IfMatch, QueryParams, etag};
+use super::extract::{DOCUMENT_TYPES, IfMatch, QueryParams, etag, read_body};
 use super::views::{GroupView, NetworkView, RoutesQuery, TopologyChangeView, TopologyQuery, TopologyView};
 use crate::store::BlockFilter;
 
@@ -85,15 +84,19 @@ fn ratio(used: i64, size: u128) -> f64 {
     put,
     path = "/v1/topology",
     params(("dryRun" = Option<bool>, Query), ("format" = Option<String>, Query), ("If-Match" = Option<String>, Header)),
-    request_body(content = String, description = "topology document", content_type = "application/yaml"),
-    responses((status = 200, body = TopologyChangeView), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody))
+    request_body(content = String, description = "topology document (YAML or JSON)", content_type = "application/yaml"),
+    responses(
+        (status = 200, body = TopologyChangeView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)
+    )
 )]
 pub async fn put_topology(
     State(state): State<AppState>,
     caller: Caller,
     IfMatch(if_match): IfMatch,
     QueryParams(query): QueryParams<TopologyQuery>,
-    body: Bytes,
+    request: Request,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let format = match query.format.as_deref() {
@@ -104,8 +107,12 @@ pub async fn put_topology(
             return Err(ApiError::bad_request("query.format", format!("`{other}` is not one of tessera, romana, auto")));
         }
     };
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body", "the document is not UTF-8"))?;
-    let spec = parse_topology(text, format).map_err(|e| ApiError::invalid(e.field, e.message))?;
+    let body = read_body(request, DOCUMENT_TYPES).await?;
+    let text = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("body", "the document is not UTF-8"))?;
+    let spec = tokio::task::spawn_blocking(move || parse_topology(&text, format))
+        .await
+        .map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?
+        .map_err(|e| ApiError::invalid(e.field, e.message))?;
     let (plan, revision) = state.store.apply_topology(spec, if_match, query.dry_run).await?;
     if revision.is_some() && !query.dry_run {
         state.dist.rebuild().await?;

@@ -197,11 +197,20 @@ impl Distributor {
     }
 
     /// Record an agent's ack. Acks of generations never published are refused.
-    pub fn ack(&self, node: &str, ack: &Ack) -> Result<(), String> {
-        let channel = self.node(node).ok_or_else(|| format!("node `{node}` has no state"))?;
-        let desired = channel.current().generation;
+    /// Record an agent's ack; a refusal names the ack's field at fault.
+    pub fn ack(&self, node: &str, ack: &Ack) -> Result<(), (&'static str, String)> {
+        let channel = self.node(node).ok_or_else(|| ("node", format!("node `{node}` has no state")))?;
+        let current = channel.current();
+        let desired = current.generation;
         if ack.generation > desired {
-            return Err(format!("generation {} was never published (the latest is {desired})", ack.generation));
+            return Err(("generation", format!("generation {} was never published (the latest is {desired})", ack.generation)));
+        }
+        // The latest generation's digest is known: an ack of it must name the same state.
+        if ack.generation == desired && ack.digest != current.digest {
+            return Err(("digest", format!("`{}` is not the digest of generation {desired}", ack.digest)));
+        }
+        if !ack.apply_ms.is_finite() || ack.apply_ms < 0.0 {
+            return Err(("applyMs", "must be a non-negative number of milliseconds".to_string()));
         }
         let mut report = lock(&channel.report);
         report.last_seen = Some(crate::store::unix_now());

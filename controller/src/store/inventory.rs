@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use sqlx::Row;
-use tessera_topology::spec::validate_name;
+use tessera_topology::spec::{validate_host_ips, validate_name};
 use tessera_topology::{Labels, place_host};
 
 use super::{Result, Store, StoreError, from_json, now, to_json};
@@ -75,9 +75,7 @@ impl Store {
     /// Register a host, placing it by its labels (or by the document if it is pinned there).
     pub async fn create_host(&self, host: NewHost) -> Result<HostRecord> {
         validate_name("name", &host.name).map_err(|e| StoreError::invalid(e.field, e.message))?;
-        if host.ips.is_empty() {
-            return Err(StoreError::invalid("ips", "a host needs at least one underlay IP"));
-        }
+        validate_host_ips("ips", &host.ips).map_err(|e| StoreError::invalid(e.field, e.message))?;
         let store = self.clone();
         self.with_retries(move |tx| {
             let (store, host) = (store.clone(), host.clone());
@@ -85,6 +83,7 @@ impl Store {
                 if sqlx::query("SELECT 1 FROM hosts WHERE name = $1").bind(&host.name).fetch_optional(&mut **tx).await?.is_some() {
                     return Err(StoreError::Conflict(format!("host `{}` already exists", host.name)));
                 }
+                unique_host_ips(tx, &host.name, &host.ips).await?;
                 let topology = store.topology_in(tx).await?;
                 let layout = &topology.layout;
                 let group = place(tx, layout, &host.name, &host.labels).await?;
@@ -109,9 +108,7 @@ impl Store {
     /// Change a host's underlay IPs and labels. A host whose new labels no longer fit its group
     /// moves to a group they fit, unless it holds blocks (its addresses would have to move).
     pub async fn update_host(&self, name: &str, ips: Vec<IpAddr>, labels: Labels, if_match: Option<i64>) -> Result<HostRecord> {
-        if ips.is_empty() {
-            return Err(StoreError::invalid("ips", "a host needs at least one underlay IP"));
-        }
+        validate_host_ips("ips", &ips).map_err(|e| StoreError::invalid(e.field, e.message))?;
         let name = name.to_string();
         let store = self.clone();
         self.with_retries(move |tx| {
@@ -122,6 +119,7 @@ impl Store {
                     return Err(StoreError::Stale { kind: "host", name, current: host.revision, sent });
                 }
                 store.lock_groups(tx, Some(&host.group)).await?;
+                unique_host_ips(tx, &name, &ips).await?;
                 let topology = store.topology_in(tx).await?;
                 let layout = &topology.layout;
                 let fits = host.pinned || layout.group_by_path(&host.group).is_some_and(|g| g.required.iter().all(|(k, v)| labels.get(k) == Some(v)));
@@ -172,6 +170,8 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                 sqlx::query("DELETE FROM hosts WHERE name = $1").bind(&name).execute(&mut **tx).await?;
+                // Its agent's tokens die with it: a host re-created under the same name starts clean.
+                sqlx::query("DELETE FROM tokens WHERE node = $1").bind(&name).execute(&mut **tx).await?;
                 Ok(())
             })
         })
@@ -261,6 +261,8 @@ impl Store {
                 }
                 sqlx::query("DELETE FROM segments WHERE tenant = $1").bind(&name).execute(&mut **tx).await?;
                 sqlx::query("DELETE FROM tenants WHERE name = $1").bind(&name).execute(&mut **tx).await?;
+                // Its tokens die with it: a tenant re-created under the same name starts clean.
+                sqlx::query("DELETE FROM tokens WHERE tenant = $1").bind(&name).execute(&mut **tx).await?;
                 Ok(())
             })
         })
@@ -344,6 +346,13 @@ impl Store {
                 let full = format!("{tenant}/{name}");
                 let query = sqlx::query("SELECT revision FROM segments WHERE tenant = $1 AND name = $2").bind(&tenant).bind(&name);
                 checked_revision(tx, "segment", &full, query, if_match).await?;
+                if name == DEFAULT_SEGMENT {
+                    // The CNI plugin and the operator place pods here when they name no segment.
+                    return Err(StoreError::invalid(
+                        "segment",
+                        format!("`{full}` is every tenant's default segment and cannot be deleted"),
+                    ));
+                }
                 let used = sqlx::query("SELECT 1 FROM endpoints WHERE tenant = $1 AND segment = $2 LIMIT 1")
                     .bind(&tenant)
                     .bind(&name)
@@ -358,6 +367,19 @@ impl Store {
         })
         .await
     }
+}
+
+/// No two hosts share an underlay address: it is their route gateway.
+async fn unique_host_ips(conn: &mut AnyConnection, name: &str, ips: &[IpAddr]) -> Result<()> {
+    let rows = sqlx::query("SELECT name, ips FROM hosts WHERE name <> $1").bind(name).fetch_all(&mut *conn).await?;
+    for r in &rows {
+        let theirs: Vec<IpAddr> = from_json(&r.try_get::<String, _>("ips")?)?;
+        if let Some((i, ip)) = ips.iter().enumerate().find(|(_, ip)| theirs.contains(ip)) {
+            let other: String = r.try_get("name")?;
+            return Err(StoreError::invalid(format!("ips[{i}]"), format!("{ip} is already the address of host `{other}`")));
+        }
+    }
+    Ok(())
 }
 
 fn segment_from(r: &sqlx::any::AnyRow) -> Result<SegmentRecord> {

@@ -76,10 +76,8 @@ impl Store {
                     {
                         return Ok((existing, false));
                     }
-                    return Err(StoreError::Conflict(format!(
-                        "endpoint `{}` already exists on host `{}` in {}/{}",
-                        new.id, existing.host, existing.tenant, existing.segment
-                    )));
+                    // Where it lives is for those who may read it; the API adds it for them.
+                    return Err(StoreError::Conflict(format!("endpoint `{}` already exists", new.id)));
                 }
                 let host = host_in(tx, &new.host).await.map_err(|e| match e {
                     StoreError::NotFound { .. } => StoreError::invalid("host", format!("host `{}` is not registered", new.host)),
@@ -274,8 +272,16 @@ impl Store {
 
 fn validate_endpoint_id(id: &str) -> Result<()> {
     // Kubernetes endpoints are `namespace/pod`; container ids are hex.
-    let ok = !id.is_empty() && id.len() <= 512 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'));
-    if ok { Ok(()) } else { Err(StoreError::invalid("id", "must be 1-512 characters of letters, digits, '-', '_', '.', '/', ':'")) }
+    // A `.` or `..` part could never be addressed in a URL (clients resolve it away).
+    let ok = !id.is_empty()
+        && id.len() <= 512
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
+        && !id.split('/').any(|part| part == "." || part == "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::invalid("id", "must be 1-512 characters of letters, digits, '-', '_', '.', '/', ':', with no `.` or `..` part"))
+    }
 }
 
 /// Allocate one address of `network` inside `group_cidr` for `owner`.

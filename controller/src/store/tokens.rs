@@ -162,11 +162,23 @@ impl Store {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM tokens").fetch_one(&self.pool).await?.try_get("n")?)
     }
 
+    /// Delete a token; the last admin token is kept (409): without it nobody could manage the
+    /// controller until a restart with `--admin-token`.
     pub async fn delete_token(&self, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM tokens WHERE id = $1").bind(id).execute(&self.pool).await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound { kind: "token", name: id.into() });
+        // One statement, so two concurrent deletions cannot both see another admin left.
+        let done =
+            sqlx::query("DELETE FROM tokens WHERE id = $1 AND (role <> 'admin' OR (SELECT COUNT(*) FROM tokens WHERE role = 'admin') > 1)")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 1 {
+            return Ok(());
         }
-        Ok(())
+        match sqlx::query("SELECT role FROM tokens WHERE id = $1").bind(id).fetch_optional(&self.pool).await? {
+            Some(_) => Err(StoreError::Conflict(format!(
+                "token `{id}` is the last admin token; create another admin token before deleting this one"
+            ))),
+            None => Err(StoreError::NotFound { kind: "token", name: id.into() }),
+        }
     }
 }
