@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use tessera_policy::Inputs;
 use tessera_policy::eval::{Decision, SideVerdict};
-use tessera_policy::simulate::{PairVerdict, parse_probe, simulate_each};
+use tessera_policy::simulate::{VerdictLine, parse_probe, simulate_each};
 
 use crate::Output;
 
@@ -131,43 +131,55 @@ fn print_side(dir: &str, who: &str, side: &SideVerdict) {
 /// document `{"verdicts": [...]}`, or a table whose widths come from the parties' names.
 fn stream_verdicts(inputs: &Inputs, externals: &[IpAddr], probes: &[tessera_policy::eval::Probe], output: Output) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut out = stdout.lock();
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 4096);
     let names = inputs.cluster.endpoints.keys().map(String::len).chain(externals.iter().map(|x| x.to_string().len()));
     let width = names.max().unwrap_or(0).max(4);
-    let mut failed: Option<std::io::Error> = None;
-    let mut first = true;
-    let mut write = |v: &PairVerdict, out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>| -> std::io::Result<()> {
-        if output == Output::Json {
-            out.write_all(if std::mem::take(&mut first) { b"\n  " } else { b",\n  " })?;
-            serde_json::to_writer(&mut *out, v)?;
-            return Ok(());
-        }
-        let port = v.port.map(|p| p.to_string()).or(v.icmp_type.map(|t| format!("type {t}"))).unwrap_or_default();
-        let verdict = if v.allowed { "allow" } else { "DENY" };
-        writeln!(out, "{:<width$}  {:<width$}  {:<5}  {:<8}  {:<7}  {}", v.from, v.to, v.protocol, port, verdict, v.reason)
-    };
+    let ports: Vec<String> =
+        probes.iter().map(|p| p.port.map(|p| p.to_string()).or(p.icmp.map(|(t, _)| format!("type {t}"))).unwrap_or_default()).collect();
     if output == Output::Json {
-        out.write_all(b"{\"verdicts\": [")?;
+        buf.extend_from_slice(b"{\"verdicts\": [");
     } else {
-        writeln!(out, "{:<width$}  {:<width$}  {:<5}  {:<8}  {:<7}  REASON", "FROM", "TO", "PROTO", "PORT", "VERDICT")?;
+        writeln!(buf, "{:<width$}  {:<width$}  {:<5}  {:<8}  {:<7}  REASON", "FROM", "TO", "PROTO", "PORT", "VERDICT")?;
     }
-    simulate_each(inputs, externals, probes, |v| match write(&v, &mut out) {
-        Ok(()) => ControlFlow::Continue(()),
-        Err(e) => {
-            failed = Some(e);
-            ControlFlow::Break(())
+    let mut first = true;
+    let mut failed: Option<std::io::Error> = None;
+    let mut line = |v: &VerdictLine<'_>, buf: &mut Vec<u8>| {
+        if output == Output::Json {
+            buf.extend_from_slice(if std::mem::take(&mut first) { b"\n  " } else { b",\n  " });
+            v.write_json(buf);
+        } else {
+            let port = probes.iter().position(|p| p == v.probe).map_or("", |k| ports[k].as_str());
+            let verdict = if v.allowed { "allow" } else { "DENY" };
+            let _ =
+                writeln!(buf, "{:<width$}  {:<width$}  {:<5}  {:<8}  {:<7}  {}", v.from, v.to, v.probe.protocol, port, verdict, v.reason);
         }
+    };
+    simulate_each(inputs, externals, probes, |v| {
+        line(v, &mut buf);
+        if buf.len() >= CHUNK {
+            if let Err(e) = out.write_all(&buf) {
+                failed = Some(e);
+                return ControlFlow::Break(());
+            }
+            buf.clear();
+        }
+        ControlFlow::Continue(())
     })
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(e) = failed {
-        // A closed pipe (`| head`) is the reader's choice, not an error.
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            return Ok(());
-        }
-        return Err(e).context("writing the verdicts");
-    }
     if output == Output::Json {
-        out.write_all(b"\n]}\n")?;
+        buf.extend_from_slice(b"\n]}\n");
     }
-    out.flush().or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) }).context("writing the verdicts")
+    let written = match failed {
+        Some(e) => Err(e),
+        None => out.write_all(&buf).and_then(|()| out.flush()),
+    };
+    match written {
+        // A closed pipe (`| head`) is the reader's choice, not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing the verdicts"),
+        _ => Ok(()),
+    }
 }
+
+/// Bytes gathered before a write.
+const CHUNK: usize = 1 << 20;

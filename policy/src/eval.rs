@@ -149,6 +149,37 @@ fn ordered<'p>(policies: &[&'p Policy], admin: bool) -> Vec<&'p Policy> {
     list
 }
 
+/// One side of a packet alone, without detail: `simulate` decides sides once per class of
+/// equivalent pairs and reuses the answer.
+pub(crate) fn side_verdict(
+    cluster: &Cluster,
+    policies: &[&Policy],
+    subject: &Endpoint,
+    dir: Direction,
+    peer: Party<'_>,
+    dst: Party<'_>,
+    probe: Probe,
+) -> SideVerdict {
+    side(cluster, policies, subject, dir, peer, dst, probe, false)
+}
+
+impl SideVerdict {
+    /// The side's decision in a few words, without naming its endpoint (`simulate` lines name
+    /// both ends already): `egress: allowed by NetworkPolicy a/b spec.egress[0]`.
+    pub fn compact(&self, dir: &str) -> Option<String> {
+        Some(match &self.decision {
+            Decision::External => return None,
+            Decision::ClusterRule { policy, rule, action } => format!("{dir}: {policy} {rule} says {action:?}"),
+            Decision::NotIsolated => format!("{dir}: not isolated"),
+            Decision::AllowedBy { policy, rule } => format!("{dir}: allowed by {policy} {rule}"),
+            Decision::Isolated { policies } => {
+                let names: Vec<&str> = policies.iter().map(|p| p.policy.as_str()).collect();
+                format!("{dir}: isolated by {}, no rule allows it", names.join(", "))
+            }
+        })
+    }
+}
+
 /// `peer` is the other party; `dst` the destination (for named ports).
 #[allow(clippy::too_many_arguments)]
 fn side(

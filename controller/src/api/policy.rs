@@ -130,9 +130,7 @@ pub async fn simulate_handler(caller: Caller, request: Request) -> ApiResult<Res
             if !std::mem::take(&mut first) {
                 buf.push(b',');
             }
-            if serde_json::to_writer(&mut buf, &v).is_err() {
-                return ControlFlow::Break(());
-            }
+            v.write_json(&mut buf);
             if buf.len() >= CHUNK {
                 let chunk = Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(CHUNK + 1024)));
                 // The client went away: stop computing.
