@@ -151,8 +151,16 @@ fn stream_verdicts(inputs: &Inputs, externals: &[IpAddr], probes: &[tessera_poli
         } else {
             let port = probes.iter().position(|p| p == v.probe).map_or("", |k| ports[k].as_str());
             let verdict = if v.allowed { "allow" } else { "DENY" };
-            let _ =
-                writeln!(buf, "{:<width$}  {:<width$}  {:<5}  {:<8}  {:<7}  {}", v.from, v.to, v.probe.protocol, port, verdict, v.reason);
+            let _ = writeln!(
+                buf,
+                "{:<width$}  {:<width$}  {:<5}  {:<8}  {:<7}  {}",
+                v.from,
+                v.to,
+                v.probe.protocol.to_string(),
+                port,
+                verdict,
+                v.reason
+            );
         }
     };
     simulate_each(inputs, externals, probes, |v| {

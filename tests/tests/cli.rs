@@ -252,3 +252,26 @@ fn policies_nodes_and_node_tokens_through_the_cli() {
     ok(&c, &["policies", "remove", "NetworkPolicy shop/deny-all"]);
     assert!(!ok(&c, &["policies", "list"]).contains("deny-all"));
 }
+
+/// The README's policy examples run as written, on the files it points to.
+#[test]
+fn readme_policy_examples_run_on_the_shipped_files() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples");
+    let run = |args: &[&str]| std::process::Command::new(binary("tessera")).current_dir(dir).args(args).output().expect("run tessera");
+    let files = ["-f", "cluster.yaml", "-f", "policies.yaml"];
+    let out =
+        run(&[&["policy", "simulate"], &files[..], &["--port", "tcp/80", "--port", "udp/53", "--external", "192.0.2.10", "-o", "json"]]
+            .concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["verdicts"].as_array().map(Vec::len), Some(4 * 3 * 2), "3 running pods and one external");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ops/batch-job: finished pod"));
+    let out = run(&[&["policy", "explain"], &files[..], &["--from", "shop/web", "--to", "shop/db", "--port", "tcp/5432"]].concat());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("ALLOWED shop/web -> shop/db tcp/5432"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&[&["policy", "render"], &files[..], &["--node", "node-1"]].concat());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("table inet tessera"), "{}", String::from_utf8_lossy(&out.stdout));
+}
