@@ -21,10 +21,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
-# Python peers of the tests, in a project-local virtualenv.
-if [ ! -x .venv/bin/aggregate6 ]; then
-    python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check 'aggregate6==1.0.15'
+# Python peers of the tests, in a project-local virtualenv: aggregate6 (route aggregation
+# reference) and schemathesis (OpenAPI conformance against a running controller).
+if [ ! -x .venv/bin/aggregate6 ] || [ ! -x .venv/bin/schemathesis ]; then
+    [ -x .venv/bin/pip ] || python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check 'aggregate6==1.0.15' 'schemathesis==4.32.5'
 fi
 
 cargo fmt --all --check

@@ -8,6 +8,7 @@ mod extract;
 mod inventory;
 mod ipam;
 mod nodes;
+mod openapi;
 mod policies;
 mod policy;
 mod system;
@@ -18,9 +19,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use utoipa::OpenApi;
 
 pub use error::{ApiError, ErrorBody};
+pub use openapi::ApiDoc;
 
 use crate::distribute::Distributor;
 use crate::metrics::Metrics;
@@ -79,34 +80,4 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(state.clone(), system::observe))
         .with_state(state)
-}
-
-/// The OpenAPI document, generated from the handlers and their types.
-#[derive(Debug, OpenApi)]
-#[openapi(
-    info(title = "Tessera controller API", version = "1"),
-    paths(
-        topology::get_topology, topology::put_topology, topology::list_networks, topology::get_routes,
-        inventory::list_hosts, inventory::create_host, inventory::get_host, inventory::update_host, inventory::delete_host,
-        inventory::list_tenants, inventory::create_tenant, inventory::get_tenant, inventory::update_tenant, inventory::delete_tenant,
-        inventory::list_segments, inventory::create_segment, inventory::get_segment, inventory::update_segment, inventory::delete_segment,
-        ipam::list_blocks, ipam::list_endpoints, ipam::create_endpoint, ipam::get_endpoint, ipam::update_endpoint, ipam::delete_endpoint,
-        system::list_tokens, system::create_token, system::delete_token,
-        policy::simulate_handler, policy::explain_handler,
-        policies::list_policies, policies::get_policy, policies::put_policies, policies::delete_policy,
-        nodes::list_nodes, nodes::node_state, nodes::ack,
-    ),
-    modifiers(&BearerAuth),
-    security(("bearer" = []))
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-    }
 }

@@ -84,8 +84,10 @@ pub struct RoutesQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewHostBody {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub name: String,
-    /// Underlay addresses of the host.
+    /// Underlay addresses of the host (IPv4 or IPv6, unicast, one host's alone).
+    #[schema(min_items = 1)]
     pub ips: Vec<String>,
     #[serde(default)]
     pub labels: LabelMap,
@@ -94,6 +96,8 @@ pub struct NewHostBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateHostBody {
+    /// Underlay addresses of the host (IPv4 or IPv6, unicast, one host's alone).
+    #[schema(min_items = 1)]
     pub ips: Vec<String>,
     #[serde(default)]
     pub labels: LabelMap,
@@ -125,6 +129,7 @@ pub struct HostView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTenantBody {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub name: String,
     #[serde(default)]
     pub labels: LabelMap,
@@ -145,6 +150,7 @@ pub struct TenantView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewSegmentBody {
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub name: String,
     #[serde(default)]
     pub labels: LabelMap,
@@ -195,10 +201,14 @@ pub struct EndpointsQuery {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewEndpointBody {
     /// Caller-chosen id (`namespace/pod` for Kubernetes); allocating the same id again returns it.
+    #[schema(pattern = "^[A-Za-z0-9_:-][A-Za-z0-9._/:-]{0,511}$")]
     pub id: String,
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub tenant: String,
     #[serde(default = "default_segment")]
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub segment: String,
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub host: String,
     #[serde(default)]
     pub labels: LabelMap,
@@ -230,12 +240,16 @@ pub struct EndpointView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewTokenBody {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     /// `admin`, `read`, `tenant` or `node`.
+    #[schema(pattern = "^(admin|read|tenant|node)$")]
     pub role: String,
     /// Required for (and only for) tenant tokens.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub tenant: Option<String>,
     /// Required for (and only for) node tokens: the host whose agent uses it.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")]
     pub node: Option<String>,
 }
 
