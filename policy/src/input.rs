@@ -76,6 +76,7 @@ impl Inputs {
             },
             Some("Node") => {
                 let node: NodeDoc = decode(value).map_err(at)?;
+                k8s::validate_dns_subdomain("metadata.name", &node.metadata.name).map_err(at)?;
                 let mut ips = Vec::new();
                 for (i, a) in node.status.addresses.iter().enumerate() {
                     if a.kind == "InternalIP" || a.kind == "ExternalIP" {

@@ -116,7 +116,10 @@ fn errors_are_one_line_with_exit_code_one() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "printed a token: {}", String::from_utf8_lossy(&out.stdout));
     assert!(!db.exists(), "created a store");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listening on 127.0.0.1"), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listening on 127.0.0.1"), "{stderr}");
+    // Logs written to a pipe carry no terminal colour codes.
+    assert!(!stderr.contains('\x1b'), "ANSI escapes in redirected logs: {stderr:?}");
 }
 
 /// `TESSERA_NO_DEMO` takes the usual spellings of a boolean.
@@ -274,4 +277,34 @@ fn readme_policy_examples_run_on_the_shipped_files() {
     );
     let out = run(&[&["policy", "render"], &files[..], &["--node", "node-1"]].concat());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("table inet tessera"), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Logs written to a pipe or a file carry no terminal colour codes.
+#[test]
+fn redirected_logs_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let mut child = std::process::Command::new(binary("tessera-controller"))
+        .env("TESSERA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TESSERA_DATABASE_URL", tessera_tests::sqlite_url())
+        .env("TESSERA_ADMIN_TOKEN", "colour-test-admin-token")
+        .env("TESSERA_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start controller");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("log line");
+        let done = line.contains("serving the API");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(seen.iter().any(|l| l.contains("serving the API")), "{seen:?}");
+    assert!(seen.iter().all(|l| !l.contains('\x1b')), "ANSI escapes in redirected logs: {seen:?}");
 }
