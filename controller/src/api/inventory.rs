@@ -51,7 +51,7 @@ pub async fn create_host(State(state): State<AppState>, caller: Caller, JsonBody
     check_labels("labels", &body.labels)?;
     let ips = parse_ips(&body.ips)?;
     let host = state.store.create_host(NewHost { name: body.name, ips, labels: body.labels }).await?;
-    state.dist.rebuild().await?;
+    state.dist.sync().await?;
     let revision = host.revision;
     Ok((StatusCode::CREATED, etag(revision), Json(host_view(&state, host).await?)).into_response())
 }
@@ -76,7 +76,7 @@ pub async fn update_host(
     caller.require_admin()?;
     check_labels("labels", &body.labels)?;
     let host = state.store.update_host(&name, parse_ips(&body.ips)?, body.labels, if_match).await?;
-    state.dist.rebuild().await?;
+    state.dist.sync().await?;
     Ok((etag(host.revision), Json(host_view(&state, host).await?)).into_response())
 }
 
@@ -97,7 +97,7 @@ pub async fn delete_host(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     state.store.delete_host(&name, if_match).await?;
-    state.dist.rebuild().await?;
+    state.dist.sync().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -133,7 +133,7 @@ pub async fn create_tenant(State(state): State<AppState>, caller: Caller, JsonBo
     caller.require_admin()?;
     check_labels("labels", &body.labels)?;
     let tenant = state.store.create_tenant(&body.name, body.labels).await?;
-    state.dist.tenant_changed(&tenant.name).await?;
+    state.dist.sync().await?;
     Ok((StatusCode::CREATED, etag(tenant.revision), Json(tenant_view(&state, &tenant.name).await?)).into_response())
 }
 
@@ -156,7 +156,7 @@ pub async fn update_tenant(
     caller.require_admin()?;
     check_labels("labels", &body.labels)?;
     let record = state.store.update_tenant(&tenant, body.labels, if_match).await?;
-    state.dist.tenant_changed(&tenant).await?;
+    state.dist.sync().await?;
     Ok((etag(record.revision), Json(tenant_view(&state, &tenant).await?)).into_response())
 }
 
@@ -170,7 +170,7 @@ pub async fn delete_tenant(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     state.store.delete_tenant(&tenant, if_match).await?;
-    state.dist.tenant_changed(&tenant).await?;
+    state.dist.sync().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -246,6 +246,6 @@ pub async fn delete_segment(
 ) -> ApiResult<StatusCode> {
     caller.require_tenant_write(&tenant)?;
     state.store.delete_segment(&tenant, &segment, if_match).await?;
-    state.dist.rebuild().await?;
+    state.dist.sync().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -55,7 +55,7 @@ pub async fn create_endpoint(
         other => other?,
     };
     if created {
-        state.dist.endpoint_changed(&endpoint.id).await?;
+        state.dist.sync().await?;
     }
     state.metrics.allocations.inc();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
@@ -101,7 +101,7 @@ pub async fn update_endpoint(
     }
     validate_labels("labels", &body.labels).map_err(|e| ApiError::invalid(e.field, e.message))?;
     let updated = state.store.update_endpoint_labels(&id, body.labels, if_match).await?;
-    state.dist.endpoint_changed(&id).await?;
+    state.dist.sync().await?;
     Ok((etag(updated.revision), Json(EndpointView::from(updated))).into_response())
 }
 
@@ -118,7 +118,7 @@ pub async fn delete_endpoint(State(state): State<AppState>, caller: Caller, Path
         Err(e) => return Err(e.into()),
     }
     if state.store.release(&id).await?.is_some() {
-        state.dist.endpoint_changed(&id).await?;
+        state.dist.sync().await?;
         state.metrics.releases.inc();
     }
     Ok(StatusCode::NO_CONTENT)

@@ -37,7 +37,7 @@ pub struct StateQuery {
 #[utoipa::path(get, path = "/v1/nodes", responses((status = 200, body = [Object]), (status = 403, body = ErrorBody)))]
 pub async fn list_nodes(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<NodeStatus>>> {
     caller.require_infra_read()?;
-    Ok(Json(state.dist.status()))
+    Ok(Json(state.dist.status().await?))
 }
 
 fn channel(state: &AppState, node: &str) -> ApiResult<Arc<NodeChannel>> {
@@ -71,7 +71,7 @@ pub async fn node_state(
         rx: channel.subscribe(),
         _guard: channel.watching(),
         channel,
-        since: q.since,
+        sent: q.since,
         started: false,
         closing: state.dist.closing(),
     };
@@ -86,39 +86,54 @@ struct Watch {
     rx: tokio::sync::watch::Receiver<Arc<NodeState>>,
     channel: Arc<NodeChannel>,
     _guard: WatchGuard,
-    since: Option<u64>,
+    /// The newest generation the client has: only newer ones are sent. A client moving from
+    /// another replica never sees its generation go back, even if this replica is behind.
+    sent: Option<u64>,
     started: bool,
     closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Watch {
+    fn newer(&mut self, state: &NodeState) -> bool {
+        let newer = self.sent.is_none_or(|g| state.generation > g);
+        if newer {
+            self.sent = Some(state.generation);
+        }
+        newer
+    }
+
     /// The next line to send: a state, or a heartbeat. `None` ends the stream.
     async fn next(&mut self) -> Option<Bytes> {
         if !self.started {
             self.started = true;
             let current = self.rx.borrow_and_update().clone();
-            if self.since != Some(current.generation) {
+            if self.newer(&current) {
                 return Some(line(&current));
             }
         }
-        if *self.closing.borrow() {
-            return None;
-        }
-        let changed = tokio::select! {
-            changed = tokio::time::timeout(HEARTBEAT, self.rx.changed()) => changed,
-            _ = self.closing.changed() => return None,
-        };
-        match changed {
-            Ok(Ok(())) => {
-                let current = self.rx.borrow_and_update().clone();
-                Some(line(&current))
+        loop {
+            if *self.closing.borrow() {
+                return None;
             }
-            // The node was removed from the topology.
-            Ok(Err(_)) => None,
-            Err(_) => {
-                self.channel.seen();
-                Some(Bytes::from_static(b"\n"))
-            }
+            let changed = tokio::select! {
+                changed = tokio::time::timeout(HEARTBEAT, self.rx.changed()) => changed,
+                _ = self.closing.changed() => return None,
+            };
+            return match changed {
+                Ok(Ok(())) => {
+                    let current = self.rx.borrow_and_update().clone();
+                    if !self.newer(&current) {
+                        continue;
+                    }
+                    Some(line(&current))
+                }
+                // The node was removed from the topology.
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    self.channel.seen();
+                    Some(Bytes::from_static(b"\n"))
+                }
+            };
         }
     }
 }

@@ -91,9 +91,8 @@ pub async fn put_policies(State(state): State<AppState>, caller: Caller, request
     if staged.is_empty() {
         return Err(ApiError::invalid("body", "no policy documents"));
     }
-    let ids: Vec<String> = staged.iter().map(|p| p.id.clone()).collect();
     let stored = state.store.put_policies(staged).await?;
-    state.dist.policies_changed(&ids).await?;
+    state.dist.sync().await?;
     Ok(Json(stored.into_iter().map(PolicyView::from).collect()))
 }
 
@@ -115,7 +114,7 @@ pub async fn delete_policy(
         None => caller.require_admin()?,
     }
     state.store.delete_policy(&id, if_match).await?;
-    state.dist.policies_changed(&[id]).await?;
+    state.dist.sync().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -115,7 +115,7 @@ pub async fn put_topology(
         .map_err(|e| ApiError::invalid(e.field, e.message))?;
     let (plan, revision) = state.store.apply_topology(spec, if_match, query.dry_run).await?;
     if revision.is_some() && !query.dry_run {
-        state.dist.rebuild().await?;
+        state.dist.sync().await?;
     }
     let plan_json = serde_json::to_value(&plan).map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?;
     if !query.dry_run && revision.is_none() {

@@ -1,40 +1,49 @@
-//! Distribution of node state: the controller keeps every node's compiled state in memory,
-//! recompiles only what a change affects, bumps the generation of each node whose state really
-//! changed (persisted, so generations keep growing across restarts), and wakes that node's
-//! watchers. Agents ack what they applied; the status of each node is kept here.
+//! Distribution of node state: every replica keeps every node's compiled state in memory,
+//! following the change feed from its cursor; it recompiles only what a change affects, has the
+//! store number each node state that really changed (so a generation names the same state on
+//! every replica), and wakes that node's watchers. Agents ack what they applied; their reports
+//! are kept in the store (batched), so every replica answers the same status.
 //!
-//! Changes arrive as "this object changed, read it again": the distributor reads the store under
-//! its own lock, so the order in which handlers report changes cannot leave it stale.
+//! Changes arrive as feed records, "this object changed, read it again": the distributor reads
+//! the store under its own lock, so the order of records cannot leave it stale.
+//!
+//! Tasks: one follower per replica (`follow.rs`), spawned by `start`: it reads the feed after
+//! each local commit, each PostgreSQL notification and at least every second, applies records
+//! in batches, and stores agents' reports every half second.
 
 mod build;
+mod follow;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tessera_agent_api::{Ack, NodeState, NodeStatus};
 use tokio::sync::watch;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Change, ChangeKind, NodeReport, Store, StoreError};
 
 pub use build::{PolicyDocument, read_policy_documents};
+
+/// How long a REST write waits for this replica to have applied it before answering.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One node's published state and what its agent reported.
 #[derive(Debug)]
 pub struct NodeChannel {
     tx: watch::Sender<Arc<NodeState>>,
-    report: Mutex<Report>,
+    report: Mutex<NodeReport>,
+    /// The report changed since it was last stored.
+    dirty: AtomicBool,
     watchers: AtomicUsize,
 }
 
-#[derive(Debug, Default, Clone)]
-struct Report {
-    applied: Option<u64>,
-    last_error: Option<String>,
-    last_seen: Option<i64>,
-}
-
 impl NodeChannel {
+    fn new(state: Arc<NodeState>) -> NodeChannel {
+        NodeChannel { tx: watch::channel(state).0, report: Mutex::default(), dirty: AtomicBool::new(false), watchers: AtomicUsize::new(0) }
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Arc<NodeState>> {
         self.tx.subscribe()
     }
@@ -52,6 +61,7 @@ impl NodeChannel {
 
     pub fn seen(&self) {
         lock(&self.report).last_seen = Some(crate::store::unix_now());
+        self.dirty.store(true, Ordering::Relaxed);
     }
 }
 
@@ -78,21 +88,45 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Counters of the feed follower, for metrics.
+#[derive(Debug, Default)]
+pub struct FeedStats {
+    /// Full resyncs because the cursor fell behind the retained window.
+    pub resyncs: AtomicU64,
+    /// Records applied.
+    pub records: AtomicU64,
+}
+
 /// The controller's view of every node's state; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Distributor {
     store: Store,
     model: Arc<tokio::sync::Mutex<Option<build::Model>>>,
     nodes: Arc<Mutex<BTreeMap<String, Arc<NodeChannel>>>>,
+    /// The feed position the compiled state reflects.
+    applied: Arc<watch::Sender<i64>>,
+    /// Nodes whose newest state still waits for a generation (this replica was behind).
+    pending: Arc<Mutex<BTreeSet<String>>>,
+    pub stats: Arc<FeedStats>,
     /// Set when the controller stops: watches end so the server can finish.
     closing: Arc<watch::Sender<bool>>,
 }
 
 impl Distributor {
-    /// Compile everything in the store and publish every node's state.
+    /// Compile everything in the store, publish every node's state, and follow the feed.
     pub async fn start(store: Store) -> Result<Distributor, StoreError> {
-        let d = Distributor { store, model: Arc::default(), nodes: Arc::default(), closing: Arc::new(watch::channel(false).0) };
-        d.rebuild().await?;
+        let d = Distributor {
+            store,
+            model: Arc::default(),
+            nodes: Arc::default(),
+            applied: Arc::new(watch::channel(0).0),
+            pending: Arc::default(),
+            stats: Arc::default(),
+            closing: Arc::new(watch::channel(false).0),
+        };
+        let head = d.store.feed_head().await?;
+        d.rebuild_at(head).await?;
+        tokio::spawn(follow::follow(d.clone()));
         Ok(d)
     }
 
@@ -109,21 +143,74 @@ impl Distributor {
         lock(&self.nodes).get(name).cloned()
     }
 
-    /// Compile everything again (topology, hosts, tenants or blocks changed).
-    pub async fn rebuild(&self) -> Result<(), StoreError> {
+    /// The feed position this replica's state reflects.
+    pub fn position(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
+    /// Wait until this replica has applied every change committed so far (bounded): a REST
+    /// write answers once its effect is distributed, as it did when handlers distributed inline.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let head = self.store.feed_head().await?;
+        let mut applied = self.applied.subscribe();
+        if tokio::time::timeout(SYNC_TIMEOUT, applied.wait_for(|a| *a >= head)).await.is_err() {
+            tracing::warn!(head, applied = self.position(), "the distributor is behind the feed; answering anyway");
+        }
+        Ok(())
+    }
+
+    /// Compile everything again as of feed position `seq` (at start, after falling behind the
+    /// retained feed, or when the topology, a host or a segment changed).
+    async fn rebuild_at(&self, seq: i64) -> Result<(), StoreError> {
         let mut guard = self.model.lock().await;
         let model = build::Model::load(&self.store).await?;
         let hosts: BTreeSet<String> = model.hosts.keys().cloned().collect();
         *guard = Some(model);
-        self.publish(guard.as_ref(), &hosts).await?;
+        self.publish(guard.as_ref(), &hosts, seq).await?;
         lock(&self.nodes).retain(|name, _| hosts.contains(name));
+        self.applied.send_replace(seq);
         Ok(())
     }
 
-    /// An endpoint was created, changed or deleted.
-    pub async fn endpoint_changed(&self, id: &str) -> Result<(), StoreError> {
+    /// Apply a batch of feed records, in order, ending at position `upto`.
+    async fn apply(&self, changes: &[Change], upto: i64) -> Result<(), StoreError> {
+        // Segments matter to nodes through their endpoints and blocks only: their own records
+        // change nothing compiled.
+        if changes.iter().any(|c| matches!(c.kind, ChangeKind::Topology | ChangeKind::Host)) {
+            return self.rebuild_at(upto).await;
+        }
         let mut guard = self.model.lock().await;
         let Some(model) = guard.as_mut() else { return Ok(()) };
+        let mut changed: BTreeSet<String> = std::mem::take(&mut *lock(&self.pending));
+        for change in changes {
+            match change.kind {
+                ChangeKind::Endpoint => changed.extend(self.endpoint_changed(model, &change.object).await?),
+                ChangeKind::Tenant => changed.extend(model.apply_tenant(&change.object, found(self.store.tenant(&change.object).await)?)),
+                ChangeKind::Policy => {
+                    let record = found(self.store.policy(&change.object).await)?;
+                    changed.extend(model.apply_policy(&change.object, record.as_ref())?);
+                }
+                ChangeKind::Token | ChangeKind::Topology | ChangeKind::Host | ChangeKind::Segment => {}
+            }
+        }
+        self.publish(guard.as_ref(), &changed, upto).await?;
+        self.stats.records.fetch_add(changes.len() as u64, Ordering::Relaxed);
+        self.applied.send_replace(upto);
+        Ok(())
+    }
+
+    /// Publish nodes still waiting for a generation.
+    async fn retry_pending(&self) -> Result<(), StoreError> {
+        let waiting: BTreeSet<String> = std::mem::take(&mut *lock(&self.pending));
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let guard = self.model.lock().await;
+        self.publish(guard.as_ref(), &waiting, self.position()).await
+    }
+
+    /// An endpoint was created, changed or deleted: the nodes whose state may have changed.
+    async fn endpoint_changed(&self, model: &mut build::Model, id: &str) -> Result<BTreeSet<String>, StoreError> {
         let record = found(self.store.endpoint(id).await)?;
         // A block may have been taken or given back with it: segment blocks and routes follow.
         let segment = record.as_ref().or_else(|| model.endpoints.get(id)).map(|e| (e.tenant.clone(), e.segment.clone()));
@@ -132,72 +219,46 @@ impl Distributor {
             changed.extend(model.refresh_segment_blocks(&self.store, &tenant, &segment).await?);
         }
         changed.extend(model.apply_endpoint(id, record));
-        self.publish(guard.as_ref(), &changed).await
+        Ok(changed)
     }
 
-    /// A tenant was created, relabelled or deleted.
-    pub async fn tenant_changed(&self, name: &str) -> Result<(), StoreError> {
-        let mut guard = self.model.lock().await;
-        let Some(model) = guard.as_mut() else { return Ok(()) };
-        let record = found(self.store.tenant(name).await)?;
-        let changed = model.apply_tenant(name, record);
-        self.publish(guard.as_ref(), &changed).await
-    }
-
-    /// Policies were stored or deleted: read them again.
-    pub async fn policies_changed(&self, ids: &[String]) -> Result<(), StoreError> {
-        let mut guard = self.model.lock().await;
-        let Some(model) = guard.as_mut() else { return Ok(()) };
-        let mut changed = BTreeSet::new();
-        for id in ids {
-            let record = found(self.store.policy(id).await)?;
-            changed.extend(model.apply_policy(id, record.as_ref())?);
-        }
-        self.publish(guard.as_ref(), &changed).await
-    }
-
-    /// Render the states of `hosts`, bump the generation of those whose digest changed, persist
-    /// the generations, then wake watchers.
-    async fn publish(&self, model: Option<&build::Model>, hosts: &BTreeSet<String>) -> Result<(), StoreError> {
+    /// Render the states of `hosts`; those whose digest changed get their generation from the
+    /// store (as of feed position `seq`) and wake their watchers.
+    async fn publish(&self, model: Option<&build::Model>, hosts: &BTreeSet<String>, seq: i64) -> Result<(), StoreError> {
         let Some(model) = model else { return Ok(()) };
-        // Generations come from the store only for nodes without a channel yet (at start).
-        let stored = if hosts.iter().any(|h| self.node(h).is_none()) { self.store.node_generations().await? } else { BTreeMap::new() };
         let mut fresh = Vec::new();
         for host in hosts.iter().filter(|h| model.hosts.contains_key(*h)) {
-            let (mut state, digest) = model.node_state(host);
-            let current = self.node(host).map(|c| c.current());
-            let (last_generation, last_digest) = match &current {
-                Some(c) => (c.generation, c.digest.clone()),
-                None => stored.get(host).cloned().unwrap_or((0, String::new())),
-            };
-            if current.is_some() && digest == last_digest {
+            let (state, digest) = model.node_state(host);
+            if self.node(host).is_some_and(|c| c.current().digest == digest) {
                 continue;
             }
-            state.generation = if digest == last_digest { last_generation } else { last_generation + 1 };
-            state.digest = digest;
-            fresh.push(state);
+            fresh.push((state, digest));
         }
-        let changes: Vec<(String, u64, String)> = fresh.iter().map(|s| (s.node.clone(), s.generation, s.digest.clone())).collect();
-        self.store.set_node_generations(&changes).await?;
+        let keys: Vec<(String, String)> = fresh.iter().map(|(s, d)| (s.node.clone(), d.clone())).collect();
+        let numbers = self.store.assign_generations(&keys, seq).await?;
         let mut nodes = lock(&self.nodes);
-        for state in fresh {
+        for ((mut state, digest), number) in fresh.into_iter().zip(numbers) {
+            let Some(generation) = number else {
+                lock(&self.pending).insert(state.node.clone());
+                continue;
+            };
+            state.generation = generation;
+            state.digest = digest;
             let state = Arc::new(state);
             match nodes.get(&state.node) {
                 Some(channel) => {
                     channel.tx.send_replace(state);
                 }
                 None => {
-                    let (tx, _) = watch::channel(state.clone());
-                    let channel = NodeChannel { tx, report: Mutex::default(), watchers: AtomicUsize::new(0) };
-                    nodes.insert(state.node.clone(), Arc::new(channel));
+                    nodes.insert(state.node.clone(), Arc::new(NodeChannel::new(state)));
                 }
             }
         }
         Ok(())
     }
 
-    /// Record an agent's ack. Acks of generations never published are refused.
-    /// Record an agent's ack; a refusal names the ack's field at fault.
+    /// Record an agent's ack (stored with the next batch); a refusal names the ack's field at
+    /// fault. Acks of generations never published are refused.
     pub fn ack(&self, node: &str, ack: &Ack) -> Result<(), (&'static str, String)> {
         let channel = self.node(node).ok_or_else(|| ("node", format!("node `{node}` has no state")))?;
         let current = channel.current();
@@ -221,26 +282,41 @@ impl Distributor {
                 report.last_error = None;
             }
         }
+        channel.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    pub fn status(&self) -> Vec<NodeStatus> {
-        let nodes = lock(&self.nodes);
-        nodes
+    /// Store the reports that changed since the last batch.
+    async fn flush_reports(&self) -> Result<(), StoreError> {
+        let dirty: BTreeMap<String, NodeReport> = lock(&self.nodes)
             .iter()
-            .map(|(name, c)| {
-                let report = lock(&c.report).clone();
-                let desired = c.current().generation;
-                NodeStatus {
-                    node: name.clone(),
-                    desired_generation: desired,
-                    applied_generation: report.applied,
-                    lag: desired.saturating_sub(report.applied.unwrap_or(0)),
-                    last_error: report.last_error,
-                    last_seen: report.last_seen,
-                    watchers: c.watchers.load(Ordering::Relaxed),
-                }
+            .filter(|(_, c)| c.dirty.swap(false, Ordering::Relaxed))
+            .map(|(name, c)| (name.clone(), lock(&c.report).clone()))
+            .collect();
+        self.store.save_reports(&dirty).await
+    }
+
+    /// Every node's status as the store has it (the same on every replica), with this
+    /// replica's count of watchers.
+    pub async fn status(&self) -> Result<Vec<NodeStatus>, StoreError> {
+        self.flush_reports().await?;
+        let records = self.store.node_records().await?;
+        let nodes: Vec<(String, usize)> = lock(&self.nodes).iter().map(|(n, c)| (n.clone(), c.watchers.load(Ordering::Relaxed))).collect();
+        Ok(nodes
+            .into_iter()
+            .filter_map(|(name, watchers)| {
+                let record = records.get(&name)?;
+                let applied = record.report.applied;
+                Some(NodeStatus {
+                    node: name,
+                    desired_generation: record.generation,
+                    applied_generation: applied,
+                    lag: record.generation.saturating_sub(applied.unwrap_or(0)),
+                    last_error: record.report.last_error.clone(),
+                    last_seen: record.report.last_seen,
+                    watchers,
+                })
             })
-            .collect()
+            .collect())
     }
 }

@@ -9,6 +9,7 @@ use sqlx::Row;
 use tessera_topology::spec::{validate_host_ips, validate_name};
 use tessera_topology::{Labels, place_host};
 
+use super::feed::{ChangeKind, record};
 use super::{Result, Store, StoreError, from_json, now, to_json};
 
 /// A host as stored.
@@ -99,6 +100,7 @@ impl Store {
                 .bind(now())
                 .execute(&mut **tx)
                 .await?;
+                record(tx, ChangeKind::Host, &host.name, 1).await?;
                 host_in(tx, &host.name).await
             })
         })
@@ -142,6 +144,7 @@ impl Store {
                     .bind(&name)
                     .execute(&mut **tx)
                     .await?;
+                record(tx, ChangeKind::Host, &name, host.revision + 1).await?;
                 host_in(tx, &name).await
             })
         })
@@ -172,6 +175,7 @@ impl Store {
                 sqlx::query("DELETE FROM hosts WHERE name = $1").bind(&name).execute(&mut **tx).await?;
                 // Its agent's tokens die with it: a host re-created under the same name starts clean.
                 sqlx::query("DELETE FROM tokens WHERE node = $1").bind(&name).execute(&mut **tx).await?;
+                record(tx, ChangeKind::Host, &name, host.revision + 1).await?;
                 Ok(())
             })
         })
@@ -223,6 +227,7 @@ impl Store {
                     .bind(now())
                     .execute(&mut **tx)
                     .await?;
+                record(tx, ChangeKind::Tenant, &name, 1).await?;
                 Ok(TenantRecord { name, labels, revision: 1 })
             })
         })
@@ -242,6 +247,7 @@ impl Store {
                     .bind(&name)
                     .execute(&mut **tx)
                     .await?;
+                record(tx, ChangeKind::Tenant, &name, current + 1).await?;
                 Ok(TenantRecord { name, labels, revision: current + 1 })
             })
         })
@@ -263,6 +269,7 @@ impl Store {
                 sqlx::query("DELETE FROM tenants WHERE name = $1").bind(&name).execute(&mut **tx).await?;
                 // Its tokens die with it: a tenant re-created under the same name starts clean.
                 sqlx::query("DELETE FROM tokens WHERE tenant = $1").bind(&name).execute(&mut **tx).await?;
+                record(tx, ChangeKind::Tenant, &name, 0).await?;
                 Ok(())
             })
         })
@@ -311,6 +318,7 @@ impl Store {
                     .bind(now())
                     .execute(&mut **tx)
                     .await?;
+                record(tx, ChangeKind::Segment, &format!("{tenant}/{name}"), 1).await?;
                 Ok(SegmentRecord { tenant, name, labels, revision: 1 })
             })
         })
@@ -332,6 +340,7 @@ impl Store {
                     .bind(&name)
                     .execute(&mut **tx)
                     .await?;
+                record(tx, ChangeKind::Segment, &full, current + 1).await?;
                 Ok(SegmentRecord { tenant, name, labels, revision: current + 1 })
             })
         })
@@ -362,6 +371,7 @@ impl Store {
                     return Err(StoreError::Conflict(format!("segment `{full}` still has endpoints; delete them first")));
                 }
                 sqlx::query("DELETE FROM segments WHERE tenant = $1 AND name = $2").bind(&tenant).bind(&name).execute(&mut **tx).await?;
+                record(tx, ChangeKind::Segment, &full, 0).await?;
                 Ok(())
             })
         })

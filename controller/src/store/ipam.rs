@@ -15,6 +15,7 @@ use tessera_topology::cidr::Family;
 use tessera_topology::ipam::{BlockChoice, BlockOwner, BlockState, capacity, choose_address, choose_block};
 use tessera_topology::{Labels, Network};
 
+use super::feed::{ChangeKind, record};
 use super::inventory::{checked_revision, host_in};
 use super::{Result, Store, StoreError, from_json, now, to_json};
 
@@ -133,6 +134,7 @@ impl Store {
                 for (network, cidr) in networks.values() {
                     ips.push(allocate_in(tx, &group.path, network, *cidr, &owner, &new.id).await?);
                 }
+                record(tx, ChangeKind::Endpoint, &new.id, 1).await?;
                 Ok((
                     EndpointRecord {
                         id: new.id,
@@ -182,6 +184,7 @@ impl Store {
                         .execute(&mut **tx)
                         .await?;
                 }
+                record(tx, ChangeKind::Endpoint, &id, 0).await?;
                 Ok(Some(existing))
             })
         })
@@ -195,12 +198,13 @@ impl Store {
             let (id, labels) = (id.clone(), labels.clone());
             Box::pin(async move {
                 let query = sqlx::query("SELECT revision FROM endpoints WHERE id = $1").bind(&id);
-                checked_revision(tx, "endpoint", &id, query, if_match).await?;
+                let current = checked_revision(tx, "endpoint", &id, query, if_match).await?;
                 sqlx::query("UPDATE endpoints SET labels = $1, revision = revision + 1 WHERE id = $2")
                     .bind(to_json(&labels)?)
                     .bind(&id)
                     .execute(&mut **tx)
                     .await?;
+                record(tx, ChangeKind::Endpoint, &id, current + 1).await?;
                 endpoint_in(tx, &id).await?.ok_or_else(|| StoreError::NotFound { kind: "endpoint", name: id.clone() })
             })
         })

@@ -4,8 +4,10 @@
 //! serialised where allocation needs it: `BEGIN IMMEDIATE` on SQLite, a `FOR UPDATE` row lock
 //! per prefix group on PostgreSQL; unique keys on block CIDRs and addresses back both up.
 
+mod feed;
 mod inventory;
 mod ipam;
+mod nodes;
 mod policies;
 mod tokens;
 mod topology;
@@ -17,8 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Transaction};
 
+pub use feed::{Change, ChangeKind, FeedRead, NOTIFY_CHANNEL};
 pub use inventory::{DEFAULT_SEGMENT, HostRecord, NewHost, SegmentRecord, TenantRecord};
 pub use ipam::{BlockFilter, BlockRecord, EndpointRecord, NewEndpoint};
+pub use nodes::{NodeRecord, NodeReport};
 pub use policies::{NewPolicy, PolicyRecord};
 pub use tokens::{NewToken, Principal, Role, TokenRecord};
 pub use topology::TopologyRecord;
@@ -74,6 +78,11 @@ pub struct Store {
     backend: Backend,
     /// The stored topology and its carved layout, for the revision it was read at.
     topology: Arc<Mutex<Option<TopologyRecord>>>,
+    /// Counts the committed writes of this process (the feed's in-process wake-up; a watch
+    /// channel, so a follower busy at the moment of a commit still sees it).
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Where the store is, for PostgreSQL `LISTEN` connections of the feed followers.
+    url: String,
 }
 
 impl Store {
@@ -113,11 +122,22 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations").run(&pool).await.map_err(|e| StoreError::Db(e.into()))?;
-        Ok(Store { pool, backend, topology: Arc::new(Mutex::new(None)) })
+        Ok(Store {
+            pool,
+            backend,
+            topology: Arc::new(Mutex::new(None)),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
+            url: url.to_string(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The database URL (PostgreSQL followers open their own `LISTEN` connection to it).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// Answers when the database does.
@@ -157,7 +177,13 @@ impl Store {
             let mut tx = self.write().await?;
             let outcome = body(&mut tx).await;
             let outcome = match outcome {
-                Ok(v) => tx.commit().await.map(|_| v).map_err(StoreError::from),
+                Ok(v) => {
+                    let committed = tx.commit().await.map(|_| v).map_err(StoreError::from);
+                    if committed.is_ok() {
+                        self.changed.send_modify(|n| *n += 1);
+                    }
+                    committed
+                }
                 Err(e) => {
                     let _ = tx.rollback().await;
                     Err(e)

@@ -1,10 +1,9 @@
 //! Stored policies (their source documents) and the generations of node states.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use super::feed::{ChangeKind, record as record_change};
 use super::{Result, Store, StoreError, from_json, now, to_json};
 
 /// A policy document as stored: the engine re-reads `document` on every start, so what is
@@ -91,6 +90,7 @@ impl Store {
                             (1, created_at)
                         }
                     };
+                    record_change(tx, ChangeKind::Policy, &p.id, revision).await?;
                     out.push(PolicyRecord { id: p.id, tenant: p.tenant, document: p.document, revision, created_at });
                 }
                 Ok(out)
@@ -100,42 +100,20 @@ impl Store {
     }
 
     pub async fn delete_policy(&self, id: &str, if_match: Option<i64>) -> Result<()> {
-        let current = self.policy(id).await?;
-        if let Some(sent) = if_match.filter(|sent| *sent != current.revision) {
-            return Err(StoreError::Stale { kind: "policy", name: id.into(), current: current.revision, sent });
-        }
-        let done =
-            sqlx::query("DELETE FROM policies WHERE id = $1 AND revision = $2").bind(id).bind(current.revision).execute(&self.pool).await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::Conflict(format!("policy `{id}` changed while it was being deleted; try again")));
-        }
-        Ok(())
-    }
-
-    /// Each node's last state generation and its digest.
-    pub async fn node_generations(&self) -> Result<BTreeMap<String, (u64, String)>> {
-        let rows = sqlx::query("SELECT host, generation, digest FROM node_states").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((r.try_get("host")?, (r.try_get::<i64, _>("generation")? as u64, r.try_get("digest")?)))).collect()
-    }
-
-    /// Record new generations, all in one transaction.
-    pub async fn set_node_generations(&self, changes: &[(String, u64, String)]) -> Result<()> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        for (host, generation, digest) in changes {
-            sqlx::query(
-                "INSERT INTO node_states (host, generation, digest) VALUES ($1, $2, $3)
-                 ON CONFLICT (host) DO UPDATE SET generation = excluded.generation, digest = excluded.digest",
-            )
-            .bind(host)
-            .bind(*generation as i64)
-            .bind(digest)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let id = id.to_string();
+        self.with_retries(move |tx| {
+            let id = id.clone();
+            Box::pin(async move {
+                let row = sqlx::query("SELECT revision FROM policies WHERE id = $1").bind(&id).fetch_optional(&mut **tx).await?;
+                let current: i64 = row.ok_or_else(|| StoreError::NotFound { kind: "policy", name: id.clone() })?.try_get("revision")?;
+                if let Some(sent) = if_match.filter(|sent| *sent != current) {
+                    return Err(StoreError::Stale { kind: "policy", name: id, current, sent });
+                }
+                sqlx::query("DELETE FROM policies WHERE id = $1").bind(&id).execute(&mut **tx).await?;
+                record_change(tx, ChangeKind::Policy, &id, 0).await?;
+                Ok(())
+            })
+        })
+        .await
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use super::feed::{ChangeKind, record};
 use super::{Result, Store, StoreError, now};
 
 /// What a token may do.
@@ -103,6 +104,7 @@ impl Store {
             None => format!("tsr_{id}_{}", random_string(32)),
         };
         let created_at = now();
+        let mut tx = self.write().await?;
         sqlx::query("INSERT INTO tokens (id, hash, role, tenant, node, name, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&id)
             .bind(hash(&token))
@@ -111,8 +113,11 @@ impl Store {
             .bind(node)
             .bind(name)
             .bind(created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        record(&mut tx, ChangeKind::Token, &id, 1).await?;
+        tx.commit().await?;
+        self.changed.send_modify(|n| *n += 1);
         let record =
             TokenRecord { id, name: name.into(), role, tenant: tenant.map(String::from), node: node.map(String::from), created_at };
         Ok(NewToken { record, token })
@@ -166,14 +171,19 @@ impl Store {
     /// controller until a restart with `--admin-token`.
     pub async fn delete_token(&self, id: &str) -> Result<()> {
         // One statement, so two concurrent deletions cannot both see another admin left.
+        let mut tx = self.write().await?;
         let done =
             sqlx::query("DELETE FROM tokens WHERE id = $1 AND (role <> 'admin' OR (SELECT COUNT(*) FROM tokens WHERE role = 'admin') > 1)")
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         if done.rows_affected() == 1 {
+            record(&mut tx, ChangeKind::Token, id, 0).await?;
+            tx.commit().await?;
+            self.changed.send_modify(|n| *n += 1);
             return Ok(());
         }
+        tx.rollback().await?;
         match sqlx::query("SELECT role FROM tokens WHERE id = $1").bind(id).fetch_optional(&self.pool).await? {
             Some(_) => Err(StoreError::Conflict(format!(
                 "token `{id}` is the last admin token; create another admin token before deleting this one"

@@ -9,6 +9,7 @@ use sqlx::{Any, Row, Transaction};
 use tessera_topology::change::{Allocated, ChangePlan, HeldBlock, PlacedHost, plan_change};
 use tessera_topology::{Layout, TopologySpec};
 
+use super::feed::{ChangeKind, record};
 use super::{Result, Store, StoreError, from_json, now, to_json};
 
 /// The topology as stored.
@@ -71,6 +72,7 @@ impl Store {
                 }
                 let revision = current.revision + 1;
                 write_topology(tx, &spec, &new_layout, &plan, revision).await?;
+                record(tx, ChangeKind::Topology, "topology", revision).await?;
                 Ok((plan, Some(revision)))
             })
         })
