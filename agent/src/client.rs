@@ -8,10 +8,13 @@ use std::time::Duration;
 use serde::Deserialize;
 use tessera_agent_api::{Ack, NodeState};
 
+/// The controller replicas this agent talks to; it stays with one until a call to it fails,
+/// then moves on to the next (any replica serves any node the same state).
 #[derive(Debug, Clone)]
 pub struct Controller {
     http: reqwest::Client,
-    base: String,
+    bases: std::sync::Arc<Vec<String>>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     node: String,
     token: String,
 }
@@ -40,14 +43,22 @@ impl std::fmt::Display for CallError {
 }
 
 impl Controller {
-    pub fn new(base: &str, node: &str, token: &str, ca: Option<&[u8]>) -> anyhow::Result<Controller> {
+    pub fn new(bases: &[String], node: &str, token: &str, ca: Option<&[u8]>) -> anyhow::Result<Controller> {
+        anyhow::ensure!(!bases.is_empty(), "--controller: name at least one controller URL");
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
         if let Some(pem) = ca {
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
         }
+        let mut list = Vec::new();
+        for b in bases {
+            let b = b.trim().trim_end_matches('/');
+            anyhow::ensure!(b.starts_with("http://") || b.starts_with("https://"), "--controller: `{b}` is not an http:// or https:// URL");
+            list.push(b.to_string());
+        }
         Ok(Controller {
             http: builder.build()?,
-            base: base.trim_end_matches('/').to_string(),
+            bases: std::sync::Arc::new(list),
+            current: std::sync::Arc::default(),
             node: node.to_string(),
             token: token.to_string(),
         })
@@ -57,9 +68,42 @@ impl Controller {
         &self.node
     }
 
+    /// The replica calls go to now.
+    pub fn base(&self) -> &str {
+        &self.bases[self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()]
+    }
+
+    /// Move on to the next replica (after a failure or a silence).
+    pub fn fail_over(&self) {
+        if self.bases.len() > 1 {
+            let next = self.current.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            tracing::info!(controller = %self.bases[next % self.bases.len()], "moving to another controller");
+        }
+    }
+
+    /// Run `call` against the current replica, then each other one in turn while they are
+    /// unreachable; a refusal is an answer and is not retried elsewhere.
+    async fn any<T, F, Fut>(&self, call: F) -> Result<T, CallError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, CallError>>,
+    {
+        let mut last = CallError::Unreachable("no controller".into());
+        for _ in 0..self.bases.len() {
+            match call(self.base().to_string()).await {
+                Err(CallError::Unreachable(m)) => {
+                    last = CallError::Unreachable(format!("{}: {m}", self.base()));
+                    self.fail_over();
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
     /// Open the watch; the response streams one state per line.
     pub async fn watch(&self, since: Option<u64>) -> Result<reqwest::Response, CallError> {
-        let mut url = format!("{}/v1/nodes/{}/state?watch=true", self.base, self.node);
+        let mut url = format!("{}/v1/nodes/{}/state?watch=true", self.base(), self.node);
         if let Some(g) = since {
             url.push_str(&format!("&since={g}"));
         }
@@ -68,9 +112,12 @@ impl Controller {
     }
 
     pub async fn ack(&self, ack: &Ack) -> Result<(), CallError> {
-        let url = format!("{}/v1/nodes/{}/ack", self.base, self.node);
-        let call = self.http.post(url).bearer_auth(&self.token).json(ack).timeout(Duration::from_secs(5)).send();
-        check(call.await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
+        self.any(|base| async move {
+            let url = format!("{base}/v1/nodes/{}/ack", self.node);
+            let call = self.http.post(url).bearer_auth(&self.token).json(ack).timeout(Duration::from_secs(5)).send();
+            check(call.await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
+        })
+        .await
     }
 
     pub async fn allocate(
@@ -81,15 +128,25 @@ impl Controller {
         labels: &BTreeMap<String, String>,
     ) -> Result<EndpointAnswer, CallError> {
         let body = serde_json::json!({"id": id, "tenant": tenant, "segment": segment, "host": self.node, "labels": labels});
-        let call =
-            self.http.post(format!("{}/v1/endpoints", self.base)).bearer_auth(&self.token).json(&body).timeout(Duration::from_secs(10));
-        let response = check(call.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?).await?;
-        response.json().await.map_err(|e| CallError::Unreachable(format!("unreadable answer: {e}")))
+        // Allocation is idempotent by id: retrying on another replica cannot allocate twice.
+        self.any(|base| {
+            let body = body.clone();
+            async move {
+                let call =
+                    self.http.post(format!("{base}/v1/endpoints")).bearer_auth(&self.token).json(&body).timeout(Duration::from_secs(10));
+                let response = check(call.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?).await?;
+                response.json().await.map_err(|e| CallError::Unreachable(format!("unreadable answer: {e}")))
+            }
+        })
+        .await
     }
 
     pub async fn release(&self, id: &str) -> Result<(), CallError> {
-        let call = self.http.delete(format!("{}/v1/endpoints/{id}", self.base)).bearer_auth(&self.token).timeout(Duration::from_secs(10));
-        check(call.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
+        self.any(|base| async move {
+            let call = self.http.delete(format!("{base}/v1/endpoints/{id}")).bearer_auth(&self.token).timeout(Duration::from_secs(10));
+            check(call.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
+        })
+        .await
     }
 }
 

@@ -22,9 +22,10 @@ use crate::socket::{self, Socket};
 #[derive(Debug, Parser)]
 #[command(name = "tessera-agent", version)]
 pub struct Args {
-    /// The controller's base URL.
-    #[arg(long, env = "TESSERA_CONTROLLER")]
-    pub controller: String,
+    /// The controllers' base URLs (comma-separated or repeated): replicas sharing a store. The
+    /// agent stays with one until it fails or falls silent, then moves to the next.
+    #[arg(long, env = "TESSERA_CONTROLLER", value_delimiter = ',', required = true)]
+    pub controller: Vec<String>,
     /// This node's host name in the topology.
     #[arg(long, env = "TESSERA_NODE")]
     pub node: String,
@@ -153,6 +154,8 @@ async fn watch_loop(controller: Controller, events: mpsc::Sender<Event>, enforce
                     failures = 0;
                 }
                 failures = failures.saturating_add(1);
+                // Another replica serves the same state: try it before backing off further.
+                controller.fail_over();
                 tracing::warn!(error = %e, attempt = failures, "state watch interrupted; enforcing the current state meanwhile");
             }
         }
@@ -170,10 +173,11 @@ async fn stream_states(controller: &Controller, since: Option<u64>, events: &mps
     let mut buffer: Vec<u8> = Vec::new();
     let mut received = false;
     loop {
-        // The controller sends a heartbeat every 10 s; silence for longer means a dead link.
-        let chunk = tokio::time::timeout(Duration::from_secs(25), response.chunk()).await;
+        // The controller sends a heartbeat every HEARTBEAT; silence for longer means a dead link.
+        let silence = tessera_agent_api::HEARTBEAT.mul_f64(2.5);
+        let chunk = tokio::time::timeout(silence, response.chunk()).await;
         let chunk = match chunk {
-            Err(_) => return Err(("no heartbeat from the controller for 25 s".into(), received)),
+            Err(_) => return Err((format!("no heartbeat from the controller for {} s", silence.as_secs()), received)),
             Ok(Err(e)) => return Err((e.to_string(), received)),
             Ok(Ok(None)) => return Err(("the controller closed the watch".into(), received)),
             Ok(Ok(Some(c))) => c,

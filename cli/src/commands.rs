@@ -414,6 +414,17 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 println!("policy {id} removed");
             }
         },
+        Command::Controllers => {
+            let mut list = api.get("/v1/controllers")?;
+            if out == Output::Table {
+                for c in list.as_array_mut().into_iter().flatten() {
+                    let age = c["heartbeatAgeMs"].as_i64().unwrap_or(0).max(0) as u64 / 1000;
+                    c["heartbeatAgeMs"] = Value::String(crate::table::ago(age));
+                    c["leader"] = Value::String(if c["leader"] == true { "yes".into() } else { "-".into() });
+                }
+            }
+            print(out, &list, &[("ID", "id"), ("ADDRESS", "address"), ("LEADER", "leader"), ("LAST HEARTBEAT", "heartbeatAgeMs")])
+        }
         Command::Nodes => {
             let mut nodes = api.get("/v1/nodes")?;
             if out == Output::Table {

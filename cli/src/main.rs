@@ -62,6 +62,8 @@ pub enum Command {
     Policies(commands::PoliciesCmd),
     /// Distribution status of every node: desired and applied generation, lag, errors.
     Nodes,
+    /// Controller replicas: their last heartbeat, and which holds the writer lease.
+    Controllers,
     /// API tokens.
     #[command(subcommand)]
     Tokens(commands::TokensCmd),

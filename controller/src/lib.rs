@@ -6,3 +6,4 @@ pub mod distribute;
 pub mod metrics;
 pub mod run;
 pub mod store;
+pub mod writer;

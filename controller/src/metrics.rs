@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -26,6 +27,12 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     pub allocations: Counter,
     pub releases: Counter,
+    /// 1 while this replica holds the writer lease.
+    pub lease_held: Gauge,
+    /// The change-feed position this replica's node states reflect.
+    pub feed_position: Gauge,
+    /// Full resyncs because this replica fell behind the retained feed.
+    pub feed_resyncs: Gauge,
 }
 
 impl Default for Metrics {
@@ -39,7 +46,11 @@ impl Default for Metrics {
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
         registry.register("endpoint_allocations", "Endpoint allocations answered", allocations.clone());
         registry.register("endpoint_releases", "Endpoints released", releases.clone());
-        Metrics { registry, requests, latency, allocations, releases }
+        let (lease_held, feed_position, feed_resyncs) = (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register("writer_lease_held", "1 while this replica holds the writer lease", lease_held.clone());
+        registry.register("feed_position", "Change-feed position this replica's node states reflect", feed_position.clone());
+        registry.register("feed_resyncs", "Full resyncs after falling behind the retained change feed", feed_resyncs.clone());
+        Metrics { registry, requests, latency, allocations, releases, lease_held, feed_position, feed_resyncs }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Start-up: flags, logging, store, bootstrap token and topology, then the HTTP server.
 //!
-//! Tasks: one axum server task (this one); on SIGINT/SIGTERM node watches end and in-flight
-//! requests finish.
+//! Tasks: the axum server (this one); the distributor's feed follower (spawned by
+//! `AppState::with_replica`); the writer-lease task (heartbeat, lease, singleton work). On
+//! SIGINT/SIGTERM node watches end, the lease is given up and in-flight requests finish.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use tessera_topology::{Format, parse_topology};
 
 use crate::api::{AppState, app};
 use crate::store::{Role, Store};
+use crate::writer::LeaseConfig;
 
 /// Tessera controller.
 #[derive(Debug, Parser)]
@@ -39,6 +41,20 @@ pub struct Args {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// This replica's name among the controllers sharing a PostgreSQL store (default: host
+    /// name, process id and a random suffix).
+    #[arg(long, env = "TESSERA_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// How often the writer lease is renewed and replicas heartbeat, in milliseconds.
+    #[arg(long, env = "TESSERA_LEASE_RENEW_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub lease_renew_ms: u64,
+    /// How long the writer lease lasts unless renewed, in milliseconds (a dead holder is
+    /// replaced after at most this).
+    #[arg(long, env = "TESSERA_LEASE_TTL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
+    pub lease_ttl_ms: u64,
+    /// Change records kept in the feed; a replica further behind resyncs from the store.
+    #[arg(long, env = "TESSERA_FEED_RETENTION", default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(100..))]
+    pub feed_retention: i64,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "TESSERA_LOG", default_value = "info")]
     pub log: String,
@@ -65,11 +81,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let store = Store::connect(&args.database_url).await.with_context(|| format!("opening the store at {}", args.database_url))?;
     bootstrap_token(&store, args.admin_token.as_deref()).await?;
     bootstrap_topology(&store, args.topology.as_deref(), args.no_demo).await?;
-    let state = AppState::new(store).await.context("compiling the stored state")?;
+    anyhow::ensure!(args.lease_ttl_ms > args.lease_renew_ms, "--lease-ttl-ms must be longer than --lease-renew-ms");
+    let replica = args.replica_id.clone().unwrap_or_else(crate::writer::new_replica_id);
+    let state = AppState::with_replica(store, replica).await.context("compiling the stored state")?;
+    let lease = LeaseConfig {
+        renew: std::time::Duration::from_millis(args.lease_renew_ms),
+        ttl: std::time::Duration::from_millis(args.lease_ttl_ms),
+        feed_retention: args.feed_retention,
+    };
+    let address = listener.local_addr()?.to_string();
+    let lease_task = tokio::spawn(state.writer.clone().run(address, lease, state.dist.closing()));
     let dist = state.dist.clone();
     let stopping = async move {
         shutdown().await;
         dist.close();
+        // The lease is given up before the server finishes: another replica takes over at once.
+        let _ = lease_task.await;
     };
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         return serve_tls(listener, cert, key, state, stopping).await;

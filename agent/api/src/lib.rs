@@ -5,6 +5,9 @@
 //! Agent ⇄ CNI plugin: one JSON [`AgentRequest`] line on the agent's unix socket, one JSON
 //! [`AgentReply`] line back.
 
+/// How often a controller sends a blank line on an idle watch; an agent that hears nothing for
+/// 2.5 times this takes the link for dead and moves to another controller.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

@@ -26,6 +26,7 @@ pub use openapi::ApiDoc;
 use crate::distribute::Distributor;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::writer::Writer;
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -33,13 +34,21 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub dist: Distributor,
+    /// This replica's side of the writer lease.
+    pub writer: Writer,
 }
 
 impl AppState {
-    /// Compile the stored state and get ready to serve.
+    /// Compile the stored state and get ready to serve, as a replica with a fresh id.
     pub async fn new(store: Store) -> Result<AppState, StoreError> {
+        AppState::with_replica(store, crate::writer::new_replica_id()).await
+    }
+
+    /// Compile the stored state and get ready to serve, as replica `replica`.
+    pub async fn with_replica(store: Store, replica: String) -> Result<AppState, StoreError> {
         let dist = Distributor::start(store.clone()).await?;
-        Ok(AppState { store, metrics: Arc::new(Metrics::default()), dist })
+        let writer = Writer::new(store.clone(), replica);
+        Ok(AppState { store, metrics: Arc::new(Metrics::default()), dist, writer })
     }
 }
 
@@ -70,7 +79,9 @@ pub fn app(state: AppState) -> Router {
         .route("/endpoints", get(ipam::list_endpoints).post(ipam::create_endpoint))
         .route("/endpoints/{*id}", get(ipam::get_endpoint).put(ipam::update_endpoint).delete(ipam::delete_endpoint))
         .route("/tokens", get(system::list_tokens).post(system::create_token))
-        .route("/tokens/{id}", axum::routing::delete(system::delete_token));
+        .route("/tokens/{id}", axum::routing::delete(system::delete_token))
+        .route("/leader", get(system::leader))
+        .route("/controllers", get(system::controllers));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(system::healthz))

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -20,8 +19,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, QueryParams};
 use crate::distribute::{NodeChannel, WatchGuard};
 
-/// A blank line is sent this often on an idle watch, so both ends notice a dead connection.
-const HEARTBEAT: Duration = Duration::from_secs(10);
+use tessera_agent_api::HEARTBEAT;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

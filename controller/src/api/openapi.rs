@@ -17,7 +17,7 @@ use super::{inventory, ipam, nodes, policies, policy, system, topology};
         inventory::list_tenants, inventory::create_tenant, inventory::get_tenant, inventory::update_tenant, inventory::delete_tenant,
         inventory::list_segments, inventory::create_segment, inventory::get_segment, inventory::update_segment, inventory::delete_segment,
         ipam::list_blocks, ipam::list_endpoints, ipam::create_endpoint, ipam::get_endpoint, ipam::update_endpoint, ipam::delete_endpoint,
-        system::list_tokens, system::create_token, system::delete_token,
+        system::list_tokens, system::create_token, system::delete_token, system::leader, system::controllers,
         policy::simulate_handler, policy::explain_handler,
         policies::list_policies, policies::get_policy, policies::put_policies, policies::delete_policy,
         nodes::list_nodes, nodes::node_state, nodes::ack,

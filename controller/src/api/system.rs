@@ -7,7 +7,8 @@ use axum::extract::{MatchedPath, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use utoipa::OpenApi;
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
@@ -21,13 +22,20 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready when the database answers.
+/// Ready when the database answers, promptly.
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
-    state.store.ping().await?;
-    Ok("ready\n")
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Ok("ready\n"),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database does not answer")),
+    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    m.lease_held.set(i64::from(state.writer.is_leader()));
+    m.feed_position.set(state.dist.position());
+    m.feed_resyncs.set(i64::try_from(state.dist.stats.resyncs.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX));
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode()).into_response()
 }
 
@@ -109,4 +117,64 @@ pub async fn delete_token(State(state): State<AppState>, caller: Caller, Path(id
     caller.require_admin()?;
     state.store.delete_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Who holds the writer lease, as the store says, and whether it is this replica.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderView {
+    /// The holding replica; absent when no replica ever held it.
+    pub holder: Option<String>,
+    /// The fencing token (grows at every change of holder).
+    pub token: Option<i64>,
+    /// Milliseconds until the lease lapses unless renewed (negative: lapsed).
+    pub expires_in_ms: Option<i64>,
+    /// The replica that answered.
+    pub replica: String,
+    pub this_replica_holds_it: bool,
+}
+
+#[utoipa::path(get, path = "/v1/leader", responses((status = 200, body = LeaderView)))]
+pub async fn leader(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<LeaderView>> {
+    caller.require_infra_read()?;
+    let (lease, now) = state.store.lease(crate::writer::WRITER_LEASE).await?;
+    Ok(Json(LeaderView {
+        holder: lease.as_ref().map(|l| l.holder.clone()),
+        token: lease.as_ref().map(|l| l.token),
+        expires_in_ms: lease.as_ref().map(|l| l.expires_ms - now),
+        replica: state.writer.replica.clone(),
+        this_replica_holds_it: state.writer.is_leader(),
+    }))
+}
+
+/// A controller replica and its last heartbeat.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControllerView {
+    pub id: String,
+    pub address: String,
+    pub started_at: i64,
+    /// Milliseconds since its last heartbeat.
+    pub heartbeat_age_ms: i64,
+    /// Holds the writer lease (and it has not lapsed).
+    pub leader: bool,
+}
+
+#[utoipa::path(get, path = "/v1/controllers", responses((status = 200, body = [ControllerView])))]
+pub async fn controllers(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<ControllerView>>> {
+    caller.require_infra_read()?;
+    let (lease, now) = state.store.lease(crate::writer::WRITER_LEASE).await?;
+    let leader = lease.filter(|l| l.expires_ms >= now).map(|l| l.holder);
+    let list = state.store.replicas().await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|r| ControllerView {
+                leader: leader.as_deref() == Some(r.id.as_str()),
+                heartbeat_age_ms: now - r.heartbeat_ms,
+                id: r.id,
+                address: r.address,
+                started_at: r.started_at,
+            })
+            .collect(),
+    ))
 }

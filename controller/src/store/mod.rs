@@ -7,6 +7,7 @@
 mod feed;
 mod inventory;
 mod ipam;
+mod lease;
 mod nodes;
 mod policies;
 mod tokens;
@@ -22,6 +23,7 @@ use sqlx::{Any, AnyPool, Transaction};
 pub use feed::{Change, ChangeKind, FeedRead, NOTIFY_CHANNEL};
 pub use inventory::{DEFAULT_SEGMENT, HostRecord, NewHost, SegmentRecord, TenantRecord};
 pub use ipam::{BlockFilter, BlockRecord, EndpointRecord, NewEndpoint};
+pub use lease::{Lease, ReplicaRecord};
 pub use nodes::{NodeRecord, NodeReport};
 pub use policies::{NewPolicy, PolicyRecord};
 pub use tokens::{NewToken, Principal, Role, TokenRecord};
