@@ -110,6 +110,42 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// SIGKILL the process (a crash: nothing is given up cleanly) and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM the process (a clean stop) and wait for it.
+    pub fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    /// A GET with the admin token, as JSON (`Null` when the replica does not answer).
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let answer = reqwest::blocking::Client::new().get(format!("{}{path}", self.url)).bearer_auth(&self.token).send();
+        answer.ok().and_then(|r| r.json().ok()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A write with the admin token: its status (0 when the replica does not answer) and JSON body.
+    pub fn send(&self, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let answer = reqwest::blocking::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .timeout(std::time::Duration::from_secs(20))
+            .send();
+        match answer {
+            Ok(r) => (r.status().as_u16(), r.json().unwrap_or(serde_json::Value::Null)),
+            Err(_) => (0, serde_json::Value::Null),
+        }
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.child.kill();

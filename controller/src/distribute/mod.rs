@@ -115,6 +115,13 @@ pub struct Distributor {
 impl Distributor {
     /// Compile everything in the store, publish every node's state, and follow the feed.
     pub async fn start(store: Store) -> Result<Distributor, StoreError> {
+        let d = Distributor::load(store).await?;
+        tokio::spawn(follow::follow(d.clone()));
+        Ok(d)
+    }
+
+    /// Compile everything in the store and publish every node's state, without following.
+    async fn load(store: Store) -> Result<Distributor, StoreError> {
         let d = Distributor {
             store,
             model: Arc::default(),
@@ -126,7 +133,6 @@ impl Distributor {
         };
         let head = d.store.feed_head().await?;
         d.rebuild_at(head).await?;
-        tokio::spawn(follow::follow(d.clone()));
         Ok(d)
     }
 
