@@ -158,3 +158,83 @@ fn start() -> Result<Cluster, String> {
     }
     Ok(Cluster { base_url: format!("postgres://postgres@127.0.0.1:{port}") })
 }
+
+/// A PostgreSQL server of a test's own, which the test may stop and start again (the shared
+/// cluster above must stay up for the other tests). Stopped and removed on drop.
+#[derive(Debug)]
+pub struct OwnServer {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl OwnServer {
+    /// `initdb` and start a server on a free loopback port.
+    pub fn start() -> OwnServer {
+        let dir = std::env::temp_dir().join(format!("tessera-pg-own-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).expect("server directory");
+        if is_root() {
+            let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().expect("chown");
+            assert!(status.success(), "chown of the server directory failed");
+        }
+        let out = pg_command("initdb")
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let server = OwnServer { dir, port: free_port().expect("port") };
+        server.up();
+        server
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/DB`; creates the database.
+    pub async fn database(&self, name: &str) -> String {
+        let admin = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let pool = sqlx::postgres::PgPool::connect(&admin).await.expect("connect");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
+        pool.close().await;
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Start the server again (after `down`), on the same port with the same data.
+    pub fn up(&self) {
+        let options =
+            format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", self.port, self.dir.display());
+        let out = pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("postgres.log"))
+            .args(["-o", &options, "-w", "-t", "60", "start"])
+            .output()
+            .expect("pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stop the server at once (connections are cut, as in a crash).
+    pub fn down(&self) {
+        let _ = pg_command("pg_ctl").arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "-w", "stop"]).output();
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        self.down();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PostgreSQL program, as the postgres user when we are root; it outlives us (pg_ctl
+/// daemonizes the server), so `OwnServer` stops it on drop.
+fn pg_command(program: &str) -> Command {
+    let path = Path::new(BIN).join(program);
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", "postgres", "--regid", "postgres", "--init-groups", "--"]).arg(path);
+        c
+    } else {
+        Command::new(path)
+    }
+}

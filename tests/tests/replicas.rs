@@ -176,3 +176,31 @@ fn generations_continue_when_every_replica_restarts() {
     assert!(after.0.as_u64() > before.0.as_u64(), "{before:?} -> {after:?}");
     within(Duration::from_secs(10), "b follows", || state(&b, "h1") == after);
 }
+
+#[test]
+fn replicas_ride_out_a_postgresql_restart() {
+    let server = tessera_tests::pg::OwnServer::start();
+    let db = tokio::runtime::Runtime::new().expect("runtime").block_on(server.database("restart"));
+    let a = replica(&db, "a");
+    let b = replica(&db, "b");
+    assert_eq!(a.send("POST", "/v1/hosts", json!({"name": "h1", "ips": ["192.0.2.1"]})).0, 201);
+    assert_eq!(a.send("POST", "/v1/tenants", json!({"name": "shop"})).0, 201);
+    let ready = |c: &Controller| {
+        reqwest::blocking::Client::new()
+            .get(format!("{}/readyz", c.url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    };
+    assert!(ready(&a) && ready(&b));
+    server.down();
+    within(Duration::from_secs(10), "readyz false while the store is down", || !ready(&a) && !ready(&b));
+    server.up();
+    let took = within(Duration::from_secs(30), "readyz true once the store is back", || ready(&a) && ready(&b));
+    println!("replicas ready {took:?} after PostgreSQL came back");
+    let (status, body) = b.send("POST", "/v1/endpoints", json!({"id": "shop/p", "tenant": "shop", "host": "h1"}));
+    assert_eq!(status, 201, "{body}");
+    within(Duration::from_secs(10), "the other replica follows again", || {
+        state(&a, "h1") == state(&b, "h1") && a.get("/v1/nodes/h1/state")["endpoints"].as_array().is_some_and(|e| e.len() == 1)
+    });
+}
