@@ -66,7 +66,10 @@ pub struct Datacenter {
     pub port: u16,
     pub token: String,
     database_url: String,
-    controller: Option<Controller>,
+    /// Loopback ports of the controller replicas (the first is `port`).
+    ports: Vec<u16>,
+    /// The replicas; `None` once killed or stopped.
+    controllers: Vec<Option<Controller>>,
     namespaces: Vec<String>,
     children: Vec<Child>,
     pub resync_seconds: f64,
@@ -91,7 +94,14 @@ impl Datacenter {
     /// The same with another topology document (its racks keep the `rack: rN` assignments).
     /// A topology with an IPv6 network gets an IPv6 underlay too (`fd00:200:R::/64` per rack).
     pub fn with_topology(racks: usize, per_rack: usize, topology: &str) -> Datacenter {
+        Datacenter::with_replicas(racks, per_rack, topology, 1, &sqlite_url())
+    }
+
+    /// The same with `replicas` controllers sharing the store at `database_url` (PostgreSQL for
+    /// more than one); every agent is given all of them, in order.
+    pub fn with_replicas(racks: usize, per_rack: usize, topology: &str, replicas: usize, database_url: &str) -> Datacenter {
         let v6 = topology.contains("::");
+        let ports: Vec<u16> = (0..replicas.max(1)).map(|_| free_port()).collect();
         assert!((1..=2).contains(&racks));
         let prefix = format!("tv{:05x}", rand::random::<u32>() & 0xfffff);
         let dir = tempfile::Builder::new().prefix("tessera-vdc-").tempdir().expect("temp dir");
@@ -104,10 +114,11 @@ impl Datacenter {
             router: router.clone(),
             hosts: Vec::new(),
             pods: Vec::new(),
-            port: free_port(),
+            port: ports[0],
             token: format!("vdc-admin-{}", rand::random::<u64>()),
-            database_url: sqlite_url(),
-            controller: None,
+            database_url: database_url.to_string(),
+            controllers: Vec::new(),
+            ports,
             namespaces: Vec::new(),
             children: Vec::new(),
             resync_seconds: 1.0,
@@ -142,7 +153,9 @@ impl Datacenter {
                 }
                 let host_dir = dc.dir.path().join(&name);
                 std::fs::create_dir_all(&host_dir).expect("host dir");
-                relay(&ns, dc.port);
+                for port in &dc.ports {
+                    relay(&ns, *port);
+                }
                 dc.hosts.push(Host { name, ns, ip, ips, rack: r, token_file: host_dir.join("token"), dir: host_dir, agent: None });
             }
         }
@@ -168,18 +181,43 @@ impl Datacenter {
         run(&["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]);
     }
 
+    /// The API of the first replica still running.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let live = self.controllers.iter().position(Option::is_some).unwrap_or(0);
+        format!("http://127.0.0.1:{}", self.ports[live])
     }
 
+    /// Every replica's URL, in order: what agents are given.
+    fn urls(&self) -> String {
+        self.ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// Start every replica (one after the other: the first loads the topology and the token).
     pub fn start_controller(&mut self) {
         let topology = self.dir.path().join("topology.yaml");
-        let env = [("TESSERA_NO_DEMO", "true"), ("TESSERA_TOPOLOGY", topology.to_str().expect("path"))];
-        self.controller = Some(Controller::start_with(self.port, &self.database_url, &self.token, &env));
+        self.controllers.clear();
+        for (i, port) in self.ports.clone().into_iter().enumerate() {
+            let replica = format!("replica-{i}");
+            let env = [
+                ("TESSERA_NO_DEMO", "true"),
+                ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
+                ("TESSERA_REPLICA_ID", replica.as_str()),
+                ("TESSERA_LEASE_RENEW_MS", "300"),
+                ("TESSERA_LEASE_TTL_MS", "3000"),
+            ];
+            self.controllers.push(Some(Controller::start_with(port, &self.database_url, &self.token, &env)));
+        }
     }
 
     pub fn stop_controller(&mut self) {
-        self.controller = None;
+        self.controllers.clear();
+    }
+
+    /// SIGKILL replica `i` (a crash).
+    pub fn kill_controller(&mut self, i: usize) {
+        if let Some(mut c) = self.controllers[i].take() {
+            c.kill();
+        }
     }
 
     pub fn start_agent(&mut self, i: usize) {
@@ -210,7 +248,7 @@ impl Datacenter {
         let child = Command::new("ip")
             .args(["netns", "exec", &h.ns])
             .arg(binary("tessera-agent"))
-            .args(["--controller", &self.url(), "--node", &h.name])
+            .args(["--controller", &self.urls(), "--node", &h.name])
             .arg("--token-file")
             .arg(&h.token_file)
             .arg("--state-dir")
@@ -460,7 +498,7 @@ impl Drop for Datacenter {
             let _ = c.kill();
             let _ = c.wait();
         }
-        self.controller = None;
+        self.controllers.clear();
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }

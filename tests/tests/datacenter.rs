@@ -288,3 +288,41 @@ fn dual_stack_pods() {
     let seen = finish(dc.probe(&a.ns, &jobs, 1.0));
     assert_eq!((seen["v4"].clone(), seen["v6"].clone()), (json!(false), json!(false)), "{seen:?}");
 }
+
+/// Three controller replicas on PostgreSQL; the one every agent watches is SIGKILLed during
+/// continuous probes: no denied packet gets through, an allowed connection lives, and the agents
+/// move to a survivor, which distributes the next policy change.
+#[test]
+fn agents_fail_over_to_a_surviving_replica() {
+    require_root();
+    let db = tokio::runtime::Runtime::new().expect("runtime").block_on(tessera_tests::pg::fresh_database());
+    let topology = "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}]\n";
+    let mut dc = Datacenter::with_replicas(1, 2, topology, 3, &db);
+    dc.api("POST", "/v1/tenants", Some(json!({"name": "shop"})));
+    let web = dc.add_pod("web", 0, "shop", "default", &[("app", "web")]);
+    let api = dc.add_pod("api", 0, "shop", "default", &[("app", "api")]);
+    let db1 = dc.add_pod("db", 1, "shop", "default", &[("app", "db")]);
+    dc.serve(&db1.ns, &PORTS, &[WHOAMI], &[ECHO]);
+    let only_web = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: shop}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}]}]\n";
+    dc.put_policies(only_web);
+    dc.wait_converged(Duration::from_secs(20));
+
+    let hold = dc.probe(&web.ns, &json!([{"id": "hold", "proto": "hold", "dst": db1.ip, "port": ECHO, "duration": 6.0}]), 2.0);
+    let denied = dc.probe(&api.ns, &json!([{"id": "api", "proto": "repeat", "dst": db1.ip, "port": 5432, "duration": 6.0}]), 1.0);
+    std::thread::sleep(Duration::from_millis(1000));
+    dc.kill_controller(0);
+    let killed = std::time::Instant::now();
+    assert_eq!(finish(hold)["hold"], json!(true), "the allowed long-lived connection broke during the failover");
+    assert_eq!(finish(denied)["api"], json!(0), "a denied probe got through during the failover");
+
+    // The next change, through a survivor, reaches both agents (they moved to a survivor).
+    let everyone = only_web.replace("podSelector: {matchLabels: {app: web}}}]", "podSelector: {}}]");
+    dc.put_policies(&everyone);
+    dc.wait_converged(Duration::from_secs(30));
+    eprintln!("a policy change reached every agent {:?} after the replica they watched was killed", killed.elapsed());
+    let seen = finish(dc.probe(&api.ns, &json!([{"id": "api", "proto": "tcp", "dst": db1.ip, "port": 5432}]), 2.0));
+    assert_eq!(seen["api"], json!(true), "the change from the survivor is enforced: {seen:?}");
+    for i in 0..dc.hosts.len() {
+        assert!(dc.agent_log(i).contains("moving to another controller"), "agent {i} log:\n{}", dc.agent_log(i));
+    }
+}
