@@ -37,6 +37,12 @@ impl Inputs {
         Ok(())
     }
 
+    /// Add one already-parsed document (`origin` names it in errors). On error part of it may
+    /// have been added: discard these inputs (`add_text` stages for you).
+    pub fn add_document(&mut self, origin: &str, value: Value) -> Result<(), PolicyError> {
+        self.add_value(origin, value)
+    }
+
     fn add_value(&mut self, origin: &str, value: Value) -> Result<(), PolicyError> {
         // Romana policy files have no `kind`.
         if value.get("kind").is_none() && (value.get("securitypolicies").is_some() || value.get("applied_to").is_some()) {

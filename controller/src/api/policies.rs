@@ -11,7 +11,6 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{DOCUMENT_TYPES, IfMatch, read_body};
-use crate::distribute::read_policy_documents;
 use crate::store::{NewPolicy, PolicyRecord, Principal};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -118,17 +117,18 @@ pub async fn delete_policy(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Every policy document of a body, validated, with the origin errors name it by.
+/// Every policy document of a body, validated, with the origin errors name it by. The text is
+/// parsed once; each document is read into the engine once, and what it defines travels on.
 fn parse_policies(body: &[u8]) -> ApiResult<Vec<(String, NewPolicy)>> {
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body", "not UTF-8 text"))?;
-    // The whole body first, so that errors name the document as the caller numbers them.
-    tessera_policy::Inputs::default().add_text("body", text).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+    let mut inputs = tessera_policy::Inputs::default();
     let mut out = Vec::new();
     for (i, doc) in documents(text)?.into_iter().enumerate() {
         let origin = format!("document {}", i + 1);
         let tenant = tenant_of(&doc, &origin)?;
-        let read = read_policy_documents(&origin, &doc).map_err(|e| ApiError::invalid("body", e.to_string()))?;
-        let Some(first) = read.policies.first() else {
+        let before = inputs.policies.len();
+        inputs.add_document(&origin, doc.clone()).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        let Some(first) = inputs.policies.get(before) else {
             return Err(ApiError::invalid("body", format!("{origin}: defines no policy")));
         };
         out.push((origin, NewPolicy { id: first.id.clone(), tenant, document: doc }));

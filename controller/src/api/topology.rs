@@ -6,8 +6,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tessera_topology::plan::{BlockInfo, HostInfo};
-use tessera_topology::{Format, Prefix, RoutePlan, parse_topology, plan_routes};
+use tessera_topology::{Format, Prefix, RoutePlan, parse_topology};
 
 use super::AppState;
 use super::auth::Caller;
@@ -149,22 +148,9 @@ pub async fn get_routes(
     QueryParams(query): QueryParams<RoutesQuery>,
 ) -> ApiResult<Json<RoutePlan>> {
     caller.require_infra_read()?;
-    let topology = state.store.topology().await?;
-    let layout = &topology.layout;
-    let hosts: Vec<HostInfo> = state
-        .store
-        .hosts()
-        .await?
-        .into_iter()
-        .filter_map(|h| layout.group_by_path(&h.group).map(|g| HostInfo { name: h.name, group: g.id, ips: h.ips }))
-        .collect();
-    let blocks: Vec<BlockInfo> = state
-        .store
-        .blocks(BlockFilter::default())
-        .await?
-        .into_iter()
-        .filter_map(|b| b.host.map(|host| BlockInfo { cidr: b.cidr, host }))
-        .collect();
-    let plan = plan_routes(layout, &hosts, &blocks, query.budget).map_err(|e| ApiError::invalid("query.budget", e.to_string()))?;
+    let (topology, hosts, blocks) =
+        (state.store.topology().await?, state.store.hosts().await?, state.store.blocks(BlockFilter::default()).await?);
+    let plan =
+        crate::routes::plan(&topology, &hosts, &blocks, query.budget).map_err(|e| ApiError::invalid("query.budget", e.to_string()))?;
     Ok(Json(plan))
 }

@@ -10,8 +10,6 @@ use tessera_policy::compile::Options;
 use tessera_policy::compiler::Compiler;
 use tessera_policy::model::{Cluster, Endpoint, Namespace, Policy};
 use tessera_policy::{Inputs, nft};
-use tessera_topology::plan::{BlockInfo, HostInfo};
-use tessera_topology::plan_routes;
 
 use crate::store::{BlockFilter, BlockRecord, EndpointRecord, HostRecord, PolicyRecord, Store, StoreError, TenantRecord, TopologyRecord};
 
@@ -24,7 +22,7 @@ pub struct PolicyDocument {
 /// Read a stored (or about to be stored) policy document.
 pub fn read_policy_documents(origin: &str, document: &serde_json::Value) -> Result<PolicyDocument, tessera_policy::PolicyError> {
     let mut inputs = Inputs::default();
-    inputs.add_text(origin, &document.to_string())?;
+    inputs.add_document(origin, document.clone())?;
     Ok(PolicyDocument { policies: inputs.policies })
 }
 
@@ -198,13 +196,7 @@ fn host_routes(
     hosts: &[HostRecord],
     blocks: &[BlockRecord],
 ) -> Result<BTreeMap<String, Vec<Route>>, StoreError> {
-    let layout = &topology.layout;
-    let host_infos: Vec<HostInfo> = hosts
-        .iter()
-        .filter_map(|h| layout.group_by_path(&h.group).map(|g| HostInfo { name: h.name.clone(), group: g.id, ips: h.ips.clone() }))
-        .collect();
-    let block_infos: Vec<BlockInfo> = blocks.iter().filter_map(|b| b.host.clone().map(|host| BlockInfo { cidr: b.cidr, host })).collect();
-    let plan = plan_routes(layout, &host_infos, &block_infos, None).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let plan = crate::routes::plan(topology, hosts, blocks, None).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(plan
         .host_routes
         .into_iter()
