@@ -4,6 +4,7 @@
 pub mod api;
 pub mod distribute;
 pub mod metrics;
+pub mod ops;
 pub mod routes;
 pub mod run;
 pub mod store;

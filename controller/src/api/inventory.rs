@@ -1,24 +1,17 @@
 //! Hosts, tenants and segments handlers.
 
-use std::net::IpAddr;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tessera_topology::aggregate;
-use tessera_topology::spec::validate_labels;
 
 use super::AppState;
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{IfMatch, JsonBody, etag};
 use super::views::{HostView, NewHostBody, NewSegmentBody, NewTenantBody, SegmentView, TenantView, UpdateHostBody, UpdateLabelsBody};
-use crate::store::{BlockFilter, HostRecord, NewHost};
-
-fn check_labels(field: &str, labels: &super::views::LabelMap) -> ApiResult<()> {
-    validate_labels(field, labels).map_err(|e| ApiError::invalid(e.field, e.message))
-}
+use crate::store::{BlockFilter, HostRecord};
 
 async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
     let blocks = state.store.blocks(BlockFilter { host: Some(&h.name), ..Default::default() }).await?;
@@ -48,20 +41,9 @@ pub async fn list_hosts(State(state): State<AppState>, caller: Caller) -> ApiRes
 #[utoipa::path(post, path = "/v1/hosts", request_body = NewHostBody, responses((status = 201, body = HostView), (status = 422, body = ErrorBody)))]
 pub async fn create_host(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody<NewHostBody>) -> ApiResult<Response> {
     caller.require_admin()?;
-    check_labels("labels", &body.labels)?;
-    let ips = parse_ips(&body.ips)?;
-    let host = state.store.create_host(NewHost { name: body.name, ips, labels: body.labels }).await?;
-    state.dist.sync().await?;
+    let host = state.ops.create_host(body.name, &body.ips, body.labels).await?;
     let revision = host.revision;
     Ok((StatusCode::CREATED, etag(revision), Json(host_view(&state, host).await?)).into_response())
-}
-
-fn parse_ips(texts: &[String]) -> ApiResult<Vec<IpAddr>> {
-    texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| t.parse::<IpAddr>().map_err(|_| ApiError::invalid(format!("ips[{i}]"), format!("`{t}` is not an IP address"))))
-        .collect()
 }
 
 /// Change a host's IPs and labels (`If-Match` makes it conditional on the revision).
@@ -74,9 +56,7 @@ pub async fn update_host(
     JsonBody(body): JsonBody<UpdateHostBody>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    check_labels("labels", &body.labels)?;
-    let host = state.store.update_host(&name, parse_ips(&body.ips)?, body.labels, if_match).await?;
-    state.dist.sync().await?;
+    let host = state.ops.update_host(&name, &body.ips, body.labels, if_match).await?;
     Ok((etag(host.revision), Json(host_view(&state, host).await?)).into_response())
 }
 
@@ -96,8 +76,7 @@ pub async fn delete_host(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    state.store.delete_host(&name, if_match).await?;
-    state.dist.sync().await?;
+    state.ops.delete_host(&name, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -131,9 +110,7 @@ pub async fn list_tenants(State(state): State<AppState>, caller: Caller) -> ApiR
 #[utoipa::path(post, path = "/v1/tenants", request_body = NewTenantBody, responses((status = 201, body = TenantView), (status = 409, body = ErrorBody)))]
 pub async fn create_tenant(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody<NewTenantBody>) -> ApiResult<Response> {
     caller.require_admin()?;
-    check_labels("labels", &body.labels)?;
-    let tenant = state.store.create_tenant(&body.name, body.labels).await?;
-    state.dist.sync().await?;
+    let tenant = state.ops.create_tenant(&body.name, body.labels).await?;
     Ok((StatusCode::CREATED, etag(tenant.revision), Json(tenant_view(&state, &tenant.name).await?)).into_response())
 }
 
@@ -154,9 +131,7 @@ pub async fn update_tenant(
     JsonBody(body): JsonBody<UpdateLabelsBody>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    check_labels("labels", &body.labels)?;
-    let record = state.store.update_tenant(&tenant, body.labels, if_match).await?;
-    state.dist.sync().await?;
+    let record = state.ops.update_tenant(&tenant, body.labels, if_match).await?;
     Ok((etag(record.revision), Json(tenant_view(&state, &tenant).await?)).into_response())
 }
 
@@ -169,8 +144,7 @@ pub async fn delete_tenant(
     Path(tenant): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    state.store.delete_tenant(&tenant, if_match).await?;
-    state.dist.sync().await?;
+    state.ops.delete_tenant(&tenant, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -206,8 +180,7 @@ pub async fn create_segment(
     JsonBody(body): JsonBody<NewSegmentBody>,
 ) -> ApiResult<Response> {
     caller.require_tenant_write(&tenant)?;
-    check_labels("labels", &body.labels)?;
-    let segment = state.store.create_segment(&tenant, &body.name, body.labels).await?;
+    let segment = state.ops.create_segment(&tenant, &body.name, body.labels).await?;
     Ok((StatusCode::CREATED, etag(segment.revision), Json(segment_view(&state, &tenant, &segment.name).await?)).into_response())
 }
 
@@ -232,8 +205,7 @@ pub async fn update_segment(
     JsonBody(body): JsonBody<UpdateLabelsBody>,
 ) -> ApiResult<Response> {
     caller.require_tenant_write(&tenant)?;
-    check_labels("labels", &body.labels)?;
-    let record = state.store.update_segment(&tenant, &segment, body.labels, if_match).await?;
+    let record = state.ops.update_segment(&tenant, &segment, body.labels, if_match).await?;
     Ok((etag(record.revision), Json(segment_view(&state, &tenant, &segment).await?)).into_response())
 }
 
@@ -245,7 +217,6 @@ pub async fn delete_segment(
     Path((tenant, segment)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require_tenant_write(&tenant)?;
-    state.store.delete_segment(&tenant, &segment, if_match).await?;
-    state.dist.sync().await?;
+    state.ops.delete_segment(&tenant, &segment, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }

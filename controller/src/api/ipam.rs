@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tessera_topology::spec::validate_labels;
 
 use super::AppState;
 use super::auth::Caller;
@@ -47,16 +46,12 @@ pub async fn create_endpoint(
     if !caller.is_node(&body.host) {
         caller.require_tenant_write(&body.tenant)?;
     }
-    validate_labels("labels", &body.labels).map_err(|e| ApiError::invalid(e.field, e.message))?;
     let id = body.id.clone();
     let new = NewEndpoint { id: body.id, tenant: body.tenant, segment: body.segment, host: body.host, labels: body.labels };
-    let (endpoint, created) = match state.store.allocate(new).await {
+    let (endpoint, created) = match state.ops.allocate(new).await {
         Err(crate::store::StoreError::Conflict(message)) => return Err(endpoint_conflict(&state, &caller, &id, message).await),
         other => other?,
     };
-    if created {
-        state.dist.sync().await?;
-    }
     state.metrics.allocations.inc();
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, etag(endpoint.revision), Json(EndpointView::from(endpoint))).into_response())
@@ -99,9 +94,7 @@ pub async fn update_endpoint(
         }
         caller.require_tenant_write(&endpoint.tenant)?;
     }
-    validate_labels("labels", &body.labels).map_err(|e| ApiError::invalid(e.field, e.message))?;
-    let updated = state.store.update_endpoint_labels(&id, body.labels, if_match).await?;
-    state.dist.sync().await?;
+    let updated = state.ops.relabel_endpoint(&id, body.labels, if_match).await?;
     Ok((etag(updated.revision), Json(EndpointView::from(updated))).into_response())
 }
 
@@ -117,8 +110,7 @@ pub async fn delete_endpoint(State(state): State<AppState>, caller: Caller, Path
         Err(crate::store::StoreError::NotFound { .. }) => return Ok(StatusCode::NO_CONTENT),
         Err(e) => return Err(e.into()),
     }
-    if state.store.release(&id).await?.is_some() {
-        state.dist.sync().await?;
+    if state.ops.release(&id).await?.is_some() {
         state.metrics.releases.inc();
     }
     Ok(StatusCode::NO_CONTENT)

@@ -25,6 +25,7 @@ pub use openapi::ApiDoc;
 
 use crate::distribute::Distributor;
 use crate::metrics::Metrics;
+use crate::ops::Ops;
 use crate::store::{Store, StoreError};
 use crate::writer::Writer;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub dist: Distributor,
+    /// Every change's one way in.
+    pub ops: Ops,
     /// This replica's side of the writer lease.
     pub writer: Writer,
 }
@@ -48,7 +51,8 @@ impl AppState {
     pub async fn with_replica(store: Store, replica: String) -> Result<AppState, StoreError> {
         let dist = Distributor::start(store.clone()).await?;
         let writer = Writer::new(store.clone(), replica);
-        Ok(AppState { store, metrics: Arc::new(Metrics::default()), dist, writer })
+        let ops = Ops::new(store.clone(), dist.clone());
+        Ok(AppState { store, metrics: Arc::new(Metrics::default()), dist, ops, writer })
     }
 }
 

@@ -87,11 +87,7 @@ pub async fn put_policies(State(state): State<AppState>, caller: Caller, request
         }
         staged.push(policy);
     }
-    if staged.is_empty() {
-        return Err(ApiError::invalid("body", "no policy documents"));
-    }
-    let stored = state.store.put_policies(staged).await?;
-    state.dist.sync().await?;
+    let stored = state.ops.put_policies(staged).await?;
     Ok(Json(stored.into_iter().map(PolicyView::from).collect()))
 }
 
@@ -112,8 +108,7 @@ pub async fn delete_policy(
         Some(t) => caller.require_tenant_write(t)?,
         None => caller.require_admin()?,
     }
-    state.store.delete_policy(&id, if_match).await?;
-    state.dist.sync().await?;
+    state.ops.delete_policy(&id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

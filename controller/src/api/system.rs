@@ -108,14 +108,14 @@ pub async fn create_token(State(state): State<AppState>, caller: Caller, JsonBod
     if role == Role::Node && body.tenant.is_some() {
         return Err(ApiError::invalid("tenant", "a node token names a node, not a tenant"));
     }
-    let created = state.store.create_token(&body.name, role, scope, None).await?;
+    let created = state.ops.create_token(&body.name, role, scope).await?;
     Ok((StatusCode::CREATED, Json(token_view(created.record, Some(created.token)))).into_response())
 }
 
 #[utoipa::path(delete, path = "/v1/tokens/{id}", responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     caller.require_admin()?;
-    state.store.delete_token(&id).await?;
+    state.ops.delete_token(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tessera_topology::{Format, Prefix, RoutePlan, parse_topology};
+use tessera_topology::{Format, Prefix, RoutePlan};
 
 use super::AppState;
 use super::auth::Caller;
@@ -108,14 +108,7 @@ pub async fn put_topology(
     };
     let body = read_body(request, DOCUMENT_TYPES).await?;
     let text = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("body", "the document is not UTF-8"))?;
-    let spec = tokio::task::spawn_blocking(move || parse_topology(&text, format))
-        .await
-        .map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?
-        .map_err(|e| ApiError::invalid(e.field, e.message))?;
-    let (plan, revision) = state.store.apply_topology(spec, if_match, query.dry_run).await?;
-    if revision.is_some() && !query.dry_run {
-        state.dist.sync().await?;
-    }
+    let (plan, revision) = state.ops.apply_topology(text, format, if_match, query.dry_run).await?;
     let plan_json = serde_json::to_value(&plan).map_err(|e| ApiError::from(crate::store::StoreError::Corrupt(e.to_string())))?;
     if !query.dry_run && revision.is_none() {
         let reasons: Vec<String> = plan.refusals.iter().map(|r| format!("{}: {}", r.subject, r.message)).collect();
