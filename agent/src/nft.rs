@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use tessera_agent_api::Ruleset;
 
-pub const TABLE: &str = "tessera";
+/// The one table the agent owns: the one the policy engine renders.
+pub use tessera_agent_api::NFT_TABLE as TABLE;
 
 /// Sets up to this size are checked element by element after a delta.
 pub const DELTA_VERIFY_LIMIT: usize = 10_000;

@@ -15,7 +15,7 @@ use crate::client::{CallError, Controller};
 use crate::enforcer::{Enforced, Event};
 
 /// CNI error codes (spec 1.1): 11 = try again later; 100+ are the plugin's own.
-pub const TRY_AGAIN_LATER: u32 = 11;
+pub use tessera_agent_api::TRY_AGAIN_LATER;
 pub const REFUSED: u32 = 100;
 pub const NOT_ENFORCED: u32 = 101;
 

@@ -81,7 +81,7 @@ pub fn run(cmd: &PolicyCmd, output: Output) -> anyhow::Result<()> {
         }
         PolicyCmd::Render { files, node } => {
             let inputs = load(files)?;
-            let compiled = tessera_policy::compile::compile(&inputs.cluster, &Default::default(), &inputs.policies, Default::default());
+            let compiled = tessera_policy::compiler::compile(&inputs.cluster, &Default::default(), &inputs.policies, Default::default());
             let local: Vec<_> = compiled.values().filter(|e| node.is_none() || e.host == *node).collect();
             let ruleset = tessera_policy::nft::render(&local);
             if output == Output::Json {

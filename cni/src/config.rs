@@ -35,7 +35,7 @@ pub const INVALID_ENV: u32 = 4;
 pub const IO_FAILURE: u32 = 5;
 pub const DECODE_FAILURE: u32 = 6;
 pub const INVALID_CONFIG: u32 = 7;
-pub const TRY_AGAIN_LATER: u32 = 11;
+pub use tessera_agent_api::TRY_AGAIN_LATER;
 pub const NOT_AVAILABLE: u32 = 50;
 
 /// The network configuration (the plugin's entry of a conflist, with the conflist's name and
@@ -81,7 +81,7 @@ fn default_socket() -> PathBuf {
 }
 
 fn default_segment() -> String {
-    "default".into()
+    tessera_agent_api::DEFAULT_SEGMENT.into()
 }
 
 fn default_timeout() -> u64 {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Action, Cluster, Policy, PortMatch, PortRule, Protocol};
+use crate::model::{Action, PortMatch, PortRule, Protocol};
 
 /// Address family of a region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -558,14 +558,4 @@ impl SideRules {
             (true, Verdict::Deny) => Verdict::Allow,
         }
     }
-}
-
-/// Compile every endpoint.
-pub fn compile(
-    cluster: &Cluster,
-    blocks: &BTreeMap<String, Vec<IpNet>>,
-    policies: &[Policy],
-    options: Options,
-) -> BTreeMap<String, EndpointRules> {
-    crate::compiler::Compiler::new(cluster.clone(), blocks.clone(), policies.to_vec(), options).into_rules()
 }

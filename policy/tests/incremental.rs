@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 use tessera_policy::Inputs;
-use tessera_policy::compile::{Options, compile};
+use tessera_policy::compile::Options;
 use tessera_policy::compiler::Compiler;
+use tessera_policy::compiler::compile;
 use tessera_policy::model::{Endpoint, Namespace, Policy};
 use tessera_policy::nft::render;
 use tessera_policy::testgen::{APPS, Rng, SEGMENTS, Shape, cluster_yaml, pod_ip, segment_blocks};

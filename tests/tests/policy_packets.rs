@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use serde_json::json;
 use tessera_policy::Inputs;
-use tessera_policy::compile::{Options, compile};
+use tessera_policy::compile::Options;
+use tessera_policy::compiler::compile;
 use tessera_policy::eval::Probe;
 use tessera_policy::model::Protocol;
 use tessera_policy::simulate::simulate;

@@ -88,3 +88,74 @@ fn topology_and_policy_have_no_io_dependencies() {
     // The check itself can fail: the controller does pull in the forbidden crates.
     assert!(closure("tessera-controller", &metadata).contains("sqlx"));
 }
+
+/// IO and clocks the pure crates' sources must not touch, even through the standard library.
+/// (`std::net` types such as `IpAddr` are data; its sockets are not.)
+const FORBIDDEN_CALLS: &[&str] = &[
+    "std::fs",
+    "std::process",
+    "std::env",
+    "std::io::stdin",
+    "std::io::stdout",
+    "std::io::stderr",
+    "TcpStream",
+    "TcpListener",
+    "UdpSocket",
+    "UnixStream",
+    "SystemTime::now",
+    "Instant::now",
+    "std::thread::spawn",
+    "std::thread::sleep",
+];
+
+/// Every Rust source of `dir` (library code only: benches and integration tests may time
+/// themselves), with `#[cfg(test)]` modules left in: unit tests must stay pure too.
+fn sources(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn io_uses(root: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in sources(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(root).join("src")) {
+        let text = std::fs::read_to_string(&file).expect("source");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for bad in FORBIDDEN_CALLS {
+                if code.contains(bad) {
+                    found.push(format!("{}:{}: {bad}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn topology_and_policy_sources_do_no_io_and_read_no_clock() {
+    for root in ["topology", "policy"] {
+        let found = io_uses(root);
+        assert!(found.is_empty(), "{root} must stay pure:\n{}", found.join("\n"));
+    }
+    // The check itself can fail: the agent's sources do IO.
+    assert!(!io_uses("agent").is_empty());
+}
+
+/// Constants every binary must agree on, defined twice only where a crate may depend on no other.
+#[test]
+fn shared_constants_agree() {
+    assert_eq!(tessera_agent_api::DEFAULT_SEGMENT, tessera_policy::model::DEFAULT_SEGMENT);
+    assert_eq!(tessera_agent_api::NFT_TABLE, tessera_policy::nft::TABLE);
+    assert_eq!(tessera_controller::store::DEFAULT_SEGMENT, tessera_policy::model::DEFAULT_SEGMENT);
+}

@@ -8,6 +8,18 @@
 /// How often a controller sends a blank line on an idle watch; an agent that hears nothing for
 /// 2.5 times this takes the link for dead and moves to another controller.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The CNI error code "try again later" (spec 1.1), which the agent's socket and the plugin both
+/// answer when the node is not ready for a pod yet.
+pub const TRY_AGAIN_LATER: u32 = 11;
+
+/// The nftables table (family `inet`) the agent owns and the policy engine renders (the same as
+/// `tessera_policy::nft::TABLE`; a test keeps them equal).
+pub const NFT_TABLE: &str = "tessera";
+
+/// The segment a pod joins when it names none (the same as the policy engine's
+/// `model::DEFAULT_SEGMENT`; a test keeps them equal, as this crate depends on no other).
+pub const DEFAULT_SEGMENT: &str = "default";
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

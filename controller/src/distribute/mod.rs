@@ -11,7 +11,7 @@
 //! each local commit, each PostgreSQL notification and at least every second, applies records
 //! in batches, and stores agents' reports every half second.
 
-mod build;
+mod compiled;
 mod follow;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::store::{Change, ChangeKind, NodeReport, Store, StoreError};
 
-pub use build::{PolicyDocument, read_policy_documents};
+pub use compiled::{PolicyDocument, read_policy_documents};
 
 /// How long a REST write waits for this replica to have applied it before answering.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,7 +101,7 @@ pub struct FeedStats {
 #[derive(Debug, Clone)]
 pub struct Distributor {
     store: Store,
-    model: Arc<tokio::sync::Mutex<Option<build::Model>>>,
+    model: Arc<tokio::sync::Mutex<Option<compiled::CompiledCluster>>>,
     nodes: Arc<Mutex<BTreeMap<String, Arc<NodeChannel>>>>,
     /// The feed position the compiled state reflects.
     applied: Arc<watch::Sender<i64>>,
@@ -169,7 +169,7 @@ impl Distributor {
     /// retained feed, or when the topology, a host or a segment changed).
     async fn rebuild_at(&self, seq: i64) -> Result<(), StoreError> {
         let mut guard = self.model.lock().await;
-        let model = build::Model::load(&self.store).await?;
+        let model = compiled::CompiledCluster::load(&self.store).await?;
         let hosts: BTreeSet<String> = model.hosts.keys().cloned().collect();
         *guard = Some(model);
         self.publish(guard.as_ref(), &hosts, seq).await?;
@@ -216,7 +216,7 @@ impl Distributor {
     }
 
     /// An endpoint was created, changed or deleted: the nodes whose state may have changed.
-    async fn endpoint_changed(&self, model: &mut build::Model, id: &str) -> Result<BTreeSet<String>, StoreError> {
+    async fn endpoint_changed(&self, model: &mut compiled::CompiledCluster, id: &str) -> Result<BTreeSet<String>, StoreError> {
         let record = found(self.store.endpoint(id).await)?;
         // A block may have been taken or given back with it: segment blocks and routes follow.
         let segment = record.as_ref().or_else(|| model.endpoints.get(id)).map(|e| (e.tenant.clone(), e.segment.clone()));
@@ -230,7 +230,7 @@ impl Distributor {
 
     /// Render the states of `hosts`; those whose digest changed get their generation from the
     /// store (as of feed position `seq`) and wake their watchers.
-    async fn publish(&self, model: Option<&build::Model>, hosts: &BTreeSet<String>, seq: i64) -> Result<(), StoreError> {
+    async fn publish(&self, model: Option<&compiled::CompiledCluster>, hosts: &BTreeSet<String>, seq: i64) -> Result<(), StoreError> {
         let Some(model) = model else { return Ok(()) };
         let mut fresh = Vec::new();
         for host in hosts.iter().filter(|h| model.hosts.contains_key(*h)) {

@@ -48,7 +48,7 @@ pub struct SegmentRecord {
 }
 
 /// Every tenant has this segment from its creation on.
-pub const DEFAULT_SEGMENT: &str = "default";
+pub use tessera_policy::model::DEFAULT_SEGMENT;
 
 fn host_from(row: &sqlx::any::AnyRow) -> Result<HostRecord> {
     Ok(HostRecord {

@@ -580,3 +580,13 @@ fn endpoint_selected(cluster: &Cluster, peer: &Peer, e: &Endpoint) -> bool {
         _ => false,
     }
 }
+
+/// Compile every endpoint at once (the stateful `Compiler` without keeping it).
+pub fn compile(
+    cluster: &Cluster,
+    blocks: &BTreeMap<String, Vec<IpNet>>,
+    policies: &[Policy],
+    options: Options,
+) -> BTreeMap<String, EndpointRules> {
+    Compiler::new(cluster.clone(), blocks.clone(), policies.to_vec(), options).into_rules()
+}

@@ -1,4 +1,5 @@
-//! The compiled model behind the node states: store records in, per-node states out.
+//! The cluster as compiled, behind every node state: the incremental policy compiler, hosts,
+//! endpoints, segment blocks and host routes, fed from store records; per-node states out.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -27,7 +28,7 @@ pub fn read_policy_documents(origin: &str, document: &serde_json::Value) -> Resu
 }
 
 #[derive(Debug)]
-pub(super) struct Model {
+pub(super) struct CompiledCluster {
     compiler: Compiler,
     pub(super) hosts: BTreeMap<String, Vec<IpAddr>>,
     pub(super) endpoints: BTreeMap<String, EndpointRecord>,
@@ -51,8 +52,8 @@ fn endpoint(e: &EndpointRecord) -> Endpoint {
     }
 }
 
-impl Model {
-    pub(super) async fn load(store: &Store) -> Result<Model, StoreError> {
+impl CompiledCluster {
+    pub(super) async fn load(store: &Store) -> Result<CompiledCluster, StoreError> {
         let topology = store.topology().await?;
         let hosts = store.hosts().await?;
         let tenants = store.tenants().await?;
@@ -87,7 +88,7 @@ impl Model {
 
         let routes = host_routes(&topology, &hosts, &blocks)?;
         let compiler = Compiler::new(cluster, segment_blocks.clone(), policies, Options::default());
-        Ok(Model {
+        Ok(CompiledCluster {
             compiler,
             hosts: hosts.into_iter().map(|h| (h.name, h.ips)).collect(),
             endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
