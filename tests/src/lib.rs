@@ -111,6 +111,11 @@ impl Controller {
 }
 
 impl Controller {
+    /// The process id (to read its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL the process (a crash: nothing is given up cleanly) and reap it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
