@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use tessera_agent_api::NodeState;
 
+use crate::error::DiskError;
+
 #[derive(Debug, Clone)]
 pub struct Disk {
     pub dir: PathBuf,
@@ -20,7 +22,7 @@ impl Disk {
         read(&self.path("node-state.json"))
     }
 
-    pub fn save_state(&self, state: &NodeState) -> Result<(), String> {
+    pub fn save_state(&self, state: &NodeState) -> Result<(), DiskError> {
         write(&self.path("node-state.json"), state)
     }
 
@@ -28,7 +30,7 @@ impl Disk {
         read(&self.path("wired.json")).unwrap_or_default()
     }
 
-    pub fn save_wired(&self, wired: &BTreeMap<String, String>) -> Result<(), String> {
+    pub fn save_wired(&self, wired: &BTreeMap<String, String>) -> Result<(), DiskError> {
         write(&self.path("wired.json"), wired)
     }
 }
@@ -44,9 +46,9 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     }
 }
 
-fn write<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), String> {
+fn write<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), DiskError> {
     let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec(value).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let bytes = serde_json::to_vec(value).map_err(|source| DiskError::Encode { path: path.to_path_buf(), source })?;
+    std::fs::write(&tmp, bytes).map_err(|source| DiskError::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, path).map_err(|source| DiskError::Io { path: path.to_path_buf(), source })
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client::Controller;
 use crate::disk::Disk;
+use crate::error::EnforceError;
 use crate::metrics::Metrics;
 use crate::nft::{Applied, Census, Nft};
 use crate::routes;
@@ -30,7 +31,7 @@ pub enum Event {
     /// Verify the table and routes; repair drift.
     Resync,
     /// The CNI plugin wired (or unwired: `None`) an endpoint's host interface.
-    Wire { endpoint: String, interface: Option<String>, done: oneshot::Sender<Result<(), String>> },
+    Wire { endpoint: String, interface: Option<String>, done: oneshot::Sender<Result<(), EnforceError>> },
 }
 
 pub struct Enforcer {
@@ -52,19 +53,14 @@ impl std::fmt::Debug for Enforcer {
 
 impl Enforcer {
     /// Enforce the last-known-good state from disk, before talking to anyone.
-    pub async fn start(&mut self) -> Result<(), String> {
+    pub async fn start(&mut self) -> Result<(), EnforceError> {
         self.wired = self.disk.load_wired();
         let Some(state) = self.disk.load_state() else {
             tracing::info!("no last-known-good state on disk; waiting for the controller");
             return Ok(());
         };
         if state.node != self.controller.node() {
-            return Err(format!(
-                "the last-known-good state in {} is node `{}`'s, not `{}`'s; not applying it",
-                self.disk.dir.display(),
-                state.node,
-                self.controller.node()
-            ));
+            return Err(EnforceError::WrongNode { node: self.controller.node().to_string(), found: state.node });
         }
         tracing::info!(generation = state.generation, "enforcing the last-known-good state from disk");
         let started = Instant::now();
@@ -86,7 +82,7 @@ impl Enforcer {
                         Some(i) => self.wired.insert(endpoint, i),
                         None => self.wired.remove(&endpoint),
                     };
-                    let saved = self.disk.save_wired(&self.wired);
+                    let saved = self.disk.save_wired(&self.wired).map_err(EnforceError::from);
                     let routed = self.sync_routes().await.map(|_| ());
                     let _ = done.send(saved.and(routed));
                 }
@@ -97,7 +93,7 @@ impl Enforcer {
     async fn apply(&mut self, state: NodeState) {
         let started = Instant::now();
         let old = self.current.as_ref().map(|s| &s.ruleset);
-        let outcome = tokio::task::block_in_place(|| -> Result<Applied, String> {
+        let outcome = tokio::task::block_in_place(|| -> Result<Applied, EnforceError> {
             let applied = match self.nft.apply(old, &state.ruleset) {
                 Ok(a) => a,
                 // A failed delta leaves the table as it was (one transaction): replace it whole.
@@ -106,7 +102,7 @@ impl Enforcer {
                     self.nft.replace(&state.ruleset)?;
                     Applied::Full
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             self.verify(&state, applied)?;
             Ok(applied)
@@ -123,12 +119,18 @@ impl Enforcer {
                 let routed = self.sync_routes().await;
                 self.publish();
                 let current = self.current.as_ref().map(|s| (s.generation, s.digest.clone())).unwrap_or_default();
-                Ack { generation: current.0, digest: current.1, error: routed.err(), apply_ms: elapsed.as_secs_f64() * 1e3 }
+                let error = routed.err().map(|e| e.to_string());
+                Ack { generation: current.0, digest: current.1, error, apply_ms: elapsed.as_secs_f64() * 1e3 }
             }
             Err(e) => {
                 self.metrics.apply_failures.inc();
                 tracing::error!(generation = state.generation, error = %e, "could not apply; still enforcing the previous state");
-                Ack { generation: state.generation, digest: state.digest.clone(), error: Some(e), apply_ms: elapsed.as_secs_f64() * 1e3 }
+                Ack {
+                    generation: state.generation,
+                    digest: state.digest.clone(),
+                    error: Some(e.to_string()),
+                    apply_ms: elapsed.as_secs_f64() * 1e3,
+                }
             }
         };
         let controller = self.controller.clone();
@@ -141,25 +143,25 @@ impl Enforcer {
 
     /// After a full replacement, compare what the kernel holds with `state` (a delta verified
     /// its own elements in `Nft::apply`; the periodic resync lists the whole table).
-    fn verify(&self, state: &NodeState, applied: Applied) -> Result<(), String> {
+    fn verify(&self, state: &NodeState, applied: Applied) -> Result<(), EnforceError> {
         if matches!(applied, Applied::Unchanged | Applied::Delta(_)) && self.current.is_some() {
             return Ok(());
         }
         let want = Census::of(&state.ruleset);
         match self.nft.census()? {
             Some(have) if have == want => Ok(()),
-            Some(have) => Err(format!(
+            Some(have) => Err(EnforceError::Mismatch(format!(
                 "table inet tessera differs after applying: {} rules and {:?}, expected {} and {:?}",
                 have.rules, have.elements, want.rules, want.elements
-            )),
-            None => Err("table inet tessera is missing after applying".into()),
+            ))),
+            None => Err(EnforceError::Mismatch("table inet tessera is missing after applying".into())),
         }
     }
 
     async fn resync(&mut self) {
         let Some(state) = self.current.clone() else { return };
         let want = Census::of(&state.ruleset);
-        let repaired = tokio::task::block_in_place(|| -> Result<bool, String> {
+        let repaired = tokio::task::block_in_place(|| -> Result<bool, crate::error::NftError> {
             let have = self.nft.census()?;
             if have.as_ref() == Some(&want) {
                 return Ok(false);
@@ -183,10 +185,10 @@ impl Enforcer {
         }
     }
 
-    async fn sync_routes(&mut self) -> Result<routes::RouteChanges, String> {
+    async fn sync_routes(&mut self) -> Result<routes::RouteChanges, EnforceError> {
         let Some(state) = &self.current else { return Ok(Default::default()) };
         let want = routes::desired(&self.netlink, state, &self.wired).await?;
-        routes::reconcile(&self.netlink, &want).await
+        Ok(routes::reconcile(&self.netlink, &want).await?)
     }
 
     fn publish(&self) {

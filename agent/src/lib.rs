@@ -4,6 +4,7 @@
 pub mod client;
 pub mod disk;
 pub mod enforcer;
+pub mod error;
 pub mod metrics;
 pub mod nft;
 pub mod routes;

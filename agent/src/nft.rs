@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use tessera_agent_api::Ruleset;
 
+use crate::error::NftError;
+
 /// The one table the agent owns: the one the policy engine renders.
 pub use tessera_agent_api::NFT_TABLE as TABLE;
 
@@ -48,29 +50,30 @@ impl Census {
 }
 
 impl Nft {
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
+        let failed = |source| NftError::Run { binary: self.binary.clone(), source };
         let mut child = Command::new(&self.binary)
             .args(args)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.binary))?;
+            .map_err(failed)?;
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes()).map_err(|e| format!("writing to nft: {e}"))?;
+            pipe.write_all(text.as_bytes()).map_err(failed)?;
         }
-        let out = child.wait_with_output().map_err(|e| format!("waiting for nft: {e}"))?;
+        let out = child.wait_with_output().map_err(failed)?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             let err = String::from_utf8_lossy(&out.stderr);
-            Err(format!("nft {}: {}", args.join(" "), err.lines().take(6).collect::<Vec<_>>().join(" | ")))
+            Err(NftError::Refused { args: args.join(" "), stderr: err.lines().take(6).collect::<Vec<_>>().join(" | ") })
         }
     }
 
     /// Bring the table to `new`: a delta from `old` when only elements differ, else a full
     /// replacement. `old` must be what the kernel holds (verified by the caller).
-    pub fn apply(&self, old: Option<&Ruleset>, new: &Ruleset) -> Result<Applied, String> {
+    pub fn apply(&self, old: Option<&Ruleset>, new: &Ruleset) -> Result<Applied, NftError> {
         match old {
             Some(old) if old == new => Ok(Applied::Unchanged),
             Some(old) if old.skeleton == new.skeleton && old.sets.keys().eq(new.sets.keys()) => {
@@ -89,7 +92,7 @@ impl Nft {
     /// After a delta: every added element is in the kernel (and every map element with its
     /// verdict), asked with `nft get element`. nft loads the whole set to answer, so sets larger
     /// than [`DELTA_VERIFY_LIMIT`] are left to the periodic resync (measured: 0.4 s for 100k).
-    fn verify_added(&self, deltas: &[SetDelta<'_>]) -> Result<(), String> {
+    fn verify_added(&self, deltas: &[SetDelta<'_>]) -> Result<(), NftError> {
         let mut script = String::new();
         let mut verdicts: Vec<(&str, &str, &str)> = Vec::new();
         for d in deltas.iter().filter(|d| d.size <= DELTA_VERIFY_LIMIT) {
@@ -103,26 +106,26 @@ impl Nft {
             return Ok(());
         }
         // One nft run for every set: each `get` fails unless all its elements are there.
-        let listing = self.run(&["-f", "-"], Some(&script)).map_err(|e| format!("verification after a delta: {e}"))?;
+        let listing = self.run(&["-f", "-"], Some(&script)).map_err(|e| NftError::Verification(e.to_string()))?;
         match verdicts.iter().find(|(_, k, v)| !listing.contains(&format!("{k} : {v}"))) {
-            Some((name, k, v)) => Err(format!("verification after a delta: map {name} lacks `{k} : {v}`")),
+            Some((name, k, v)) => Err(NftError::Verification(format!("map {name} lacks `{k} : {v}`"))),
             None => Ok(()),
         }
     }
 
     /// Replace the table unconditionally (start-up and drift repair).
-    pub fn replace(&self, ruleset: &Ruleset) -> Result<(), String> {
+    pub fn replace(&self, ruleset: &Ruleset) -> Result<(), NftError> {
         self.run(&["-f", "-"], Some(&full_script(ruleset))).map(|_| ())
     }
 
     /// What the kernel holds now; `None` when the table does not exist.
-    pub fn census(&self) -> Result<Option<Census>, String> {
+    pub fn census(&self) -> Result<Option<Census>, NftError> {
         let listing = match self.run(&["-j", "list", "table", "inet", TABLE], None) {
             Ok(text) => text,
-            Err(e) if e.contains("No such file or directory") => return Ok(None),
+            Err(e) if e.is_missing() => return Ok(None),
             Err(e) => return Err(e),
         };
-        let json: Value = serde_json::from_str(&listing).map_err(|e| format!("unreadable nft listing: {e}"))?;
+        let json: Value = serde_json::from_str(&listing)?;
         let mut census = Census::default();
         for item in json.get("nftables").and_then(Value::as_array).into_iter().flatten() {
             if let Some(set) = item.get("set").or_else(|| item.get("map")) {

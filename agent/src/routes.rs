@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 use tessera_agent_api::{NodeState, ROUTE_TABLE, RULE_PRIORITY};
+
+use crate::error::RouteError;
 use tessera_netlink::{Netlink, OwnedRoute};
 
 const MAIN_TABLE: u32 = 254;
@@ -18,7 +20,7 @@ pub struct RouteChanges {
 }
 
 /// The routes `state` asks for, given the host interfaces of local endpoints.
-pub async fn desired(nl: &Netlink, state: &NodeState, wired: &BTreeMap<String, String>) -> Result<BTreeSet<OwnedRoute>, String> {
+pub async fn desired(nl: &Netlink, state: &NodeState, wired: &BTreeMap<String, String>) -> Result<BTreeSet<OwnedRoute>, RouteError> {
     let mut out = BTreeSet::new();
     for r in &state.routes {
         out.insert(OwnedRoute { destination: r.destination, gateway: Some(r.via), device: None, table: ROUTE_TABLE });
@@ -26,7 +28,7 @@ pub async fn desired(nl: &Netlink, state: &NodeState, wired: &BTreeMap<String, S
     for e in &state.endpoints {
         let Some(ifname) = wired.get(&e.id) else { continue };
         // A wired endpoint whose veth is gone (pod deleted, DEL pending) has no route to keep.
-        let Some(index) = nl.link_index(ifname).await.map_err(|e| e.to_string())? else { continue };
+        let Some(index) = nl.link_index(ifname).await.map_err(|e| RouteError::new(format!("link {ifname}"), e))? else { continue };
         for ip in &e.ips {
             out.insert(OwnedRoute { destination: IpNet::from(*ip), gateway: None, device: Some(index), table: MAIN_TABLE });
         }
@@ -35,16 +37,16 @@ pub async fn desired(nl: &Netlink, state: &NodeState, wired: &BTreeMap<String, S
 }
 
 /// Make the owned routes exactly `want`, and the rule that sends lookups to Tessera's table.
-pub async fn reconcile(nl: &Netlink, want: &BTreeSet<OwnedRoute>) -> Result<RouteChanges, String> {
-    nl.ensure_rule(ROUTE_TABLE, RULE_PRIORITY).await.map_err(|e| format!("policy rule: {e}"))?;
-    let have: BTreeSet<OwnedRoute> = nl.owned_routes().await.map_err(|e| e.to_string())?.into_iter().collect();
+pub async fn reconcile(nl: &Netlink, want: &BTreeSet<OwnedRoute>) -> Result<RouteChanges, RouteError> {
+    nl.ensure_rule(ROUTE_TABLE, RULE_PRIORITY).await.map_err(|e| RouteError::new("policy rule", e))?;
+    let have: BTreeSet<OwnedRoute> = nl.owned_routes().await.map_err(|e| RouteError::new("listing routes", e))?.into_iter().collect();
     let mut changes = RouteChanges::default();
     for stale in have.difference(want) {
-        nl.delete_route(stale).await.map_err(|e| format!("deleting route to {}: {e}", stale.destination))?;
+        nl.delete_route(stale).await.map_err(|e| RouteError::new(format!("deleting route to {}", stale.destination), e))?;
         changes.removed += 1;
     }
     for missing in want.difference(&have) {
-        nl.replace_route(missing).await.map_err(|e| format!("route {missing:?}: {e}"))?;
+        nl.replace_route(missing).await.map_err(|e| RouteError::new(format!("route {missing:?}"), e))?;
         changes.added += 1;
     }
     Ok(changes)

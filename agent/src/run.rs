@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use crate::client::{Controller, parse_line};
 use crate::disk::Disk;
 use crate::enforcer::{Enforced, Enforcer, Event, default_state_dir};
+use crate::error::WatchEnded;
 use crate::metrics::Metrics;
 use crate::nft::Nft;
 use crate::socket::{self, Socket};
@@ -149,7 +150,7 @@ async fn watch_loop(controller: Controller, events: mpsc::Sender<Event>, enforce
         let since = enforced.borrow().generation;
         match stream_states(&controller, since, &events).await {
             Ok(()) => failures = 0,
-            Err((e, received)) => {
+            Err(WatchEnded { message: e, received }) => {
                 if received {
                     failures = 0;
                 }
@@ -167,8 +168,8 @@ async fn watch_loop(controller: Controller, events: mpsc::Sender<Event>, enforce
 }
 
 /// One watch connection. The error says whether any state arrived before it failed.
-async fn stream_states(controller: &Controller, since: Option<u64>, events: &mpsc::Sender<Event>) -> Result<(), (String, bool)> {
-    let mut response = controller.watch(since).await.map_err(|e| (e.to_string(), false))?;
+async fn stream_states(controller: &Controller, since: Option<u64>, events: &mpsc::Sender<Event>) -> Result<(), WatchEnded> {
+    let mut response = controller.watch(since).await.map_err(|e| WatchEnded { message: e.to_string(), received: false })?;
     tracing::info!(?since, "watching the node state");
     let mut buffer: Vec<u8> = Vec::new();
     let mut received = false;
@@ -177,9 +178,11 @@ async fn stream_states(controller: &Controller, since: Option<u64>, events: &mps
         let silence = tessera_agent_api::HEARTBEAT.mul_f64(2.5);
         let chunk = tokio::time::timeout(silence, response.chunk()).await;
         let chunk = match chunk {
-            Err(_) => return Err((format!("no heartbeat from the controller for {} s", silence.as_secs()), received)),
-            Ok(Err(e)) => return Err((e.to_string(), received)),
-            Ok(Ok(None)) => return Err(("the controller closed the watch".into(), received)),
+            Err(_) => {
+                return Err(WatchEnded { message: format!("no heartbeat from the controller for {} s", silence.as_secs()), received });
+            }
+            Ok(Err(e)) => return Err(WatchEnded { message: e.to_string(), received }),
+            Ok(Ok(None)) => return Err(WatchEnded { message: "the controller closed the watch".into(), received }),
             Ok(Ok(Some(c))) => c,
         };
         buffer.extend_from_slice(&chunk);
@@ -190,13 +193,13 @@ async fn stream_states(controller: &Controller, since: Option<u64>, events: &mps
                 Some(Ok(state)) => {
                     received = true;
                     if state.node != controller.node() {
-                        return Err((format!("the controller sent the state of `{}`", state.node), received));
+                        return Err(WatchEnded { message: format!("the controller sent the state of `{}`", state.node), received });
                     }
                     if events.send(Event::State(Box::new(state))).await.is_err() {
                         return Ok(());
                     }
                 }
-                Some(Err(e)) => return Err((e, received)),
+                Some(Err(e)) => return Err(WatchEnded { message: e, received }),
             }
         }
     }

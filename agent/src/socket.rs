@@ -111,7 +111,7 @@ impl Socket {
         }
         match reply.await {
             Ok(Ok(())) => AgentReply::Done,
-            Ok(Err(e)) => AgentReply::Error { code: REFUSED, message: e },
+            Ok(Err(e)) => AgentReply::Error { code: REFUSED, message: e.to_string() },
             Err(_) => AgentReply::Error { code: TRY_AGAIN_LATER, message: "the agent is shutting down".into() },
         }
     }

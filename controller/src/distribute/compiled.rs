@@ -32,6 +32,8 @@ pub(super) struct CompiledCluster {
     compiler: Compiler,
     pub(super) hosts: BTreeMap<String, Vec<IpAddr>>,
     pub(super) endpoints: BTreeMap<String, EndpointRecord>,
+    /// Endpoint ids by host: a node's state lists its own without scanning every endpoint.
+    by_host: BTreeMap<String, BTreeSet<String>>,
     /// Blocks of each `tenant/segment`, as the compiler was given them.
     segment_blocks: BTreeMap<String, Vec<IpNet>>,
     /// Engine policy ids of each stored policy document.
@@ -91,6 +93,10 @@ impl CompiledCluster {
         Ok(CompiledCluster {
             compiler,
             hosts: hosts.into_iter().map(|h| (h.name, h.ips)).collect(),
+            by_host: endpoints.iter().fold(BTreeMap::new(), |mut m: BTreeMap<String, BTreeSet<String>>, e| {
+                m.entry(e.host.clone()).or_default().insert(e.id.clone());
+                m
+            }),
             endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
             segment_blocks,
             documents,
@@ -124,10 +130,14 @@ impl CompiledCluster {
     /// Nodes whose state may have changed.
     pub(super) fn apply_endpoint(&mut self, id: &str, record: Option<EndpointRecord>) -> BTreeSet<String> {
         let mut hosts: BTreeSet<String> = self.endpoints.get(id).map(|e| e.host.clone()).into_iter().collect();
+        if let Some(ids) = self.endpoints.get(id).and_then(|old| self.by_host.get_mut(&old.host)) {
+            ids.remove(id);
+        }
         match record {
             Some(r) => {
                 hosts.insert(r.host.clone());
                 hosts.extend(self.compiler.upsert_endpoint(endpoint(&r)));
+                self.by_host.entry(r.host.clone()).or_default().insert(id.to_string());
                 self.endpoints.insert(id.to_string(), r);
             }
             None => {
@@ -172,9 +182,11 @@ impl CompiledCluster {
     pub(super) fn node_state(&self, host: &str) -> (NodeState, String) {
         let rendered = nft::render_sets(&self.compiler.node_rules(host));
         let endpoints = self
-            .endpoints
-            .values()
-            .filter(|e| e.host == host)
+            .by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.endpoints.get(id))
             .map(|e| LocalEndpoint { id: e.id.clone(), tenant: e.tenant.clone(), segment: e.segment.clone(), ips: e.ips.clone() })
             .collect();
         let mut state = NodeState {

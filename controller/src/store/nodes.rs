@@ -1,8 +1,8 @@
 //! Node states shared by every replica: each node's generation (assigned here, once per distinct
 //! state), and what its agent last reported (applied generation, error, when it was seen).
 //!
-//! A generation names one state on every replica: it is assigned in a transaction on the node's
-//! row, and only by a replica whose feed cursor is at or past the one that assigned the last
+//! A generation names one state on every replica: it is assigned in a serialised transaction,
+//! and only by a replica whose feed cursor is at or past the one that assigned the last
 //! generation (a replica behind waits until it catches up instead of numbering an older state).
 
 use std::collections::BTreeMap;
@@ -32,41 +32,52 @@ impl Store {
     /// Number each state (host, digest) computed at feed position `seq`: the stored generation
     /// when the digest is the stored one, the next generation when it differs and `seq` is not
     /// behind the position that numbered the stored one, `None` when it is (try again later).
+    ///
+    /// Assigners are serialised (SQLite: the write lock; PostgreSQL: a table lock that readers
+    /// do not wait for); the rows are read in one query and only numbers that change are written.
     pub async fn assign_generations(&self, states: &[(String, String)], seq: i64) -> Result<Vec<Option<u64>>> {
         if states.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sorted: Vec<(usize, &(String, String))> = states.iter().enumerate().collect();
-        // One lock order for every replica: no deadlocks between them.
-        sorted.sort_by(|a, b| a.1.0.cmp(&b.1.0));
-        let lock = if self.backend == Backend::Postgres { " FOR UPDATE" } else { "" };
-        let mut out = vec![None; states.len()];
         let mut tx = self.write().await?;
-        for (i, (host, digest)) in sorted {
-            sqlx::query("INSERT INTO node_states (host, generation, digest, seq) VALUES ($1, 0, '', 0) ON CONFLICT (host) DO NOTHING")
-                .bind(host)
-                .execute(&mut *tx)
-                .await?;
-            let row = sqlx::query(&format!("SELECT generation, digest, seq FROM node_states WHERE host = $1{lock}"))
-                .bind(host)
-                .fetch_one(&mut *tx)
-                .await?;
-            let (generation, stored, at): (i64, String, i64) = (row.try_get("generation")?, row.try_get("digest")?, row.try_get("seq")?);
-            out[i] = if stored == *digest {
-                sqlx::query("UPDATE node_states SET seq = $1 WHERE host = $2 AND seq < $1").bind(seq).bind(host).execute(&mut *tx).await?;
-                Some(generation as u64)
-            } else if seq < at {
-                None
-            } else {
-                sqlx::query("UPDATE node_states SET generation = $1, digest = $2, seq = $3 WHERE host = $4")
-                    .bind(generation + 1)
-                    .bind(digest)
-                    .bind(seq)
-                    .bind(host)
-                    .execute(&mut *tx)
-                    .await?;
-                Some(generation as u64 + 1)
-            };
+        if self.backend == Backend::Postgres {
+            sqlx::query("LOCK TABLE node_states IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+        }
+        let mut stored: BTreeMap<String, (i64, String, i64)> = BTreeMap::new();
+        for r in sqlx::query("SELECT host, generation, digest, seq FROM node_states").fetch_all(&mut *tx).await? {
+            stored.insert(r.try_get("host")?, (r.try_get("generation")?, r.try_get("digest")?, r.try_get("seq")?));
+        }
+        let mut out = Vec::with_capacity(states.len());
+        let mut fresh: Vec<(&str, &str)> = Vec::new();
+        for (host, digest) in states {
+            out.push(match stored.get(host) {
+                None => {
+                    fresh.push((host, digest));
+                    Some(1)
+                }
+                Some((generation, d, _)) if d == digest => Some(*generation as u64),
+                Some((_, _, at)) if seq < *at => None,
+                Some((generation, _, _)) => {
+                    sqlx::query("UPDATE node_states SET generation = $1, digest = $2, seq = $3 WHERE host = $4")
+                        .bind(generation + 1)
+                        .bind(digest)
+                        .bind(seq)
+                        .bind(host)
+                        .execute(&mut *tx)
+                        .await?;
+                    Some(*generation as u64 + 1)
+                }
+            });
+        }
+        // New nodes (all of them at a first start) in a few statements, not one each.
+        for chunk in fresh.chunks(200) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, 1, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+            let sql = format!("INSERT INTO node_states (host, generation, digest, seq) VALUES {}", values.join(", "));
+            let mut query = sqlx::query(&sql);
+            for (host, digest) in chunk {
+                query = query.bind(*host).bind(*digest).bind(seq);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(out)
