@@ -149,20 +149,6 @@ fn ordered<'p>(policies: &[&'p Policy], admin: bool) -> Vec<&'p Policy> {
     list
 }
 
-/// One side of a packet alone, without detail: `simulate` decides sides once per class of
-/// equivalent pairs and reuses the answer.
-pub(crate) fn side_verdict(
-    cluster: &Cluster,
-    policies: &[&Policy],
-    subject: &Endpoint,
-    dir: Direction,
-    peer: Party<'_>,
-    dst: Party<'_>,
-    probe: Probe,
-) -> SideVerdict {
-    side(cluster, policies, subject, dir, peer, dst, probe, false)
-}
-
 impl SideVerdict {
     /// The side's decision in a few words, without naming its endpoint (`simulate` lines name
     /// both ends already): `egress: allowed by NetworkPolicy a/b spec.egress[0]`.
@@ -180,9 +166,10 @@ impl SideVerdict {
     }
 }
 
-/// `peer` is the other party; `dst` the destination (for named ports).
+/// One side of a packet: `peer` is the other party; `dst` the destination (for named ports).
+/// `simulate` decides sides alone, once per class of equivalent pairs, and reuses the answer.
 #[allow(clippy::too_many_arguments)]
-fn side(
+pub(crate) fn side(
     cluster: &Cluster,
     policies: &[&Policy],
     subject: &Endpoint,

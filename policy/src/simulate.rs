@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::error::PolicyError;
-use crate::eval::{Party, Probe, Verdict, evaluate, peer_matches, side_verdict};
+use crate::eval::{Party, Probe, Verdict, evaluate, peer_matches, side};
 use crate::input::Inputs;
 use crate::model::{Direction, Endpoint, Peer, Policy, Protocol};
 
@@ -349,7 +349,7 @@ pub fn simulate_each(
                     if let Some(id) = sides.decided.get(&(view, ports, k)) {
                         return *id;
                     }
-                    let v = side_verdict(cluster, &selecting[owner.policy_set as usize], e, DIRECTIONS[d], peer, dst, *probe);
+                    let v = side(cluster, &selecting[owner.policy_set as usize], e, DIRECTIONS[d], peer, dst, *probe, false);
                     let by_policy = !matches!(v.decision, crate::eval::Decision::NotIsolated);
                     let content = (v.allowed, if by_policy { v.compact(if d == 0 { "egress" } else { "ingress" }) } else { None });
                     let id = sides.decision_ids.id(content.clone());

@@ -10,19 +10,8 @@ use tessera_topology::Labels;
 const HOSTS: usize = 5000;
 const CLIENTS: usize = 8;
 
-fn topology() -> String {
-    let mut doc = String::from("networks: [{name: pods, cidr: 10.0.0.0/8}]\ngroups:\n");
-    for z in 0..3 {
-        doc.push_str(&format!("  - name: zone-{z}\n    assignment: {{zone: z{z}}}\n    groups:\n"));
-        for r in 0..8 {
-            doc.push_str(&format!("      - {{name: rack-{r}, assignment: {{rack: r{r}}}}}\n"));
-        }
-    }
-    doc
-}
-
 async fn run(backend: &str, store: Store, endpoints: usize) {
-    tessera_tests::apply(&store, &topology()).await;
+    tessera_tests::apply(&store, &tessera_tests::zones_and_racks()).await;
     for t in 0..4 {
         store.create_tenant(&format!("tenant-{t}"), Labels::new()).await.expect("tenant");
     }

@@ -30,17 +30,6 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn topology() -> String {
-    let mut doc = String::from("networks: [{name: pods, cidr: 10.0.0.0/8}]\ngroups:\n");
-    for z in 0..3 {
-        doc.push_str(&format!("  - name: zone-{z}\n    assignment: {{zone: z{z}}}\n    groups:\n"));
-        for r in 0..8 {
-            doc.push_str(&format!("      - {{name: rack-{r}, assignment: {{rack: r{r}}}}}\n"));
-        }
-    }
-    doc
-}
-
 fn host_labels(i: usize) -> Labels {
     [("zone".to_string(), format!("z{}", i % 3)), ("rack".to_string(), format!("r{}", (i / 3) % 8))].into_iter().collect()
 }
@@ -60,7 +49,7 @@ fn endpoint(i: usize, hosts: usize) -> NewEndpoint {
 
 /// Hosts, tenants with two segments, and endpoints, written through the store by 8 clients.
 async fn populate(store: &Store, hosts: usize, endpoints: usize) -> f64 {
-    tessera_tests::apply(store, &topology()).await;
+    tessera_tests::apply(store, &tessera_tests::zones_and_racks()).await;
     for h in 0..hosts {
         let ip = std::net::Ipv4Addr::from(0xc612_0000u32 + h as u32 + 1);
         store.create_host(NewHost { name: format!("host-{h}"), ips: vec![ip.into()], labels: host_labels(h) }).await.expect("host");

@@ -44,6 +44,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The benches' topology: 10.0.0.0/8 in 3 zones of 8 racks (hosts carry `zone: zN`, `rack: rN`).
+pub fn zones_and_racks() -> String {
+    let mut doc = String::from("networks: [{name: pods, cidr: 10.0.0.0/8}]\ngroups:\n");
+    for z in 0..3 {
+        doc.push_str(&format!("  - name: zone-{z}\n    assignment: {{zone: z{z}}}\n    groups:\n"));
+        for r in 0..8 {
+            doc.push_str(&format!("      - {{name: rack-{r}, assignment: {{rack: r{r}}}}}\n"));
+        }
+    }
+    doc
+}
+
 /// Load a Tessera topology document into `store` (test helper).
 pub async fn apply(store: &Store, doc: &str) {
     let spec = tessera_topology::parse_topology(doc, tessera_topology::Format::Auto).expect("test topology parses");
