@@ -174,3 +174,21 @@ pub fn parse_line(line: &[u8]) -> Option<Result<NodeState, String>> {
     }
     Some(serde_json::from_str(line).map_err(|e| format!("unreadable node state: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_urls_are_checked_and_failover_goes_round() {
+        let err = Controller::new(&["ftp://x".to_string()], "n", "t", None).expect_err("not http");
+        assert!(err.to_string().contains("--controller: `ftp://x`"), "{err}");
+        assert!(Controller::new(&[], "n", "t", None).is_err());
+        let c = Controller::new(&["http://a:1/".to_string(), " http://b:2".to_string()], "n", "t", None).expect("valid");
+        assert_eq!(c.base(), "http://a:1");
+        c.fail_over();
+        assert_eq!(c.base(), "http://b:2");
+        c.fail_over();
+        assert_eq!(c.base(), "http://a:1");
+    }
+}

@@ -83,6 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     bootstrap_topology(&store, args.topology.as_deref(), args.no_demo).await?;
     anyhow::ensure!(args.lease_ttl_ms > args.lease_renew_ms, "--lease-ttl-ms must be longer than --lease-renew-ms");
     let replica = args.replica_id.clone().unwrap_or_else(crate::writer::new_replica_id);
+    tessera_topology::spec::validate_name("--replica-id", &replica).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = AppState::with_replica(store, replica).await.context("compiling the stored state")?;
     let lease = LeaseConfig {
         renew: std::time::Duration::from_millis(args.lease_renew_ms),

@@ -308,3 +308,16 @@ fn redirected_logs_have_no_colour_codes() {
     assert!(seen.iter().any(|l| l.contains("serving the API")), "{seen:?}");
     assert!(seen.iter().all(|l| !l.contains('\x1b')), "ANSI escapes in redirected logs: {seen:?}");
 }
+
+#[test]
+fn a_bad_replica_id_is_refused_naming_the_flag() {
+    let out = std::process::Command::new(binary("tessera-controller"))
+        .env("TESSERA_LISTEN", format!("127.0.0.1:{}", tessera_tests::free_port()))
+        .env("TESSERA_DATABASE_URL", tessera_tests::sqlite_url())
+        .env("TESSERA_ADMIN_TOKEN", "replica-id-test-token-0001")
+        .env("TESSERA_REPLICA_ID", "bad id!")
+        .output()
+        .expect("run controller");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--replica-id"), "{}", String::from_utf8_lossy(&out.stderr));
+}
