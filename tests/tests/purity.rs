@@ -79,7 +79,7 @@ fn topology_and_policy_have_no_io_dependencies() {
         .expect("cargo metadata");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let metadata: Value = serde_json::from_slice(&out.stdout).expect("metadata json");
-    for package in ["tessera-topology", "tessera-policy"] {
+    for package in ["tessera-topology", "tessera-policy", "tessera-bgp"] {
         let deps = closure(package, &metadata);
         let bad: Vec<&&str> = FORBIDDEN.iter().filter(|f| deps.contains(**f)).collect();
         assert!(bad.is_empty(), "{package} must stay pure but depends on {bad:?}");
@@ -144,7 +144,7 @@ fn io_uses(root: &str) -> Vec<String> {
 
 #[test]
 fn topology_and_policy_sources_do_no_io_and_read_no_clock() {
-    for root in ["topology", "policy"] {
+    for root in ["topology", "policy", "bgp"] {
         let found = io_uses(root);
         assert!(found.is_empty(), "{root} must stay pure:\n{}", found.join("\n"));
     }
