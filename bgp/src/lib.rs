@@ -6,14 +6,16 @@
 //! MP_REACH_NLRI / MP_UNREACH_NLRI for IPv6 unicast.
 //!
 //! Decoding never panics: malformed input becomes a [`DecodeError`] carrying the NOTIFICATION
-//! (code, subcode, data) RFC 4271 §6 says to send. No sockets and no clocks here: the session
-//! state machine and its tokio driver sit on top.
+//! (code, subcode, data) RFC 4271 §6 says to send. `session` is one peer's state machine (RFC
+//! 4271 §8) as events in, actions out. No sockets and no clocks here: a tokio driver sits on top.
 
 mod attributes;
 mod message;
+mod session;
 
 pub use attributes::{AsSegment, Origin, PathAttribute};
 pub use message::{Capability, DecodeError, Message, Notification, Open, RouteRefresh, Session, Update, decode, encode};
+pub use session::{Action, Event, Peer, PeerConfig, State, Timer};
 
 /// Address family identifiers (RFC 4760).
 pub const AFI_IPV4: u16 = 1;
