@@ -15,6 +15,7 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 [ -x /usr/lib/cni/portmap ] || need_apt+=(containernetworking-plugins)
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v bird >/dev/null || need_apt+=(bird2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     apt-get update -qq

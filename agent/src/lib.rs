@@ -1,6 +1,7 @@
 //! The node agent as a library: the binary (`main.rs`) runs [`run::run`]; benchmarks and tests
 //! use the pieces (for example [`nft`]) directly.
 
+pub mod bgp;
 pub mod client;
 pub mod disk;
 pub mod enforcer;

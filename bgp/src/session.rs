@@ -117,9 +117,7 @@ impl Peer {
             out.push(Action::Send(Message::Notification(n)));
         }
         out.extend([Action::StopTimer(Timer::Hold), Action::StopTimer(Timer::Keepalive), Action::Close]);
-        if self.state == State::Established {
-            out.push(Action::Down { reason: reason.clone() });
-        }
+        out.push(Action::Down { reason });
         self.state = State::Idle;
         out
     }

@@ -1,0 +1,180 @@
+//! Tessera's BGP speaker against BIRD 2 (Debian's `bird2`), each in a network namespace this test
+//! creates: the session comes up, BIRD learns the announced prefixes with Tessera's next hop, AS
+//! path and community, as its own CLI reports; a wrong AS in Tessera's configuration is refused
+//! by BIRD with NOTIFICATION 2/2 (Bad Peer AS), which the speaker reports.
+
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_agent::bgp::{Announcement, Connector, SessionStatus, run};
+use tessera_bgp::{AFI_IPV4, AFI_IPV6, PeerConfig, SAFI_UNICAST, State};
+use tessera_tests::netns::{require_root, run as sh};
+
+/// Two namespaces on a veth pair: the speaker's (10.77.0.1, fd00:77::1) and BIRD's (.2, ::2).
+struct Pair {
+    speaker: String,
+    bird_ns: String,
+    dir: tempfile::TempDir,
+    bird: Option<Child>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let prefix = format!("tb{:05x}", rand::random::<u32>() & 0xfffff);
+        let (speaker, bird_ns) = (format!("{prefix}-s"), format!("{prefix}-b"));
+        for ns in [&speaker, &bird_ns] {
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]);
+        }
+        let pair = Pair { speaker, bird_ns, dir: tempfile::tempdir().expect("dir"), bird: None };
+        sh(&["ip", "-n", &pair.speaker, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &pair.bird_ns]);
+        for (ns, last) in [(&pair.speaker, 1), (&pair.bird_ns, 2)] {
+            sh(&["ip", "-n", ns, "addr", "add", &format!("10.77.0.{last}/24"), "dev", "eth0"]);
+            sh(&["ip", "-n", ns, "addr", "add", &format!("fd00:77::{last}/64"), "dev", "eth0", "nodad"]);
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"]);
+        }
+        pair
+    }
+
+    fn start_bird(&mut self, peer_as: u32) {
+        let config = format!(
+            "router id 10.77.0.2;\nprotocol device {{}}\nprotocol bgp tessera {{\n  local 10.77.0.2 as 65000;\n  neighbor 10.77.0.1 as {peer_as};\n  passive on;\n  hold time 9;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
+        );
+        let conf = self.dir.path().join("bird.conf");
+        std::fs::write(&conf, config).expect("bird.conf");
+        let log = File::create(self.dir.path().join("bird.log")).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.bird_ns, "bird", "-f", "-c"])
+            .arg(&conf)
+            .arg("-s")
+            .arg(self.socket())
+            .arg("-P")
+            .arg(self.dir.path().join("bird.pid"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start bird");
+        self.bird = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.socket().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "BIRD did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("bird.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("bird.ctl")
+    }
+
+    /// `birdc show route all` in BIRD's own words.
+    fn routes(&self) -> String {
+        let out = Command::new("birdc").arg("-s").arg(self.socket()).args(["show", "route", "all"]).output().expect("birdc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A connector that opens TCP connections from inside the speaker's namespace.
+    fn connector(&self) -> Connector {
+        let path = format!("/var/run/netns/{}", self.speaker);
+        Arc::new(move || {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let file = File::open(&path)?;
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
+                std::net::TcpStream::connect_timeout(&"10.77.0.2:179".parse().expect("addr"), Duration::from_secs(3))
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("connector thread panicked"))?
+        })
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if let Some(mut b) = self.bird.take() {
+            let _ = b.kill();
+            let _ = b.wait();
+        }
+        for ns in [&self.speaker, &self.bird_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn config(local_as: u32) -> PeerConfig {
+    PeerConfig {
+        local_as,
+        peer_as: 65000,
+        router_id: "10.77.0.1".parse().expect("id"),
+        hold_time: 9,
+        passive: false,
+        families: vec![(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)],
+        graceful_restart: None,
+        connect_retry: Duration::from_secs(1),
+    }
+}
+
+fn announcement() -> Announcement {
+    Announcement {
+        prefixes: vec!["10.96.0.0/17".parse().expect("net"), "fd00:96::/56".parse().expect("net")],
+        next_hop_v4: Some("10.77.0.1".parse().expect("ip")),
+        next_hop_v6: Some("fd00:77::1".parse().expect("ip")),
+        communities: vec![(65001 << 16) | 42],
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn bird_learns_the_announced_prefixes_with_next_hop_path_and_community() {
+    require_root();
+    let mut pair = Pair::new();
+    pair.start_bird(65001);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (status_tx, status) = tokio::sync::watch::channel(SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0 });
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    runtime.spawn(run(config(65001), pair.connector(), announcement(), status_tx, stop));
+    wait_for("the session comes up", Duration::from_secs(20), || status.borrow().state == State::Established);
+    assert_eq!(status.borrow().prefixes_sent, 2);
+    let mut routes = String::new();
+    wait_for("BIRD has both prefixes", Duration::from_secs(10), || {
+        routes = pair.routes();
+        routes.contains("10.96.0.0/17") && routes.contains("fd00:96::/56")
+    });
+    assert!(routes.contains("BGP.next_hop: 10.77.0.1"), "{routes}");
+    assert!(routes.contains("BGP.next_hop: fd00:77::1"), "{routes}");
+    assert!(routes.contains("BGP.as_path: 65001"), "{routes}");
+    assert!(routes.contains("BGP.community: (65001,42)"), "{routes}");
+    assert!(routes.contains("BGP.origin: IGP"), "{routes}");
+    // A clean stop sends Cease: BIRD withdraws what it learned.
+    stop_tx.send_replace(true);
+    wait_for("BIRD withdraws the prefixes", Duration::from_secs(10), || !pair.routes().contains("10.96.0.0/17"));
+}
+
+#[test]
+fn bird_refuses_a_wrong_as_with_bad_peer_as() {
+    require_root();
+    let mut pair = Pair::new();
+    pair.start_bird(65001);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (status_tx, status) = tokio::sync::watch::channel(SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0 });
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    // BIRD expects AS 65001; this speaker says 65099.
+    runtime.spawn(run(config(65099), pair.connector(), announcement(), status_tx, stop));
+    wait_for("BIRD's NOTIFICATION is reported", Duration::from_secs(20), || {
+        status.borrow().last_error.as_deref().is_some_and(|e| e.contains("NOTIFICATION 2/2"))
+    });
+    assert_ne!(status.borrow().state, State::Established);
+}
