@@ -142,6 +142,19 @@ pub async fn run(
                                 }
                             }
                         }
+                        // End-of-RIB per family (RFC 4724): the peer may now drop what it kept
+                        // stale across a graceful restart and we did not announce again.
+                        for eor in [
+                            Update::default(),
+                            Update {
+                                attributes: vec![PathAttribute::MpUnreach { afi: AFI_IPV6, safi: SAFI_UNICAST, withdrawn: vec![] }],
+                                ..Default::default()
+                            },
+                        ] {
+                            if let Some(s) = stream.as_mut() {
+                                let _ = s.write_all(&encode(&tessera_bgp::Message::Update(eor), &peer.session())).await;
+                            }
+                        }
                         status.send_modify(|st| st.prefixes_sent = sent);
                     }
                     Action::Down { reason } => status.send_modify(|st| st.last_error = Some(reason)),

@@ -40,8 +40,13 @@ impl Pair {
     }
 
     fn start_bird(&mut self, peer_as: u32) {
+        self.start_bird_with(peer_as, "");
+    }
+
+    /// BIRD passive, as AS 65000, expecting `peer_as`, with `extra` protocol options.
+    fn start_bird_with(&mut self, peer_as: u32, extra: &str) {
         let config = format!(
-            "router id 10.77.0.2;\nprotocol device {{}}\nprotocol bgp tessera {{\n  local 10.77.0.2 as 65000;\n  neighbor 10.77.0.1 as {peer_as};\n  passive on;\n  hold time 9;\n  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
+            "router id 10.77.0.2;\nprotocol device {{}}\nprotocol bgp tessera {{\n  local 10.77.0.2 as 65000;\n  neighbor 10.77.0.1 as {peer_as};\n  passive on;\n  hold time 9;\n{extra}  ipv4 {{ import all; export none; }};\n  ipv6 {{ import all; export none; }};\n}}\n"
         );
         let conf = self.dir.path().join("bird.conf");
         std::fs::write(&conf, config).expect("bird.conf");
@@ -177,4 +182,62 @@ fn bird_refuses_a_wrong_as_with_bad_peer_as() {
         status.borrow().last_error.as_deref().is_some_and(|e| e.contains("NOTIFICATION 2/2"))
     });
     assert_ne!(status.borrow().state, State::Established);
+}
+
+fn status_channel() -> (tokio::sync::watch::Sender<SessionStatus>, tokio::sync::watch::Receiver<SessionStatus>) {
+    tokio::sync::watch::channel(SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0 })
+}
+
+#[test]
+fn a_silent_peer_is_dropped_when_the_hold_timer_expires() {
+    require_root();
+    let mut pair = Pair::new();
+    pair.start_bird(65001);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (status_tx, status) = status_channel();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    runtime.spawn(run(config(65001), pair.connector(), announcement(), status_tx, stop));
+    wait_for("the session comes up", Duration::from_secs(20), || status.borrow().state == State::Established);
+    // BIRD stops answering (SIGSTOP): after the negotiated 9 s hold time the speaker gives up.
+    let pid = pair.bird.as_ref().expect("bird").id() as i32;
+    let bird_pid = std::fs::read_to_string(pair.dir.path().join("bird.pid")).ok().and_then(|p| p.trim().parse::<i32>().ok()).unwrap_or(pid);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(bird_pid), nix::sys::signal::Signal::SIGSTOP).expect("stop bird");
+    let started = Instant::now();
+    wait_for("the hold timer expires", Duration::from_secs(20), || status.borrow().last_error.as_deref() == Some("hold timer expired"));
+    let took = started.elapsed();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(bird_pid), nix::sys::signal::Signal::SIGCONT).expect("continue bird");
+    assert!(took >= Duration::from_secs(5), "expired after {took:?}, before the hold time could have run out");
+}
+
+/// The speaker dies without a word (its task aborted: the connection just closes, as on a
+/// SIGKILL) and comes back. With graceful restart BIRD keeps the routes meanwhile; without it,
+/// BIRD drops them at once — the control that shows the check can fail.
+#[test]
+fn graceful_restart_keeps_the_routes_through_a_speaker_crash() {
+    require_root();
+    for graceful in [false, true] {
+        let mut pair = Pair::new();
+        pair.start_bird_with(65001, if graceful { "  graceful restart on;\n" } else { "" });
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let mut cfg = config(65001);
+        cfg.graceful_restart = graceful.then_some(30);
+        let (status_tx, status) = status_channel();
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let task = runtime.spawn(run(cfg.clone(), pair.connector(), announcement(), status_tx, stop.clone()));
+        wait_for("the session comes up", Duration::from_secs(20), || status.borrow().state == State::Established);
+        wait_for("BIRD has the prefix", Duration::from_secs(10), || pair.routes().contains("10.96.0.0/17"));
+        task.abort();
+        std::thread::sleep(Duration::from_millis(1500));
+        let kept = pair.routes().contains("10.96.0.0/17");
+        assert_eq!(kept, graceful, "graceful restart {graceful}: BIRD kept the route: {kept}\n{}", pair.routes());
+        if graceful {
+            let (status_tx, status) = status_channel();
+            runtime.spawn(run(cfg, pair.connector(), announcement(), status_tx, stop));
+            wait_for("the session comes back", Duration::from_secs(20), || status.borrow().state == State::Established);
+            wait_for("the route is fresh again", Duration::from_secs(10), || {
+                let r = pair.routes();
+                r.contains("10.96.0.0/17") && !r.contains("stale")
+            });
+        }
+    }
 }
