@@ -1,7 +1,9 @@
-//! Tessera's BGP speaker against BIRD 2 (Debian's `bird2`), each in a network namespace this test
-//! creates: the session comes up, BIRD learns the announced prefixes with Tessera's next hop, AS
-//! path and community, as its own CLI reports; a wrong AS in Tessera's configuration is refused
-//! by BIRD with NOTIFICATION 2/2 (Bad Peer AS), which the speaker reports.
+//! Tessera's BGP speaker against BIRD 2 (`bird2`) and GoBGP (`gobgpd`) from Debian, each in a
+//! network namespace this test creates: the session comes up, the peer learns the announced
+//! prefixes with Tessera's next hop, AS path and community, as its own CLI reports, and withdraws
+//! them on a clean stop; a wrong AS is refused with NOTIFICATION 2/2 (Bad Peer AS), which the
+//! speaker reports; a silent peer is dropped when the hold timer expires; graceful restart keeps
+//! the routes through a speaker crash.
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
@@ -76,6 +78,42 @@ impl Pair {
 
     fn socket(&self) -> std::path::PathBuf {
         self.dir.path().join("bird.ctl")
+    }
+
+    /// GoBGP instead of BIRD, configured alike (passive, AS 65000, hold time 9).
+    fn start_gobgp(&mut self, peer_as: u32) {
+        let config = format!(
+            "[global.config]\n  as = 65000\n  router-id = \"10.77.0.2\"\n  local-address-list = [\"10.77.0.2\"]\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"10.77.0.1\"\n    peer-as = {peer_as}\n  [neighbors.transport.config]\n    passive-mode = true\n  [neighbors.timers.config]\n    hold-time = 9\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n"
+        );
+        let conf = self.dir.path().join("gobgp.toml");
+        std::fs::write(&conf, config).expect("gobgp.toml");
+        let log = File::create(self.dir.path().join("gobgp.log")).expect("log");
+        let api = format!("unix://{}", self.socket().display());
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.bird_ns, "gobgpd", "-t", "toml", "-f"])
+            .arg(&conf)
+            .args(["--api-hosts", &api, "--pprof-disable"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gobgpd");
+        self.bird = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.socket().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "gobgpd did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("gobgp.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GoBGP's RIB of one family, in its own words.
+    fn gobgp_rib(&self, family: &str) -> String {
+        let target = format!("unix://{}", self.socket().display());
+        let out = Command::new("gobgp").args(["--target", &target, "global", "rib", "-a", family]).output().expect("gobgp");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     }
 
     /// `birdc show route all` in BIRD's own words.
@@ -240,4 +278,33 @@ fn graceful_restart_keeps_the_routes_through_a_speaker_crash() {
             });
         }
     }
+}
+
+#[test]
+fn gobgp_learns_the_announced_prefixes_with_next_hop_path_and_community() {
+    require_root();
+    let mut pair = Pair::new();
+    pair.start_gobgp(65001);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (status_tx, status) = status_channel();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    runtime.spawn(run(config(65001), pair.connector(), announcement(), status_tx, stop));
+    wait_for("the session comes up", Duration::from_secs(30), || status.borrow().state == State::Established);
+    let (mut v4, mut v6) = (String::new(), String::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(v4.contains("10.96.0.0/17") && v6.contains("fd00:96::/56")) {
+        assert!(
+            Instant::now() < deadline,
+            "GoBGP lacks the prefixes:\n{v4}\n{v6}\n{}",
+            std::fs::read_to_string(pair.dir.path().join("gobgp.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        (v4, v6) = (pair.gobgp_rib("ipv4"), pair.gobgp_rib("ipv6"));
+    }
+    let line = v4.lines().find(|l| l.contains("10.96.0.0/17")).expect("v4 route");
+    assert!(line.contains("10.77.0.1") && line.contains("65001") && line.contains("65001:42"), "{v4}");
+    let line6 = v6.lines().find(|l| l.contains("fd00:96::/56")).expect("v6 route");
+    assert!(line6.contains("fd00:77::1") && line6.contains("65001"), "{v6}");
+    stop_tx.send_replace(true);
+    wait_for("GoBGP withdraws the prefixes", Duration::from_secs(10), || !pair.gobgp_rib("ipv4").contains("10.96.0.0/17"));
 }
