@@ -17,6 +17,7 @@ command -v iptables >/dev/null || need_apt+=(iptables)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v bird >/dev/null || need_apt+=(bird2)
 command -v gobgpd >/dev/null || need_apt+=(gobgpd)
+[ -x /usr/lib/frr/bgpd ] || need_apt+=(frr)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     apt-get update -qq

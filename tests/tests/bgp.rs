@@ -1,4 +1,4 @@
-//! Tessera's BGP speaker against BIRD 2 (`bird2`) and GoBGP (`gobgpd`) from Debian, each in a
+//! Tessera's BGP speaker against BIRD 2 (`bird2`), FRR (`frr`'s bgpd) and GoBGP (`gobgpd`) from Debian, each in a
 //! network namespace this test creates: the session comes up, the peer learns the announced
 //! prefixes with Tessera's next hop, AS path and community, as its own CLI reports, and withdraws
 //! them on a clean stop; a wrong AS is refused with NOTIFICATION 2/2 (Bad Peer AS), which the
@@ -107,6 +107,52 @@ impl Pair {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// FRR's bgpd (without zebra) instead of BIRD, configured alike.
+    fn start_frr(&mut self, peer_as: u32) {
+        let config = format!(
+            "frr defaults traditional\nhostname tor\nrouter bgp 65000\n bgp router-id 10.77.0.2\n no bgp ebgp-requires-policy\n neighbor 10.77.0.1 remote-as {peer_as}\n neighbor 10.77.0.1 passive\n neighbor 10.77.0.1 timers 3 9\n address-family ipv6 unicast\n  neighbor 10.77.0.1 activate\n exit-address-family\n"
+        );
+        let conf = self.dir.path().join("bgpd.conf");
+        std::fs::write(&conf, config).expect("bgpd.conf");
+        let vty = self.dir.path().join("vty");
+        std::fs::create_dir_all(&vty).expect("vty dir");
+        let log = File::create(self.dir.path().join("frr.log")).expect("log");
+        // bgpd drops to the `frr` user (and its `frrvty` group): it must reach its files.
+        sh(&["chown", "-R", "frr:frr", self.dir.path().to_str().expect("path")]);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.bird_ns, "/usr/lib/frr/bgpd", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(self.dir.path().join("bgpd.pid"))
+            .args(["-Z", "-u", "frr", "-g", "frr", "-l", "10.77.0.2", "--vty_socket"])
+            .arg(&vty)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start bgpd");
+        self.bird = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !vty.join("bgpd.vty").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "bgpd did not start: {}",
+                std::fs::read_to_string(self.dir.path().join("frr.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// FRR's view of one prefix, as `vtysh` prints it in JSON.
+    fn frr_route(&self, family: &str, prefix: &str) -> String {
+        let out = Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(self.dir.path().join("vty"))
+            .args(["-c", &format!("show bgp {family} unicast {prefix} json")])
+            .output()
+            .expect("vtysh");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
     }
 
     /// GoBGP's RIB of one family, in its own words.
@@ -307,4 +353,30 @@ fn gobgp_learns_the_announced_prefixes_with_next_hop_path_and_community() {
     assert!(line6.contains("fd00:77::1") && line6.contains("65001"), "{v6}");
     stop_tx.send_replace(true);
     wait_for("GoBGP withdraws the prefixes", Duration::from_secs(10), || !pair.gobgp_rib("ipv4").contains("10.96.0.0/17"));
+}
+
+#[test]
+fn frr_learns_the_announced_prefixes_with_next_hop_path_and_community() {
+    require_root();
+    let mut pair = Pair::new();
+    pair.start_frr(65001);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (status_tx, status) = status_channel();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    runtime.spawn(run(config(65001), pair.connector(), announcement(), status_tx, stop));
+    wait_for("the session comes up", Duration::from_secs(30), || status.borrow().state == State::Established);
+    let (mut v4, mut v6) = (String::new(), String::new());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(v4.contains("\"10.77.0.1\"") && v6.contains("fd00:77::1")) {
+        assert!(
+            Instant::now() < deadline,
+            "FRR lacks the prefixes:\n{v4}\n{v6}\n{}",
+            std::fs::read_to_string(pair.dir.path().join("frr.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        (v4, v6) = (pair.frr_route("ipv4", "10.96.0.0/17"), pair.frr_route("ipv6", "fd00:96::/56"));
+    }
+    assert!(v4.contains("\"string\":\"65001\"") && v4.contains("65001:42"), "{v4}");
+    stop_tx.send_replace(true);
+    wait_for("FRR withdraws the prefixes", Duration::from_secs(10), || !pair.frr_route("ipv4", "10.96.0.0/17").contains("\"10.77.0.1\""));
 }
