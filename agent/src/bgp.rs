@@ -124,6 +124,17 @@ pub async fn run(
                         timers.remove(&(timer as u8));
                     }
                     Action::Close => stream = None,
+                    Action::RefreshRequested { afi, .. } => {
+                        // Announce that family's prefixes again (RFC 2918).
+                        for update in updates(&announcement, local_as, ebgp) {
+                            let v6 = update.nlri.is_empty();
+                            if (afi == AFI_IPV6) == v6 {
+                                if let Some(s) = stream.as_mut() {
+                                    let _ = s.write_all(&encode(&tessera_bgp::Message::Update(update), &peer.session())).await;
+                                }
+                            }
+                        }
+                    }
                     Action::Up { .. } => {
                         let mut sent = 0;
                         for update in updates(&announcement, local_as, ebgp) {

@@ -72,6 +72,11 @@ pub enum Action {
         reason: String,
     },
     Routes(Update),
+    /// The peer asked for our routes of one family again (RFC 2918): announce them anew.
+    RefreshRequested {
+        afi: u16,
+        safi: u8,
+    },
 }
 
 /// The hold time a new connection waits for the peer's OPEN (RFC 4271 suggests 4 minutes).
@@ -191,7 +196,12 @@ impl Peer {
                 }
                 out
             }
-            (Established, Event::Received(Message::Keepalive | Message::RouteRefresh(_))) => self.restart_hold(),
+            (Established, Event::Received(Message::Keepalive)) => self.restart_hold(),
+            (Established, Event::Received(Message::RouteRefresh(r))) => {
+                let mut out = self.restart_hold();
+                out.push(Action::RefreshRequested { afi: r.afi, safi: r.safi });
+                out
+            }
             (Established, Event::Received(Message::Update(update))) => {
                 let mut out = self.restart_hold();
                 out.push(Action::Routes(update));

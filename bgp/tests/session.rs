@@ -145,3 +145,10 @@ fn hold_time_zero_means_no_keepalives() {
     let actions = p.handle(Event::Received(peer_open(65000, 0)));
     assert!(!actions.iter().any(|a| matches!(a, Action::StartTimer(Timer::Keepalive | Timer::Hold, _))), "{actions:?}");
 }
+
+#[test]
+fn a_route_refresh_asks_for_the_family_again() {
+    let (mut p, _) = established(90);
+    let actions = p.handle(Event::Received(Message::RouteRefresh(RouteRefresh { afi: AFI_IPV6, safi: SAFI_UNICAST })));
+    assert!(actions.contains(&Action::RefreshRequested { afi: AFI_IPV6, safi: SAFI_UNICAST }), "{actions:?}");
+}
