@@ -128,10 +128,8 @@ pub async fn run(
                         // Announce that family's prefixes again (RFC 2918).
                         for update in updates(&announcement, local_as, ebgp) {
                             let v6 = update.nlri.is_empty();
-                            if (afi == AFI_IPV6) == v6 {
-                                if let Some(s) = stream.as_mut() {
-                                    let _ = s.write_all(&encode(&tessera_bgp::Message::Update(update), &peer.session())).await;
-                                }
+                            if let (true, Some(s)) = ((afi == AFI_IPV6) == v6, stream.as_mut()) {
+                                let _ = s.write_all(&encode(&tessera_bgp::Message::Update(update), &peer.session())).await;
                             }
                         }
                     }
