@@ -52,26 +52,27 @@ impl Pair {
         );
         let conf = self.dir.path().join("bird.conf");
         std::fs::write(&conf, config).expect("bird.conf");
-        let log = File::create(self.dir.path().join("bird.log")).expect("log");
+        let (socket, pid) = (self.socket(), self.dir.path().join("bird.pid"));
+        let args: Vec<&std::ffi::OsStr> =
+            vec!["bird".as_ref(), "-f".as_ref(), "-c".as_ref(), conf.as_ref(), "-s".as_ref(), socket.as_ref(), "-P".as_ref(), pid.as_ref()];
+        self.spawn_daemon("bird", &args, &socket);
+    }
+
+    /// Start a peer daemon in the peer namespace (stderr to `NAME.log`) and wait for `ready`.
+    fn spawn_daemon(&mut self, name: &str, args: &[&std::ffi::OsStr], ready: &std::path::Path) {
+        let log_path = self.dir.path().join(format!("{name}.log"));
+        let log = File::create(&log_path).expect("log");
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.bird_ns, "bird", "-f", "-c"])
-            .arg(&conf)
-            .arg("-s")
-            .arg(self.socket())
-            .arg("-P")
-            .arg(self.dir.path().join("bird.pid"))
+            .args(["netns", "exec", &self.bird_ns])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start bird");
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
         self.bird = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.socket().exists() {
-            assert!(
-                Instant::now() < deadline,
-                "BIRD did not start: {}",
-                std::fs::read_to_string(self.dir.path().join("bird.log")).unwrap_or_default()
-            );
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "{name} did not start: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -87,26 +88,18 @@ impl Pair {
         );
         let conf = self.dir.path().join("gobgp.toml");
         std::fs::write(&conf, config).expect("gobgp.toml");
-        let log = File::create(self.dir.path().join("gobgp.log")).expect("log");
-        let api = format!("unix://{}", self.socket().display());
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.bird_ns, "gobgpd", "-t", "toml", "-f"])
-            .arg(&conf)
-            .args(["--api-hosts", &api, "--pprof-disable"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start gobgpd");
-        self.bird = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.socket().exists() {
-            assert!(
-                Instant::now() < deadline,
-                "gobgpd did not start: {}",
-                std::fs::read_to_string(self.dir.path().join("gobgp.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (socket, api) = (self.socket(), format!("unix://{}", self.socket().display()));
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "gobgpd".as_ref(),
+            "-t".as_ref(),
+            "toml".as_ref(),
+            "-f".as_ref(),
+            conf.as_ref(),
+            "--api-hosts".as_ref(),
+            api.as_ref(),
+            "--pprof-disable".as_ref(),
+        ];
+        self.spawn_daemon("gobgp", &args, &socket);
     }
 
     /// FRR's bgpd (without zebra) instead of BIRD, configured alike.
@@ -118,30 +111,27 @@ impl Pair {
         std::fs::write(&conf, config).expect("bgpd.conf");
         let vty = self.dir.path().join("vty");
         std::fs::create_dir_all(&vty).expect("vty dir");
-        let log = File::create(self.dir.path().join("frr.log")).expect("log");
         // bgpd drops to the `frr` user (and its `frrvty` group): it must reach its files.
+        File::create(self.dir.path().join("frr.log")).expect("log");
         sh(&["chown", "-R", "frr:frr", self.dir.path().to_str().expect("path")]);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.bird_ns, "/usr/lib/frr/bgpd", "-f"])
-            .arg(&conf)
-            .arg("-i")
-            .arg(self.dir.path().join("bgpd.pid"))
-            .args(["-Z", "-u", "frr", "-g", "frr", "-l", "10.77.0.2", "--vty_socket"])
-            .arg(&vty)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start bgpd");
-        self.bird = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !vty.join("bgpd.vty").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "bgpd did not start: {}",
-                std::fs::read_to_string(self.dir.path().join("frr.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let pid = self.dir.path().join("bgpd.pid");
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "/usr/lib/frr/bgpd".as_ref(),
+            "-f".as_ref(),
+            conf.as_ref(),
+            "-i".as_ref(),
+            pid.as_ref(),
+            "-Z".as_ref(),
+            "-u".as_ref(),
+            "frr".as_ref(),
+            "-g".as_ref(),
+            "frr".as_ref(),
+            "-l".as_ref(),
+            "10.77.0.2".as_ref(),
+            "--vty_socket".as_ref(),
+            vty.as_ref(),
+        ];
+        self.spawn_daemon("frr", &args, &vty.join("bgpd.vty"));
     }
 
     /// FRR's view of one prefix, as `vtysh` prints it in JSON.
@@ -231,25 +221,24 @@ fn bird_learns_the_announced_prefixes_with_next_hop_path_and_community() {
     require_root();
     let mut pair = Pair::new();
     pair.start_bird(65001);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (status_tx, status) = tokio::sync::watch::channel(SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0 });
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    runtime.spawn(run(config(65001), pair.connector(), announcement(), status_tx, stop));
-    wait_for("the session comes up", Duration::from_secs(20), || status.borrow().state == State::Established);
-    assert_eq!(status.borrow().prefixes_sent, 2);
-    let mut routes = String::new();
-    wait_for("BIRD has both prefixes", Duration::from_secs(10), || {
-        routes = pair.routes();
-        routes.contains("10.96.0.0/17") && routes.contains("fd00:96::/56")
-    });
+    let speaker = Speaker::up(&pair, config(65001));
+    assert_eq!(speaker.status.borrow().prefixes_sent, 2);
+    let log = pair.dir.path().join("bird.log");
+    let routes = until(
+        "BIRD lacks the prefixes",
+        Duration::from_secs(10),
+        &log,
+        || pair.routes(),
+        |r| r.contains("10.96.0.0/17") && r.contains("fd00:96::/56"),
+    );
     assert!(routes.contains("BGP.next_hop: 10.77.0.1"), "{routes}");
     assert!(routes.contains("BGP.next_hop: fd00:77::1"), "{routes}");
     assert!(routes.contains("BGP.as_path: 65001"), "{routes}");
     assert!(routes.contains("BGP.community: (65001,42)"), "{routes}");
     assert!(routes.contains("BGP.origin: IGP"), "{routes}");
     // A clean stop sends Cease: BIRD withdraws what it learned.
-    stop_tx.send_replace(true);
-    wait_for("BIRD withdraws the prefixes", Duration::from_secs(10), || !pair.routes().contains("10.96.0.0/17"));
+    speaker.stop.send_replace(true);
+    until("BIRD withdraws the prefixes", Duration::from_secs(10), &log, || pair.routes(), |r| !r.contains("10.96.0.0/17"));
 }
 
 #[test]
@@ -272,22 +261,59 @@ fn status_channel() -> (tokio::sync::watch::Sender<SessionStatus>, tokio::sync::
     tokio::sync::watch::channel(SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0 })
 }
 
+/// A speaker task of the test's own runtime, with its status and a clean-stop switch.
+struct Speaker {
+    /// Keeps the speaker's task running.
+    _runtime: tokio::runtime::Runtime,
+    status: tokio::sync::watch::Receiver<SessionStatus>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Speaker {
+    /// Start a speaker with `config` towards the pair's daemon and wait until it is up.
+    fn up(pair: &Pair, config: PeerConfig) -> Speaker {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let (status_tx, status) = status_channel();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        runtime.spawn(run(config, pair.connector(), announcement(), status_tx, stopped));
+        wait_for("the session comes up", Duration::from_secs(30), || status.borrow().state == State::Established);
+        Speaker { _runtime: runtime, status, stop }
+    }
+}
+
+/// Read with `read` until `done` holds (or panic after `limit` with the last reading and `log`).
+fn until<T: std::fmt::Debug>(
+    what: &str,
+    limit: Duration,
+    log: &std::path::Path,
+    mut read: impl FnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        let value = read();
+        if done(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: {value:?}\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_silent_peer_is_dropped_when_the_hold_timer_expires() {
     require_root();
     let mut pair = Pair::new();
     pair.start_bird(65001);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (status_tx, status) = status_channel();
-    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-    runtime.spawn(run(config(65001), pair.connector(), announcement(), status_tx, stop));
-    wait_for("the session comes up", Duration::from_secs(20), || status.borrow().state == State::Established);
+    let speaker = Speaker::up(&pair, config(65001));
     // BIRD stops answering (SIGSTOP): after the negotiated 9 s hold time the speaker gives up.
     let pid = pair.bird.as_ref().expect("bird").id() as i32;
     let bird_pid = std::fs::read_to_string(pair.dir.path().join("bird.pid")).ok().and_then(|p| p.trim().parse::<i32>().ok()).unwrap_or(pid);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(bird_pid), nix::sys::signal::Signal::SIGSTOP).expect("stop bird");
     let started = Instant::now();
-    wait_for("the hold timer expires", Duration::from_secs(20), || status.borrow().last_error.as_deref() == Some("hold timer expired"));
+    wait_for("the hold timer expires", Duration::from_secs(20), || {
+        speaker.status.borrow().last_error.as_deref() == Some("hold timer expired")
+    });
     let took = started.elapsed();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(bird_pid), nix::sys::signal::Signal::SIGCONT).expect("continue bird");
     assert!(took >= Duration::from_secs(5), "expired after {took:?}, before the hold time could have run out");
@@ -331,28 +357,21 @@ fn gobgp_learns_the_announced_prefixes_with_next_hop_path_and_community() {
     require_root();
     let mut pair = Pair::new();
     pair.start_gobgp(65001);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (status_tx, status) = status_channel();
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    runtime.spawn(run(config(65001), pair.connector(), announcement(), status_tx, stop));
-    wait_for("the session comes up", Duration::from_secs(30), || status.borrow().state == State::Established);
-    let (mut v4, mut v6) = (String::new(), String::new());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(v4.contains("10.96.0.0/17") && v6.contains("fd00:96::/56")) {
-        assert!(
-            Instant::now() < deadline,
-            "GoBGP lacks the prefixes:\n{v4}\n{v6}\n{}",
-            std::fs::read_to_string(pair.dir.path().join("gobgp.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        (v4, v6) = (pair.gobgp_rib("ipv4"), pair.gobgp_rib("ipv6"));
-    }
+    let speaker = Speaker::up(&pair, config(65001));
+    let log = pair.dir.path().join("gobgp.log");
+    let (v4, v6) = until(
+        "GoBGP lacks the prefixes",
+        Duration::from_secs(10),
+        &log,
+        || (pair.gobgp_rib("ipv4"), pair.gobgp_rib("ipv6")),
+        |(v4, v6)| v4.contains("10.96.0.0/17") && v6.contains("fd00:96::/56"),
+    );
     let line = v4.lines().find(|l| l.contains("10.96.0.0/17")).expect("v4 route");
     assert!(line.contains("10.77.0.1") && line.contains("65001") && line.contains("65001:42"), "{v4}");
     let line6 = v6.lines().find(|l| l.contains("fd00:96::/56")).expect("v6 route");
     assert!(line6.contains("fd00:77::1") && line6.contains("65001"), "{v6}");
-    stop_tx.send_replace(true);
-    wait_for("GoBGP withdraws the prefixes", Duration::from_secs(10), || !pair.gobgp_rib("ipv4").contains("10.96.0.0/17"));
+    speaker.stop.send_replace(true);
+    until("GoBGP withdraws the prefixes", Duration::from_secs(10), &log, || pair.gobgp_rib("ipv4"), |v4| !v4.contains("10.96.0.0/17"));
 }
 
 #[test]
@@ -360,23 +379,22 @@ fn frr_learns_the_announced_prefixes_with_next_hop_path_and_community() {
     require_root();
     let mut pair = Pair::new();
     pair.start_frr(65001);
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (status_tx, status) = status_channel();
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    runtime.spawn(run(config(65001), pair.connector(), announcement(), status_tx, stop));
-    wait_for("the session comes up", Duration::from_secs(30), || status.borrow().state == State::Established);
-    let (mut v4, mut v6) = (String::new(), String::new());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !(v4.contains("\"10.77.0.1\"") && v6.contains("fd00:77::1")) {
-        assert!(
-            Instant::now() < deadline,
-            "FRR lacks the prefixes:\n{v4}\n{v6}\n{}",
-            std::fs::read_to_string(pair.dir.path().join("frr.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        (v4, v6) = (pair.frr_route("ipv4", "10.96.0.0/17"), pair.frr_route("ipv6", "fd00:96::/56"));
-    }
+    let speaker = Speaker::up(&pair, config(65001));
+    let log = pair.dir.path().join("frr.log");
+    let (v4, _) = until(
+        "FRR lacks the prefixes",
+        Duration::from_secs(10),
+        &log,
+        || (pair.frr_route("ipv4", "10.96.0.0/17"), pair.frr_route("ipv6", "fd00:96::/56")),
+        |(v4, v6)| v4.contains("\"10.77.0.1\"") && v6.contains("fd00:77::1"),
+    );
     assert!(v4.contains("\"string\":\"65001\"") && v4.contains("65001:42"), "{v4}");
-    stop_tx.send_replace(true);
-    wait_for("FRR withdraws the prefixes", Duration::from_secs(10), || !pair.frr_route("ipv4", "10.96.0.0/17").contains("\"10.77.0.1\""));
+    speaker.stop.send_replace(true);
+    until(
+        "FRR withdraws the prefixes",
+        Duration::from_secs(10),
+        &log,
+        || pair.frr_route("ipv4", "10.96.0.0/17"),
+        |v4| !v4.contains("\"10.77.0.1\""),
+    );
 }
