@@ -14,19 +14,6 @@ use tessera_policy::{Inputs, nft};
 
 use crate::store::{BlockFilter, BlockRecord, EndpointRecord, HostRecord, PolicyRecord, Store, StoreError, TenantRecord, TopologyRecord};
 
-/// One stored policy document, read by the engine: it may define several policies (Romana).
-#[derive(Debug, Clone)]
-pub struct PolicyDocument {
-    pub policies: Vec<Policy>,
-}
-
-/// Read a stored (or about to be stored) policy document.
-pub fn read_policy_documents(origin: &str, document: &serde_json::Value) -> Result<PolicyDocument, tessera_policy::PolicyError> {
-    let mut inputs = Inputs::default();
-    inputs.add_document(origin, document.clone())?;
-    Ok(PolicyDocument { policies: inputs.policies })
-}
-
 #[derive(Debug)]
 pub(super) struct CompiledCluster {
     compiler: Compiler,
@@ -83,9 +70,9 @@ impl CompiledCluster {
         let mut policies = Vec::new();
         let mut documents = BTreeMap::new();
         for record in &stored_policies {
-            let doc = read_stored(record)?;
-            documents.insert(record.id.clone(), doc.policies.iter().map(|p| p.id.clone()).collect());
-            policies.extend(doc.policies);
+            let defined = read_stored(record)?;
+            documents.insert(record.id.clone(), defined.iter().map(|p| p.id.clone()).collect());
+            policies.extend(defined);
         }
 
         let routes = host_routes(&topology, &hosts, &blocks)?;
@@ -160,7 +147,7 @@ impl CompiledCluster {
     pub(super) fn apply_policy(&mut self, id: &str, record: Option<&PolicyRecord>) -> Result<BTreeSet<String>, StoreError> {
         let mut hosts = BTreeSet::new();
         let new = match record {
-            Some(r) => read_stored(r)?.policies,
+            Some(r) => read_stored(r)?,
             None => Vec::new(),
         };
         let new_ids: BTreeSet<&str> = new.iter().map(|p| p.id.as_str()).collect();
@@ -217,6 +204,10 @@ fn host_routes(
         .collect())
 }
 
-fn read_stored(record: &PolicyRecord) -> Result<PolicyDocument, StoreError> {
-    read_policy_documents(&format!("stored policy `{}`", record.id), &record.document).map_err(|e| StoreError::Corrupt(e.to_string()))
+/// The policies one stored document defines (a Romana document may define several).
+fn read_stored(record: &PolicyRecord) -> Result<Vec<Policy>, StoreError> {
+    let mut inputs = Inputs::default();
+    let origin = format!("stored policy `{}`", record.id);
+    inputs.add_document(&origin, record.document.clone()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(inputs.policies)
 }

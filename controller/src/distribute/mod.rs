@@ -24,8 +24,6 @@ use tokio::sync::watch;
 
 use crate::store::{Change, ChangeKind, NodeReport, Store, StoreError};
 
-pub use compiled::{PolicyDocument, read_policy_documents};
-
 /// How long a REST write waits for this replica to have applied it before answering.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 

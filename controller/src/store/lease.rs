@@ -36,12 +36,6 @@ impl Store {
         Ok(sqlx::query(sql).fetch_one(&mut *conn).await?.try_get("now")?)
     }
 
-    /// The database's clock, in ms since the epoch.
-    pub async fn now_ms(&self) -> Result<i64> {
-        let mut conn = self.pool.acquire().await?;
-        self.db_now_ms(&mut conn).await
-    }
-
     /// Take or renew lease `name` for `me` for `ttl_ms`; the lease as it stands afterwards
     /// (held by `me` or by someone else whose lease has not lapsed).
     pub async fn acquire_lease(&self, name: &str, me: &str, ttl_ms: i64) -> Result<Lease> {
