@@ -34,7 +34,7 @@ impl Store {
     /// behind the position that numbered the stored one, `None` when it is (try again later).
     ///
     /// Assigners are serialised (SQLite: the write lock; PostgreSQL: a table lock that readers
-    /// do not wait for); the rows are read in one query and only numbers that change are written.
+    /// do not wait for); only numbers that change are written.
     pub async fn assign_generations(&self, states: &[(String, String)], seq: i64) -> Result<Vec<Option<u64>>> {
         if states.is_empty() {
             return Ok(Vec::new());
@@ -43,8 +43,19 @@ impl Store {
         if self.backend == Backend::Postgres {
             sqlx::query("LOCK TABLE node_states IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
         }
+        // A few nodes (one change) are read one by one; many (a rebuild) in one read of the table.
+        let rows = if states.len() > 64 {
+            sqlx::query("SELECT host, generation, digest, seq FROM node_states").fetch_all(&mut *tx).await?
+        } else {
+            let mut rows = Vec::new();
+            for (host, _) in states {
+                let query = sqlx::query("SELECT host, generation, digest, seq FROM node_states WHERE host = $1").bind(host);
+                rows.extend(query.fetch_optional(&mut *tx).await?);
+            }
+            rows
+        };
         let mut stored: BTreeMap<String, (i64, String, i64)> = BTreeMap::new();
-        for r in sqlx::query("SELECT host, generation, digest, seq FROM node_states").fetch_all(&mut *tx).await? {
+        for r in rows {
             stored.insert(r.try_get("host")?, (r.try_get("generation")?, r.try_get("digest")?, r.try_get("seq")?));
         }
         let mut out = Vec::with_capacity(states.len());
