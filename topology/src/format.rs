@@ -111,6 +111,7 @@ struct TesseraGroup {
     groups: Vec<TesseraGroup>,
     #[serde(default)]
     hosts: Vec<TesseraHost>,
+    bgp: Option<crate::fabric::BgpText>,
 }
 
 #[derive(Deserialize)]
@@ -174,7 +175,8 @@ fn tessera_group(field: &str, g: TesseraGroup, host_names: &mut BTreeSet<String>
         texts.extend(h.ips);
         hosts.push(host(&hfield, h.name, &texts, h.labels, host_names)?);
     }
-    group(field, g.name, g.assignment, cidrs, g.slots, groups, hosts)
+    let bgp = g.bgp.map(|b| b.check(&format!("{field}.bgp"))).transpose()?;
+    Ok(GroupSpec { bgp, ..group(field, g.name, g.assignment, cidrs, g.slots, groups, hosts)? })
 }
 
 // Romana's decoder (Go's encoding/json into `TopologyUpdateRequest`) treats every field as
@@ -385,7 +387,7 @@ fn group(
             return Err(SpecError::new(format!("{field}.groups[{j}].name"), format!("`{}` is used twice under one parent", g.name)));
         }
     }
-    Ok(GroupSpec { name, assignment, cidrs, slots, groups, hosts })
+    Ok(GroupSpec { name, assignment, cidrs, slots, groups, hosts, bgp: None })
 }
 
 /// Document-wide checks: unique network names, trees naming known networks, each network in one tree.

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::cidr::{Family, Prefix};
+use crate::fabric::{BgpSpec, Fabric};
 use crate::spec::{GroupSpec, HostSpec, Labels, SpecError, TopologySpec};
 
 pub type GroupId = usize;
@@ -61,9 +62,20 @@ pub struct Group {
     pub static_hosts: Vec<HostSpec>,
     /// Number of carving slots for children (0 for a leaf).
     pub slots: u32,
+    /// The `bgp` section with every unset field inherited from the parents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpSpec>,
 }
 
 impl Group {
+    /// What this group's hosts speak to the fabric (`None`: no BGP).
+    pub fn fabric(&self) -> Result<Option<Fabric>, SpecError> {
+        match &self.bgp {
+            Some(spec) => spec.resolve(&format!("{}.bgp", self.field)),
+            None => Ok(None),
+        }
+    }
+
     pub fn is_leaf(&self) -> bool {
         self.children.is_empty()
     }
@@ -251,7 +263,15 @@ impl Layout {
                 cidrs: carved[i].clone(),
                 static_hosts: g.hosts.clone(),
                 slots: child_slots,
+                bgp: match (&g.bgp, parent.and_then(|p| self.groups[p].bgp.as_ref())) {
+                    (Some(own), Some(inherited)) => Some(own.inherit(inherited)),
+                    (own, inherited) => own.clone().or_else(|| inherited.cloned()),
+                },
             });
+            if g.groups.is_empty() {
+                // A leaf's hosts run what it resolves to: refuse what they could not run now.
+                self.groups[id].fabric()?;
+            }
             if !g.groups.is_empty() {
                 let children =
                     self.carve_children(networks, tree, Some(id), &path, &required, &carved[i], child_slots, &g.groups, &gfield)?;

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod change;
 pub mod cidr;
+pub mod fabric;
 pub mod format;
 pub mod ipam;
 pub mod layout;
@@ -16,6 +17,7 @@ pub mod spec;
 
 pub use aggregate::{aggregate, subtract};
 pub use cidr::{Family, Prefix};
+pub use fabric::{BgpSpec, Fabric};
 pub use format::{Format, parse_topology};
 pub use ipam::{BlockChoice, BlockOwner, BlockState};
 pub use layout::{Group, GroupId, Layout, Network, NetworkId};

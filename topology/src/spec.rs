@@ -70,6 +70,9 @@ pub struct GroupSpec {
     /// Hosts pinned to this (leaf) group. A leaf with none takes hosts dynamically.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostSpec>,
+    /// How this group's hosts speak to the fabric; unset fields inherit the parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<crate::fabric::BgpSpec>,
 }
 
 /// A host as a topology file or the API describes it.
