@@ -8,4 +8,5 @@ pub mod ops;
 pub mod routes;
 pub mod run;
 pub mod store;
+pub mod vips;
 pub mod writer;

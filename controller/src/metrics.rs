@@ -33,6 +33,8 @@ pub struct Metrics {
     pub feed_position: Gauge,
     /// Full resyncs because this replica fell behind the retained feed.
     pub feed_resyncs: Gauge,
+    /// VIPs moved to another host (failovers, drains, first placements) by this replica.
+    pub vip_moves: Counter,
 }
 
 impl Default for Metrics {
@@ -50,7 +52,9 @@ impl Default for Metrics {
         registry.register("writer_lease_held", "1 while this replica holds the writer lease", lease_held.clone());
         registry.register("feed_position", "Change-feed position this replica's node states reflect", feed_position.clone());
         registry.register("feed_resyncs", "Full resyncs after falling behind the retained change feed", feed_resyncs.clone());
-        Metrics { registry, requests, latency, allocations, releases, lease_held, feed_position, feed_resyncs }
+        let vip_moves = Counter::default();
+        registry.register("vip_moves", "VIPs moved to another host (failover, drain, placement)", vip_moves.clone());
+        Metrics { registry, requests, latency, allocations, releases, lease_held, feed_position, feed_resyncs, vip_moves }
     }
 }
 

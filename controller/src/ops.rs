@@ -9,13 +9,13 @@
 use std::net::IpAddr;
 
 use tessera_topology::change::ChangePlan;
-use tessera_topology::spec::validate_labels;
+use tessera_topology::spec::{validate_labels, validate_name};
 use tessera_topology::{Format, Labels, parse_topology};
 
 use crate::distribute::Distributor;
 use crate::store::{
     EndpointRecord, HostRecord, NewEndpoint, NewHost, NewPolicy, NewToken, PolicyRecord, Role, SegmentRecord, Store, StoreError,
-    TenantRecord,
+    TenantRecord, VipRecord,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;
@@ -77,6 +77,54 @@ impl Ops {
         labels_ok("labels", &labels)?;
         let host = self.store.update_host(name, ips("ips", addresses)?, labels, if_match).await?;
         self.applied(host).await
+    }
+
+    /// Drain a host (`true`) or bring it back: see `Store::set_drained`.
+    pub async fn set_drained(&self, name: &str, drained: bool) -> Result<HostRecord> {
+        let host = self.store.set_drained(name, drained).await?;
+        self.applied(host).await
+    }
+
+    /// Define a virtual IP that one of `hosts`, or any host under `group`, holds.
+    pub async fn create_vip(&self, address: &str, hosts: Vec<String>, group: Option<String>) -> Result<VipRecord> {
+        let address: IpAddr = address.parse().map_err(|_| StoreError::invalid("address", format!("`{address}` is not an IP address")))?;
+        let what = match address {
+            _ if address.is_unspecified() => Some("the unspecified address"),
+            _ if address.is_loopback() => Some("a loopback address"),
+            _ if address.is_multicast() => Some("a multicast address"),
+            IpAddr::V4(v4) if v4.is_broadcast() => Some("the broadcast address"),
+            IpAddr::V4(v4) if v4.is_link_local() => Some("a link-local address"),
+            IpAddr::V6(v6) if v6.is_unicast_link_local() => Some("a link-local address"),
+            _ => None,
+        };
+        if let Some(what) = what {
+            return Err(StoreError::invalid("address", format!("{address} is {what}; a VIP is a routable unicast address")));
+        }
+        match (hosts.is_empty(), &group) {
+            (true, None) => return Err(StoreError::invalid("hosts", "name the hosts that may hold the VIP, or a group")),
+            (false, Some(_)) => return Err(StoreError::invalid("group", "give either hosts or a group, not both")),
+            _ => {}
+        }
+        for (i, h) in hosts.iter().enumerate() {
+            validate_name(&format!("hosts[{i}]"), h).map_err(|e| StoreError::invalid(e.field, e.message))?;
+            if hosts[..i].contains(h) {
+                return Err(StoreError::invalid(format!("hosts[{i}]"), format!("`{h}` is listed twice")));
+            }
+        }
+        let vip = self.store.create_vip(address, hosts, group).await?;
+        self.applied(vip).await
+    }
+
+    pub async fn delete_vip(&self, address: &str, if_match: Option<i64>) -> Result<()> {
+        let address: IpAddr = address.parse().map_err(|_| StoreError::NotFound { kind: "vip", name: address.to_string() })?;
+        self.store.delete_vip(address, if_match).await?;
+        self.applied(()).await
+    }
+
+    /// Move a VIP to another holder, under the writer lease's fencing token.
+    pub async fn move_vip(&self, vip: &VipRecord, holder: Option<String>, fence: i64) -> Result<VipRecord> {
+        let moved = self.store.move_vip(vip.address, holder, vip.revision, fence).await?;
+        self.applied(moved).await
     }
 
     pub async fn delete_host(&self, name: &str, if_match: Option<i64>) -> Result<()> {

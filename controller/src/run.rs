@@ -55,6 +55,10 @@ pub struct Args {
     /// Change records kept in the feed; a replica further behind resyncs from the store.
     #[arg(long, env = "TESSERA_FEED_RETENTION", default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(100..))]
     pub feed_retention: i64,
+    /// Seconds a VIP's holder may stay silent (no report from its agent) before another host
+    /// takes the VIP over.
+    #[arg(long, env = "TESSERA_VIP_FAILOVER_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub vip_failover_seconds: u64,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "TESSERA_LOG", default_value = "info")]
     pub log: String,
@@ -92,6 +96,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let address = listener.local_addr()?.to_string();
     let lease_task = tokio::spawn(state.writer.clone().run(address, lease, state.dist.closing()));
+    let failover = std::time::Duration::from_secs(args.vip_failover_seconds);
+    tokio::spawn(crate::vips::keep_held(state.clone(), failover, state.dist.closing()));
     let dist = state.dist.clone();
     let stopping = async move {
         shutdown().await;

@@ -21,7 +21,7 @@ pub const NFT_TABLE: &str = "tessera";
 /// `model::DEFAULT_SEGMENT`; a test keeps them equal, as this crate depends on no other).
 pub const DEFAULT_SEGMENT: &str = "default";
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,83 @@ pub struct NodeState {
     pub ruleset: Ruleset,
     /// Routes to other hosts' blocks in the same leaf group, via those hosts.
     pub routes: Vec<Route>,
+    /// How this node speaks BGP to its routers, and what it announces (agent mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<Speaker>,
+    /// Virtual IPs this node holds: it answers for them (and announces them when it speaks BGP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<IpAddr>,
+}
+
+/// A node's BGP speaker: its sessions and its announcements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Speaker {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Proposed hold time, seconds.
+    pub hold_time: u16,
+    /// Graceful-restart time advertised, seconds (0: off).
+    pub graceful_restart: u16,
+    pub peers: Vec<SpeakerPeer>,
+    /// Every prefix announced to every peer: the leaf group's prefixes, the node's blocks when
+    /// configured, and the VIPs it holds.
+    pub prefixes: Vec<IpNet>,
+    pub next_hop_v4: Option<Ipv4Addr>,
+    pub next_hop_v6: Option<Ipv6Addr>,
+    pub communities: Vec<u32>,
+    pub large_communities: Vec<[u32; 3]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerPeer {
+    pub address: IpAddr,
+    #[serde(rename = "as")]
+    pub asn: u32,
+    pub port: u16,
+    /// IP TTL of the session (None: 1 for eBGP, 64 for iBGP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multihop: Option<u8>,
+}
+
+/// What an agent tells its controller every few seconds: that it is alive, and (when it
+/// changed, and now and then) how its BGP sessions and VIPs stand.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentReport {
+    /// `None`: unchanged since the last report that carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabric: Option<FabricReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FabricReport {
+    pub sessions: Vec<SessionReport>,
+    /// The prefixes the speaker announces on its established sessions.
+    pub announced: Vec<IpNet>,
+    /// The VIPs configured on the node.
+    pub vips: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionReport {
+    pub peer: IpAddr,
+    #[serde(rename = "as")]
+    pub asn: u32,
+    /// The RFC 4271 state: idle, connect, active, openSent, openConfirm, established.
+    pub state: String,
+    /// Unix seconds since the session is established.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub established_since: Option<i64>,
+    pub prefixes_sent: usize,
+    pub prefixes_received: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Times the session went down.
+    pub flaps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
         ips: h.ips.iter().map(ToString::to_string).collect(),
         labels: h.labels,
         pinned: h.pinned,
+        drained: h.drained,
         revision: h.revision,
         blocks: blocks.iter().map(|b| b.cidr.to_string()).collect(),
         cidrs: aggregate(&blocks.iter().map(|b| b.cidr).collect::<Vec<_>>()).iter().map(ToString::to_string).collect(),

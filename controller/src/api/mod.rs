@@ -5,6 +5,7 @@
 mod auth;
 mod error;
 mod extract;
+mod fabric;
 mod inventory;
 mod ipam;
 mod nodes;
@@ -67,6 +68,11 @@ pub fn app(state: AppState) -> Router {
         .route("/nodes", get(nodes::list_nodes))
         .route("/nodes/{node}/state", get(nodes::node_state))
         .route("/nodes/{node}/ack", axum::routing::post(nodes::ack))
+        .route("/nodes/{node}/report", axum::routing::post(nodes::report))
+        .route("/bgp", get(fabric::bgp))
+        .route("/vips", get(fabric::list_vips).post(fabric::create_vip))
+        .route("/vips/{address}", get(fabric::get_vip).delete(fabric::delete_vip))
+        .route("/hosts/{name}/drain", axum::routing::post(fabric::drain_host).delete(fabric::undrain_host))
         .route("/topology", get(topology::get_topology).put(topology::put_topology))
         .route("/networks", get(topology::list_networks))
         .route("/routes", get(topology::get_routes))

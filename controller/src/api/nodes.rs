@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tessera_agent_api::{Ack, NodeState, NodeStatus};
+use tessera_agent_api::{Ack, AgentReport, NodeState, NodeStatus};
 use utoipa::IntoParams;
 
 use super::AppState;
@@ -53,8 +53,10 @@ pub async fn node_state(
 ) -> ApiResult<Response> {
     caller.require_node_read(&node)?;
     let channel = channel(&state, &node)?;
-    if !q.watch {
+    if caller.is_node(&node) {
         channel.seen();
+    }
+    if !q.watch {
         return Ok(Json(channel.current()).into_response());
     }
     // The node's agent resuming at the current generation is enforcing it (agents resume only
@@ -65,14 +67,7 @@ pub async fn node_state(
         let resumed = tessera_agent_api::Ack { generation: current.generation, digest: current.digest.clone(), error: None, apply_ms: 0.0 };
         let _ = state.dist.ack(&node, &resumed);
     }
-    let watch = Watch {
-        rx: channel.subscribe(),
-        _guard: channel.watching(),
-        channel,
-        sent: q.since,
-        started: false,
-        closing: state.dist.closing(),
-    };
+    let watch = Watch { rx: channel.subscribe(), _guard: channel.watching(), sent: q.since, started: false, closing: state.dist.closing() };
     let stream = futures_util::stream::unfold(watch, |mut w| async move {
         let line = w.next().await?;
         Some((Ok::<Bytes, Infallible>(line), w))
@@ -82,7 +77,6 @@ pub async fn node_state(
 
 struct Watch {
     rx: tokio::sync::watch::Receiver<Arc<NodeState>>,
-    channel: Arc<NodeChannel>,
     _guard: WatchGuard,
     /// The newest generation the client has: only newer ones are sent. A client moving from
     /// another replica never sees its generation go back, even if this replica is behind.
@@ -127,10 +121,9 @@ impl Watch {
                 }
                 // The node was removed from the topology.
                 Ok(Err(_)) => None,
-                Err(_) => {
-                    self.channel.seen();
-                    Some(Bytes::from_static(b"\n"))
-                }
+                // A heartbeat written is not the agent seen: a dead host's socket takes writes
+                // for minutes. Only what the agent sends (watches, acks, reports) counts.
+                Err(_) => Some(Bytes::from_static(b"\n")),
             };
         }
     }
@@ -140,6 +133,22 @@ fn line(state: &NodeState) -> Bytes {
     let mut out = serde_json::to_vec(state).unwrap_or_default();
     out.push(b'\n');
     Bytes::from(out)
+}
+
+/// An agent's periodic report: liveness (VIP failover counts on it) and its BGP sessions.
+#[utoipa::path(post, path = "/v1/nodes/{node}/report", request_body = Object, responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(node): Path<String>,
+    JsonBody(report): JsonBody<AgentReport>,
+) -> ApiResult<StatusCode> {
+    if !caller.is_node(&node) {
+        caller.require_admin()?;
+    }
+    channel(&state, &node)?;
+    state.dist.report(&node, report).map_err(|(field, m)| ApiError::invalid(field, m))?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// An agent reports the generation it applied, or why it could not.

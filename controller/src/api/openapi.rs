@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
-use super::{inventory, ipam, nodes, policies, policy, system, topology};
+use super::{fabric, inventory, ipam, nodes, policies, policy, system, topology};
 
 /// The OpenAPI document, generated from the handlers and their types.
 #[derive(Debug, OpenApi)]
@@ -20,7 +20,8 @@ use super::{inventory, ipam, nodes, policies, policy, system, topology};
         system::list_tokens, system::create_token, system::delete_token, system::leader, system::controllers,
         policy::simulate_handler, policy::explain_handler,
         policies::list_policies, policies::get_policy, policies::put_policies, policies::delete_policy,
-        nodes::list_nodes, nodes::node_state, nodes::ack,
+        nodes::list_nodes, nodes::node_state, nodes::ack, nodes::report,
+        fabric::bgp, fabric::list_vips, fabric::create_vip, fabric::get_vip, fabric::delete_vip, fabric::drain_host, fabric::undrain_host,
     ),
     modifiers(&BearerAuth, &ErrorResponses),
     security(("bearer" = []))

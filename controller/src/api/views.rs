@@ -120,6 +120,8 @@ pub struct HostView {
     pub ips: Vec<String>,
     pub labels: LabelMap,
     pub pinned: bool,
+    /// Drained: announces nothing and holds no VIP.
+    pub drained: bool,
     pub revision: i64,
     pub blocks: Vec<String>,
     /// The host's blocks aggregated.
@@ -295,4 +297,53 @@ impl From<crate::store::BlockRecord> for BlockView {
             capacity: b.capacity,
         }
     }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VipView {
+    pub address: String,
+    /// Hosts allowed to hold it (empty when `group` says).
+    pub hosts: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The host holding it now (none: no healthy host may).
+    pub holder: Option<String>,
+    pub revision: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewVipBody {
+    /// An IPv4 or IPv6 unicast address outside Tessera's networks.
+    pub address: String,
+    /// The hosts that may hold it; or give `group`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// A group path: any host under it may hold it.
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpNodeView {
+    pub node: String,
+    pub group: String,
+    pub drained: bool,
+    /// Unix seconds of the agent's last report, watch or ack.
+    pub last_seen: Option<i64>,
+    /// The node's AS (none: its group speaks no BGP).
+    pub local_as: Option<u32>,
+    /// What the node should announce.
+    pub desired: Vec<String>,
+    /// What its agent reports announcing.
+    pub announced: Vec<String>,
+    /// Desired and announced agree.
+    pub in_sync: bool,
+    /// VIPs the node holds.
+    pub vips: Vec<String>,
+    /// Each session as the agent reports it: peer, AS, state, established since, prefixes
+    /// sent and received, last error, flaps.
+    #[schema(value_type = Vec<Object>)]
+    pub sessions: Vec<serde_json::Value>,
 }

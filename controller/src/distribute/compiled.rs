@@ -12,6 +12,7 @@ use tessera_policy::compiler::Compiler;
 use tessera_policy::model::{Cluster, Endpoint, Namespace, Policy};
 use tessera_policy::{Inputs, nft};
 
+use super::fabric::{NodeFabric, node_fabrics};
 use crate::store::{BlockFilter, BlockRecord, EndpointRecord, HostRecord, PolicyRecord, Store, StoreError, TenantRecord, TopologyRecord};
 
 #[derive(Debug)]
@@ -26,6 +27,8 @@ pub(super) struct CompiledCluster {
     /// Engine policy ids of each stored policy document.
     documents: BTreeMap<String, Vec<String>>,
     routes: BTreeMap<String, Vec<Route>>,
+    /// Each host's BGP speaker and VIPs.
+    fabric: BTreeMap<String, NodeFabric>,
 }
 
 fn endpoint(e: &EndpointRecord) -> Endpoint {
@@ -49,6 +52,7 @@ impl CompiledCluster {
         let endpoints = store.endpoints(None, None).await?;
         let blocks = store.blocks(BlockFilter::default()).await?;
         let stored_policies = store.policies().await?;
+        let vips = store.vips().await?;
 
         let mut cluster = Cluster::default();
         for t in &tenants {
@@ -76,6 +80,7 @@ impl CompiledCluster {
         }
 
         let routes = host_routes(&topology, &hosts, &blocks)?;
+        let fabric = node_fabrics(&topology, &hosts, &blocks, &vips);
         let compiler = Compiler::new(cluster, segment_blocks.clone(), policies, Options::default());
         Ok(CompiledCluster {
             compiler,
@@ -88,6 +93,7 @@ impl CompiledCluster {
             segment_blocks,
             documents,
             routes,
+            fabric,
         })
     }
 
@@ -106,12 +112,27 @@ impl CompiledCluster {
         if now == self.segment_blocks.get(&key).cloned().unwrap_or_default() {
             return Ok(BTreeSet::new());
         }
-        let routes = host_routes(&store.topology().await?, &store.hosts().await?, &store.blocks(BlockFilter::default()).await?)?;
+        let (topology, hosts, blocks) = (store.topology().await?, store.hosts().await?, store.blocks(BlockFilter::default()).await?);
+        let routes = host_routes(&topology, &hosts, &blocks)?;
         let mut changed: BTreeSet<String> = self.hosts.keys().filter(|h| routes.get(*h) != self.routes.get(*h)).cloned().collect();
         self.routes = routes;
+        // Hosts that announce their blocks announce a new set.
+        changed.extend(self.set_fabric(node_fabrics(&topology, &hosts, &blocks, &store.vips().await?)));
         changed.extend(self.compiler.set_segment_blocks(&key, now.clone()));
         self.segment_blocks.insert(key, now);
         Ok(changed)
+    }
+
+    /// A VIP was defined, moved or removed: the nodes whose state changed.
+    pub(super) async fn refresh_vips(&mut self, store: &Store) -> Result<BTreeSet<String>, StoreError> {
+        let (topology, hosts, blocks) = (store.topology().await?, store.hosts().await?, store.blocks(BlockFilter::default()).await?);
+        Ok(self.set_fabric(node_fabrics(&topology, &hosts, &blocks, &store.vips().await?)))
+    }
+
+    fn set_fabric(&mut self, fabric: BTreeMap<String, NodeFabric>) -> BTreeSet<String> {
+        let changed = self.hosts.keys().filter(|h| fabric.get(*h) != self.fabric.get(*h)).cloned().collect();
+        self.fabric = fabric;
+        changed
     }
 
     /// Nodes whose state may have changed.
@@ -183,6 +204,8 @@ impl CompiledCluster {
             endpoints,
             ruleset: Ruleset { skeleton: rendered.skeleton, sets: rendered.sets, rules: rendered.rules },
             routes: self.routes.get(host).cloned().unwrap_or_default(),
+            bgp: self.fabric.get(host).and_then(|f| f.speaker.clone()),
+            vips: self.fabric.get(host).map(|f| f.vips.clone()).unwrap_or_default(),
         };
         state.routes.sort();
         let digest = hex::encode(Sha256::digest(serde_json::to_vec(&state).unwrap_or_default()));

@@ -12,6 +12,7 @@
 //! in batches, and stores agents' reports every half second.
 
 mod compiled;
+mod fabric;
 mod follow;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tessera_agent_api::{Ack, NodeState, NodeStatus};
+use tessera_agent_api::{Ack, AgentReport, NodeState, NodeStatus};
 use tokio::sync::watch;
 
 use crate::store::{Change, ChangeKind, NodeReport, Store, StoreError};
@@ -53,10 +54,10 @@ impl NodeChannel {
     /// Counts a watcher for as long as the guard lives.
     pub fn watching(self: &Arc<Self>) -> WatchGuard {
         self.watchers.fetch_add(1, Ordering::Relaxed);
-        self.seen();
         WatchGuard(self.clone())
     }
 
+    /// The node's agent spoke to this replica.
     pub fn seen(&self) {
         lock(&self.report).last_seen = Some(crate::store::unix_now());
         self.dirty.store(true, Ordering::Relaxed);
@@ -194,6 +195,7 @@ impl Distributor {
                     let record = found(self.store.policy(&change.object).await)?;
                     changed.extend(model.apply_policy(&change.object, record.as_ref())?);
                 }
+                ChangeKind::Vip => changed.extend(model.refresh_vips(&self.store).await?),
                 ChangeKind::Token | ChangeKind::Topology | ChangeKind::Host | ChangeKind::Segment => {}
             }
         }
@@ -290,6 +292,18 @@ impl Distributor {
         Ok(())
     }
 
+    /// An agent's periodic report: it is alive, and (when it says) how its fabric stands.
+    pub fn report(&self, node: &str, report: AgentReport) -> Result<(), (&'static str, String)> {
+        let channel = self.node(node).ok_or_else(|| ("node", format!("node `{node}` has no state")))?;
+        let mut stored = lock(&channel.report);
+        stored.last_seen = Some(crate::store::unix_now());
+        if report.fabric.is_some() {
+            stored.fabric = report.fabric;
+        }
+        channel.dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Store the reports that changed since the last batch.
     async fn flush_reports(&self) -> Result<(), StoreError> {
         let dirty: BTreeMap<String, NodeReport> = lock(&self.nodes)
@@ -298,6 +312,12 @@ impl Distributor {
             .map(|(name, c)| (name.clone(), lock(&c.report).clone()))
             .collect();
         self.store.save_reports(&dirty).await
+    }
+
+    /// Every node's stored row, with this replica's latest reports stored first.
+    pub async fn records(&self) -> Result<BTreeMap<String, crate::store::NodeRecord>, StoreError> {
+        self.flush_reports().await?;
+        self.store.node_records().await
     }
 
     /// Every node's status as the store has it (the same on every replica), with this

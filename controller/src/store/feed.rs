@@ -26,6 +26,8 @@ pub enum ChangeKind {
     Endpoint,
     Policy,
     Token,
+    /// Object: the VIP's address.
+    Vip,
 }
 
 impl ChangeKind {
@@ -38,6 +40,7 @@ impl ChangeKind {
             ChangeKind::Endpoint => "endpoint",
             ChangeKind::Policy => "policy",
             ChangeKind::Token => "token",
+            ChangeKind::Vip => "vip",
         }
     }
 
@@ -50,6 +53,7 @@ impl ChangeKind {
             ChangeKind::Endpoint,
             ChangeKind::Policy,
             ChangeKind::Token,
+            ChangeKind::Vip,
         ]
         .into_iter()
         .find(|k| k.as_str() == text)

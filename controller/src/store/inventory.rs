@@ -21,6 +21,8 @@ pub struct HostRecord {
     pub labels: Labels,
     /// Placed by the topology document rather than by labels.
     pub pinned: bool,
+    /// Drained: announces nothing and holds no VIP (its pods stay).
+    pub drained: bool,
     pub revision: i64,
 }
 
@@ -57,14 +59,16 @@ fn host_from(row: &sqlx::any::AnyRow) -> Result<HostRecord> {
         ips: from_json(&row.try_get::<String, _>("ips")?)?,
         labels: from_json(&row.try_get::<String, _>("labels")?)?,
         pinned: row.try_get::<i64, _>("pinned")? != 0,
+        drained: row.try_get::<i64, _>("drained")? != 0,
         revision: row.try_get("revision")?,
     })
 }
 
 impl Store {
     pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
-        let rows =
-            sqlx::query("SELECT name, group_path, ips, labels, pinned, revision FROM hosts ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, revision FROM hosts ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(host_from).collect()
     }
 
@@ -151,6 +155,35 @@ impl Store {
         .await
     }
 
+    /// Drain a host (or bring it back): a drained host withdraws its announcements and gives
+    /// up its VIPs; its pods and policies stay.
+    pub async fn set_drained(&self, name: &str, drained: bool) -> Result<HostRecord> {
+        let name = name.to_string();
+        self.with_retries(move |tx| {
+            let name = name.clone();
+            Box::pin(async move {
+                let host = host_in(tx, &name).await?;
+                if host.drained == drained {
+                    return Ok(host);
+                }
+                sqlx::query("UPDATE hosts SET drained = $1, revision = revision + 1 WHERE name = $2")
+                    .bind(i64::from(drained))
+                    .bind(&name)
+                    .execute(&mut **tx)
+                    .await?;
+                if drained {
+                    sqlx::query("UPDATE vips SET holder = NULL, revision = revision + 1 WHERE holder = $1")
+                        .bind(&name)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                record(tx, ChangeKind::Host, &name, host.revision + 1).await?;
+                host_in(tx, &name).await
+            })
+        })
+        .await
+    }
+
     /// Remove a host, releasing its endpoints and blocks.
     pub async fn delete_host(&self, name: &str, if_match: Option<i64>) -> Result<()> {
         let name = name.to_string();
@@ -169,6 +202,10 @@ impl Store {
                     .await?;
                 sqlx::query("DELETE FROM endpoints WHERE host = $1").bind(&name).execute(&mut **tx).await?;
                 sqlx::query("UPDATE blocks SET host = NULL, tenant = NULL, segment = NULL, used = 0 WHERE host = $1")
+                    .bind(&name)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query("UPDATE vips SET holder = NULL, revision = revision + 1 WHERE holder = $1")
                     .bind(&name)
                     .execute(&mut **tx)
                     .await?;
@@ -432,7 +469,7 @@ pub(super) async fn checked_revision<'q>(
 }
 
 pub(super) async fn host_in(conn: &mut AnyConnection, name: &str) -> Result<HostRecord> {
-    let row = sqlx::query("SELECT name, group_path, ips, labels, pinned, revision FROM hosts WHERE name = $1")
+    let row = sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, revision FROM hosts WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut *conn)
         .await?;

@@ -12,6 +12,7 @@ mod nodes;
 mod policies;
 mod tokens;
 mod topology;
+mod vips;
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,7 @@ pub use nodes::{NodeRecord, NodeReport};
 pub use policies::{NewPolicy, PolicyRecord};
 pub use tokens::{NewToken, Principal, Role, TokenRecord};
 pub use topology::TopologyRecord;
+pub use vips::VipRecord;
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,8 @@ pub struct NodeReport {
     pub applied: Option<u64>,
     pub last_error: Option<String>,
     pub last_seen: Option<i64>,
+    /// The agent's last BGP report (`None`: none received by this replica; the stored one stays).
+    pub fabric: Option<tessera_agent_api::FabricReport>,
 }
 
 /// A node's row: its generation and digest, and its agent's last report.
@@ -96,8 +98,9 @@ impl Store {
 
     /// Every node's row.
     pub async fn node_records(&self) -> Result<BTreeMap<String, NodeRecord>> {
-        let rows =
-            sqlx::query("SELECT host, generation, digest, applied, last_error, last_seen FROM node_states").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT host, generation, digest, applied, last_error, last_seen, fabric FROM node_states")
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = BTreeMap::new();
         for r in &rows {
             let host: String = r.try_get("host")?;
@@ -105,6 +108,7 @@ impl Store {
                 applied: r.try_get::<Option<i64>, _>("applied")?.map(|a| a as u64),
                 last_error: r.try_get("last_error")?,
                 last_seen: r.try_get("last_seen")?,
+                fabric: r.try_get::<Option<String>, _>("fabric")?.map(|f| super::from_json(&f)).transpose()?,
             };
             out.insert(
                 host.clone(),
@@ -124,11 +128,12 @@ impl Store {
         for (host, r) in reports {
             sqlx::query(
                 "UPDATE node_states SET applied = CASE WHEN applied IS NULL OR applied < $1 THEN $1 ELSE applied END,
-                 last_error = $2, last_seen = $3 WHERE host = $4",
+                 last_error = $2, last_seen = $3, fabric = COALESCE($4, fabric) WHERE host = $5",
             )
             .bind(r.applied.map(|a| a as i64))
             .bind(&r.last_error)
             .bind(r.last_seen)
+            .bind(r.fabric.as_ref().map(super::to_json).transpose()?)
             .bind(host)
             .execute(&mut *tx)
             .await?;

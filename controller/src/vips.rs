@@ -1,0 +1,131 @@
+//! Keeping each VIP on a healthy host: holder work under the writer lease. A host is healthy
+//! while it is not drained and its agent reported within the failover time; a VIP whose holder
+//! is not healthy moves to the healthy allowed host holding the fewest VIPs (ties by name), and
+//! stays where it is otherwise (no flapping back when a host returns).
+//!
+//! Health is read from the store (`last_seen`, Unix seconds written by the replica the agent
+//! reports to), so replicas' clocks are assumed to agree to well under the failover time.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::api::AppState;
+use crate::store::{HostRecord, StoreError, VipRecord};
+
+/// The moves to make: (VIP, new holder). Pure.
+pub fn moves(
+    vips: &[VipRecord],
+    hosts: &[HostRecord],
+    last_seen: &BTreeMap<String, i64>,
+    now: i64,
+    failover: Duration,
+) -> Vec<(IpAddr, Option<String>)> {
+    let window = i64::try_from(failover.as_secs()).unwrap_or(i64::MAX);
+    let healthy = |h: &HostRecord| !h.drained && last_seen.get(&h.name).is_some_and(|seen| now - seen <= window);
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in vips {
+        if let Some(h) = &v.holder {
+            *load.entry(h.as_str()).or_default() += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for v in vips {
+        let eligible: Vec<&HostRecord> = hosts.iter().filter(|h| v.allows(&h.name, &h.group) && healthy(h)).collect();
+        if v.holder.as_deref().is_some_and(|held| eligible.iter().any(|h| h.name == held)) {
+            continue;
+        }
+        let next =
+            eligible.iter().min_by_key(|h| (load.get(h.name.as_str()).copied().unwrap_or(0), h.name.clone())).map(|h| h.name.clone());
+        if next != v.holder {
+            if let Some(old) = v.holder.as_deref().and_then(|h| load.get_mut(h)) {
+                *old = old.saturating_sub(1);
+            }
+            if let Some(n) = &next {
+                *load.entry(hosts.iter().find(|h| &h.name == n).map_or("", |h| h.name.as_str())).or_default() += 1;
+            }
+            out.push((v.address, next));
+        }
+    }
+    out
+}
+
+/// Every second, on the lease holder: move VIPs off hosts that are not healthy.
+pub async fn keep_held(state: AppState, failover: Duration, mut closing: watch::Receiver<bool>) {
+    loop {
+        if let Some(fence) = state.writer.fence()
+            && let Err(e) = round(&state, failover, fence).await
+        {
+            tracing::warn!(error = %e, "moving VIPs failed; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = closing.changed() => return,
+        }
+    }
+}
+
+async fn round(state: &AppState, failover: Duration, fence: i64) -> Result<(), StoreError> {
+    let vips = state.store.vips().await?;
+    if vips.is_empty() {
+        return Ok(());
+    }
+    let hosts = state.store.hosts().await?;
+    let seen: BTreeMap<String, i64> =
+        state.dist.records().await?.into_iter().filter_map(|(host, r)| r.report.last_seen.map(|s| (host, s))).collect();
+    for (address, holder) in moves(&vips, &hosts, &seen, crate::store::unix_now(), failover) {
+        let Some(vip) = vips.iter().find(|v| v.address == address) else { continue };
+        let moved = state.ops.move_vip(vip, holder.clone(), fence).await?;
+        tracing::info!(vip = %address, from = ?vip.holder, to = ?moved.holder, "VIP moved");
+        state.metrics.vip_moves.inc();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, group: &str, drained: bool) -> HostRecord {
+        HostRecord { name: name.into(), group: group.into(), ips: vec![], labels: Default::default(), pinned: false, drained, revision: 1 }
+    }
+
+    fn vip(address: &str, hosts: &[&str], group: Option<&str>, holder: Option<&str>) -> VipRecord {
+        VipRecord {
+            address: address.parse().expect("ip"),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            group: group.map(String::from),
+            holder: holder.map(String::from),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn a_vip_stays_on_a_healthy_holder_and_leaves_a_silent_or_drained_one() {
+        let hosts = [host("a", "rack-1", false), host("b", "rack-1", false), host("c", "rack-2", false), host("d", "rack-1/x", true)];
+        let seen: BTreeMap<String, i64> =
+            [("a", 100), ("b", 95), ("c", 100), ("d", 100)].into_iter().map(|(h, s)| (h.to_string(), s)).collect();
+        let ten = Duration::from_secs(10);
+        // Healthy holder: no move, even though another host holds fewer.
+        assert!(moves(&[vip("192.0.2.1", &["a", "b"], None, Some("b"))], &hosts, &seen, 100, ten).is_empty());
+        // b is silent for 11 s: the VIP moves to a.
+        assert_eq!(
+            moves(&[vip("192.0.2.1", &["a", "b"], None, Some("b"))], &hosts, &seen, 106, ten),
+            vec![("192.0.2.1".parse().expect("ip"), Some("a".into()))]
+        );
+        // A group allows hosts under it (not a sibling with the same prefix); a drained host never holds.
+        let by_group = vip("192.0.2.2", &[], Some("rack-1"), Some("d"));
+        assert_eq!(moves(&[by_group], &hosts, &seen, 100, ten), vec![("192.0.2.2".parse().expect("ip"), Some("a".into()))]);
+        // New VIPs spread: the second goes to the host holding fewer.
+        let two = [vip("192.0.2.3", &["a", "b"], None, None), vip("192.0.2.4", &["a", "b"], None, None)];
+        let placed: Vec<Option<String>> = moves(&two, &hosts, &seen, 100, ten).into_iter().map(|(_, h)| h).collect();
+        assert_eq!(placed, vec![Some("a".into()), Some("b".into())]);
+        // Nobody healthy: the holder is cleared (nobody answers rather than a dead host).
+        assert_eq!(
+            moves(&[vip("192.0.2.5", &["c"], None, Some("c"))], &hosts, &seen, 200, ten),
+            vec![("192.0.2.5".parse().expect("ip"), None)]
+        );
+    }
+}
