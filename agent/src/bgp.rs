@@ -3,31 +3,17 @@
 //! announces this node's prefixes once the session is up. Everything BGP decides is in the pure
 //! crate; this module only moves bytes and keeps time.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use ipnet::{IpNet, Ipv4Net};
-use tessera_bgp::{
-    AFI_IPV6, Action, AsSegment, Event, Origin, PathAttribute, Peer, PeerConfig, SAFI_UNICAST, State, Timer, Update, decode, encode,
-};
+use ipnet::IpNet;
+pub use tessera_bgp::Announcement;
+use tessera_bgp::{Action, Event, Message, PathAttribute, Peer, PeerConfig, Speaker, State, Timer, Update, decode, encode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-
-/// What this node announces to the peer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Announcement {
-    pub prefixes: Vec<IpNet>,
-    /// Next hop of IPv4 prefixes (this node's underlay address).
-    pub next_hop_v4: Option<Ipv4Addr>,
-    /// Next hop of IPv6 prefixes.
-    pub next_hop_v6: Option<std::net::Ipv6Addr>,
-    /// RFC 1997 communities attached to every prefix.
-    pub communities: Vec<u32>,
-}
 
 /// How the session stands, for status and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,59 +21,84 @@ pub struct SessionStatus {
     pub state: State,
     /// Why it last went down (or failed to come up).
     pub last_error: Option<String>,
+    /// Prefixes the peer holds from us.
     pub prefixes_sent: usize,
+    /// Prefixes the peer announced to us.
+    pub prefixes_received: usize,
+    pub established_since: Option<SystemTime>,
+    /// Times the session went down after being established.
+    pub flaps: u64,
+}
+
+impl SessionStatus {
+    pub fn new() -> SessionStatus {
+        SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0, prefixes_received: 0, established_since: None, flaps: 0 }
+    }
+}
+
+impl Default for SessionStatus {
+    fn default() -> Self {
+        SessionStatus::new()
+    }
 }
 
 /// Opens a TCP connection to the peer (a closure, so the caller chooses where it is made from:
-/// a network namespace in tests).
+/// a network namespace in tests, a TTL for multihop).
 pub type Connector = Arc<dyn Fn() -> std::io::Result<std::net::TcpStream> + Send + Sync>;
 
-/// The UPDATEs that announce `a` (IPv4 in NLRI, IPv6 in MP_REACH_NLRI), from AS `local_as`.
-pub fn updates(a: &Announcement, local_as: u32, ebgp: bool) -> Vec<Update> {
-    let mut base = vec![
-        PathAttribute::Origin(Origin::Igp),
-        PathAttribute::AsPath(if ebgp { vec![AsSegment::Sequence(vec![local_as])] } else { vec![] }),
-    ];
-    if !ebgp {
-        base.push(PathAttribute::LocalPref(100));
+/// The prefixes an UPDATE announces and withdraws (both families).
+fn prefixes_of(update: &Update) -> (Vec<IpNet>, Vec<IpNet>) {
+    let mut announced: Vec<IpNet> = update.nlri.iter().map(|n| IpNet::V4(*n)).collect();
+    let mut withdrawn: Vec<IpNet> = update.withdrawn.iter().map(|n| IpNet::V4(*n)).collect();
+    for a in &update.attributes {
+        match a {
+            PathAttribute::MpReach { nlri, .. } => announced.extend(nlri),
+            PathAttribute::MpUnreach { withdrawn: w, .. } => withdrawn.extend(w),
+            _ => {}
+        }
     }
-    if !a.communities.is_empty() {
-        base.push(PathAttribute::Communities(a.communities.clone()));
-    }
-    let mut out = Vec::new();
-    let v4: Vec<Ipv4Net> = a.prefixes.iter().filter_map(|p| if let IpNet::V4(n) = p { Some(*n) } else { None }).collect();
-    if let (false, Some(hop)) = (v4.is_empty(), a.next_hop_v4) {
-        let mut attributes = base.clone();
-        attributes.insert(2, PathAttribute::NextHop(hop));
-        out.push(Update { withdrawn: vec![], attributes, nlri: v4 });
-    }
-    let v6: Vec<IpNet> = a.prefixes.iter().filter(|p| matches!(p, IpNet::V6(_))).copied().collect();
-    if let (false, Some(hop)) = (v6.is_empty(), a.next_hop_v6) {
-        let mut attributes = base;
-        attributes.push(PathAttribute::MpReach { afi: AFI_IPV6, safi: SAFI_UNICAST, next_hops: vec![IpAddr::V6(hop)], nlri: v6 });
-        out.push(Update { withdrawn: vec![], attributes, nlri: vec![] });
-    }
-    out
+    (announced, withdrawn)
 }
 
-/// Drive one peer until `stop` turns true; reports through `status`. Reconnects after a failure.
+/// The session's socket; writes that fail are reported as a failed connection.
+struct Link {
+    stream: Option<TcpStream>,
+}
+
+impl Link {
+    async fn send(&mut self, messages: impl IntoIterator<Item = Message>, session: &tessera_bgp::Session) -> bool {
+        let Some(s) = self.stream.as_mut() else { return false };
+        let mut bytes = Vec::new();
+        for m in messages {
+            bytes.extend(encode(&m, session));
+        }
+        s.write_all(&bytes).await.is_ok()
+    }
+}
+
+/// Drive one peer until `stop` turns true (then it says Cease, and the peer drops our routes;
+/// a process that just exits sends nothing, so a graceful-restart peer keeps them). Announces
+/// what `announcements` holds, following its changes; reports through `status`; reconnects.
 pub async fn run(
     config: PeerConfig,
     connect: Connector,
-    announcement: Announcement,
+    mut announcements: watch::Receiver<Announcement>,
     status: watch::Sender<SessionStatus>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let ebgp = config.local_as != config.peer_as;
-    let local_as = config.local_as;
-    let mut peer = Peer::new(config);
-    let mut stream: Option<TcpStream> = None;
+    let speaker = |session| Speaker { local_as: config.local_as, ebgp: config.local_as != config.peer_as, session };
+    let mut peer = Peer::new(config.clone());
+    let mut link = Link { stream: None };
     let mut timers: BTreeMap<u8, (Timer, Instant)> = BTreeMap::new();
     let mut buffer: Vec<u8> = Vec::new();
     let mut queue: Vec<Event> = vec![Event::Start];
+    // What the peer holds from us, and what it sent us, while established.
+    let mut advertised: Option<Announcement> = None;
+    let mut received: BTreeSet<IpNet> = BTreeSet::new();
     loop {
         while let Some(event) = (!queue.is_empty()).then(|| queue.remove(0)) {
             for action in peer.handle(event) {
+                let session = peer.session();
                 match action {
                     Action::Connect => {
                         let connect = connect.clone();
@@ -97,7 +108,7 @@ pub async fn run(
                             TcpStream::from_std(s)
                         }) {
                             Ok(s) => {
-                                stream = Some(s);
+                                link.stream = Some(s);
                                 buffer.clear();
                                 queue.push(Event::Connected);
                             }
@@ -108,12 +119,7 @@ pub async fn run(
                         }
                     }
                     Action::Send(message) => {
-                        let bytes = encode(&message, &peer.session());
-                        let written = match stream.as_mut() {
-                            Some(s) => s.write_all(&bytes).await,
-                            None => Err(std::io::Error::other("not connected")),
-                        };
-                        if written.is_err() {
+                        if !link.send([message], &session).await {
                             queue.push(Event::ConnectionFailed);
                         }
                     }
@@ -123,51 +129,43 @@ pub async fn run(
                     Action::StopTimer(timer) => {
                         timers.remove(&(timer as u8));
                     }
-                    Action::Close => stream = None,
+                    Action::Close => link.stream = None,
                     Action::RefreshRequested { afi, .. } => {
-                        // Announce that family's prefixes again (RFC 2918).
-                        for update in updates(&announcement, local_as, ebgp) {
-                            let v6 = update.nlri.is_empty();
-                            if let (true, Some(s)) = ((afi == AFI_IPV6) == v6, stream.as_mut()) {
-                                let _ = s.write_all(&encode(&tessera_bgp::Message::Update(update), &peer.session())).await;
-                            }
-                        }
+                        let current = advertised.clone().unwrap_or_default();
+                        link.send(current.family(afi, &speaker(session)).into_iter().map(Message::Update), &session).await;
                     }
                     Action::Up { .. } => {
-                        let mut sent = 0;
-                        for update in updates(&announcement, local_as, ebgp) {
-                            sent += update.nlri.len()
-                                + update
-                                    .attributes
-                                    .iter()
-                                    .map(|a| if let PathAttribute::MpReach { nlri, .. } = a { nlri.len() } else { 0 })
-                                    .sum::<usize>();
-                            for a in peer.announce(update) {
-                                if let Action::Send(m) = a {
-                                    let bytes = encode(&m, &peer.session());
-                                    if let Some(s) = stream.as_mut() {
-                                        let _ = s.write_all(&bytes).await;
-                                    }
-                                }
-                            }
+                        let current = announcements.borrow_and_update().clone();
+                        let sent = current.sent().len();
+                        if !link.send(current.full(&speaker(session)).into_iter().map(Message::Update), &session).await {
+                            queue.push(Event::ConnectionFailed);
                         }
-                        // End-of-RIB per family (RFC 4724): the peer may now drop what it kept
-                        // stale across a graceful restart and we did not announce again.
-                        for eor in [
-                            Update::default(),
-                            Update {
-                                attributes: vec![PathAttribute::MpUnreach { afi: AFI_IPV6, safi: SAFI_UNICAST, withdrawn: vec![] }],
-                                ..Default::default()
-                            },
-                        ] {
-                            if let Some(s) = stream.as_mut() {
-                                let _ = s.write_all(&encode(&tessera_bgp::Message::Update(eor), &peer.session())).await;
-                            }
-                        }
-                        status.send_modify(|st| st.prefixes_sent = sent);
+                        advertised = Some(current);
+                        status.send_modify(|st| {
+                            st.prefixes_sent = sent;
+                            st.established_since = Some(SystemTime::now());
+                            st.last_error = None;
+                        });
                     }
-                    Action::Down { reason } => status.send_modify(|st| st.last_error = Some(reason)),
-                    Action::Routes(_) => {}
+                    Action::Down { reason } => {
+                        let was_up = advertised.take().is_some();
+                        received.clear();
+                        status.send_modify(|st| {
+                            st.last_error = Some(reason);
+                            st.flaps += u64::from(was_up);
+                            st.prefixes_sent = 0;
+                            st.prefixes_received = 0;
+                            st.established_since = None;
+                        });
+                    }
+                    Action::Routes(update) => {
+                        let (announced, withdrawn) = prefixes_of(&update);
+                        withdrawn.iter().for_each(|p| {
+                            received.remove(p);
+                        });
+                        received.extend(announced);
+                        status.send_modify(|st| st.prefixes_received = received.len());
+                    }
                 }
             }
             status.send_modify(|st| st.state = peer.state);
@@ -187,9 +185,9 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
-        let mut chunk = [0u8; 4096];
+        let mut chunk = [0u8; 16384];
         let read = async {
-            match stream.as_mut() {
+            match link.stream.as_mut() {
                 Some(s) => s.read(&mut chunk).await,
                 None => std::future::pending().await,
             }
@@ -223,10 +221,27 @@ pub async fn run(
                     }
                 }
             },
+            changed = announcements.changed(), if advertised.is_some() => {
+                if changed.is_err() {
+                    // The owner went away without a stop: treat as a process exit.
+                    return;
+                }
+                let current = announcements.borrow_and_update().clone();
+                if let Some(old) = advertised.as_ref().filter(|old| **old != current) {
+                    let session = peer.session();
+                    let updates = current.changes_from(old, &speaker(session));
+                    if !link.send(updates.into_iter().map(Message::Update), &session).await {
+                        queue.push(Event::ConnectionFailed);
+                    }
+                    status.send_modify(|st| st.prefixes_sent = current.sent().len());
+                    advertised = Some(current);
+                }
+            }
             _ = stop.changed() => {
+                let session = peer.session();
                 for action in peer.handle(Event::Stop) {
-                    if let (Action::Send(m), Some(s)) = (action, stream.as_mut()) {
-                        let _ = s.write_all(&encode(&m, &peer.session())).await;
+                    if let Action::Send(m) = action {
+                        link.send([m], &session).await;
                     }
                 }
                 status.send_modify(|st| st.state = peer.state);

@@ -9,10 +9,12 @@
 //! (code, subcode, data) RFC 4271 §6 says to send. `session` is one peer's state machine (RFC
 //! 4271 §8) as events in, actions out. No sockets and no clocks here: a tokio driver sits on top.
 
+mod adj_out;
 mod attributes;
 mod message;
 mod session;
 
+pub use adj_out::{Announcement, Speaker, end_of_rib, withdraw};
 pub use attributes::{AsSegment, Origin, PathAttribute};
 pub use message::{Capability, DecodeError, Message, Notification, Open, RouteRefresh, Session, Update, decode, encode};
 pub use session::{Action, Event, Peer, PeerConfig, State, Timer};

@@ -205,7 +205,13 @@ fn announcement() -> Announcement {
         next_hop_v4: Some("10.77.0.1".parse().expect("ip")),
         next_hop_v6: Some("fd00:77::1".parse().expect("ip")),
         communities: vec![(65001 << 16) | 42],
+        large_communities: vec![(65001, 7, 9)],
     }
+}
+
+/// A fixed announcement as the watch the speaker follows (keep the sender: dropping it ends the speaker).
+fn announcing(a: Announcement) -> (tokio::sync::watch::Sender<Announcement>, tokio::sync::watch::Receiver<Announcement>) {
+    tokio::sync::watch::channel(a)
 }
 
 fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
@@ -235,7 +241,19 @@ fn bird_learns_the_announced_prefixes_with_next_hop_path_and_community() {
     assert!(routes.contains("BGP.next_hop: fd00:77::1"), "{routes}");
     assert!(routes.contains("BGP.as_path: 65001"), "{routes}");
     assert!(routes.contains("BGP.community: (65001,42)"), "{routes}");
+    assert!(routes.contains("BGP.large_community: (65001, 7, 9)"), "{routes}");
     assert!(routes.contains("BGP.origin: IGP"), "{routes}");
+    // A change of the announcement while up: a VIP's /32 comes, the IPv6 prefix goes.
+    let mut changed = announcement();
+    changed.prefixes = vec!["10.96.0.0/17".parse().expect("net"), "192.0.2.7/32".parse().expect("net")];
+    speaker.announce.send_replace(changed);
+    until(
+        "BIRD follows the change",
+        Duration::from_secs(10),
+        &log,
+        || pair.routes(),
+        |r| r.contains("192.0.2.7/32") && !r.contains("fd00:96::/56") && r.contains("10.96.0.0/17"),
+    );
     // A clean stop sends Cease: BIRD withdraws what it learned.
     speaker.stop.send_replace(true);
     until("BIRD withdraws the prefixes", Duration::from_secs(10), &log, || pair.routes(), |r| !r.contains("10.96.0.0/17"));
@@ -247,10 +265,11 @@ fn bird_refuses_a_wrong_as_with_bad_peer_as() {
     let mut pair = Pair::new();
     pair.start_bird(65001);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (status_tx, status) = tokio::sync::watch::channel(SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0 });
+    let (status_tx, status) = status_channel();
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (_announced, announcements) = announcing(announcement());
     // BIRD expects AS 65001; this speaker says 65099.
-    runtime.spawn(run(config(65099), pair.connector(), announcement(), status_tx, stop));
+    runtime.spawn(run(config(65099), pair.connector(), announcements, status_tx, stop));
     wait_for("BIRD's NOTIFICATION is reported", Duration::from_secs(20), || {
         status.borrow().last_error.as_deref().is_some_and(|e| e.contains("NOTIFICATION 2/2"))
     });
@@ -258,7 +277,7 @@ fn bird_refuses_a_wrong_as_with_bad_peer_as() {
 }
 
 fn status_channel() -> (tokio::sync::watch::Sender<SessionStatus>, tokio::sync::watch::Receiver<SessionStatus>) {
-    tokio::sync::watch::channel(SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0 })
+    tokio::sync::watch::channel(SessionStatus::new())
 }
 
 /// A speaker task of the test's own runtime, with its status and a clean-stop switch.
@@ -267,6 +286,7 @@ struct Speaker {
     _runtime: tokio::runtime::Runtime,
     status: tokio::sync::watch::Receiver<SessionStatus>,
     stop: tokio::sync::watch::Sender<bool>,
+    announce: tokio::sync::watch::Sender<Announcement>,
 }
 
 impl Speaker {
@@ -275,9 +295,10 @@ impl Speaker {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let (status_tx, status) = status_channel();
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        runtime.spawn(run(config, pair.connector(), announcement(), status_tx, stopped));
+        let (announce, announcements) = announcing(announcement());
+        runtime.spawn(run(config, pair.connector(), announcements, status_tx, stopped));
         wait_for("the session comes up", Duration::from_secs(30), || status.borrow().state == State::Established);
-        Speaker { _runtime: runtime, status, stop }
+        Speaker { _runtime: runtime, status, stop, announce }
     }
 }
 
@@ -333,7 +354,8 @@ fn graceful_restart_keeps_the_routes_through_a_speaker_crash() {
         cfg.graceful_restart = graceful.then_some(30);
         let (status_tx, status) = status_channel();
         let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        let task = runtime.spawn(run(cfg.clone(), pair.connector(), announcement(), status_tx, stop.clone()));
+        let (_announced, announcements) = announcing(announcement());
+        let task = runtime.spawn(run(cfg.clone(), pair.connector(), announcements.clone(), status_tx, stop.clone()));
         wait_for("the session comes up", Duration::from_secs(20), || status.borrow().state == State::Established);
         wait_for("BIRD has the prefix", Duration::from_secs(10), || pair.routes().contains("10.96.0.0/17"));
         task.abort();
@@ -342,7 +364,7 @@ fn graceful_restart_keeps_the_routes_through_a_speaker_crash() {
         assert_eq!(kept, graceful, "graceful restart {graceful}: BIRD kept the route: {kept}\n{}", pair.routes());
         if graceful {
             let (status_tx, status) = status_channel();
-            runtime.spawn(run(cfg, pair.connector(), announcement(), status_tx, stop));
+            runtime.spawn(run(cfg, pair.connector(), announcements, status_tx, stop));
             wait_for("the session comes back", Duration::from_secs(20), || status.borrow().state == State::Established);
             wait_for("the route is fresh again", Duration::from_secs(10), || {
                 let r = pair.routes();
