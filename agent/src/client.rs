@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tessera_agent_api::{Ack, NodeState};
+use tessera_agent_api::{Ack, AgentReport, NodeState};
 
 /// The controller replicas this agent talks to; it stays with one until a call to it fails,
 /// then moves on to the next (any replica serves any node the same state).
@@ -115,6 +115,16 @@ impl Controller {
         self.any(|base| async move {
             let url = format!("{base}/v1/nodes/{}/ack", self.node);
             let call = self.http.post(url).bearer_auth(&self.token).json(ack).timeout(Duration::from_secs(5)).send();
+            check(call.await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// The periodic report (liveness, BGP sessions), to whichever replica answers.
+    pub async fn report(&self, report: &AgentReport) -> Result<(), CallError> {
+        self.any(|base| async move {
+            let url = format!("{base}/v1/nodes/{}/report", self.node);
+            let call = self.http.post(url).bearer_auth(&self.token).json(report).timeout(Duration::from_secs(5)).send();
             check(call.await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
         })
         .await

@@ -22,6 +22,8 @@ use crate::routes;
 pub struct Enforced {
     pub generation: Option<u64>,
     pub endpoints: BTreeSet<String>,
+    /// The fabric part of the enforced state (BGP speaker, VIPs).
+    pub fabric: crate::fabric::Desired,
 }
 
 #[derive(Debug)]
@@ -198,6 +200,7 @@ impl Enforcer {
         self.enforced.send_replace(Enforced {
             generation: Some(state.generation),
             endpoints: state.endpoints.iter().map(|e| e.id.clone()).collect(),
+            fabric: crate::fabric::Desired { speaker: state.bgp.clone(), vips: state.vips.clone() },
         });
     }
 }

@@ -70,4 +70,6 @@ pub enum EnforceError {
 pub struct WatchEnded {
     pub message: String,
     pub received: bool,
+    /// The controller refused the watch with this HTTP status (the node or its token is gone).
+    pub refused: Option<u16>,
 }

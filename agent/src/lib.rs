@@ -6,6 +6,7 @@ pub mod client;
 pub mod disk;
 pub mod enforcer;
 pub mod error;
+pub mod fabric;
 pub mod metrics;
 pub mod nft;
 pub mod routes;

@@ -13,6 +13,11 @@ pub struct DriftLabels {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -22,6 +27,11 @@ pub struct Metrics {
     pub apply_failures: Counter,
     pub drift_repairs: Family<DriftLabels, Counter>,
     pub reconnects: Counter,
+    pub bgp_up: Family<PeerLabels, Gauge>,
+    pub bgp_sent: Family<PeerLabels, Gauge>,
+    pub bgp_received: Family<PeerLabels, Gauge>,
+    pub bgp_flaps: Family<PeerLabels, Gauge>,
+    pub vips: Gauge,
 }
 
 impl Default for Metrics {
@@ -34,6 +44,11 @@ impl Default for Metrics {
             apply_failures: Counter::default(),
             drift_repairs: Family::default(),
             reconnects: Counter::default(),
+            bgp_up: Family::default(),
+            bgp_sent: Family::default(),
+            bgp_received: Family::default(),
+            bgp_flaps: Family::default(),
+            vips: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("applied_generation", "Generation of the node state being enforced", m.generation.clone());
@@ -42,6 +57,11 @@ impl Default for Metrics {
         registry.register("apply_failures", "Node states that could not be applied", m.apply_failures.clone());
         registry.register("drift_repairs", "Drift found and repaired by the resync", m.drift_repairs.clone());
         registry.register("watch_reconnects", "Reconnections of the state watch", m.reconnects.clone());
+        registry.register("bgp_session_established", "1 while the BGP session with the peer is established", m.bgp_up.clone());
+        registry.register("bgp_prefixes_sent", "Prefixes the peer holds from this node", m.bgp_sent.clone());
+        registry.register("bgp_prefixes_received", "Prefixes the peer announced to this node", m.bgp_received.clone());
+        registry.register("bgp_session_flaps", "Times the established session went down", m.bgp_flaps.clone());
+        registry.register("vips_held", "VIPs configured on this node", m.vips.clone());
         Metrics { registry, ..m }
     }
 }
@@ -49,6 +69,14 @@ impl Default for Metrics {
 impl Metrics {
     pub fn drift_repaired(&self, kind: &str) {
         self.drift_repairs.get_or_create(&DriftLabels { kind: kind.into() }).inc();
+    }
+
+    pub fn bgp_session(&self, peer: &str, up: bool, sent: usize, received: usize, flaps: u64) {
+        let labels = PeerLabels { peer: peer.to_string() };
+        self.bgp_up.get_or_create(&labels).set(i64::from(up));
+        self.bgp_sent.get_or_create(&labels).set(sent as i64);
+        self.bgp_received.get_or_create(&labels).set(received as i64);
+        self.bgp_flaps.get_or_create(&labels).set(flaps as i64);
     }
 
     pub fn encode(&self) -> String {

@@ -48,6 +48,10 @@ pub struct Args {
     /// Seconds between resyncs (drift repair).
     #[arg(long, env = "TESSERA_RESYNC_SECONDS", default_value_t = 10.0)]
     pub resync: f64,
+    /// Seconds between reports to the controller (liveness, which VIP failover counts on, and
+    /// BGP sessions).
+    #[arg(long, env = "TESSERA_REPORT_SECONDS", default_value_t = 3.0)]
+    pub report: f64,
     /// Where /metrics is served (`off` to disable).
     #[arg(long, env = "TESSERA_AGENT_METRICS", default_value = "127.0.0.1:9743")]
     pub metrics: String,
@@ -81,6 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let ca = args.ca_cert.as_ref().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
     anyhow::ensure!(args.resync > 0.0, "--resync must be positive");
+    anyhow::ensure!(args.report >= 0.1, "--report must be at least 0.1 seconds");
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
     let controller = Controller::new(&args.controller, &args.node, &token, ca.as_deref())?;
     enable_forwarding();
@@ -100,6 +105,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Err(e) = enforcer.start().await {
         tracing::error!(error = %e, "could not enforce the last-known-good state");
     }
+    // The fabric follows what is enforced (the last-known-good state first), unless the node
+    // was removed: then it withdraws everything (its nftables state stays, never open).
+    let (desired_tx, desired_rx) = watch::channel(crate::fabric::Desired::default());
+    let (removed_tx, mut removed) = watch::channel(false);
+    let mut enforced_changes = enforced_rx.clone();
+    tokio::spawn(async move {
+        loop {
+            let fabric =
+                if *removed.borrow_and_update() { Default::default() } else { enforced_changes.borrow_and_update().fabric.clone() };
+            desired_tx.send_if_modified(|d| std::mem::replace(d, fabric) != *d);
+            tokio::select! {
+                changed = enforced_changes.changed() => if changed.is_err() { return },
+                changed = removed.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+    let fabric = crate::fabric::Fabric::new(Netlink::connect()?, metrics.clone());
+    tokio::spawn(fabric.run(desired_rx, controller.clone(), Duration::from_secs_f64(args.report)));
     let (events, queue) = mpsc::channel(64);
     let enforcer_task = tokio::spawn(enforcer.run(queue));
 
@@ -126,7 +149,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     });
-    tokio::spawn(watch_loop(controller, events, enforced_rx, metrics));
+    tokio::spawn(watch_loop(controller, events, enforced_rx, metrics, removed_tx));
     tokio::select! {
         _ = shutdown() => tracing::info!("stopping; the enforced state stays in place"),
         _ = enforcer_task => anyhow::bail!("the enforcer stopped"),
@@ -143,16 +166,34 @@ fn enable_forwarding() {
     }
 }
 
-/// Keep a watch open; reconnect with exponential backoff and jitter.
-async fn watch_loop(controller: Controller, events: mpsc::Sender<Event>, enforced: watch::Receiver<Enforced>, metrics: Arc<Metrics>) {
+/// Keep a watch open; reconnect with exponential backoff and jitter. `removed` turns true
+/// when the controllers refuse this node twice in a row (it left the topology, or its token
+/// was revoked) and false once a state arrives again.
+async fn watch_loop(
+    controller: Controller,
+    events: mpsc::Sender<Event>,
+    enforced: watch::Receiver<Enforced>,
+    metrics: Arc<Metrics>,
+    removed: watch::Sender<bool>,
+) {
     let mut failures: u32 = 0;
+    let mut refusals: u32 = 0;
     loop {
         let since = enforced.borrow().generation;
-        match stream_states(&controller, since, &events).await {
+        match stream_states(&controller, since, &events, &removed).await {
             Ok(()) => failures = 0,
-            Err(WatchEnded { message: e, received }) => {
+            Err(WatchEnded { message: e, received, refused }) => {
                 if received {
                     failures = 0;
+                    refusals = 0;
+                }
+                if matches!(refused, Some(401 | 403 | 404)) {
+                    refusals += 1;
+                    if refusals >= 2 && !removed.send_replace(true) {
+                        tracing::warn!(error = %e, "this node is no longer known to the controllers: withdrawing its BGP routes and VIPs");
+                    }
+                } else {
+                    refusals = 0;
                 }
                 failures = failures.saturating_add(1);
                 // Another replica serves the same state: try it before backing off further.
@@ -168,9 +209,19 @@ async fn watch_loop(controller: Controller, events: mpsc::Sender<Event>, enforce
 }
 
 /// One watch connection. The error says whether any state arrived before it failed.
-async fn stream_states(controller: &Controller, since: Option<u64>, events: &mpsc::Sender<Event>) -> Result<(), WatchEnded> {
-    let mut response = controller.watch(since).await.map_err(|e| WatchEnded { message: e.to_string(), received: false })?;
+async fn stream_states(
+    controller: &Controller,
+    since: Option<u64>,
+    events: &mpsc::Sender<Event>,
+    removed: &watch::Sender<bool>,
+) -> Result<(), WatchEnded> {
+    let mut response = controller.watch(since).await.map_err(|e| {
+        let refused = if let crate::client::CallError::Refused { status, .. } = &e { Some(*status) } else { None };
+        WatchEnded { message: e.to_string(), received: false, refused }
+    })?;
     tracing::info!(?since, "watching the node state");
+    // The controller knows this node again.
+    removed.send_if_modified(|r| std::mem::replace(r, false));
     let mut buffer: Vec<u8> = Vec::new();
     let mut received = false;
     loop {
@@ -179,10 +230,14 @@ async fn stream_states(controller: &Controller, since: Option<u64>, events: &mps
         let chunk = tokio::time::timeout(silence, response.chunk()).await;
         let chunk = match chunk {
             Err(_) => {
-                return Err(WatchEnded { message: format!("no heartbeat from the controller for {} s", silence.as_secs()), received });
+                return Err(WatchEnded {
+                    message: format!("no heartbeat from the controller for {} s", silence.as_secs()),
+                    received,
+                    refused: None,
+                });
             }
-            Ok(Err(e)) => return Err(WatchEnded { message: e.to_string(), received }),
-            Ok(Ok(None)) => return Err(WatchEnded { message: "the controller closed the watch".into(), received }),
+            Ok(Err(e)) => return Err(WatchEnded { message: e.to_string(), received, refused: None }),
+            Ok(Ok(None)) => return Err(WatchEnded { message: "the controller closed the watch".into(), received, refused: None }),
             Ok(Ok(Some(c))) => c,
         };
         buffer.extend_from_slice(&chunk);
@@ -193,13 +248,17 @@ async fn stream_states(controller: &Controller, since: Option<u64>, events: &mps
                 Some(Ok(state)) => {
                     received = true;
                     if state.node != controller.node() {
-                        return Err(WatchEnded { message: format!("the controller sent the state of `{}`", state.node), received });
+                        return Err(WatchEnded {
+                            message: format!("the controller sent the state of `{}`", state.node),
+                            received,
+                            refused: None,
+                        });
                     }
                     if events.send(Event::State(Box::new(state))).await.is_err() {
                         return Ok(());
                     }
                 }
-                Some(Err(e)) => return Err(WatchEnded { message: e, received }),
+                Some(Err(e)) => return Err(WatchEnded { message: e, received, refused: None }),
             }
         }
     }

@@ -54,6 +54,35 @@ pub enum HostsCmd {
         /// The host's name.
         name: String,
     },
+    /// Drain a host: it withdraws its BGP announcements and gives up its VIPs (pods stay).
+    Drain {
+        /// The host's name.
+        name: String,
+    },
+    /// Bring a drained host back.
+    Undrain {
+        /// The host's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VipsCmd {
+    /// Every VIP, who may hold it and who does.
+    List,
+    /// Define a VIP held by one healthy host of `--host`s (or of `--group`).
+    Add {
+        /// An IPv4 or IPv6 address outside Tessera's networks.
+        address: String,
+        /// A host allowed to hold it (repeatable).
+        #[arg(long = "host", conflicts_with = "group")]
+        hosts: Vec<String>,
+        /// A group path: any host under it may hold it.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Remove a VIP: its holder stops answering for it and withdraws it.
+    Remove { address: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +286,16 @@ fn print(output: Output, value: &Value, columns: &[(&str, &str)]) {
 }
 
 const HOST_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("GROUP", "group"), ("IPS", "ips"), ("LABELS", "labels"), ("CIDRS", "cidrs")];
+const VIP_COLUMNS: &[(&str, &str)] = &[("ADDRESS", "address"), ("HOLDER", "holder"), ("HOSTS", "hosts"), ("GROUP", "group")];
+const BGP_COLUMNS: &[(&str, &str)] = &[
+    ("NODE", "node"),
+    ("AS", "localAs"),
+    ("SESSIONS", "sessions"),
+    ("DESIRED", "desired"),
+    ("ANNOUNCED", "announced"),
+    ("IN SYNC", "inSync"),
+    ("VIPS", "vips"),
+];
 const TENANT_COLUMNS: &[(&str, &str)] = &[("NAME", "name"), ("SEGMENTS", "segments"), ("CIDRS", "cidrs")];
 const SEGMENT_COLUMNS: &[(&str, &str)] = &[("TENANT", "tenant"), ("NAME", "name"), ("CIDRS", "cidrs"), ("BLOCKS", "blocks")];
 const ENDPOINT_COLUMNS: &[(&str, &str)] =
@@ -337,7 +376,61 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 api.delete(&format!("/v1/hosts/{}", segment(name)?))?;
                 println!("host {name} removed");
             }
+            HostsCmd::Drain { name } => {
+                api.post(&format!("/v1/hosts/{}/drain", segment(name)?), &json!({}))?;
+                println!("host {name} drained: it withdraws its announcements and VIPs");
+            }
+            HostsCmd::Undrain { name } => {
+                api.delete(&format!("/v1/hosts/{}/drain", segment(name)?))?;
+                println!("host {name} back in service");
+            }
         },
+        Command::Vips(cmd) => match cmd {
+            VipsCmd::List => print(out, &api.get("/v1/vips")?, VIP_COLUMNS),
+            VipsCmd::Add { address, hosts, group } => {
+                print(out, &api.post("/v1/vips", &json!({"address": address, "hosts": hosts, "group": group}))?, VIP_COLUMNS)
+            }
+            VipsCmd::Remove { address } => {
+                api.delete(&format!("/v1/vips/{}", segment(address)?))?;
+                println!("VIP {address} removed");
+            }
+        },
+        Command::Bgp => {
+            let mut nodes = api.get("/v1/bgp")?;
+            if out == Output::Table {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                for n in nodes.as_array_mut().into_iter().flatten() {
+                    let sessions: Vec<String> = n["sessions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|s| {
+                            let since = s["establishedSince"]
+                                .as_u64()
+                                .map(|t| format!(" {}", crate::table::ago(now.saturating_sub(t))))
+                                .unwrap_or_default();
+                            let error = s["lastError"]
+                                .as_str()
+                                .filter(|_| s["state"] != "established")
+                                .map(|e| format!(" ({e})"))
+                                .unwrap_or_default();
+                            format!(
+                                "{} AS{} {}{since}{error}",
+                                s["peer"].as_str().unwrap_or("?"),
+                                s["as"],
+                                s["state"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect();
+                    n["sessions"] = Value::String(if sessions.is_empty() { "-".into() } else { sessions.join("; ") });
+                    n["inSync"] = Value::String(if n["inSync"] == true { "yes".into() } else { "NO".into() });
+                    if n["drained"] == true {
+                        n["node"] = Value::String(format!("{} (drained)", n["node"].as_str().unwrap_or_default()));
+                    }
+                }
+            }
+            print(out, &nodes, BGP_COLUMNS)
+        }
         Command::Tenants(cmd) => match cmd {
             TenantsCmd::List => print(out, &api.get("/v1/tenants")?, TENANT_COLUMNS),
             TenantsCmd::Show { name } => print(out, &api.get(&format!("/v1/tenants/{}", segment(name)?))?, TENANT_COLUMNS),

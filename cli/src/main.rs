@@ -60,6 +60,11 @@ pub enum Command {
     /// Stored policies (NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, Romana).
     #[command(subcommand)]
     Policies(commands::PoliciesCmd),
+    /// Virtual IPs: one healthy host of those allowed holds each, and announces it.
+    #[command(subcommand)]
+    Vips(commands::VipsCmd),
+    /// BGP: each node's sessions, desired against announced prefixes, VIPs.
+    Bgp,
     /// Distribution status of every node: desired and applied generation, lag, errors.
     Nodes,
     /// Controller replicas: their last heartbeat, and which holds the writer lease.

@@ -125,6 +125,20 @@ impl Netlink {
         Ok(out)
     }
 
+    /// Remove an address from an interface (absent is fine).
+    pub async fn delete_address(&self, index: u32, address: IpAddr) -> Result<()> {
+        let mut addresses = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(a) = addresses.try_next().await? {
+            if a.attributes.iter().any(|attr| matches!(attr, AddressAttribute::Address(ip) if *ip == address)) {
+                return match self.handle.address().del(a).execute().await {
+                    Err(e) if missing(&e) => Ok(()),
+                    other => Ok(other?),
+                };
+            }
+        }
+        Ok(())
+    }
+
     /// Create a veth pair with `host` here and `peer` born in the namespace at `netns`: no
     /// move afterwards, which would wait for an RCU grace period (about 20 ms here).
     pub async fn create_veth_into(&self, host: &str, peer: &str, netns: &File) -> Result<()> {
