@@ -73,7 +73,23 @@ pub struct Datacenter {
     namespaces: Vec<String>,
     children: Vec<Child>,
     pub resync_seconds: f64,
+    /// With a BGP fabric: each rack's ToR namespace (BIRD), in rack order; the spine is `router`.
+    pub tors: Vec<String>,
 }
+
+/// How the racks are joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underlay {
+    /// One router namespace holds every rack's bridge; the test gives it the fabric routes.
+    Static,
+    /// A ToR per rack (BIRD, AS 65000+R, ECMP into the kernel) under a spine (BIRD, AS 65100):
+    /// they learn every route from the hosts' agents (AS 64512, eBGP), none from the test.
+    Bgp,
+}
+
+/// The AS of the hosts in a BGP-fabric datacenter, and of rack R's ToR (65000 + R).
+pub const HOSTS_AS: u32 = 64512;
+pub const SPINE_AS: u32 = 65100;
 
 const TOPOLOGY: &str = "networks:
   - name: pods
@@ -100,6 +116,16 @@ impl Datacenter {
     /// The same with `replicas` controllers sharing the store at `database_url` (PostgreSQL for
     /// more than one); every agent is given all of them, in order.
     pub fn with_replicas(racks: usize, per_rack: usize, topology: &str, replicas: usize, database_url: &str) -> Datacenter {
+        Datacenter::build(racks, per_rack, topology, replicas, database_url, Underlay::Static)
+    }
+
+    /// A datacenter whose racks are joined by a BGP fabric (see [`Underlay::Bgp`]); the
+    /// topology's racks should peer with `10.200.R.1`, AS 65000+R, as AS [`HOSTS_AS`].
+    pub fn with_bgp_fabric(racks: usize, per_rack: usize, topology: &str) -> Datacenter {
+        Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::Bgp)
+    }
+
+    fn build(racks: usize, per_rack: usize, topology: &str, replicas: usize, database_url: &str, underlay: Underlay) -> Datacenter {
         let v6 = topology.contains("::");
         let ports: Vec<u16> = (0..replicas.max(1)).map(|_| free_port()).collect();
         assert!((1..=2).contains(&racks));
@@ -122,16 +148,34 @@ impl Datacenter {
             namespaces: Vec::new(),
             children: Vec::new(),
             resync_seconds: 1.0,
+            tors: Vec::new(),
         };
         dc.add_namespace(&router);
         run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
         for r in 1..=racks {
             let bridge = format!("br{r}");
-            run(&["ip", "-n", &router, "link", "add", &bridge, "type", "bridge"]);
-            run(&["ip", "-n", &router, "addr", "add", &format!("10.200.{r}.1/24"), "dev", &bridge]);
-            run(&["ip", "-n", &router, "link", "set", &bridge, "up"]);
+            // The namespace holding the rack's bridge: the router, or the rack's own ToR.
+            let l2 = match underlay {
+                Underlay::Static => router.clone(),
+                Underlay::Bgp => {
+                    let tor = format!("{prefix}-tor{r}");
+                    dc.add_namespace(&tor);
+                    run(&["ip", "netns", "exec", &tor, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"]);
+                    let spine_port = format!("tor{r}");
+                    run(&["ip", "-n", &tor, "link", "add", "uplink", "type", "veth", "peer", "name", &spine_port, "netns", &router]);
+                    run(&["ip", "-n", &tor, "addr", "add", &format!("10.201.{r}.2/24"), "dev", "uplink"]);
+                    run(&["ip", "-n", &tor, "link", "set", "uplink", "up"]);
+                    run(&["ip", "-n", &router, "addr", "add", &format!("10.201.{r}.1/24"), "dev", &spine_port]);
+                    run(&["ip", "-n", &router, "link", "set", &spine_port, "up"]);
+                    dc.tors.push(tor.clone());
+                    tor
+                }
+            };
+            run(&["ip", "-n", &l2, "link", "add", &bridge, "type", "bridge"]);
+            run(&["ip", "-n", &l2, "addr", "add", &format!("10.200.{r}.1/24"), "dev", &bridge]);
+            run(&["ip", "-n", &l2, "link", "set", &bridge, "up"]);
             if v6 {
-                run(&["ip", "-n", &router, "addr", "add", &format!("fd00:200:{r}::1/64"), "dev", &bridge, "nodad"]);
+                run(&["ip", "-n", &l2, "addr", "add", &format!("fd00:200:{r}::1/64"), "dev", &bridge, "nodad"]);
             }
             for h in 1..=per_rack {
                 let name = format!("r{r}h{h}");
@@ -139,8 +183,8 @@ impl Datacenter {
                 let ip = format!("10.200.{r}.{}", 10 + h);
                 dc.add_namespace(&ns);
                 let port = format!("p{name}");
-                run(&["ip", "-n", &router, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-                run(&["ip", "-n", &router, "link", "set", &port, "master", &bridge, "up"]);
+                run(&["ip", "-n", &l2, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+                run(&["ip", "-n", &l2, "link", "set", &port, "master", &bridge, "up"]);
                 run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
                 run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
                 run(&["ip", "-n", &ns, "route", "add", "default", "via", &format!("10.200.{r}.1")]);
@@ -159,6 +203,9 @@ impl Datacenter {
                 dc.hosts.push(Host { name, ns, ip, ips, rack: r, token_file: host_dir.join("token"), dir: host_dir, agent: None });
             }
         }
+        if underlay == Underlay::Bgp {
+            dc.start_fabric(racks, per_rack);
+        }
         dc.start_controller();
         for i in 0..dc.hosts.len() {
             let h = &dc.hosts[i];
@@ -169,6 +216,89 @@ impl Datacenter {
             dc.start_agent(i);
         }
         dc
+    }
+
+    /// BIRD on every ToR (a session per host of its rack, one to the spine) and on the spine.
+    /// Timers are short so a test sees failures in seconds: hold 3 s, reconnect within 1-2 s.
+    fn start_fabric(&mut self, racks: usize, per_rack: usize) {
+        let session = "  hold time 3;\n  connect retry time 1;\n  error wait time 1, 2;\n  ipv4 { import all; export all; };\n";
+        let kernel = "protocol device { scan time 1; }\nprotocol kernel { ipv4 { export all; }; merge paths on; }\n";
+        for r in 1..=racks {
+            let mut conf = format!("router id 10.201.{r}.2;\n{kernel}");
+            for h in 1..=per_rack {
+                conf.push_str(&format!(
+                    "protocol bgp r{r}h{h} {{\n  local 10.200.{r}.1 as {};\n  neighbor 10.200.{r}.{} as {HOSTS_AS};\n{session}}}\n",
+                    65000 + r,
+                    10 + h
+                ));
+            }
+            conf.push_str(&format!(
+                "protocol bgp spine {{\n  local 10.201.{r}.2 as {};\n  neighbor 10.201.{r}.1 as {SPINE_AS};\n{session}}}\n",
+                65000 + r
+            ));
+            let tor = self.tors[r - 1].clone();
+            self.start_bird(&tor, &conf);
+        }
+        let mut conf = format!("router id 10.201.0.1;\n{kernel}");
+        for r in 1..=racks {
+            conf.push_str(&format!(
+                "protocol bgp tor{r} {{\n  local 10.201.{r}.1 as {SPINE_AS};\n  neighbor 10.201.{r}.2 as {};\n{session}}}\n",
+                65000 + r
+            ));
+        }
+        let spine = self.router.clone();
+        self.start_bird(&spine, &conf);
+    }
+
+    fn bird_socket(&self, ns: &str) -> PathBuf {
+        self.dir.path().join(format!("{ns}.bird.ctl"))
+    }
+
+    fn start_bird(&mut self, ns: &str, conf: &str) {
+        let path = self.dir.path().join(format!("{ns}.bird.conf"));
+        std::fs::write(&path, conf).expect("bird.conf");
+        let socket = self.bird_socket(ns);
+        let log = File::create(self.dir.path().join(format!("{ns}.bird.log"))).expect("bird log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "bird", "-f", "-c"])
+            .arg(&path)
+            .arg("-s")
+            .arg(&socket)
+            .arg("-P")
+            .arg(self.dir.path().join(format!("{ns}.bird.pid")))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start bird");
+        self.children.push(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "BIRD in {ns} did not start: {}", self.bird_log(ns));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn bird_log(&self, ns: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{ns}.bird.log"))).unwrap_or_default()
+    }
+
+    /// `birdc` in namespace `ns` (a ToR or the spine), BIRD's own words.
+    pub fn birdc(&self, ns: &str, command: &str) -> String {
+        let out = Command::new("birdc").arg("-s").arg(self.bird_socket(ns)).args(command.split_whitespace()).output().expect("birdc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The kernel's route to `destination` in namespace `ns` (`ip route show exact`).
+    pub fn kernel_route(&self, ns: &str, destination: &str) -> String {
+        let out = Command::new("ip").args(["-n", ns, "route", "show", "exact", destination]).output().expect("ip route");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A host dies: its link goes down, then its agent is killed, so nothing it had open is
+    /// closed cleanly (no FIN gets out: its routers notice by their hold timers).
+    pub fn kill_host(&mut self, i: usize) {
+        run(&["ip", "-n", &self.hosts[i].ns, "link", "set", "eth0", "down"]);
+        self.kill_agent(i);
     }
 
     fn add_namespace(&mut self, name: &str) {
@@ -204,6 +334,7 @@ impl Datacenter {
                 ("TESSERA_REPLICA_ID", replica.as_str()),
                 ("TESSERA_LEASE_RENEW_MS", "300"),
                 ("TESSERA_LEASE_TTL_MS", "3000"),
+                ("TESSERA_VIP_FAILOVER_SECONDS", "3"),
             ];
             self.controllers.push(Some(Controller::start_with(port, &self.database_url, &self.token, &env)));
         }
@@ -256,6 +387,7 @@ impl Datacenter {
             .arg("--socket")
             .arg(h.socket())
             .args(["--resync", &self.resync_seconds.to_string(), "--log", "info"])
+            .env("TESSERA_REPORT_SECONDS", "1")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)

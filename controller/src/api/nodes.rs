@@ -67,7 +67,14 @@ pub async fn node_state(
         let resumed = tessera_agent_api::Ack { generation: current.generation, digest: current.digest.clone(), error: None, apply_ms: 0.0 };
         let _ = state.dist.ack(&node, &resumed);
     }
-    let watch = Watch { rx: channel.subscribe(), _guard: channel.watching(), sent: q.since, started: false, closing: state.dist.closing() };
+    let watch = Watch {
+        rx: channel.subscribe(),
+        gone: channel.gone(),
+        _guard: channel.watching(),
+        sent: q.since,
+        started: false,
+        closing: state.dist.closing(),
+    };
     let stream = futures_util::stream::unfold(watch, |mut w| async move {
         let line = w.next().await?;
         Some((Ok::<Bytes, Infallible>(line), w))
@@ -77,6 +84,7 @@ pub async fn node_state(
 
 struct Watch {
     rx: tokio::sync::watch::Receiver<Arc<NodeState>>,
+    gone: tokio::sync::watch::Receiver<bool>,
     _guard: WatchGuard,
     /// The newest generation the client has: only newer ones are sent. A client moving from
     /// another replica never sees its generation go back, even if this replica is behind.
@@ -104,12 +112,14 @@ impl Watch {
             }
         }
         loop {
-            if *self.closing.borrow() {
+            if *self.closing.borrow() || *self.gone.borrow() {
                 return None;
             }
             let changed = tokio::select! {
                 changed = tokio::time::timeout(HEARTBEAT, self.rx.changed()) => changed,
                 _ = self.closing.changed() => return None,
+                // The node was removed from the topology.
+                _ = self.gone.changed() => return None,
             };
             return match changed {
                 Ok(Ok(())) => {
@@ -119,7 +129,6 @@ impl Watch {
                     }
                     Some(line(&current))
                 }
-                // The node was removed from the topology.
                 Ok(Err(_)) => None,
                 // A heartbeat written is not the agent seen: a dead host's socket takes writes
                 // for minutes. Only what the agent sends (watches, acks, reports) counts.

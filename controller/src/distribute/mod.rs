@@ -36,15 +36,28 @@ pub struct NodeChannel {
     /// The report changed since it was last stored.
     dirty: AtomicBool,
     watchers: AtomicUsize,
+    /// True once the node left the topology: its watches end (their guards keep the channel alive).
+    gone: watch::Sender<bool>,
 }
 
 impl NodeChannel {
     fn new(state: Arc<NodeState>) -> NodeChannel {
-        NodeChannel { tx: watch::channel(state).0, report: Mutex::default(), dirty: AtomicBool::new(false), watchers: AtomicUsize::new(0) }
+        NodeChannel {
+            tx: watch::channel(state).0,
+            report: Mutex::default(),
+            dirty: AtomicBool::new(false),
+            watchers: AtomicUsize::new(0),
+            gone: watch::channel(false).0,
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<NodeState>> {
         self.tx.subscribe()
+    }
+
+    /// Turns true when the node leaves the topology.
+    pub fn gone(&self) -> watch::Receiver<bool> {
+        self.gone.subscribe()
     }
 
     pub fn current(&self) -> Arc<NodeState> {
@@ -172,7 +185,13 @@ impl Distributor {
         let hosts: BTreeSet<String> = model.hosts.keys().cloned().collect();
         *guard = Some(model);
         self.publish(guard.as_ref(), &hosts, seq).await?;
-        lock(&self.nodes).retain(|name, _| hosts.contains(name));
+        lock(&self.nodes).retain(|name, channel| {
+            let keep = hosts.contains(name);
+            if !keep {
+                channel.gone.send_replace(true);
+            }
+            keep
+        });
         self.applied.send_replace(seq);
         Ok(())
     }
