@@ -121,9 +121,11 @@ impl Ops {
         self.applied(()).await
     }
 
-    /// Move a VIP to another holder, under the writer lease's fencing token.
-    pub async fn move_vip(&self, vip: &VipRecord, holder: Option<String>, fence: i64) -> Result<VipRecord> {
-        let moved = self.store.move_vip(vip.address, holder, vip.revision, fence).await?;
+    /// Move VIPs to other holders (VIP, new holder), in one transaction under the writer
+    /// lease's fencing token.
+    pub async fn move_vips(&self, moves: &[(&VipRecord, Option<String>)], fence: i64) -> Result<Vec<VipRecord>> {
+        let moves = moves.iter().map(|(v, holder)| (v.address, holder.clone(), v.revision)).collect();
+        let moved = self.store.move_vips(moves, fence).await?;
         self.applied(moved).await
     }
 

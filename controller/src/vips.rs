@@ -25,11 +25,9 @@ pub fn moves(
 ) -> Vec<(IpAddr, Option<String>)> {
     let window = i64::try_from(failover.as_secs()).unwrap_or(i64::MAX);
     let healthy = |h: &HostRecord| !h.drained && last_seen.get(&h.name).is_some_and(|seen| now - seen <= window);
-    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
-    for v in vips {
-        if let Some(h) = &v.holder {
-            *load.entry(h.as_str()).or_default() += 1;
-        }
+    let mut load: BTreeMap<String, usize> = BTreeMap::new();
+    for h in vips.iter().filter_map(|v| v.holder.clone()) {
+        *load.entry(h).or_default() += 1;
     }
     let mut out = Vec::new();
     for v in vips {
@@ -37,14 +35,13 @@ pub fn moves(
         if v.holder.as_deref().is_some_and(|held| eligible.iter().any(|h| h.name == held)) {
             continue;
         }
-        let next =
-            eligible.iter().min_by_key(|h| (load.get(h.name.as_str()).copied().unwrap_or(0), h.name.clone())).map(|h| h.name.clone());
+        let next = eligible.iter().min_by_key(|h| (load.get(&h.name).copied().unwrap_or(0), &h.name)).map(|h| h.name.clone());
         if next != v.holder {
-            if let Some(old) = v.holder.as_deref().and_then(|h| load.get_mut(h)) {
+            if let Some(old) = v.holder.as_ref().and_then(|h| load.get_mut(h)) {
                 *old = old.saturating_sub(1);
             }
             if let Some(n) = &next {
-                *load.entry(hosts.iter().find(|h| &h.name == n).map_or("", |h| h.name.as_str())).or_default() += 1;
+                *load.entry(n.clone()).or_default() += 1;
             }
             out.push((v.address, next));
         }
@@ -75,10 +72,15 @@ async fn round(state: &AppState, failover: Duration, fence: i64) -> Result<(), S
     let hosts = state.store.hosts().await?;
     let seen: BTreeMap<String, i64> =
         state.dist.records().await?.into_iter().filter_map(|(host, r)| r.report.last_seen.map(|s| (host, s))).collect();
-    for (address, holder) in moves(&vips, &hosts, &seen, crate::store::unix_now(), failover) {
-        let Some(vip) = vips.iter().find(|v| v.address == address) else { continue };
-        let moved = state.ops.move_vip(vip, holder.clone(), fence).await?;
-        tracing::info!(vip = %address, from = ?vip.holder, to = ?moved.holder, "VIP moved");
+    let planned = moves(&vips, &hosts, &seen, crate::store::unix_now(), failover);
+    if planned.is_empty() {
+        return Ok(());
+    }
+    let by_address: BTreeMap<IpAddr, &VipRecord> = vips.iter().map(|v| (v.address, v)).collect();
+    let list: Vec<(&VipRecord, Option<String>)> = planned.into_iter().filter_map(|(a, h)| by_address.get(&a).map(|v| (*v, h))).collect();
+    for moved in state.ops.move_vips(&list, fence).await? {
+        let from = by_address.get(&moved.address).and_then(|v| v.holder.as_deref());
+        tracing::info!(vip = %moved.address, from = ?from, to = ?moved.holder, "VIP moved");
         state.metrics.vip_moves.inc();
     }
     Ok(())

@@ -109,11 +109,12 @@ impl Store {
         .await
     }
 
-    /// Move a VIP to `holder`, if it is still at `revision` and the writer lease still carries
-    /// fencing token `fence` (a replica that lost the lease writes nothing).
-    pub async fn move_vip(&self, address: IpAddr, holder: Option<String>, revision: i64, fence: i64) -> Result<VipRecord> {
+    /// Move VIPs to new holders, each if it is still at the revision given, all in one
+    /// transaction, and only while the writer lease carries fencing token `fence` (a replica
+    /// that lost the lease writes nothing). Returns the VIPs as moved.
+    pub async fn move_vips(&self, moves: Vec<(IpAddr, Option<String>, i64)>, fence: i64) -> Result<Vec<VipRecord>> {
         self.with_retries(move |tx| {
-            let holder = holder.clone();
+            let moves = moves.clone();
             Box::pin(async move {
                 let token: Option<i64> = sqlx::query("SELECT token FROM leases WHERE name = $1")
                     .bind(crate::writer::WRITER_LEASE)
@@ -124,17 +125,21 @@ impl Store {
                 if token != Some(fence) {
                     return Err(StoreError::Conflict(format!("the writer lease moved on (token {token:?}, ours {fence})")));
                 }
-                let vip = vip_in(tx, &address).await?;
-                if vip.revision != revision {
-                    return Err(StoreError::Stale { kind: "vip", name: address.to_string(), current: vip.revision, sent: revision });
+                let mut out = Vec::new();
+                for (address, holder, revision) in moves {
+                    let vip = vip_in(tx, &address).await?;
+                    if vip.revision != revision {
+                        return Err(StoreError::Stale { kind: "vip", name: address.to_string(), current: vip.revision, sent: revision });
+                    }
+                    sqlx::query("UPDATE vips SET holder = $1, revision = revision + 1 WHERE address = $2")
+                        .bind(&holder)
+                        .bind(address.to_string())
+                        .execute(&mut **tx)
+                        .await?;
+                    record(tx, ChangeKind::Vip, &address.to_string(), revision + 1).await?;
+                    out.push(VipRecord { holder, revision: revision + 1, ..vip });
                 }
-                sqlx::query("UPDATE vips SET holder = $1, revision = revision + 1 WHERE address = $2")
-                    .bind(&holder)
-                    .bind(address.to_string())
-                    .execute(&mut **tx)
-                    .await?;
-                record(tx, ChangeKind::Vip, &address.to_string(), revision + 1).await?;
-                vip_in(tx, &address).await
+                Ok(out)
             })
         })
         .await
