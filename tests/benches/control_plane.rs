@@ -79,15 +79,6 @@ async fn populate(store: &Store, hosts: usize, endpoints: usize) -> f64 {
     endpoints as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Resident memory of a process, and its peak, in MB.
-fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()).unwrap_or(0.0)
-    };
-    (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
-}
-
 /// Every state line each watch received: (node, generation, when).
 type Seen = Arc<Mutex<Vec<(String, u64, Instant)>>>;
 
@@ -156,7 +147,7 @@ fn main() {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let c = Controller::start_with(free_port(), &db, TOKEN, &env);
         let took = started.elapsed();
-        let (rss, peak) = memory(c.pid());
+        let (rss, peak) = tessera_tests::process_memory(c.pid());
         println!(
             "  replica r{r}: serving {:.2} s after start (cold, goal < 10 s); {rss:.0} MB resident, {peak:.0} MB peak",
             took.as_secs_f64()
@@ -259,7 +250,7 @@ fn main() {
         after.len() - 1
     );
     for (r, c) in replicas.iter().enumerate() {
-        let (rss, peak) = memory(c.pid());
+        let (rss, peak) = tessera_tests::process_memory(c.pid());
         println!("  replica r{r}: {rss:.0} MB resident, {peak:.0} MB peak, after the run");
     }
     drop(replicas);

@@ -75,6 +75,21 @@ pub struct Datacenter {
     pub resync_seconds: f64,
     /// With a BGP fabric: each rack's ToR namespace (BIRD), in rack order; the spine is `router`.
     pub tors: Vec<String>,
+    timers: Timers,
+}
+
+/// How fast failures are noticed: the controllers' VIP failover and the agents' report interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timers {
+    pub vip_failover_seconds: u64,
+    pub report_seconds: f64,
+}
+
+impl Timers {
+    /// Short, for tests: a VIP moves 3 s after its holder falls silent; agents report every second.
+    pub const FAST: Timers = Timers { vip_failover_seconds: 3, report_seconds: 1.0 };
+    /// The binaries' defaults.
+    pub const DEFAULT: Timers = Timers { vip_failover_seconds: 10, report_seconds: 3.0 };
 }
 
 /// How the racks are joined.
@@ -116,16 +131,25 @@ impl Datacenter {
     /// The same with `replicas` controllers sharing the store at `database_url` (PostgreSQL for
     /// more than one); every agent is given all of them, in order.
     pub fn with_replicas(racks: usize, per_rack: usize, topology: &str, replicas: usize, database_url: &str) -> Datacenter {
-        Datacenter::build(racks, per_rack, topology, replicas, database_url, Underlay::Static)
+        Datacenter::build(racks, per_rack, topology, replicas, database_url, Underlay::Static, Timers::FAST)
     }
 
     /// A datacenter whose racks are joined by a BGP fabric (see [`Underlay::Bgp`]); the
     /// topology's racks should peer with `10.200.R.1`, AS 65000+R, as AS [`HOSTS_AS`].
-    pub fn with_bgp_fabric(racks: usize, per_rack: usize, topology: &str) -> Datacenter {
-        Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::Bgp)
+    /// The routers' hold time is the agents' (BIRD proposes more), so the topology sets it.
+    pub fn with_bgp_fabric(racks: usize, per_rack: usize, topology: &str, timers: Timers) -> Datacenter {
+        Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::Bgp, timers)
     }
 
-    fn build(racks: usize, per_rack: usize, topology: &str, replicas: usize, database_url: &str, underlay: Underlay) -> Datacenter {
+    fn build(
+        racks: usize,
+        per_rack: usize,
+        topology: &str,
+        replicas: usize,
+        database_url: &str,
+        underlay: Underlay,
+        timers: Timers,
+    ) -> Datacenter {
         let v6 = topology.contains("::");
         let ports: Vec<u16> = (0..replicas.max(1)).map(|_| free_port()).collect();
         assert!((1..=2).contains(&racks));
@@ -149,6 +173,7 @@ impl Datacenter {
             children: Vec::new(),
             resync_seconds: 1.0,
             tors: Vec::new(),
+            timers,
         };
         dc.add_namespace(&router);
         run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
@@ -219,9 +244,11 @@ impl Datacenter {
     }
 
     /// BIRD on every ToR (a session per host of its rack, one to the spine) and on the spine.
-    /// Timers are short so a test sees failures in seconds: hold 3 s, reconnect within 1-2 s.
+    /// BIRD proposes its default hold time (240 s), so the agents' (the topology's) decides;
+    /// between routers it is 3 s; a failed session is retried within 1-2 s.
     fn start_fabric(&mut self, racks: usize, per_rack: usize) {
-        let session = "  hold time 3;\n  connect retry time 1;\n  error wait time 1, 2;\n  ipv4 { import all; export all; };\n";
+        let session = "  connect retry time 1;\n  error wait time 1, 2;\n  ipv4 { import all; export all; };\n";
+        let uplink = "  hold time 3;\n";
         let kernel = "protocol device { scan time 1; }\nprotocol kernel { ipv4 { export all; }; merge paths on; }\n";
         for r in 1..=racks {
             let mut conf = format!("router id 10.201.{r}.2;\n{kernel}");
@@ -233,7 +260,7 @@ impl Datacenter {
                 ));
             }
             conf.push_str(&format!(
-                "protocol bgp spine {{\n  local 10.201.{r}.2 as {};\n  neighbor 10.201.{r}.1 as {SPINE_AS};\n{session}}}\n",
+                "protocol bgp spine {{\n  local 10.201.{r}.2 as {};\n  neighbor 10.201.{r}.1 as {SPINE_AS};\n{uplink}{session}}}\n",
                 65000 + r
             ));
             let tor = self.tors[r - 1].clone();
@@ -242,7 +269,7 @@ impl Datacenter {
         let mut conf = format!("router id 10.201.0.1;\n{kernel}");
         for r in 1..=racks {
             conf.push_str(&format!(
-                "protocol bgp tor{r} {{\n  local 10.201.{r}.1 as {SPINE_AS};\n  neighbor 10.201.{r}.2 as {};\n{session}}}\n",
+                "protocol bgp tor{r} {{\n  local 10.201.{r}.1 as {SPINE_AS};\n  neighbor 10.201.{r}.2 as {};\n{uplink}{session}}}\n",
                 65000 + r
             ));
         }
@@ -326,6 +353,7 @@ impl Datacenter {
     pub fn start_controller(&mut self) {
         let topology = self.dir.path().join("topology.yaml");
         self.controllers.clear();
+        let failover = self.timers.vip_failover_seconds.to_string();
         for (i, port) in self.ports.clone().into_iter().enumerate() {
             let replica = format!("replica-{i}");
             let env = [
@@ -334,7 +362,7 @@ impl Datacenter {
                 ("TESSERA_REPLICA_ID", replica.as_str()),
                 ("TESSERA_LEASE_RENEW_MS", "300"),
                 ("TESSERA_LEASE_TTL_MS", "3000"),
-                ("TESSERA_VIP_FAILOVER_SECONDS", "3"),
+                ("TESSERA_VIP_FAILOVER_SECONDS", failover.as_str()),
             ];
             self.controllers.push(Some(Controller::start_with(port, &self.database_url, &self.token, &env)));
         }
@@ -387,7 +415,7 @@ impl Datacenter {
             .arg("--socket")
             .arg(h.socket())
             .args(["--resync", &self.resync_seconds.to_string(), "--log", "info"])
-            .env("TESSERA_REPORT_SECONDS", "1")
+            .env("TESSERA_REPORT_SECONDS", self.timers.report_seconds.to_string())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
@@ -408,6 +436,11 @@ impl Datacenter {
             let _ = child.wait();
         }
         let _ = std::fs::remove_file(self.hosts[i].socket());
+    }
+
+    /// The process id of host `i`'s agent, while it runs.
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.hosts[i].agent.as_ref().map(Child::id)
     }
 
     pub fn agent_log(&self, i: usize) -> String {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tessera_tests::netns::{finish, require_root};
-use tessera_tests::vdc::Datacenter;
+use tessera_tests::vdc::{Datacenter, Timers};
 
 const WHOAMI: u16 = 7000;
 const VIP: &str = "192.0.2.10";
@@ -64,7 +64,7 @@ fn bgp_node<'a>(status: &'a Value, node: &str) -> &'a Value {
 #[test]
 fn a_bgp_fabric_learns_every_route_from_the_agents() {
     require_root();
-    let mut dc = Datacenter::with_bgp_fabric(2, 2, TOPOLOGY);
+    let mut dc = Datacenter::with_bgp_fabric(2, 2, TOPOLOGY, Timers::FAST);
     let (tor1, tor2, spine) = (dc.tors[0].clone(), dc.tors[1].clone(), dc.router.clone());
     let context = |dc: &Datacenter| {
         format!(
