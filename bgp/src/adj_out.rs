@@ -86,7 +86,7 @@ impl Announcement {
             attributes.insert(2, PathAttribute::NextHop(hop));
             let room = room(&Update { attributes: attributes.clone(), ..Default::default() }, speaker);
             for nlri in chunks(&v4, room, |n| prefix_octets(n.prefix_len())) {
-                out.push(Update { withdrawn: vec![], attributes: attributes.clone(), nlri });
+                out.push(Update { attributes: attributes.clone(), nlri, ..Default::default() });
             }
         }
         let v6: Vec<IpNet> = prefixes.iter().filter(|p| matches!(p, IpNet::V6(_))).copied().collect();
@@ -100,7 +100,7 @@ impl Announcement {
             for nlri in chunks(&v6, room, |n| prefix_octets(n.prefix_len())) {
                 let mut attributes = base.clone();
                 attributes.push(reach(nlri));
-                out.push(Update { withdrawn: vec![], attributes, nlri: vec![] });
+                out.push(Update { attributes, ..Default::default() });
             }
         }
         out

@@ -86,7 +86,8 @@ fn asn_bytes(asn: u32, session: &Session) -> Vec<u8> {
     if session.four_octet_as { asn.to_be_bytes().to_vec() } else { u16::try_from(asn).unwrap_or(crate::AS_TRANS).to_be_bytes().to_vec() }
 }
 
-pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session) {
+/// One attribute; `extended` sets the extended-length flag even for a short value.
+pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session, extended: bool) {
     let value: Vec<u8> = match a {
         PathAttribute::Origin(o) => vec![*o as u8],
         PathAttribute::AsPath(segments) => {
@@ -142,7 +143,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session) {
         PathAttribute::Unknown { value, .. } => value.clone(),
     };
     let mut flags = a.flags();
-    if value.len() > 255 {
+    if value.len() > 255 || extended {
         flags |= EXTENDED;
     }
     out.push(flags);
@@ -155,10 +156,12 @@ pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session) {
     out.extend_from_slice(&value);
 }
 
-/// Every attribute of an UPDATE's path attribute field.
-pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<Vec<PathAttribute>, DecodeError> {
+/// Every attribute of an UPDATE's path attribute field, and the codes of those sent with the
+/// extended-length flag though short.
+pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<(Vec<PathAttribute>, Vec<u8>), DecodeError> {
     let malformed = || DecodeError::new(UPDATE_MESSAGE, MALFORMED_ATTRIBUTE_LIST, Vec::new(), "an attribute runs past the attribute field");
     let mut out: Vec<PathAttribute> = Vec::new();
+    let mut extended = Vec::new();
     while !bytes.is_empty() {
         let (flags, code) = (bytes[0], *bytes.get(1).ok_or_else(malformed)?);
         let (len, header) = if flags & EXTENDED != 0 {
@@ -172,9 +175,12 @@ pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<Vec<Path
             return Err(DecodeError::new(UPDATE_MESSAGE, MALFORMED_ATTRIBUTE_LIST, Vec::new(), format!("attribute {code} appears twice")));
         }
         out.push(decode_one(flags, code, value, whole, session)?);
+        if header == 4 && len <= 255 {
+            extended.push(code);
+        }
         bytes = &bytes[header + len..];
     }
-    Ok(out)
+    Ok((out, extended))
 }
 
 fn decode_one(flags: u8, code: u8, value: &[u8], whole: &[u8], session: &Session) -> Result<PathAttribute, DecodeError> {

@@ -35,6 +35,9 @@ pub struct Open {
     pub hold_time: u16,
     pub bgp_id: Ipv4Addr,
     pub capabilities: Vec<Capability>,
+    /// How many capabilities each optional parameter carried, as received (FRR sends one per
+    /// parameter, BIRD and GoBGP all in one); encoding repeats it. Empty: all in one.
+    pub parameters: Vec<usize>,
 }
 
 impl Open {
@@ -55,10 +58,10 @@ pub enum Capability {
     },
     RouteRefresh,
     FourOctetAs(u32),
-    /// RFC 4724: restart flag, restart time (seconds, 12 bits), and per family whether its
-    /// forwarding state was preserved.
+    /// RFC 4724: restart flags (the top 4 bits: `RESTARTING`, and RFC 8538's `NOTIFICATION`),
+    /// restart time (seconds, 12 bits), and per family whether its forwarding state was preserved.
     GracefulRestart {
-        restarting: bool,
+        flags: u8,
         time: u16,
         families: Vec<(u16, u8, bool)>,
     },
@@ -73,6 +76,10 @@ pub struct Update {
     pub withdrawn: Vec<Ipv4Net>,
     pub attributes: Vec<PathAttribute>,
     pub nlri: Vec<Ipv4Net>,
+    /// Type codes of attributes that came with the extended-length flag though short enough
+    /// without it (BIRD and FRR send MP_REACH_NLRI so); encoding repeats the choice, so a
+    /// decoded message encodes back to its very bytes. Longer values always get the flag.
+    pub extended_length: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,15 +171,14 @@ fn encode_open(o: &Open) -> Vec<u8> {
     out.extend_from_slice(&short.to_be_bytes());
     out.extend_from_slice(&o.hold_time.to_be_bytes());
     out.extend_from_slice(&o.bgp_id.octets());
-    // All capabilities in one optional parameter (type 2), as BIRD, FRR and GoBGP send them.
-    let mut caps = Vec::new();
+    let mut encoded: Vec<Vec<u8>> = Vec::new();
     for c in &o.capabilities {
         let (code, value) = match c {
             Capability::Multiprotocol { afi, safi } => (1, [afi.to_be_bytes().to_vec(), vec![0, *safi]].concat()),
             Capability::RouteRefresh => (2, Vec::new()),
             Capability::FourOctetAs(asn) => (65, asn.to_be_bytes().to_vec()),
-            Capability::GracefulRestart { restarting, time, families } => {
-                let mut v = ((u16::from(*restarting) << 15) | (time & 0x0fff)).to_be_bytes().to_vec();
+            Capability::GracefulRestart { flags, time, families } => {
+                let mut v = ((u16::from(flags & 0x0f) << 12) | (time & 0x0fff)).to_be_bytes().to_vec();
                 for (afi, safi, preserved) in families {
                     v.extend_from_slice(&afi.to_be_bytes());
                     v.extend_from_slice(&[*safi, if *preserved { 0x80 } else { 0 }]);
@@ -181,18 +187,24 @@ fn encode_open(o: &Open) -> Vec<u8> {
             }
             Capability::Unknown { code, value } => (*code, value.clone()),
         };
-        caps.push(code);
-        caps.push(value.len() as u8);
-        caps.extend_from_slice(&value);
+        encoded.push([vec![code, value.len() as u8], value].concat());
     }
-    if caps.is_empty() {
-        out.push(0);
-    } else {
-        out.push((caps.len() + 2) as u8);
-        out.push(2);
-        out.push(caps.len() as u8);
-        out.extend_from_slice(&caps);
+    // Capability parameters (type 2): grouped as `parameters` says, the rest in one.
+    let mut params = Vec::new();
+    let mut rest = encoded.as_slice();
+    for size in o.parameters.iter().copied().chain(std::iter::once(usize::MAX)) {
+        if rest.is_empty() {
+            break;
+        }
+        let (group, after) = rest.split_at(size.min(rest.len()));
+        let body: Vec<u8> = group.concat();
+        params.push(2);
+        params.push(body.len() as u8);
+        params.extend_from_slice(&body);
+        rest = after;
     }
+    out.push(params.len() as u8);
+    out.extend_from_slice(&params);
     out
 }
 
@@ -224,6 +236,7 @@ fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
         DecodeError::new(MESSAGE_HEADER, BAD_MESSAGE_LENGTH, Vec::new(), "optional parameters do not fill the OPEN message")
     })?;
     let mut capabilities = Vec::new();
+    let mut parameters = Vec::new();
     let mut i = 0;
     while i < params.len() {
         let (kind, len) = (params[i], usize::from(*params.get(i + 1).unwrap_or(&0)));
@@ -236,10 +249,16 @@ fn decode_open(body: &[u8]) -> Result<Open, DecodeError> {
                 format!("optional parameter type {kind}"),
             ));
         }
-        capabilities.extend(decode_capabilities(value)?);
+        let these = decode_capabilities(value)?;
+        parameters.push(these.len());
+        capabilities.extend(these);
         i += 2 + len;
     }
-    let open = Open { asn, hold_time, bgp_id, capabilities };
+    // One parameter holding everything is the default layout: nothing to remember.
+    if parameters.len() == 1 {
+        parameters.clear();
+    }
+    let open = Open { asn, hold_time, bgp_id, capabilities, parameters };
     let asn = open.four_octet_as().unwrap_or(asn);
     Ok(Open { asn, ..open })
 }
@@ -261,7 +280,7 @@ fn decode_capabilities(mut value: &[u8]) -> Result<Vec<Capability>, DecodeError>
             (64, n) if n >= 2 && (n - 2) % 4 == 0 => {
                 let head = u16::from_be_bytes([v[0], v[1]]);
                 let families = v[2..].chunks(4).map(|f| (u16::from_be_bytes([f[0], f[1]]), f[2], f[3] & 0x80 != 0)).collect();
-                Capability::GracefulRestart { restarting: head & 0x8000 != 0, time: head & 0x0fff, families }
+                Capability::GracefulRestart { flags: (head >> 12) as u8, time: head & 0x0fff, families }
             }
             (1 | 2 | 65 | 64, _) => return Err(malformed_open(&format!("capability {code} has length {len}"))),
             _ => Capability::Unknown { code, value: v.to_vec() },
@@ -278,7 +297,7 @@ fn encode_update(u: &Update, session: &Session) -> Vec<u8> {
     }
     let mut attrs = Vec::new();
     for a in &u.attributes {
-        attributes::encode(&mut attrs, a, session);
+        attributes::encode(&mut attrs, a, session, u.extended_length.contains(&a.code()));
     }
     let mut out = Vec::new();
     out.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());
@@ -304,7 +323,7 @@ fn decode_update(body: &[u8], session: &Session) -> Result<Update, DecodeError> 
     let nlri_bytes = &rest[2 + attrs_len..];
     let withdrawn = decode_prefixes(withdrawn_bytes, false)?.into_iter().filter_map(v4).collect();
     let nlri: Vec<Ipv4Net> = decode_prefixes(nlri_bytes, false)?.into_iter().filter_map(v4).collect();
-    let attributes = attributes::decode_all(attr_bytes, session)?;
+    let (attributes, extended_length) = attributes::decode_all(attr_bytes, session)?;
     let has = |code: u8| attributes.iter().any(|a| a.code() == code);
     let reach = has(14);
     if !nlri.is_empty() || reach {
@@ -322,7 +341,7 @@ fn decode_update(body: &[u8], session: &Session) -> Result<Update, DecodeError> 
     if !nlri.is_empty() && !has(3) {
         return Err(DecodeError::new(UPDATE_MESSAGE, MISSING_WELL_KNOWN_ATTRIBUTE, vec![3], "NEXT_HOP is missing for IPv4 NLRI"));
     }
-    Ok(Update { withdrawn, attributes, nlri })
+    Ok(Update { withdrawn, attributes, nlri, extended_length })
 }
 
 fn v4(net: IpNet) -> Option<Ipv4Net> {

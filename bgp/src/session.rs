@@ -110,9 +110,15 @@ impl Peer {
         capabilities.push(Capability::FourOctetAs(self.config.local_as));
         if let Some(time) = self.config.graceful_restart {
             let families = self.config.families.iter().map(|(afi, safi)| (*afi, *safi, true)).collect();
-            capabilities.push(Capability::GracefulRestart { restarting: false, time, families });
+            capabilities.push(Capability::GracefulRestart { flags: 0, time, families });
         }
-        Open { asn: self.config.local_as, hold_time: self.config.hold_time, bgp_id: self.config.router_id, capabilities }
+        Open {
+            asn: self.config.local_as,
+            hold_time: self.config.hold_time,
+            bgp_id: self.config.router_id,
+            capabilities,
+            parameters: vec![],
+        }
     }
 
     /// Tear the session down with a NOTIFICATION (when connected), back to Idle.

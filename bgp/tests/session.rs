@@ -20,7 +20,13 @@ fn config(passive: bool) -> PeerConfig {
 }
 
 fn peer_open(asn: u32, hold: u16) -> Message {
-    Message::Open(Open { asn, hold_time: hold, bgp_id: Ipv4Addr::new(10, 0, 0, 254), capabilities: vec![Capability::FourOctetAs(asn)] })
+    Message::Open(Open {
+        asn,
+        hold_time: hold,
+        bgp_id: Ipv4Addr::new(10, 0, 0, 254),
+        capabilities: vec![Capability::FourOctetAs(asn)],
+        parameters: vec![],
+    })
 }
 
 fn sent(actions: &[Action]) -> Vec<&Message> {
