@@ -66,18 +66,16 @@ fn announcement(speaker: &Speaker) -> Announcement {
     }
 }
 
-/// TCP to the peer, with the session's TTL: 1 for a directly connected eBGP peer unless
-/// multihop says otherwise (iBGP: the system default).
+/// TCP to the peer, with the session's TTL (1 for a directly connected eBGP peer unless
+/// multihop says otherwise; iBGP: the system default) and its TCP-MD5 key, read from its file
+/// at each attempt so a rotated key is picked up.
 fn connector(peer: &SpeakerPeer, ebgp: bool) -> Connector {
     let address = SocketAddr::new(peer.address, peer.port);
     let ttl = peer.multihop.map(u32::from).or(ebgp.then_some(1));
+    let key_file = peer.password_file.clone();
     Arc::new(move || {
-        let stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
-        if let Some(ttl) = ttl {
-            stream.set_ttl(ttl)?;
-        }
-        stream.set_nodelay(true)?;
-        Ok(stream)
+        let key = key_file.as_deref().map(crate::tcp::read_key).transpose()?;
+        crate::tcp::connect(address, ttl, key.as_deref(), Duration::from_secs(5))
     })
 }
 

@@ -12,3 +12,4 @@ pub mod nft;
 pub mod routes;
 pub mod run;
 pub mod socket;
+pub mod tcp;

@@ -169,13 +169,18 @@ impl Pair {
 
     /// A connector that opens TCP connections from inside the speaker's namespace.
     fn connector(&self) -> Connector {
+        self.connector_with_key(None)
+    }
+
+    /// The same, signing the session with TCP-MD5 `key` as the agent does.
+    fn connector_with_key(&self, key: Option<Vec<u8>>) -> Connector {
         let path = format!("/var/run/netns/{}", self.speaker);
         Arc::new(move || {
-            let path = path.clone();
+            let (path, key) = (path.clone(), key.clone());
             std::thread::spawn(move || {
                 let file = File::open(&path)?;
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
-                std::net::TcpStream::connect_timeout(&"10.77.0.2:179".parse().expect("addr"), Duration::from_secs(3))
+                tessera_agent::tcp::connect("10.77.0.2:179".parse().expect("addr"), None, key.as_deref(), Duration::from_secs(3))
             })
             .join()
             .map_err(|_| std::io::Error::other("connector thread panicked"))?
@@ -573,4 +578,37 @@ fn messages_captured_from_bird_frr_and_gobgp_round_trip_byte_for_byte() {
     );
     let kinds = round_trip("frr", &capture(&pair));
     assert!(full.iter().all(|k| kinds.contains(k)), "FRR sent {kinds:?}");
+}
+
+/// TCP-MD5 (RFC 2385): BIRD with a password accepts the speaker that signs with the same key,
+/// and never sees a session from one that does not sign or signs with another key.
+#[test]
+fn tcp_md5_signed_sessions_come_up_and_unsigned_ones_do_not() {
+    require_root();
+    let mut pair = Pair::new();
+    pair.start_bird_with(65001, "  password \"s3cret-key\";\n");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    for (key, comes_up) in [(None, false), (Some(b"wrong-key".to_vec()), false), (Some(b"s3cret-key".to_vec()), true)] {
+        let (status_tx, status) = status_channel();
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let (_announced, announcements) = announcing(announcement());
+        runtime.spawn(run(config(65001), pair.connector_with_key(key.clone()), announcements, status_tx, stop));
+        let deadline = Instant::now() + Duration::from_secs(if comes_up { 20 } else { 6 });
+        while Instant::now() < deadline && status.borrow().state != State::Established {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let up = status.borrow().state == State::Established;
+        assert_eq!(up, comes_up, "key {key:?}: established {up}; {:?}", status.borrow());
+        if comes_up {
+            let log = pair.dir.path().join("bird.log");
+            until(
+                "BIRD learns the prefixes over the signed session",
+                Duration::from_secs(10),
+                &log,
+                || pair.routes(),
+                |r| r.contains("10.96.0.0/17"),
+            );
+        }
+        stop_tx.send_replace(true);
+    }
 }

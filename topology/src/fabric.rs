@@ -59,6 +59,10 @@ pub struct BgpPeerSpec {
     /// IP TTL of the session's packets: 1 for a directly connected eBGP peer, more for multihop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multihop: Option<u8>,
+    /// A file on each host holding the session's TCP-MD5 key (RFC 2385): the key itself never
+    /// passes through the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -138,13 +142,14 @@ pub(crate) struct BgpText {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PeerText {
     address: String,
     #[serde(rename = "as")]
     asn: u32,
     port: Option<u16>,
     multihop: Option<u8>,
+    password_file: Option<String>,
 }
 
 fn check_as(field: &str, asn: u32) -> Result<u32, SpecError> {
@@ -230,8 +235,17 @@ impl BgpText {
                             "a TTL of 0 reaches nobody; 1 is a directly connected peer",
                         ));
                     }
+                    if let Some(path) = p.password_file.as_deref().filter(|f| !f.starts_with('/') || f.contains('\0') || f.len() > 4096) {
+                        return Err(SpecError::new(format!("{pfield}.passwordFile"), format!("`{path}` is not an absolute path")));
+                    }
                     let asn = check_as(&format!("{pfield}.as"), p.asn)?;
-                    peers.push(BgpPeerSpec { address, asn, port: p.port.unwrap_or(179), multihop: p.multihop });
+                    peers.push(BgpPeerSpec {
+                        address,
+                        asn,
+                        port: p.port.unwrap_or(179),
+                        multihop: p.multihop,
+                        password_file: p.password_file,
+                    });
                 }
                 Some(peers)
             }
@@ -299,6 +313,7 @@ mod tests {
             (serde_json::json!({"peers": [{"address": "tor-1", "as": 1}]}), "g.bgp.peers[0].address"),
             (serde_json::json!({"peers": [{"address": "224.0.0.1", "as": 1}]}), "g.bgp.peers[0].address"),
             (serde_json::json!({"peers": [{"address": "10.0.0.1", "as": 1, "multihop": 0}]}), "g.bgp.peers[0].multihop"),
+            (serde_json::json!({"peers": [{"address": "10.0.0.1", "as": 1, "passwordFile": "tor.key"}]}), "g.bgp.peers[0].passwordFile"),
         ];
         for (json, field) in cases {
             let e = text(json.clone()).check("g.bgp").expect_err(&json.to_string());
@@ -309,7 +324,7 @@ mod tests {
     #[test]
     fn fields_inherit_one_by_one_and_resolution_names_what_is_missing() {
         let zone = BgpSpec { local_as: Some(64512), communities: Some(vec![1]), ..Default::default() };
-        let peer = BgpPeerSpec { address: "10.200.1.1".parse().expect("ip"), asn: 65001, port: 179, multihop: None };
+        let peer = BgpPeerSpec { address: "10.200.1.1".parse().expect("ip"), asn: 65001, port: 179, multihop: None, password_file: None };
         let rack = BgpSpec { peers: Some(vec![peer.clone()]), hold_time: Some(9), ..Default::default() };
         let fabric = rack.inherit(&zone).resolve("rack.bgp").expect("valid").expect("speaks");
         assert_eq!((fabric.local_as, fabric.hold_time, fabric.graceful_restart), (64512, 9, DEFAULT_GRACEFUL_RESTART));

@@ -77,6 +77,9 @@ pub struct SpeakerPeer {
     /// IP TTL of the session (None: 1 for eBGP, 64 for iBGP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multihop: Option<u8>,
+    /// The file on this node holding the session's TCP-MD5 key (RFC 2385).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
 }
 
 /// What an agent tells its controller every few seconds: that it is alive, and (when it

@@ -49,7 +49,17 @@ pub(super) fn node_fabrics(
                 router_id: next_hop_v4.unwrap_or_else(|| router_id_of(&host.name)),
                 hold_time: f.hold_time,
                 graceful_restart: f.graceful_restart,
-                peers: f.peers.iter().map(|p| SpeakerPeer { address: p.address, asn: p.asn, port: p.port, multihop: p.multihop }).collect(),
+                peers: f
+                    .peers
+                    .iter()
+                    .map(|p| SpeakerPeer {
+                        address: p.address,
+                        asn: p.asn,
+                        port: p.port,
+                        multihop: p.multihop,
+                        password_file: p.password_file.clone(),
+                    })
+                    .collect(),
                 prefixes,
                 next_hop_v4,
                 next_hop_v6: host.ips.iter().find_map(|ip| if let IpAddr::V6(v6) = ip { Some(*v6) } else { None }),
