@@ -12,8 +12,10 @@ use tessera_policy::compiler::Compiler;
 use tessera_policy::model::{Cluster, Endpoint, Namespace, Policy};
 use tessera_policy::{Inputs, nft};
 
-use super::fabric::{NodeFabric, node_fabrics};
-use crate::store::{BlockFilter, BlockRecord, EndpointRecord, HostRecord, PolicyRecord, Store, StoreError, TenantRecord, TopologyRecord};
+use super::fabric::{Holders, NodeFabric, node_fabrics};
+use crate::store::{
+    BlockFilter, BlockRecord, EndpointRecord, HostRecord, PolicyRecord, Store, StoreError, TenantRecord, TopologyRecord, VipRecord,
+};
 
 #[derive(Debug)]
 pub(super) struct CompiledCluster {
@@ -27,8 +29,9 @@ pub(super) struct CompiledCluster {
     /// Engine policy ids of each stored policy document.
     documents: BTreeMap<String, Vec<String>>,
     routes: BTreeMap<String, Vec<Route>>,
-    /// Each host's BGP speaker and VIPs.
+    /// Each host's BGP speaker (VIPs aside), and who holds each VIP.
     fabric: BTreeMap<String, NodeFabric>,
+    holders: Holders,
 }
 
 fn endpoint(e: &EndpointRecord) -> Endpoint {
@@ -80,7 +83,7 @@ impl CompiledCluster {
         }
 
         let routes = host_routes(&topology, &hosts, &blocks)?;
-        let fabric = node_fabrics(&topology, &hosts, &blocks, &vips);
+        let fabric = node_fabrics(&topology, &hosts, &blocks);
         let compiler = Compiler::new(cluster, segment_blocks.clone(), policies, Options::default());
         Ok(CompiledCluster {
             compiler,
@@ -94,6 +97,7 @@ impl CompiledCluster {
             documents,
             routes,
             fabric,
+            holders: Holders::load(&vips),
         })
     }
 
@@ -117,16 +121,15 @@ impl CompiledCluster {
         let mut changed: BTreeSet<String> = self.hosts.keys().filter(|h| routes.get(*h) != self.routes.get(*h)).cloned().collect();
         self.routes = routes;
         // Hosts that announce their blocks announce a new set.
-        changed.extend(self.set_fabric(node_fabrics(&topology, &hosts, &blocks, &store.vips().await?)));
+        changed.extend(self.set_fabric(node_fabrics(&topology, &hosts, &blocks)));
         changed.extend(self.compiler.set_segment_blocks(&key, now.clone()));
         self.segment_blocks.insert(key, now);
         Ok(changed)
     }
 
-    /// A VIP was defined, moved or removed: the nodes whose state changed.
-    pub(super) async fn refresh_vips(&mut self, store: &Store) -> Result<BTreeSet<String>, StoreError> {
-        let (topology, hosts, blocks) = (store.topology().await?, store.hosts().await?, store.blocks(BlockFilter::default()).await?);
-        Ok(self.set_fabric(node_fabrics(&topology, &hosts, &blocks, &store.vips().await?)))
+    /// A VIP was defined, moved or removed (`None`): the nodes whose state changed.
+    pub(super) fn apply_vip(&mut self, address: IpAddr, record: Option<VipRecord>) -> BTreeSet<String> {
+        self.holders.set(address, record.and_then(|v| v.holder))
     }
 
     fn set_fabric(&mut self, fabric: BTreeMap<String, NodeFabric>) -> BTreeSet<String> {
@@ -204,9 +207,12 @@ impl CompiledCluster {
             endpoints,
             ruleset: Ruleset { skeleton: rendered.skeleton, sets: rendered.sets, rules: rendered.rules },
             routes: self.routes.get(host).cloned().unwrap_or_default(),
-            bgp: self.fabric.get(host).and_then(|f| f.speaker.clone()),
-            vips: self.fabric.get(host).map(|f| f.vips.clone()).unwrap_or_default(),
+            bgp: None,
+            vips: Vec::new(),
         };
+        if let Some(f) = self.fabric.get(host) {
+            (state.bgp, state.vips) = f.with_vips(&self.holders.held(host));
+        }
         state.routes.sort();
         let digest = hex::encode(Sha256::digest(serde_json::to_vec(&state).unwrap_or_default()));
         (state, digest)

@@ -1,7 +1,7 @@
 //! Each node's part in the fabric: its BGP speaker in agent mode (the leaf group's `bgp`
 //! section after inheritance) with what it announces, and the VIPs it holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
@@ -9,27 +9,32 @@ use tessera_agent_api::{Speaker, SpeakerPeer};
 
 use crate::store::{BlockRecord, HostRecord, TopologyRecord, VipRecord};
 
-/// What one node runs and holds.
+/// What one node runs, before VIPs: its speaker announcing its group's prefixes (and its blocks
+/// when asked; nothing when drained).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct NodeFabric {
     pub speaker: Option<Speaker>,
-    pub vips: Vec<IpAddr>,
+    pub drained: bool,
 }
 
-/// Every host's part. A drained host keeps its sessions but announces nothing and holds no VIP.
-pub(super) fn node_fabrics(
-    topology: &TopologyRecord,
-    hosts: &[HostRecord],
-    blocks: &[BlockRecord],
-    vips: &[VipRecord],
-) -> BTreeMap<String, NodeFabric> {
+impl NodeFabric {
+    /// The node's speaker and VIPs, given the VIPs it holds: a drained node holds none.
+    pub fn with_vips(&self, held: &BTreeSet<IpAddr>) -> (Option<Speaker>, Vec<IpAddr>) {
+        let vips: Vec<IpAddr> = if self.drained { Vec::new() } else { held.iter().copied().collect() };
+        let speaker = self.speaker.clone().map(|mut s| {
+            s.prefixes.extend(vips.iter().map(|a| IpNet::from(*a)));
+            s.prefixes.sort();
+            s.prefixes.dedup();
+            s
+        });
+        (speaker, vips)
+    }
+}
+
+/// Every host's part, VIPs aside.
+pub(super) fn node_fabrics(topology: &TopologyRecord, hosts: &[HostRecord], blocks: &[BlockRecord]) -> BTreeMap<String, NodeFabric> {
     let mut out = BTreeMap::new();
     for host in hosts {
-        let held: Vec<IpAddr> = if host.drained {
-            Vec::new()
-        } else {
-            vips.iter().filter(|v| v.holder.as_deref() == Some(&host.name)).map(|v| v.address).collect()
-        };
         // A group whose section does not resolve was refused when the topology was stored.
         let fabric = topology.layout.group_by_path(&host.group).and_then(|g| g.fabric().ok().flatten().map(|f| (g, f)));
         let speaker = fabric.map(|(group, f)| {
@@ -39,7 +44,6 @@ pub(super) fn node_fabrics(
                 if f.announce_blocks {
                     prefixes.extend(blocks.iter().filter(|b| b.host.as_deref() == Some(&host.name)).map(|b| b.cidr));
                 }
-                prefixes.extend(held.iter().map(|a| IpNet::from(*a)));
             }
             prefixes.sort();
             prefixes.dedup();
@@ -67,9 +71,47 @@ pub(super) fn node_fabrics(
                 large_communities: f.large_communities.clone(),
             }
         });
-        out.insert(host.name.clone(), NodeFabric { speaker, vips: held });
+        out.insert(host.name.clone(), NodeFabric { speaker, drained: host.drained });
     }
     out
+}
+
+/// Who holds each VIP, both ways round: a VIP that moves touches two nodes, whatever the count.
+#[derive(Debug, Default)]
+pub(super) struct Holders {
+    by_vip: BTreeMap<IpAddr, String>,
+    by_host: BTreeMap<String, BTreeSet<IpAddr>>,
+}
+
+impl Holders {
+    pub fn load(vips: &[VipRecord]) -> Holders {
+        let mut holders = Holders::default();
+        for v in vips {
+            holders.set(v.address, v.holder.clone());
+        }
+        holders
+    }
+
+    /// Record `vip`'s holder (`None`: nobody, or the VIP is gone); the hosts whose VIPs changed.
+    pub fn set(&mut self, vip: IpAddr, holder: Option<String>) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        if let Some(old) = self.by_vip.remove(&vip) {
+            if let Some(set) = self.by_host.get_mut(&old) {
+                set.remove(&vip);
+            }
+            changed.insert(old);
+        }
+        if let Some(new) = holder {
+            self.by_host.entry(new.clone()).or_default().insert(vip);
+            self.by_vip.insert(vip, new.clone());
+            changed.insert(new);
+        }
+        changed
+    }
+
+    pub fn held(&self, host: &str) -> BTreeSet<IpAddr> {
+        self.by_host.get(host).cloned().unwrap_or_default()
+    }
 }
 
 /// A stable BGP identifier for a host with no IPv4 address (RFC 6286 asks only for uniqueness

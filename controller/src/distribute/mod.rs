@@ -206,10 +206,6 @@ impl Distributor {
         let mut guard = self.model.lock().await;
         let Some(model) = guard.as_mut() else { return Ok(()) };
         let mut changed: BTreeSet<String> = std::mem::take(&mut *lock(&self.pending));
-        // VIPs are read again once per batch, however many moved.
-        if changes.iter().any(|c| c.kind == ChangeKind::Vip) {
-            changed.extend(model.refresh_vips(&self.store).await?);
-        }
         for change in changes {
             match change.kind {
                 ChangeKind::Endpoint => changed.extend(self.endpoint_changed(model, &change.object).await?),
@@ -218,7 +214,13 @@ impl Distributor {
                     let record = found(self.store.policy(&change.object).await)?;
                     changed.extend(model.apply_policy(&change.object, record.as_ref())?);
                 }
-                ChangeKind::Vip | ChangeKind::Token | ChangeKind::Topology | ChangeKind::Host | ChangeKind::Segment => {}
+                ChangeKind::Vip => {
+                    // The object is the address; an unreadable one names no VIP of ours.
+                    if let Ok(address) = change.object.parse() {
+                        changed.extend(model.apply_vip(address, found(self.store.vip(&address).await)?));
+                    }
+                }
+                ChangeKind::Token | ChangeKind::Topology | ChangeKind::Host | ChangeKind::Segment => {}
             }
         }
         self.publish(guard.as_ref(), &changed, upto).await?;
