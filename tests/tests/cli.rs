@@ -321,3 +321,32 @@ fn a_bad_replica_id_is_refused_naming_the_flag() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--replica-id"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn bgp_vips_and_drain_through_the_cli() {
+    let dir = tempfile::tempdir().expect("dir");
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(
+        &topology,
+        "networks: [{name: pods, cidr: 10.40.0.0/16}]\ngroups:\n  - name: rack-1\n    bgp: {localAs: 64512, peers: [{address: 192.0.2.254, as: 65001}]}\n",
+    )
+    .expect("topology");
+    let c = Controller::start(&[("TESSERA_NO_DEMO", "true"), ("TESSERA_TOPOLOGY", topology.to_str().expect("path"))]);
+    ok(&c, &["hosts", "add", "h1", "--ip", "192.0.2.1"]);
+    let bgp = ok(&c, &["bgp"]);
+    let row = bgp.lines().find(|l| l.starts_with("h1")).unwrap_or_default();
+    assert!(row.contains("64512") && row.contains("10.40.0.0/16") && row.contains("NO"), "{bgp}");
+
+    let vip = ok(&c, &["vips", "add", "198.51.100.9", "--host", "h1"]);
+    assert!(vip.contains("198.51.100.9") && vip.contains("h1"), "{vip}");
+    let err = fails(&c, &["vips", "add", "10.40.0.9", "--host", "h1"]);
+    assert!(err.starts_with("tessera: address: 10.40.0.9 lies in network `pods`"), "{err}");
+    assert!(ok(&c, &["vips", "list"]).contains("198.51.100.9"));
+
+    assert!(ok(&c, &["hosts", "drain", "h1"]).contains("drained"));
+    let json: Value = serde_json::from_str(&ok(&c, &["-o", "json", "bgp"])).expect("json");
+    assert_eq!((json[0]["drained"].clone(), json[0]["desired"].clone()), (Value::Bool(true), serde_json::json!([])), "{json}");
+    ok(&c, &["hosts", "undrain", "h1"]);
+    ok(&c, &["vips", "remove", "198.51.100.9"]);
+    assert_eq!(ok(&c, &["vips", "list"]).trim(), "ADDRESS  HOLDER  HOSTS  GROUP");
+}

@@ -176,3 +176,49 @@ fn a_bgp_fabric_learns_every_route_from_the_agents() {
         || format!("{}\nagent r2h2:\n{}", context(&dc), dc.agent_log(3)),
     );
 }
+
+/// An agent restart (SIGKILL, then started again) with graceful restart on: its ToR keeps the
+/// dead agent's routes meanwhile (the rack stays spread over both hosts) and takes them fresh
+/// from the new agent. The other rack, with graceful restart off, is the control: its ToR drops
+/// the killed agent's routes at once.
+#[test]
+fn graceful_restart_keeps_an_agents_routes_through_its_restart() {
+    require_root();
+    let topology = TOPOLOGY.replacen("gracefulRestart: 0", "gracefulRestart: 60", 1);
+    let mut dc = Datacenter::with_bgp_fabric(2, 2, &topology, Timers::FAST);
+    let (tor1, tor2) = (dc.tors[0].clone(), dc.tors[1].clone());
+    let context =
+        |dc: &Datacenter| format!("ToR1:\n{}\nToR2:\n{}", dc.birdc(&dc.tors[0], "show route all"), dc.birdc(&dc.tors[1], "show protocols"));
+    wait_until(
+        "both racks spread over their hosts",
+        Duration::from_secs(30),
+        || next_hops(&dc, &tor1, RACK1).len() == 2 && next_hops(&dc, &tor2, RACK2).len() == 2,
+        || context(&dc),
+    );
+    dc.kill_agent(0);
+    dc.kill_agent(2);
+    wait_until(
+        "rack 2 (no graceful restart) drops its killed agent",
+        Duration::from_secs(5),
+        || next_hops(&dc, &tor2, RACK2).len() == 1,
+        || context(&dc),
+    );
+    let stale = dc.birdc(&tor1, "show protocols all r1h1");
+    assert!(stale.contains("Neighbor graceful restart active"), "BIRD is not holding r1h1's routes for its restart:\n{stale}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(next_hops(&dc, &tor1, RACK1), ["10.200.1.11", "10.200.1.12"], "rack 1 lost its restarting host\n{}", context(&dc));
+    dc.start_agent(0);
+    dc.start_agent(2);
+    wait_until(
+        "the restarted agents' sessions are up and their routes fresh",
+        Duration::from_secs(30),
+        || {
+            let r1h1 = dc.birdc(&tor1, "show protocols all r1h1");
+            r1h1.contains("Established")
+                && !r1h1.contains("graceful restart active")
+                && next_hops(&dc, &tor1, RACK1).len() == 2
+                && next_hops(&dc, &tor2, RACK2).len() == 2
+        },
+        || context(&dc),
+    );
+}
