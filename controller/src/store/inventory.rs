@@ -172,10 +172,7 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                 if drained {
-                    sqlx::query("UPDATE vips SET holder = NULL, revision = revision + 1 WHERE holder = $1")
-                        .bind(&name)
-                        .execute(&mut **tx)
-                        .await?;
+                    super::vips::release_held_by(tx, &name).await?;
                 }
                 record(tx, ChangeKind::Host, &name, host.revision + 1).await?;
                 host_in(tx, &name).await
@@ -205,10 +202,7 @@ impl Store {
                     .bind(&name)
                     .execute(&mut **tx)
                     .await?;
-                sqlx::query("UPDATE vips SET holder = NULL, revision = revision + 1 WHERE holder = $1")
-                    .bind(&name)
-                    .execute(&mut **tx)
-                    .await?;
+                super::vips::release_held_by(tx, &name).await?;
                 sqlx::query("DELETE FROM hosts WHERE name = $1").bind(&name).execute(&mut **tx).await?;
                 // Its agent's tokens die with it: a host re-created under the same name starts clean.
                 sqlx::query("DELETE FROM tokens WHERE node = $1").bind(&name).execute(&mut **tx).await?;

@@ -48,6 +48,13 @@ async fn vip_in(conn: &mut AnyConnection, address: &IpAddr) -> Result<VipRecord>
     vip_from(&row.ok_or_else(|| StoreError::NotFound { kind: "vip", name: address.to_string() })?)
 }
 
+/// A host leaves service (drained, removed): the VIPs it held have no holder until the lease
+/// holder places them again. Written with the host's own change, which rebuilds every node.
+pub(super) async fn release_held_by(conn: &mut AnyConnection, host: &str) -> Result<()> {
+    sqlx::query("UPDATE vips SET holder = NULL, revision = revision + 1 WHERE holder = $1").bind(host).execute(&mut *conn).await?;
+    Ok(())
+}
+
 impl Store {
     pub async fn vips(&self) -> Result<Vec<VipRecord>> {
         let rows = sqlx::query(&format!("{COLUMNS} ORDER BY address")).fetch_all(&self.pool).await?;
