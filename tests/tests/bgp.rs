@@ -612,3 +612,28 @@ fn tcp_md5_signed_sessions_come_up_and_unsigned_ones_do_not() {
         stop_tx.send_replace(true);
     }
 }
+
+/// iBGP: the same AS on both sides: no AS prepended, LOCAL_PREF 100 sent, as BIRD reports.
+#[test]
+fn bird_learns_ibgp_routes_with_local_pref_and_an_empty_as_path() {
+    require_root();
+    let mut pair = Pair::new();
+    // BIRD takes iBGP peers for multihop by default; this one is adjacent (`direct`).
+    pair.start_bird_config(
+        "router id 10.77.0.2;\nprotocol device {}\nprotocol bgp tessera {\n  local 10.77.0.2 as 65000;\n  neighbor 10.77.0.1 as 65000;\n  direct;\n  passive on;\n  hold time 9;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n"
+            .to_string(),
+    );
+    let speaker = Speaker::up(&pair, PeerConfig { local_as: 65000, ..config(65000) });
+    let log = pair.dir.path().join("bird.log");
+    let routes = until(
+        "BIRD lacks the iBGP prefixes",
+        Duration::from_secs(10),
+        &log,
+        || pair.routes(),
+        |r| r.contains("10.96.0.0/17") && r.contains("fd00:96::/56"),
+    );
+    assert!(routes.contains("BGP.local_pref: 100"), "{routes}");
+    assert!(routes.contains("BGP.as_path: \n") || routes.lines().any(|l| l.trim() == "BGP.as_path:"), "{routes}");
+    assert!(routes.contains("BGP.next_hop: 10.77.0.1"), "{routes}");
+    drop(speaker);
+}
