@@ -1,5 +1,10 @@
 //! Route targets: AWS VPC route tables and BGP announcements, fed by the route plan of
 //! `tessera-topology`.
 //!
-//! Not built yet: the REST API already serves the plan (`GET /v1/routes`); reconciling it into
-//! a VPC route table or a BGP fabric is later work.
+//! `vpc` plans VPC route tables, pure (what a table should hold, the fewest calls to get there,
+//! ownership, collisions, drift, the gateway of a group); `pace` paces the calls (token bucket,
+//! backoff with jitter), pure. The EC2 adapter (aws-sdk-ec2) that carries the calls out is
+//! later work.
+
+pub mod pace;
+pub mod vpc;

@@ -1,0 +1,283 @@
+//! VPC route tables, pure: what a table should hold (each route-plan CIDR → the instance or
+//! network interface of a healthy gateway host of its group) and the fewest calls that take
+//! what it holds there — without ever touching a route Tessera does not own.
+//!
+//! Ownership: a route is Tessera's when its destination lies inside one of Tessera's networks
+//! and Tessera created it (the caller keeps what it wrote — destination and target — in the
+//! store: a route of ours found pointing elsewhere was changed out of band, which is drift). Everything else — `local`,
+//! internet and NAT gateways, peering, transit, routes other tools made inside our space — is
+//! foreign: counted against the table's limit, and never changed; a foreign route on a CIDR
+//! Tessera wants is reported as a collision, and taken over only with `adopt`.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+
+/// Where a route sends traffic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Target {
+    /// An EC2 instance (its primary interface).
+    Instance(String),
+    /// An elastic network interface.
+    Interface(String),
+    /// Anything Tessera never points at: `local`, a gateway, a peering, a transit gateway…
+    /// (kind, id), as the API described it.
+    Other(String, String),
+}
+
+/// A route as the table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub destination: IpNet,
+    pub target: Target,
+}
+
+/// One mutating call.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Call {
+    Delete {
+        destination: IpNet,
+    },
+    /// A changed target: one ReplaceRoute, never a delete and a create (no window without it).
+    Replace {
+        destination: IpNet,
+        target: Target,
+    },
+    Create {
+        destination: IpNet,
+        target: Target,
+    },
+}
+
+/// A foreign route on a destination Tessera wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collision {
+    pub destination: IpNet,
+    pub foreign: Target,
+    pub wanted: Target,
+}
+
+/// What to do to one table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TablePlan {
+    /// Deletes first (room under the limit), then replaces, then creates.
+    pub calls: Vec<Call>,
+    pub collisions: Vec<Collision>,
+    /// Tessera's routes once the calls are made, with their targets: the ownership to record.
+    pub owned: BTreeMap<IpNet, Target>,
+    /// Routes of ours found gone or retargeted out of band, restored by these calls.
+    pub drift: usize,
+}
+
+/// Whether `destination` lies inside one of `networks`.
+fn ours(networks: &[IpNet], destination: &IpNet) -> bool {
+    networks.iter().any(|n| n.contains(destination))
+}
+
+/// How many routes Tessera may write to `table`: its limit less the routes that are not ours.
+pub fn budget(table: &[Route], owned: &BTreeMap<IpNet, Target>, networks: &[IpNet], limit: usize) -> usize {
+    let foreign = table.iter().filter(|r| !(owned.contains_key(&r.destination.trunc()) && ours(networks, &r.destination))).count();
+    limit.saturating_sub(foreign)
+}
+
+/// The calls that take `table` to `desired` (destination → target). `owned` is what Tessera
+/// wrote in this table before; only destinations inside `networks` are ever ours.
+pub fn plan_table(
+    table: &[Route],
+    owned: &BTreeMap<IpNet, Target>,
+    desired: &BTreeMap<IpNet, Target>,
+    networks: &[IpNet],
+    adopt: bool,
+) -> TablePlan {
+    let actual: BTreeMap<IpNet, &Target> = table.iter().map(|r| (r.destination.trunc(), &r.target)).collect();
+    let mut plan = TablePlan::default();
+    let (mut deletes, mut replaces, mut creates) = (Vec::new(), Vec::new(), Vec::new());
+    for (destination, target) in &actual {
+        let mine = owned.contains_key(destination) && ours(networks, destination);
+        if mine && owned.get(destination) != Some(*target) {
+            plan.drift += 1;
+        }
+        match (mine, desired.get(destination)) {
+            (true, Some(want)) if want == *target => {
+                plan.owned.insert(*destination, want.clone());
+            }
+            (true, Some(want)) => {
+                // Ours, pointing elsewhere: a gateway moved, or someone retargeted it.
+                replaces.push(Call::Replace { destination: *destination, target: want.clone() });
+                plan.owned.insert(*destination, want.clone());
+            }
+            (true, None) => deletes.push(Call::Delete { destination: *destination }),
+            (false, Some(want)) if *target == want => {
+                // Someone made exactly our route: take it as ours only when asked to.
+                if adopt && ours(networks, destination) {
+                    plan.owned.insert(*destination, want.clone());
+                } else {
+                    plan.collisions.push(Collision { destination: *destination, foreign: (*target).clone(), wanted: want.clone() });
+                }
+            }
+            (false, Some(want)) => {
+                if adopt && ours(networks, destination) {
+                    replaces.push(Call::Replace { destination: *destination, target: want.clone() });
+                    plan.owned.insert(*destination, want.clone());
+                } else {
+                    plan.collisions.push(Collision { destination: *destination, foreign: (*target).clone(), wanted: want.clone() });
+                }
+            }
+            (false, None) => {}
+        }
+    }
+    for (destination, target) in desired {
+        if actual.contains_key(destination) || !ours(networks, destination) {
+            continue;
+        }
+        creates.push(Call::Create { destination: *destination, target: target.clone() });
+        plan.owned.insert(*destination, target.clone());
+        // Ours before, and gone: deleted out of band.
+        if owned.contains_key(destination) {
+            plan.drift += 1;
+        }
+    }
+    plan.calls.extend(deletes);
+    plan.calls.extend(replaces);
+    plan.calls.extend(creates);
+    plan
+}
+
+/// A host that can carry a group's traffic: its EC2 target and whether its agent was seen
+/// within the failover time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub host: String,
+    pub target: Target,
+    pub healthy: bool,
+}
+
+/// The gateway of a group: the current one while it is healthy (no flapping), else the
+/// healthy candidate first by name; none when no candidate is healthy (the route stays where
+/// it is rather than vanish: traffic to a dead gateway fails either way, and it comes back).
+pub fn gateway<'a>(current: Option<&str>, candidates: &'a [Candidate]) -> Option<&'a Candidate> {
+    let healthy = || candidates.iter().filter(|c| c.healthy);
+    current.and_then(|h| healthy().find(|c| c.host == h)).or_else(|| healthy().min_by(|a, b| a.host.cmp(&b.host)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().expect("net")
+    }
+
+    fn eni(id: &str) -> Target {
+        Target::Interface(id.to_string())
+    }
+
+    fn route(dst: &str, target: Target) -> Route {
+        Route { destination: net(dst), target }
+    }
+
+    fn desired(list: &[(&str, Target)]) -> BTreeMap<IpNet, Target> {
+        list.iter().map(|(d, t)| (net(d), t.clone())).collect()
+    }
+
+    /// What Tessera wrote before.
+    fn owned(list: &[(&str, Target)]) -> BTreeMap<IpNet, Target> {
+        desired(list)
+    }
+
+    const NETWORKS: [&str; 1] = ["10.96.0.0/16"];
+
+    fn networks() -> Vec<IpNet> {
+        NETWORKS.iter().map(|n| net(n)).collect()
+    }
+
+    #[test]
+    fn foreign_routes_are_never_touched_and_count_against_the_limit() {
+        let table = vec![
+            route("172.31.0.0/16", Target::Other("local".into(), "local".into())),
+            route("0.0.0.0/0", Target::Other("gateway".into(), "igw-1".into())),
+            route("10.50.0.0/16", Target::Other("peering".into(), "pcx-1".into())),
+            route("10.96.0.0/17", eni("eni-a")),
+        ];
+        let mine = owned(&[("10.96.0.0/17", eni("eni-a"))]);
+        let plan = plan_table(&table, &mine, &desired(&[("10.96.0.0/17", eni("eni-a"))]), &networks(), false);
+        assert_eq!(plan, TablePlan { owned: mine.clone(), ..Default::default() });
+        assert_eq!(budget(&table, &mine, &networks(), 50), 47);
+        // Even a foreign route inside our networks that we do not want is left alone.
+        let table = vec![route("10.96.200.0/24", eni("eni-other"))];
+        assert_eq!(plan_table(&table, &BTreeMap::new(), &desired(&[]), &networks(), false).calls, vec![]);
+    }
+
+    #[test]
+    fn the_fewest_calls_deletes_first_and_a_new_target_is_one_replace() {
+        let table = vec![route("10.96.0.0/17", eni("eni-a")), route("10.96.128.0/18", eni("eni-b")), route("10.96.192.0/18", eni("eni-c"))];
+        let want = desired(&[("10.96.0.0/17", eni("eni-a")), ("10.96.128.0/18", eni("eni-d")), ("10.96.224.0/19", eni("eni-e"))]);
+        let before = owned(&[("10.96.0.0/17", eni("eni-a")), ("10.96.128.0/18", eni("eni-b")), ("10.96.192.0/18", eni("eni-c"))]);
+        let plan = plan_table(&table, &before, &want, &networks(), false);
+        assert_eq!(
+            plan.calls,
+            vec![
+                Call::Delete { destination: net("10.96.192.0/18") },
+                Call::Replace { destination: net("10.96.128.0/18"), target: eni("eni-d") },
+                Call::Create { destination: net("10.96.224.0/19"), target: eni("eni-e") },
+            ]
+        );
+        assert_eq!(plan.owned, want);
+        // A gateway moving is no drift.
+        assert_eq!(plan.drift, 0);
+        // Applying the plan and planning again: nothing to do (idempotent).
+        let after = vec![route("10.96.0.0/17", eni("eni-a")), route("10.96.128.0/18", eni("eni-d")), route("10.96.224.0/19", eni("eni-e"))];
+        assert_eq!(plan_table(&after, &plan.owned, &want, &networks(), false).calls, vec![]);
+    }
+
+    #[test]
+    fn drift_is_repaired_and_counted() {
+        let want = desired(&[("10.96.0.0/17", eni("eni-a")), ("10.96.128.0/17", eni("eni-b"))]);
+        let mine = want.clone();
+        // One deleted out of band, the other retargeted.
+        let table = vec![route("10.96.128.0/17", eni("eni-x"))];
+        let plan = plan_table(&table, &mine, &want, &networks(), false);
+        assert_eq!(plan.drift, 2);
+        assert_eq!(
+            plan.calls,
+            vec![
+                Call::Replace { destination: net("10.96.128.0/17"), target: eni("eni-b") },
+                Call::Create { destination: net("10.96.0.0/17"), target: eni("eni-a") },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_foreign_route_on_a_wanted_cidr_is_a_collision_unless_adopted() {
+        let table = vec![route("10.96.0.0/17", eni("eni-theirs"))];
+        let want = desired(&[("10.96.0.0/17", eni("eni-a"))]);
+        let plan = plan_table(&table, &BTreeMap::new(), &want, &networks(), false);
+        assert_eq!(plan.calls, vec![]);
+        assert_eq!(plan.collisions, vec![Collision { destination: net("10.96.0.0/17"), foreign: eni("eni-theirs"), wanted: eni("eni-a") }]);
+        let adopted = plan_table(&table, &BTreeMap::new(), &want, &networks(), true);
+        assert_eq!(adopted.calls, vec![Call::Replace { destination: net("10.96.0.0/17"), target: eni("eni-a") }]);
+        assert_eq!(adopted.owned, want);
+        // A route outside our networks is never ours, adopt or not.
+        let outside = desired(&[("10.50.0.0/16", eni("eni-a"))]);
+        assert_eq!(plan_table(&[], &BTreeMap::new(), &outside, &networks(), true).calls, vec![]);
+    }
+
+    #[test]
+    fn destinations_compare_canonically() {
+        // The API may describe a route with host bits set; it is the same destination.
+        let table = vec![Route { destination: "10.96.0.1/17".parse().expect("net"), target: eni("eni-a") }];
+        let want = desired(&[("10.96.0.0/17", eni("eni-a"))]);
+        let plan = plan_table(&table, &want, &want, &networks(), false);
+        assert_eq!((plan.calls, plan.drift), (vec![], 0));
+    }
+
+    #[test]
+    fn the_gateway_stays_while_healthy_and_moves_to_the_first_healthy_host() {
+        let c = |host: &str, healthy: bool| Candidate { host: host.into(), target: Target::Instance(format!("i-{host}")), healthy };
+        let all = [c("b", true), c("a", true), c("c", false)];
+        assert_eq!(gateway(Some("b"), &all).map(|g| g.host.as_str()), Some("b"));
+        assert_eq!(gateway(Some("c"), &all).map(|g| g.host.as_str()), Some("a"));
+        assert_eq!(gateway(None, &all).map(|g| g.host.as_str()), Some("a"));
+        assert_eq!(gateway(Some("a"), &[c("a", false)]), None);
+    }
+}
