@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use tessera_agent_api::{AgentReport, FabricReport, SessionReport, Speaker, SpeakerPeer};
-use tessera_bgp::{AFI_IPV4, AFI_IPV6, Announcement, PeerConfig, SAFI_UNICAST, State};
+use tessera_bgp::{AFI_IPV4, AFI_IPV6, Announcement, Paths, PeerConfig, SAFI_UNICAST, State};
 use tessera_netlink::Netlink;
 use tokio::sync::watch;
 
@@ -53,17 +53,22 @@ fn peer_config(speaker: &Speaker, peer: &SpeakerPeer) -> PeerConfig {
         families: vec![(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)],
         graceful_restart: (speaker.graceful_restart > 0).then_some(speaker.graceful_restart),
         connect_retry: Duration::from_secs(5),
+        add_path_send: false,
     }
 }
 
-fn announcement(speaker: &Speaker) -> Announcement {
-    Announcement {
-        prefixes: speaker.prefixes.clone(),
-        next_hop_v4: speaker.next_hop_v4,
-        next_hop_v6: speaker.next_hop_v6,
-        communities: speaker.communities.clone(),
-        large_communities: speaker.large_communities.iter().map(|c| (c[0], c[1], c[2])).collect(),
-    }
+/// A node announces one path (id 0): its prefixes with itself as next hop.
+fn announcement(speaker: &Speaker) -> Paths {
+    Paths::from([(
+        0,
+        Announcement {
+            prefixes: speaker.prefixes.clone(),
+            next_hop_v4: speaker.next_hop_v4,
+            next_hop_v6: speaker.next_hop_v6,
+            communities: speaker.communities.clone(),
+            large_communities: speaker.large_communities.iter().map(|c| (c[0], c[1], c[2])).collect(),
+        },
+    )])
 }
 
 /// TCP to the peer, with the session's TTL (1 for a directly connected eBGP peer unless
@@ -74,8 +79,8 @@ fn connector(peer: &SpeakerPeer, ebgp: bool) -> Connector {
     let ttl = peer.multihop.map(u32::from).or(ebgp.then_some(1));
     let key_file = peer.password_file.clone();
     Arc::new(move || {
-        let key = key_file.as_deref().map(crate::tcp::read_key).transpose()?;
-        crate::tcp::connect(address, ttl, key.as_deref(), Duration::from_secs(5))
+        let key = key_file.as_deref().map(tessera_bgp_speaker::tcp::read_key).transpose()?;
+        tessera_bgp_speaker::tcp::connect(address, ttl, key.as_deref(), Duration::from_secs(5))
     })
 }
 
@@ -100,14 +105,14 @@ pub struct Fabric {
     netlink: Netlink,
     metrics: Arc<Metrics>,
     sessions: BTreeMap<IpAddr, Session>,
-    announce: watch::Sender<Announcement>,
+    announce: watch::Sender<Paths>,
     /// VIP addresses this agent put on `lo`.
     vips: BTreeSet<IpAddr>,
 }
 
 impl Fabric {
     pub fn new(netlink: Netlink, metrics: Arc<Metrics>) -> Fabric {
-        Fabric { netlink, metrics, sessions: BTreeMap::new(), announce: watch::channel(Announcement::default()).0, vips: BTreeSet::new() }
+        Fabric { netlink, metrics, sessions: BTreeMap::new(), announce: watch::channel(Paths::new()).0, vips: BTreeSet::new() }
     }
 
     /// Follow `desired` until the agent exits; report to `controller` every `every`.
@@ -222,7 +227,7 @@ impl Fabric {
             })
             .collect();
         let up = sessions.iter().any(|s| s.state == "established");
-        let announced: Vec<IpNet> = if up { self.announce.borrow().sent().into_iter().collect() } else { Vec::new() };
+        let announced: Vec<IpNet> = if up { self.announce.borrow().values().flat_map(Announcement::sent).collect() } else { Vec::new() };
         FabricReport { sessions, announced, vips: self.vips.iter().copied().collect() }
     }
 

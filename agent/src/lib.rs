@@ -1,7 +1,8 @@
 //! The node agent as a library: the binary (`main.rs`) runs [`run::run`]; benchmarks and tests
 //! use the pieces (for example [`nft`]) directly.
 
-pub mod bgp;
+/// The BGP speaker's IO (its own crate, shared with the controller).
+pub use tessera_bgp_speaker as bgp;
 pub mod client;
 pub mod disk;
 pub mod enforcer;
@@ -12,4 +13,3 @@ pub mod nft;
 pub mod routes;
 pub mod run;
 pub mod socket;
-pub mod tcp;

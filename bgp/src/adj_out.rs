@@ -3,14 +3,14 @@
 //! no message exceeds 4,096 octets, and the withdrawals and announcements that take a peer from
 //! one announcement to the next.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net};
 
 use crate::attributes::{AsSegment, Origin, PathAttribute};
 use crate::message::{Message, Session, Update, encode};
-use crate::{AFI_IPV6, SAFI_UNICAST};
+use crate::{AFI_IPV4, AFI_IPV6, SAFI_UNICAST};
 
 /// Largest BGP message (RFC 4271 §4).
 const MAX_MESSAGE: usize = 4096;
@@ -85,7 +85,7 @@ impl Announcement {
             let mut attributes = self.common_attributes(speaker);
             attributes.insert(2, PathAttribute::NextHop(hop));
             let room = room(&Update { attributes: attributes.clone(), ..Default::default() }, speaker);
-            for nlri in chunks(&v4, room, |n| prefix_octets(n.prefix_len())) {
+            for nlri in chunks(&v4, room, |n| prefix_octets(n.prefix_len(), speaker.session.add_path_v4)) {
                 out.push(Update { attributes: attributes.clone(), nlri, ..Default::default() });
             }
         }
@@ -97,7 +97,7 @@ impl Announcement {
             let mut empty = base.clone();
             empty.push(reach(vec![]));
             let room = room(&Update { attributes: empty, ..Default::default() }, speaker);
-            for nlri in chunks(&v6, room, |n| prefix_octets(n.prefix_len())) {
+            for nlri in chunks(&v6, room, |n| prefix_octets(n.prefix_len(), speaker.session.add_path_v6)) {
                 let mut attributes = base.clone();
                 attributes.push(reach(nlri));
                 out.push(Update { attributes, ..Default::default() });
@@ -131,17 +131,88 @@ impl Announcement {
     }
 }
 
+/// Several announcements by path identifier: what a route server hears from a controller
+/// speaking for many hosts (one path each). An agent announces one path, id 0.
+pub type Paths = BTreeMap<u32, Announcement>;
+
+/// What is really sent: for a family the session carries path identifiers for, every path;
+/// for the others each prefix once, from its lowest-id path (a later one would replace it).
+fn effective(paths: &Paths, speaker: &Speaker) -> Paths {
+    let mut taken: BTreeSet<IpNet> = BTreeSet::new();
+    let mut out = Paths::new();
+    for (id, a) in paths {
+        let mut kept = a.clone();
+        kept.prefixes.retain(|p| {
+            let afi = if matches!(p, IpNet::V4(_)) { AFI_IPV4 } else { AFI_IPV6 };
+            speaker.session.add_path(afi) || taken.insert(*p)
+        });
+        out.insert(*id, kept);
+    }
+    out
+}
+
+fn with_path(mut updates: Vec<Update>, id: u32) -> Vec<Update> {
+    updates.iter_mut().for_each(|u| u.path_id = Some(id));
+    updates
+}
+
+/// Prefixes sent to the peer (counting each path).
+pub fn paths_sent(paths: &Paths, speaker: &Speaker) -> usize {
+    effective(paths, speaker).values().map(|a| a.sent().len()).sum()
+}
+
+/// Every path, as sent when a session comes up, then End-of-RIB for both families.
+pub fn paths_full(paths: &Paths, speaker: &Speaker) -> Vec<Update> {
+    let mut out: Vec<Update> =
+        effective(paths, speaker).iter().flat_map(|(id, a)| with_path(a.announce(&a.sent(), speaker), *id)).collect();
+    out.extend(end_of_rib());
+    out
+}
+
+/// The paths of one family again (a ROUTE-REFRESH).
+pub fn paths_family(paths: &Paths, afi: u16, speaker: &Speaker) -> Vec<Update> {
+    effective(paths, speaker).iter().flat_map(|(id, a)| with_path(a.family(afi, speaker), *id)).collect()
+}
+
+/// The UPDATEs that take a peer holding `old` to `new`: every withdrawal first, then every
+/// announcement. Without path identifiers a prefix moving from one path to another is only
+/// announced (the announcement replaces it; a withdrawal would remove it).
+pub fn paths_changes(old: &Paths, new: &Paths, speaker: &Speaker) -> Vec<Update> {
+    let (old, new) = (effective(old, speaker), effective(new, speaker));
+    let still: BTreeSet<IpNet> = new.values().flat_map(Announcement::sent).collect();
+    let empty = Announcement::default();
+    let ids: BTreeSet<u32> = old.keys().chain(new.keys()).copied().collect();
+    let (mut withdrawals, mut announcements) = (Vec::new(), Vec::new());
+    for id in ids {
+        let (before, after) = (old.get(&id).unwrap_or(&empty), new.get(&id).unwrap_or(&empty));
+        let (was, is) = (before.sent(), after.sent());
+        let gone: Vec<IpNet> = was
+            .difference(&is)
+            .filter(|p| {
+                let afi = if matches!(p, IpNet::V4(_)) { AFI_IPV4 } else { AFI_IPV6 };
+                speaker.session.add_path(afi) || !still.contains(p)
+            })
+            .copied()
+            .collect();
+        withdrawals.extend(with_path(withdraw(&gone, speaker), id));
+        let fresh: BTreeSet<IpNet> = if after.same_attributes(before) { is.difference(&was).copied().collect() } else { is };
+        announcements.extend(with_path(after.announce(&fresh, speaker), id));
+    }
+    withdrawals.extend(announcements);
+    withdrawals
+}
+
 /// UPDATEs withdrawing `prefixes` (IPv4 in the withdrawn-routes field, IPv6 in MP_UNREACH_NLRI).
 pub fn withdraw(prefixes: &[IpNet], speaker: &Speaker) -> Vec<Update> {
     let mut out = Vec::new();
     let v4: Vec<Ipv4Net> = prefixes.iter().filter_map(|p| if let IpNet::V4(n) = p { Some(*n) } else { None }).collect();
-    for withdrawn in chunks(&v4, room(&Update::default(), speaker), |n| prefix_octets(n.prefix_len())) {
+    for withdrawn in chunks(&v4, room(&Update::default(), speaker), |n| prefix_octets(n.prefix_len(), speaker.session.add_path_v4)) {
         out.push(Update { withdrawn, ..Default::default() });
     }
     let v6: Vec<IpNet> = prefixes.iter().filter(|p| matches!(p, IpNet::V6(_))).copied().collect();
     let unreach = |withdrawn: Vec<IpNet>| PathAttribute::MpUnreach { afi: AFI_IPV6, safi: SAFI_UNICAST, withdrawn };
     let room6 = room(&Update { attributes: vec![unreach(vec![])], ..Default::default() }, speaker);
-    for withdrawn in chunks(&v6, room6, |n| prefix_octets(n.prefix_len())) {
+    for withdrawn in chunks(&v6, room6, |n| prefix_octets(n.prefix_len(), speaker.session.add_path_v6)) {
         out.push(Update { attributes: vec![unreach(withdrawn)], ..Default::default() });
     }
     out
@@ -158,9 +229,10 @@ pub fn end_of_rib() -> [Update; 2] {
     ]
 }
 
-/// Octets of one prefix in NLRI encoding: the length, then the significant octets.
-fn prefix_octets(len: u8) -> usize {
-    1 + usize::from(len).div_ceil(8)
+/// Octets of one prefix in NLRI encoding: its path identifier where the session carries them,
+/// the length, then the significant octets.
+fn prefix_octets(len: u8, add_path: bool) -> usize {
+    usize::from(add_path) * 4 + 1 + usize::from(len).div_ceil(8)
 }
 
 /// Octets left for prefixes in a message that already carries `skeleton`.
@@ -192,7 +264,7 @@ mod tests {
     use crate::decode;
 
     fn speaker() -> Speaker {
-        Speaker { local_as: 64512, ebgp: true, session: Session { four_octet_as: true } }
+        Speaker { local_as: 64512, ebgp: true, session: Session { four_octet_as: true, ..Session::default() } }
     }
 
     fn nets(texts: &[&str]) -> Vec<IpNet> {
@@ -264,5 +336,31 @@ mod tests {
         // No next hop of a family: its prefixes are not sent at all.
         let v4_only = Announcement { next_hop_v6: None, ..old.clone() };
         assert_eq!(v4_only.sent(), nets(&["10.96.0.0/17", "192.0.2.1/32"]).into_iter().collect());
+    }
+
+    #[test]
+    fn a_prefix_moving_between_paths_is_announced_not_withdrawn_without_add_path() {
+        let path = |hop: &str, prefixes: &[&str]| Announcement {
+            prefixes: nets(prefixes),
+            next_hop_v4: Some(hop.parse().expect("ip")),
+            ..Default::default()
+        };
+        let old: Paths = [(1, path("10.200.1.11", &["10.96.0.0/17"])), (2, path("10.200.1.12", &["10.96.0.0/17"]))].into();
+        let new: Paths = [(2, path("10.200.1.12", &["10.96.0.0/17"]))].into();
+        // Without ADD-PATH only path 1 was sent; path 2 takes over with one announcement.
+        let plain = paths_changes(&old, &new, &speaker());
+        assert_eq!(plain.len(), 1, "{plain:?}");
+        assert_eq!(on_the_wire(&plain), (nets(&["10.96.0.0/17"]).into_iter().collect(), BTreeSet::new()));
+        assert!(plain[0].attributes.contains(&PathAttribute::NextHop("10.200.1.12".parse().expect("ip"))));
+        assert_eq!(paths_sent(&old, &speaker()), 1);
+        // With ADD-PATH both were sent; path 1 alone is withdrawn, path 2 is untouched.
+        let add_path = Speaker { session: Session { add_path_v4: true, ..speaker().session }, ..speaker() };
+        let changes = paths_changes(&old, &new, &add_path);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!((changes[0].withdrawn.clone(), changes[0].path_id), (vec!["10.96.0.0/17".parse().expect("net")], Some(1)));
+        assert_eq!(paths_sent(&old, &add_path), 2);
+        // Full tables: two paths with ADD-PATH, one without, then End-of-RIB.
+        assert_eq!(paths_full(&old, &add_path).iter().filter(|u| !u.nlri.is_empty()).count(), 2);
+        assert_eq!(paths_full(&old, &speaker()).iter().filter(|u| !u.nlri.is_empty()).count(), 1);
     }
 }

@@ -86,8 +86,9 @@ fn asn_bytes(asn: u32, session: &Session) -> Vec<u8> {
     if session.four_octet_as { asn.to_be_bytes().to_vec() } else { u16::try_from(asn).unwrap_or(crate::AS_TRANS).to_be_bytes().to_vec() }
 }
 
-/// One attribute; `extended` sets the extended-length flag even for a short value.
-pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session, extended: bool) {
+/// One attribute; `extended` sets the extended-length flag even for a short value; `path_id`
+/// goes before each MP_REACH/MP_UNREACH prefix where the session carries path identifiers.
+pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session, extended: bool, path_id: u32) {
     let value: Vec<u8> = match a {
         PathAttribute::Origin(o) => vec![*o as u8],
         PathAttribute::AsPath(segments) => {
@@ -127,16 +128,18 @@ pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session, ex
             v.push(hops.len() as u8);
             v.extend_from_slice(&hops);
             v.push(0);
+            let id = session.add_path(*afi).then_some(path_id);
             for p in nlri {
-                encode_prefix(&mut v, p);
+                encode_prefix(&mut v, p, id);
             }
             v
         }
         PathAttribute::MpUnreach { afi, safi, withdrawn } => {
             let mut v = afi.to_be_bytes().to_vec();
             v.push(*safi);
+            let id = session.add_path(*afi).then_some(path_id);
             for p in withdrawn {
-                encode_prefix(&mut v, p);
+                encode_prefix(&mut v, p, id);
             }
             v
         }
@@ -156,12 +159,13 @@ pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session, ex
     out.extend_from_slice(&value);
 }
 
-/// Every attribute of an UPDATE's path attribute field, and the codes of those sent with the
-/// extended-length flag though short.
-pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<(Vec<PathAttribute>, Vec<u8>), DecodeError> {
+/// Every attribute of an UPDATE's path attribute field, the codes of those sent with the
+/// extended-length flag though short, and the path identifier of their MP_REACH/MP_UNREACH prefixes (ADD-PATH sessions).
+pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<(Vec<PathAttribute>, Vec<u8>, Option<u32>), DecodeError> {
     let malformed = || DecodeError::new(UPDATE_MESSAGE, MALFORMED_ATTRIBUTE_LIST, Vec::new(), "an attribute runs past the attribute field");
     let mut out: Vec<PathAttribute> = Vec::new();
     let mut extended = Vec::new();
+    let mut path_id = None;
     while !bytes.is_empty() {
         let (flags, code) = (bytes[0], *bytes.get(1).ok_or_else(malformed)?);
         let (len, header) = if flags & EXTENDED != 0 {
@@ -174,16 +178,24 @@ pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<(Vec<Pat
         if out.iter().any(|a| a.code() == code) {
             return Err(DecodeError::new(UPDATE_MESSAGE, MALFORMED_ATTRIBUTE_LIST, Vec::new(), format!("attribute {code} appears twice")));
         }
-        out.push(decode_one(flags, code, value, whole, session)?);
+        out.push(decode_one(flags, code, value, whole, session, &mut path_id)?);
         if header == 4 && len <= 255 {
             extended.push(code);
         }
         bytes = &bytes[header + len..];
     }
-    Ok((out, extended))
+    Ok((out, extended, path_id))
 }
 
-fn decode_one(flags: u8, code: u8, value: &[u8], whole: &[u8], session: &Session) -> Result<PathAttribute, DecodeError> {
+/// One attribute; the path identifier of MP_REACH/MP_UNREACH prefixes goes to `path_id`.
+fn decode_one(
+    flags: u8,
+    code: u8,
+    value: &[u8],
+    whole: &[u8],
+    session: &Session,
+    path_id: &mut Option<u32>,
+) -> Result<PathAttribute, DecodeError> {
     let length_error =
         || DecodeError::new(UPDATE_MESSAGE, ATTRIBUTE_LENGTH_ERROR, whole.to_vec(), format!("attribute {code} has length {}", value.len()));
     let u32_at = |i: usize| u32::from_be_bytes([value[i], value[i + 1], value[i + 2], value[i + 3]]);
@@ -250,7 +262,9 @@ fn decode_one(flags: u8, code: u8, value: &[u8], whole: &[u8], session: &Session
         }
         14 => {
             known(OPTIONAL)?;
-            decode_mp_reach(value, whole)?
+            let (reach, id) = decode_mp_reach(value, whole, session)?;
+            *path_id = path_id.or(id);
+            reach
         }
         15 => {
             known(OPTIONAL)?;
@@ -258,7 +272,9 @@ fn decode_one(flags: u8, code: u8, value: &[u8], whole: &[u8], session: &Session
                 return Err(length_error());
             }
             let afi = u16::from_be_bytes([value[0], value[1]]);
-            let withdrawn = decode_prefixes(&value[3..], afi == crate::AFI_IPV6).map_err(|e| optional_error(whole, e.reason))?;
+            let (withdrawn, id) =
+                decode_prefixes(&value[3..], afi == crate::AFI_IPV6, session.add_path(afi)).map_err(|e| optional_error(whole, e.reason))?;
+            *path_id = path_id.or(id);
             PathAttribute::MpUnreach { afi, safi: value[2], withdrawn }
         }
         6 | 7 => PathAttribute::Unknown { flags, code, value: value.to_vec() },
@@ -274,7 +290,7 @@ fn optional_error(whole: &[u8], reason: String) -> DecodeError {
     DecodeError::new(UPDATE_MESSAGE, OPTIONAL_ATTRIBUTE_ERROR, whole.to_vec(), reason)
 }
 
-fn decode_mp_reach(value: &[u8], whole: &[u8]) -> Result<PathAttribute, DecodeError> {
+fn decode_mp_reach(value: &[u8], whole: &[u8], session: &Session) -> Result<(PathAttribute, Option<u32>), DecodeError> {
     let bad = |reason: &str| optional_error(whole, reason.to_string());
     if value.len() < 5 {
         return Err(bad("MP_REACH_NLRI is too short"));
@@ -292,8 +308,9 @@ fn decode_mp_reach(value: &[u8], whole: &[u8]) -> Result<PathAttribute, DecodeEr
     };
     // One reserved byte, then the NLRI.
     let nlri_bytes = value.get(5 + nh_len..).ok_or_else(|| bad("MP_REACH_NLRI lacks its reserved byte"))?;
-    let nlri = decode_prefixes(nlri_bytes, afi == crate::AFI_IPV6).map_err(|e| optional_error(whole, e.reason))?;
-    Ok(PathAttribute::MpReach { afi, safi, next_hops, nlri })
+    let (nlri, id) =
+        decode_prefixes(nlri_bytes, afi == crate::AFI_IPV6, session.add_path(afi)).map_err(|e| optional_error(whole, e.reason))?;
+    Ok((PathAttribute::MpReach { afi, safi, next_hops, nlri }, id))
 }
 
 fn decode_as_path(mut value: &[u8], session: &Session) -> Result<Vec<AsSegment>, DecodeError> {

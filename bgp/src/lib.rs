@@ -14,7 +14,7 @@ mod attributes;
 mod message;
 mod session;
 
-pub use adj_out::{Announcement, Speaker, end_of_rib, withdraw};
+pub use adj_out::{Announcement, Paths, Speaker, end_of_rib, paths_changes, paths_family, paths_full, paths_sent, withdraw};
 pub use attributes::{AsSegment, Origin, PathAttribute};
 pub use message::{Capability, DecodeError, Message, Notification, Open, RouteRefresh, Session, Update, decode, encode};
 pub use session::{Action, Event, Peer, PeerConfig, State, Timer};

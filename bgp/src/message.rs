@@ -17,6 +17,22 @@ const MAX_MESSAGE: usize = 4096;
 pub struct Session {
     /// Both ends sent the 4-octet AS capability: AS_PATH carries 4-byte AS numbers.
     pub four_octet_as: bool,
+    /// IPv4 unicast NLRI carry a 4-octet path identifier (ADD-PATH, RFC 7911), in the direction
+    /// this session value codes (a speaker may send paths without receiving them).
+    pub add_path_v4: bool,
+    /// The same for IPv6 unicast (in MP_REACH_NLRI / MP_UNREACH_NLRI).
+    pub add_path_v6: bool,
+}
+
+impl Session {
+    /// Whether NLRI of `afi` carry path identifiers.
+    pub fn add_path(&self, afi: u16) -> bool {
+        match afi {
+            crate::AFI_IPV4 => self.add_path_v4,
+            crate::AFI_IPV6 => self.add_path_v6,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +76,8 @@ pub enum Capability {
     FourOctetAs(u32),
     /// RFC 4724: restart flags (the top 4 bits: `RESTARTING`, and RFC 8538's `NOTIFICATION`),
     /// restart time (seconds, 12 bits), and per family whether its forwarding state was preserved.
+    /// RFC 7911: per family, whether the speaker can send (2), receive (1) or both (3) paths.
+    AddPath(Vec<(u16, u8, u8)>),
     GracefulRestart {
         flags: u8,
         time: u16,
@@ -76,6 +94,9 @@ pub struct Update {
     pub withdrawn: Vec<Ipv4Net>,
     pub attributes: Vec<PathAttribute>,
     pub nlri: Vec<Ipv4Net>,
+    /// The path identifier of every prefix in this UPDATE where the session carries them
+    /// (ADD-PATH, RFC 7911): one UPDATE speaks for one path. `None` reads as 0.
+    pub path_id: Option<u32>,
     /// Type codes of attributes that came with the extended-length flag though short enough
     /// without it (BIRD and FRR send MP_REACH_NLRI so); encoding repeats the choice, so a
     /// decoded message encodes back to its very bytes. Longer values always get the flag.
@@ -177,6 +198,9 @@ fn encode_open(o: &Open) -> Vec<u8> {
             Capability::Multiprotocol { afi, safi } => (1, [afi.to_be_bytes().to_vec(), vec![0, *safi]].concat()),
             Capability::RouteRefresh => (2, Vec::new()),
             Capability::FourOctetAs(asn) => (65, asn.to_be_bytes().to_vec()),
+            Capability::AddPath(families) => {
+                (69, families.iter().flat_map(|(afi, safi, mode)| [afi.to_be_bytes().as_slice(), &[*safi, *mode]].concat()).collect())
+            }
             Capability::GracefulRestart { flags, time, families } => {
                 let mut v = ((u16::from(flags & 0x0f) << 12) | (time & 0x0fff)).to_be_bytes().to_vec();
                 for (afi, safi, preserved) in families {
@@ -282,7 +306,8 @@ fn decode_capabilities(mut value: &[u8]) -> Result<Vec<Capability>, DecodeError>
                 let families = v[2..].chunks(4).map(|f| (u16::from_be_bytes([f[0], f[1]]), f[2], f[3] & 0x80 != 0)).collect();
                 Capability::GracefulRestart { flags: (head >> 12) as u8, time: head & 0x0fff, families }
             }
-            (1 | 2 | 65 | 64, _) => return Err(malformed_open(&format!("capability {code} has length {len}"))),
+            (69, n) if n % 4 == 0 => Capability::AddPath(v.chunks(4).map(|f| (u16::from_be_bytes([f[0], f[1]]), f[2], f[3])).collect()),
+            (1 | 2 | 65 | 64 | 69, _) => return Err(malformed_open(&format!("capability {code} has length {len}"))),
             _ => Capability::Unknown { code, value: v.to_vec() },
         });
         value = &value[2 + len..];
@@ -292,12 +317,13 @@ fn decode_capabilities(mut value: &[u8]) -> Result<Vec<Capability>, DecodeError>
 
 fn encode_update(u: &Update, session: &Session) -> Vec<u8> {
     let mut withdrawn = Vec::new();
+    let v4_id = session.add_path_v4.then(|| u.path_id.unwrap_or(0));
     for p in &u.withdrawn {
-        encode_prefix(&mut withdrawn, &IpNet::V4(*p));
+        encode_prefix(&mut withdrawn, &IpNet::V4(*p), v4_id);
     }
     let mut attrs = Vec::new();
     for a in &u.attributes {
-        attributes::encode(&mut attrs, a, session, u.extended_length.contains(&a.code()));
+        attributes::encode(&mut attrs, a, session, u.extended_length.contains(&a.code()), u.path_id.unwrap_or(0));
     }
     let mut out = Vec::new();
     out.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());
@@ -305,7 +331,7 @@ fn encode_update(u: &Update, session: &Session) -> Vec<u8> {
     out.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
     out.extend_from_slice(&attrs);
     for p in &u.nlri {
-        encode_prefix(&mut out, &IpNet::V4(*p));
+        encode_prefix(&mut out, &IpNet::V4(*p), v4_id);
     }
     out
 }
@@ -321,9 +347,16 @@ fn decode_update(body: &[u8], session: &Session) -> Result<Update, DecodeError> 
     ]));
     let attr_bytes = rest.get(2..2 + attrs_len).ok_or_else(|| malformed("path attributes run past the message"))?;
     let nlri_bytes = &rest[2 + attrs_len..];
-    let withdrawn = decode_prefixes(withdrawn_bytes, false)?.into_iter().filter_map(v4).collect();
-    let nlri: Vec<Ipv4Net> = decode_prefixes(nlri_bytes, false)?.into_iter().filter_map(v4).collect();
-    let (attributes, extended_length) = attributes::decode_all(attr_bytes, session)?;
+    let (withdrawn, withdrawn_id) = decode_prefixes(withdrawn_bytes, false, session.add_path_v4)?;
+    let (nlri, nlri_id) = decode_prefixes(nlri_bytes, false, session.add_path_v4)?;
+    let withdrawn: Vec<Ipv4Net> = withdrawn.into_iter().filter_map(v4).collect();
+    let nlri: Vec<Ipv4Net> = nlri.into_iter().filter_map(v4).collect();
+    let (attributes, extended_length, mp_id) = attributes::decode_all(attr_bytes, session)?;
+    let ids: Vec<u32> = [withdrawn_id, nlri_id, mp_id].into_iter().flatten().collect();
+    if ids.windows(2).any(|w| w[0] != w[1]) {
+        return Err(malformed("one UPDATE carries several path identifiers"));
+    }
+    let path_id = ids.first().copied();
     let has = |code: u8| attributes.iter().any(|a| a.code() == code);
     let reach = has(14);
     if !nlri.is_empty() || reach {
@@ -341,7 +374,7 @@ fn decode_update(body: &[u8], session: &Session) -> Result<Update, DecodeError> 
     if !nlri.is_empty() && !has(3) {
         return Err(DecodeError::new(UPDATE_MESSAGE, MISSING_WELL_KNOWN_ATTRIBUTE, vec![3], "NEXT_HOP is missing for IPv4 NLRI"));
     }
-    Ok(Update { withdrawn, attributes, nlri, extended_length })
+    Ok(Update { withdrawn, attributes, nlri, path_id, extended_length })
 }
 
 fn v4(net: IpNet) -> Option<Ipv4Net> {
@@ -352,7 +385,11 @@ fn v4(net: IpNet) -> Option<Ipv4Net> {
 }
 
 /// A prefix as NLRI: its length in bits, then only the bytes that length covers.
-pub(crate) fn encode_prefix(out: &mut Vec<u8>, net: &IpNet) {
+/// One prefix in NLRI encoding, after its path identifier when the session carries them.
+pub(crate) fn encode_prefix(out: &mut Vec<u8>, net: &IpNet, path_id: Option<u32>) {
+    if let Some(id) = path_id {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
     let len = net.prefix_len();
     out.push(len);
     let bytes = usize::from(len).div_ceil(8);
@@ -362,11 +399,24 @@ pub(crate) fn encode_prefix(out: &mut Vec<u8>, net: &IpNet) {
     }
 }
 
-/// NLRI of one family (`v6`); bits past each prefix's length are ignored, as RFC 4271 says.
-pub(crate) fn decode_prefixes(mut bytes: &[u8], v6: bool) -> Result<Vec<IpNet>, DecodeError> {
+/// NLRI of one family (`v6`), each after a path identifier when `add_path` (the last one seen
+/// is returned; an UPDATE of ours speaks for one path); bits past each prefix's length are
+/// ignored, as RFC 4271 says.
+pub(crate) fn decode_prefixes(mut bytes: &[u8], v6: bool, add_path: bool) -> Result<(Vec<IpNet>, Option<u32>), DecodeError> {
     let invalid = |reason: String| DecodeError::new(UPDATE_MESSAGE, INVALID_NETWORK_FIELD, Vec::new(), reason);
     let mut out = Vec::new();
-    while let Some(&len) = bytes.first() {
+    let mut path_id = None;
+    loop {
+        if add_path && !bytes.is_empty() {
+            let id = bytes.get(..4).ok_or_else(|| invalid("a path identifier runs past its field".into()))?;
+            let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+            if path_id.is_some_and(|p| p != id) {
+                return Err(invalid("one UPDATE carries several path identifiers".into()));
+            }
+            path_id = Some(id);
+            bytes = &bytes[4..];
+        }
+        let Some(&len) = bytes.first() else { break };
         let max = if v6 { 128 } else { 32 };
         if len > max {
             return Err(invalid(format!("prefix length {len} (at most {max})")));
@@ -385,5 +435,5 @@ pub(crate) fn decode_prefixes(mut bytes: &[u8], v6: bool) -> Result<Vec<IpNet>, 
         out.push(net.map_err(|e| invalid(e.to_string()))?);
         bytes = &bytes[1 + n..];
     }
-    Ok(out)
+    Ok((out, path_id))
 }

@@ -25,6 +25,9 @@ pub struct PeerConfig {
     pub graceful_restart: Option<u16>,
     /// Delay between connection attempts.
     pub connect_retry: Duration,
+    /// Offer to send several paths per prefix (ADD-PATH, RFC 7911) for `families`; used where
+    /// the peer can receive them.
+    pub add_path_send: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub struct Peer {
     pub config: PeerConfig,
     pub state: State,
     session: Session,
+    /// How our messages are written: `session`, plus path identifiers where negotiated.
+    tx: Session,
     hold_time: u16,
     /// The peer's OPEN, between OpenConfirm and Established.
     peer_open: Option<Open>,
@@ -95,12 +100,18 @@ pub struct Peer {
 
 impl Peer {
     pub fn new(config: PeerConfig) -> Peer {
-        Peer { config, state: State::Idle, session: Session::default(), hold_time: 0, peer_open: None }
+        Peer { config, state: State::Idle, session: Session::default(), tx: Session::default(), hold_time: 0, peer_open: None }
     }
 
-    /// How messages read on this session (4-octet AS paths once both sides said so).
+    /// How the peer's messages read (4-octet AS paths once both sides said so).
     pub fn session(&self) -> Session {
         self.session
+    }
+
+    /// How ours are written: the same, with path identifiers for the families where we send
+    /// several paths and the peer receives them.
+    pub fn tx_session(&self) -> Session {
+        self.tx
     }
 
     fn open(&self) -> Open {
@@ -108,6 +119,9 @@ impl Peer {
             self.config.families.iter().map(|(afi, safi)| Capability::Multiprotocol { afi: *afi, safi: *safi }).collect();
         capabilities.push(Capability::RouteRefresh);
         capabilities.push(Capability::FourOctetAs(self.config.local_as));
+        if self.config.add_path_send {
+            capabilities.push(Capability::AddPath(self.config.families.iter().map(|(afi, safi)| (*afi, *safi, 2)).collect()));
+        }
         if let Some(time) = self.config.graceful_restart {
             let families = self.config.families.iter().map(|(afi, safi)| (*afi, *safi, true)).collect();
             capabilities.push(Capability::GracefulRestart { flags: 0, time, families });
@@ -239,7 +253,14 @@ impl Peer {
             return self.fail(Self::notification(OPEN_MESSAGE, BAD_BGP_IDENTIFIER), "the peer has our router id".into());
         }
         self.hold_time = self.config.hold_time.min(open.hold_time);
-        self.session = Session { four_octet_as: open.four_octet_as().is_some() };
+        self.session = Session { four_octet_as: open.four_octet_as().is_some(), ..Session::default() };
+        let receives = |afi: u16| {
+            self.config.add_path_send
+                && open.capabilities.iter().any(|c| {
+                    matches!(c, Capability::AddPath(families) if families.iter().any(|(a, safi, mode)| *a == afi && *safi == crate::SAFI_UNICAST && mode & 1 != 0))
+                })
+        };
+        self.tx = Session { add_path_v4: receives(crate::AFI_IPV4), add_path_v6: receives(crate::AFI_IPV6), ..self.session };
         self.state = State::OpenConfirm;
         let mut out = vec![Action::Send(Message::Keepalive)];
         if self.hold_time > 0 {

@@ -8,8 +8,8 @@ use ipnet::{IpNet, Ipv4Net};
 use proptest::prelude::*;
 use tessera_bgp::*;
 
-const FOUR: Session = Session { four_octet_as: true };
-const TWO: Session = Session { four_octet_as: false };
+const FOUR: Session = Session { four_octet_as: true, add_path_v4: false, add_path_v6: false };
+const TWO: Session = Session { four_octet_as: false, add_path_v4: false, add_path_v6: false };
 
 fn header(len: u16, kind: u8) -> Vec<u8> {
     let mut v = vec![0xff; 16];
@@ -89,6 +89,7 @@ fn update_v4() -> Update {
             PathAttribute::Communities(vec![(65001 << 16) | 100]),
         ],
         nlri: vec!["10.1.0.0/16".parse().expect("net")],
+        path_id: None,
         extended_length: vec![],
     }
 }
@@ -130,6 +131,7 @@ fn ipv6_reach_and_unreach_and_large_communities() {
             PathAttribute::LargeCommunities(vec![(4_200_000_001, 7, 42)]),
         ],
         nlri: vec![],
+        path_id: None,
         extended_length: vec![],
     };
     let bytes = encode(&Message::Update(update.clone()), &FOUR);
@@ -240,8 +242,8 @@ proptest! {
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..300), kind in 0u8..7, session in any::<bool>()) {
         let mut bytes = header((19 + body.len()) as u16, kind);
         bytes.extend_from_slice(&body);
-        let _ = decode(&bytes, &Session { four_octet_as: session });
-        let _ = decode(&body, &Session { four_octet_as: session });
+        let _ = decode(&bytes, &Session { four_octet_as: session, ..Session::default() });
+        let _ = decode(&body, &Session { four_octet_as: session, ..Session::default() });
     }
 
     #[test]
@@ -262,7 +264,8 @@ proptest! {
                 PathAttribute::Communities(communities),
             ],
             nlri,
-            extended_length: vec![],
+            path_id: None,
+        extended_length: vec![],
         };
         let bytes = encode(&Message::Update(update.clone()), &FOUR);
         let (back, used) = decode(&bytes, &FOUR).expect("valid").expect("complete");
@@ -313,4 +316,35 @@ fn messages_captured_from_bird_frr_and_gobgp_encode_back_to_their_bytes() {
         }
         assert!(kinds.len() >= 3, "{daemon}: too few kinds of message captured");
     }
+}
+
+/// ADD-PATH: each prefix after its 4-octet path identifier, in NLRI, withdrawn routes and
+/// MP_REACH/MP_UNREACH alike; without the session flag the identifier is not on the wire.
+#[test]
+fn path_identifiers_ride_before_each_prefix_where_negotiated() {
+    let session = Session { four_octet_as: true, add_path_v4: true, add_path_v6: true };
+    let update = Update { withdrawn: vec!["10.2.0.0/16".parse().expect("net")], path_id: Some(7), ..update_v4() };
+    let bytes = encode(&Message::Update(update.clone()), &session);
+    // Withdrawn routes: length 7 = id (4) + /16 (1 + 2).
+    assert_eq!(&bytes[19..28], &[0, 7, 0, 0, 0, 7, 16, 10, 2], "{bytes:02x?}");
+    assert!(bytes.ends_with(&[0, 0, 0, 7, 16, 10, 1]), "{bytes:02x?}");
+    assert_eq!(whole(&bytes, &session), Message::Update(update.clone()));
+    let plain = encode(&Message::Update(update), &FOUR);
+    assert!(plain.ends_with(&[16, 10, 1]) && !plain.ends_with(&[0, 0, 0, 7, 16, 10, 1]));
+    let v6 = Update {
+        attributes: vec![
+            PathAttribute::Origin(Origin::Igp),
+            PathAttribute::AsPath(vec![]),
+            PathAttribute::MpReach {
+                afi: AFI_IPV6,
+                safi: SAFI_UNICAST,
+                next_hops: vec!["fd00::1".parse().expect("ip")],
+                nlri: vec!["fd00:96::/56".parse().expect("net")],
+            },
+        ],
+        path_id: Some(9),
+        ..Default::default()
+    };
+    let bytes = encode(&Message::Update(v6.clone()), &session);
+    assert_eq!(whole(&bytes, &session), Message::Update(v6));
 }

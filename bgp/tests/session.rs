@@ -16,6 +16,7 @@ fn config(passive: bool) -> PeerConfig {
         families: vec![(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)],
         graceful_restart: Some(120),
         connect_retry: Duration::from_secs(5),
+        add_path_send: false,
     }
 }
 
@@ -157,4 +158,23 @@ fn a_route_refresh_asks_for_the_family_again() {
     let (mut p, _) = established(90);
     let actions = p.handle(Event::Received(Message::RouteRefresh(RouteRefresh { afi: AFI_IPV6, safi: SAFI_UNICAST })));
     assert!(actions.contains(&Action::RefreshRequested { afi: AFI_IPV6, safi: SAFI_UNICAST }), "{actions:?}");
+}
+
+/// ADD-PATH (RFC 7911): offered for sending; our messages carry path identifiers for exactly the
+/// families the peer can receive them for, and the peer's messages never do.
+#[test]
+fn add_path_is_used_where_the_peer_receives() {
+    let mut peer = Peer::new(PeerConfig { add_path_send: true, ..config(false) });
+    let sent = peer.handle(Event::Start).into_iter().chain(peer.handle(Event::Connected)).find_map(|a| match a {
+        Action::Send(Message::Open(open)) => Some(open),
+        _ => None,
+    });
+    let open = sent.expect("our OPEN");
+    assert!(open.capabilities.contains(&Capability::AddPath(vec![(AFI_IPV4, SAFI_UNICAST, 2), (AFI_IPV6, SAFI_UNICAST, 2)])), "{open:?}");
+    let Message::Open(mut theirs) = peer_open(65000, 90) else { panic!("an OPEN") };
+    theirs.capabilities.push(Capability::AddPath(vec![(AFI_IPV4, SAFI_UNICAST, 1), (AFI_IPV6, SAFI_UNICAST, 2)]));
+    peer.handle(Event::Received(Message::Open(theirs)));
+    let (tx, rx) = (peer.tx_session(), peer.session());
+    assert!(tx.add_path_v4 && !tx.add_path_v6, "{tx:?}");
+    assert!(!rx.add_path_v4 && !rx.add_path_v6, "{rx:?}");
 }

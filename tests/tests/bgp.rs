@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_agent::bgp::{Announcement, Connector, SessionStatus, run};
+use tessera_agent::bgp::{Announcement, Connector, Paths, SessionStatus, run};
 use tessera_bgp::{AFI_IPV4, AFI_IPV6, PeerConfig, SAFI_UNICAST, State};
 use tessera_tests::netns::{require_root, run as sh};
 
@@ -180,7 +180,7 @@ impl Pair {
             std::thread::spawn(move || {
                 let file = File::open(&path)?;
                 nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
-                tessera_agent::tcp::connect("10.77.0.2:179".parse().expect("addr"), None, key.as_deref(), Duration::from_secs(3))
+                tessera_agent::bgp::tcp::connect("10.77.0.2:179".parse().expect("addr"), None, key.as_deref(), Duration::from_secs(3))
             })
             .join()
             .map_err(|_| std::io::Error::other("connector thread panicked"))?
@@ -210,6 +210,7 @@ fn config(local_as: u32) -> PeerConfig {
         families: vec![(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)],
         graceful_restart: None,
         connect_retry: Duration::from_secs(1),
+        add_path_send: false,
     }
 }
 
@@ -223,9 +224,9 @@ fn announcement() -> Announcement {
     }
 }
 
-/// A fixed announcement as the watch the speaker follows (keep the sender: dropping it ends the speaker).
-fn announcing(a: Announcement) -> (tokio::sync::watch::Sender<Announcement>, tokio::sync::watch::Receiver<Announcement>) {
-    tokio::sync::watch::channel(a)
+/// One path as the watch the speaker follows (keep the sender: dropping it ends the speaker).
+fn announcing(a: Announcement) -> (tokio::sync::watch::Sender<Paths>, tokio::sync::watch::Receiver<Paths>) {
+    tokio::sync::watch::channel(Paths::from([(0, a)]))
 }
 
 fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
@@ -260,7 +261,7 @@ fn bird_learns_the_announced_prefixes_with_next_hop_path_and_community() {
     // A change of the announcement while up: a VIP's /32 comes, the IPv6 prefix goes.
     let mut changed = announcement();
     changed.prefixes = vec!["10.96.0.0/17".parse().expect("net"), "192.0.2.7/32".parse().expect("net")];
-    speaker.announce.send_replace(changed);
+    speaker.announce.send_replace(Paths::from([(0, changed)]));
     until(
         "BIRD follows the change",
         Duration::from_secs(10),
@@ -300,7 +301,7 @@ struct Speaker {
     _runtime: tokio::runtime::Runtime,
     status: tokio::sync::watch::Receiver<SessionStatus>,
     stop: tokio::sync::watch::Sender<bool>,
-    announce: tokio::sync::watch::Sender<Announcement>,
+    announce: tokio::sync::watch::Sender<Paths>,
 }
 
 impl Speaker {
@@ -443,7 +444,7 @@ fn capture(pair: &Pair) -> Vec<Vec<u8>> {
     use tessera_bgp::{Capability, Message, Open, RouteRefresh, Session, encode};
     let mut stream = (pair.connector())().expect("connect");
     stream.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
-    let session = Session { four_octet_as: true };
+    let session = Session { four_octet_as: true, ..Session::default() };
     let open = Open {
         asn: 65001,
         hold_time: 30,
@@ -504,7 +505,7 @@ fn capture(pair: &Pair) -> Vec<Vec<u8>> {
 /// Decode each captured message and encode it again; the kinds seen, by name.
 fn round_trip(daemon: &str, messages: &[Vec<u8>]) -> std::collections::BTreeSet<&'static str> {
     use tessera_bgp::{Message, Session, decode, encode};
-    let session = Session { four_octet_as: true };
+    let session = Session { four_octet_as: true, ..Session::default() };
     let mut kinds = std::collections::BTreeSet::new();
     for (i, bytes) in messages.iter().enumerate() {
         let (message, used) = decode(bytes, &session).unwrap_or_else(|e| panic!("{daemon} message {i}: {e}: {bytes:02x?}")).expect("whole");

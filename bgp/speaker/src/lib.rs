@@ -1,15 +1,21 @@
 //! The BGP speaker's IO: one tokio task per peer drives `tessera_bgp::Peer` — it owns the TCP
 //! connection and the timers, feeds the state machine events, carries out its actions, and
-//! announces this node's prefixes once the session is up. Everything BGP decides is in the pure
-//! crate; this module only moves bytes and keeps time.
+//! announces its paths once the session is up (an agent: one path, its node's prefixes; the
+//! controller: one path per healthy host, with ADD-PATH). Everything BGP decides is in the
+//! pure crate; this crate only moves bytes and keeps time. `tcp` opens the connections.
+
+pub mod tcp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
-pub use tessera_bgp::Announcement;
-use tessera_bgp::{Action, Event, Message, PathAttribute, Peer, PeerConfig, Speaker, State, Timer, Update, decode, encode};
+use tessera_bgp::{
+    Action, Event, Message, PathAttribute, Peer, PeerConfig, Speaker, State, Timer, Update, decode, encode, paths_changes, paths_family,
+    paths_full, paths_sent,
+};
+pub use tessera_bgp::{Announcement, Paths};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -78,11 +84,13 @@ impl Link {
 
 /// Drive one peer until `stop` turns true (then it says Cease, and the peer drops our routes;
 /// a process that just exits sends nothing, so a graceful-restart peer keeps them). Announces
-/// what `announcements` holds, following its changes; reports through `status`; reconnects.
+/// the paths `announcements` holds, following their changes (several paths per prefix with
+/// ADD-PATH where the peer takes them, else each prefix's lowest-id path); reports through
+/// `status`; reconnects.
 pub async fn run(
     config: PeerConfig,
     connect: Connector,
-    mut announcements: watch::Receiver<Announcement>,
+    mut announcements: watch::Receiver<Paths>,
     status: watch::Sender<SessionStatus>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -93,12 +101,13 @@ pub async fn run(
     let mut buffer: Vec<u8> = Vec::new();
     let mut queue: Vec<Event> = vec![Event::Start];
     // What the peer holds from us, and what it sent us, while established.
-    let mut advertised: Option<Announcement> = None;
+    let mut advertised: Option<Paths> = None;
     let mut received: BTreeSet<IpNet> = BTreeSet::new();
     loop {
         while let Some(event) = (!queue.is_empty()).then(|| queue.remove(0)) {
             for action in peer.handle(event) {
-                let session = peer.session();
+                // Our messages carry path identifiers where negotiated; the peer's never do.
+                let session = peer.tx_session();
                 match action {
                     Action::Connect => {
                         let connect = connect.clone();
@@ -132,12 +141,12 @@ pub async fn run(
                     Action::Close => link.stream = None,
                     Action::RefreshRequested { afi, .. } => {
                         let current = advertised.clone().unwrap_or_default();
-                        link.send(current.family(afi, &speaker(session)).into_iter().map(Message::Update), &session).await;
+                        link.send(paths_family(&current, afi, &speaker(session)).into_iter().map(Message::Update), &session).await;
                     }
                     Action::Up { .. } => {
                         let current = announcements.borrow_and_update().clone();
-                        let sent = current.sent().len();
-                        if !link.send(current.full(&speaker(session)).into_iter().map(Message::Update), &session).await {
+                        let sent = paths_sent(&current, &speaker(session));
+                        if !link.send(paths_full(&current, &speaker(session)).into_iter().map(Message::Update), &session).await {
                             queue.push(Event::ConnectionFailed);
                         }
                         advertised = Some(current);
@@ -228,17 +237,17 @@ pub async fn run(
                 }
                 let current = announcements.borrow_and_update().clone();
                 if let Some(old) = advertised.as_ref().filter(|old| **old != current) {
-                    let session = peer.session();
-                    let updates = current.changes_from(old, &speaker(session));
+                    let session = peer.tx_session();
+                    let updates = paths_changes(old, &current, &speaker(session));
                     if !link.send(updates.into_iter().map(Message::Update), &session).await {
                         queue.push(Event::ConnectionFailed);
                     }
-                    status.send_modify(|st| st.prefixes_sent = current.sent().len());
+                    status.send_modify(|st| st.prefixes_sent = paths_sent(&current, &speaker(session)));
                     advertised = Some(current);
                 }
             }
             _ = stop.changed() => {
-                let session = peer.session();
+                let session = peer.tx_session();
                 for action in peer.handle(Event::Stop) {
                     if let Action::Send(m) = action {
                         link.send([m], &session).await;
