@@ -159,9 +159,16 @@ pub(crate) fn encode(out: &mut Vec<u8>, a: &PathAttribute, session: &Session, ex
     out.extend_from_slice(&value);
 }
 
+/// An UPDATE's path attribute field, read.
+pub(crate) struct Decoded {
+    pub attributes: Vec<PathAttribute>,
+    pub extended_length: Vec<u8>,
+    pub path_id: Option<u32>,
+}
+
 /// Every attribute of an UPDATE's path attribute field, the codes of those sent with the
 /// extended-length flag though short, and the path identifier of their MP_REACH/MP_UNREACH prefixes (ADD-PATH sessions).
-pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<(Vec<PathAttribute>, Vec<u8>, Option<u32>), DecodeError> {
+pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<Decoded, DecodeError> {
     let malformed = || DecodeError::new(UPDATE_MESSAGE, MALFORMED_ATTRIBUTE_LIST, Vec::new(), "an attribute runs past the attribute field");
     let mut out: Vec<PathAttribute> = Vec::new();
     let mut extended = Vec::new();
@@ -184,7 +191,7 @@ pub(crate) fn decode_all(mut bytes: &[u8], session: &Session) -> Result<(Vec<Pat
         }
         bytes = &bytes[header + len..];
     }
-    Ok((out, extended, path_id))
+    Ok(Decoded { attributes: out, extended_length: extended, path_id })
 }
 
 /// One attribute; the path identifier of MP_REACH/MP_UNREACH prefixes goes to `path_id`.

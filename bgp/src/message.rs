@@ -351,7 +351,7 @@ fn decode_update(body: &[u8], session: &Session) -> Result<Update, DecodeError> 
     let (nlri, nlri_id) = decode_prefixes(nlri_bytes, false, session.add_path_v4)?;
     let withdrawn: Vec<Ipv4Net> = withdrawn.into_iter().filter_map(v4).collect();
     let nlri: Vec<Ipv4Net> = nlri.into_iter().filter_map(v4).collect();
-    let (attributes, extended_length, mp_id) = attributes::decode_all(attr_bytes, session)?;
+    let attributes::Decoded { attributes, extended_length, path_id: mp_id } = attributes::decode_all(attr_bytes, session)?;
     let ids: Vec<u32> = [withdrawn_id, nlri_id, mp_id].into_iter().flatten().collect();
     if ids.windows(2).any(|w| w[0] != w[1]) {
         return Err(malformed("one UPDATE carries several path identifiers"));
