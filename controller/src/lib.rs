@@ -5,6 +5,7 @@ pub mod api;
 pub mod distribute;
 pub mod metrics;
 pub mod ops;
+pub mod route_servers;
 pub mod routes;
 pub mod run;
 pub mod store;

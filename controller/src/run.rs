@@ -55,10 +55,14 @@ pub struct Args {
     /// Change records kept in the feed; a replica further behind resyncs from the store.
     #[arg(long, env = "TESSERA_FEED_RETENTION", default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(100..))]
     pub feed_retention: i64,
-    /// Seconds a VIP's holder may stay silent (no report from its agent) before another host
-    /// takes the VIP over.
+    /// Seconds a host's agent may stay silent (no report) before it counts as down: its VIPs
+    /// move to another host, and BGP controller mode stops announcing it.
     #[arg(long, env = "TESSERA_VIP_FAILOVER_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub vip_failover_seconds: u64,
+    /// BGP identifier (an IPv4 address unique in the fabric) this controller uses toward route
+    /// servers, for groups in BGP controller mode.
+    #[arg(long, env = "TESSERA_BGP_ROUTER_ID")]
+    pub bgp_router_id: Option<std::net::Ipv4Addr>,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "TESSERA_LOG", default_value = "info")]
     pub log: String,
@@ -86,6 +90,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     bootstrap_token(&store, args.admin_token.as_deref()).await?;
     bootstrap_topology(&store, args.topology.as_deref(), args.no_demo).await?;
     anyhow::ensure!(args.lease_ttl_ms > args.lease_renew_ms, "--lease-ttl-ms must be longer than --lease-renew-ms");
+    if let Some(id) = args.bgp_router_id.filter(|id| id.is_unspecified() || id.is_multicast() || id.is_broadcast()) {
+        anyhow::bail!("--bgp-router-id: {id} cannot be a BGP identifier");
+    }
     let replica = args.replica_id.clone().unwrap_or_else(crate::writer::new_replica_id);
     tessera_topology::spec::validate_name("--replica-id", &replica).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = AppState::with_replica(store, replica).await.context("compiling the stored state")?;
@@ -98,6 +105,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let lease_task = tokio::spawn(state.writer.clone().run(address, lease, state.dist.closing()));
     let failover = std::time::Duration::from_secs(args.vip_failover_seconds);
     tokio::spawn(crate::vips::keep_held(state.clone(), failover, state.dist.closing()));
+    let sessions = state.route_servers.clone();
+    tokio::spawn(crate::route_servers::run(state.clone(), args.bgp_router_id, failover, sessions, state.dist.closing()));
     let dist = state.dist.clone();
     let stopping = async move {
         shutdown().await;

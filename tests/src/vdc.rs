@@ -100,7 +100,16 @@ pub enum Underlay {
     /// A ToR per rack (BIRD, AS 65000+R, ECMP into the kernel) under a spine (BIRD, AS 65100):
     /// they learn every route from the hosts' agents (AS 64512, eBGP), none from the test.
     Bgp,
+    /// `Static`'s router, whose routes come from a BIRD route server in it, fed by the
+    /// controller in BGP controller mode (ADD-PATH: one path per healthy host, ECMP into the
+    /// kernel). The controller reaches it at `127.0.0.1:ROUTE_SERVER_PORT` (a relay into the
+    /// router's namespace; the topology's `{ROUTE_SERVER_PORT}` is replaced by that port).
+    RouteServer,
 }
+
+/// The route server's AS, and the AS the controller speaks as toward it.
+pub const ROUTE_SERVER_AS: u32 = 65020;
+pub const CONTROLLER_AS: u32 = 65010;
 
 /// The AS of the hosts in a BGP-fabric datacenter, and of rack R's ToR (65000 + R).
 pub const HOSTS_AS: u32 = 64512;
@@ -136,6 +145,11 @@ impl Datacenter {
 
     /// A datacenter whose racks are joined by a BGP fabric (see [`Underlay::Bgp`]); the
     /// topology's racks should peer with `10.200.R.1`, AS 65000+R, as AS [`HOSTS_AS`].
+    /// A datacenter whose router learns the racks from the controller (see [`Underlay::RouteServer`]).
+    pub fn with_route_server(racks: usize, per_rack: usize, topology: &str, timers: Timers) -> Datacenter {
+        Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::RouteServer, timers)
+    }
+
     /// The routers' hold time is the agents' (BIRD proposes more), so the topology sets it.
     pub fn with_bgp_fabric(racks: usize, per_rack: usize, topology: &str, timers: Timers) -> Datacenter {
         Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::Bgp, timers)
@@ -156,6 +170,8 @@ impl Datacenter {
         let prefix = format!("tv{:05x}", rand::random::<u32>() & 0xfffff);
         let dir = tempfile::Builder::new().prefix("tessera-vdc-").tempdir().expect("temp dir");
         std::fs::write(dir.path().join("prober.py"), include_str!("../netns/prober.py")).expect("prober");
+        let route_server_port = free_port();
+        let topology = topology.replace("{ROUTE_SERVER_PORT}", &route_server_port.to_string());
         std::fs::write(dir.path().join("topology.yaml"), topology).expect("topology");
         let router = format!("{prefix}-rt");
         let mut dc = Datacenter {
@@ -181,7 +197,7 @@ impl Datacenter {
             let bridge = format!("br{r}");
             // The namespace holding the rack's bridge: the router, or the rack's own ToR.
             let l2 = match underlay {
-                Underlay::Static => router.clone(),
+                Underlay::Static | Underlay::RouteServer => router.clone(),
                 Underlay::Bgp => {
                     let tor = format!("{prefix}-tor{r}");
                     dc.add_namespace(&tor);
@@ -228,8 +244,10 @@ impl Datacenter {
                 dc.hosts.push(Host { name, ns, ip, ips, rack: r, token_file: host_dir.join("token"), dir: host_dir, agent: None });
             }
         }
-        if underlay == Underlay::Bgp {
-            dc.start_fabric(racks, per_rack);
+        match underlay {
+            Underlay::Bgp => dc.start_fabric(racks, per_rack),
+            Underlay::RouteServer => dc.start_route_server(route_server_port),
+            Underlay::Static => {}
         }
         dc.start_controller();
         for i in 0..dc.hosts.len() {
@@ -275,6 +293,24 @@ impl Datacenter {
         }
         let spine = self.router.clone();
         self.start_bird(&spine, &conf);
+    }
+
+    /// BIRD in the router's namespace as a route server: it takes several paths per prefix
+    /// from the controller (ADD-PATH receive), resolves their next hops over the racks'
+    /// bridges, and installs them as ECMP routes. The controller reaches it through a relay
+    /// from `127.0.0.1:port` that connects from 10.250.0.2 to BIRD at 10.250.0.1, both on the
+    /// router's loopback.
+    fn start_route_server(&mut self, port: u16) {
+        let router = self.router.clone();
+        run(&["ip", "-n", &router, "addr", "add", "10.250.0.1/32", "dev", "lo"]);
+        run(&["ip", "-n", &router, "addr", "add", "10.250.0.2/32", "dev", "lo"]);
+        let conf = format!(
+            "router id 10.250.0.1;\nprotocol device {{ scan time 1; }}\nprotocol direct {{ ipv4; interface \"br*\"; }}\n\
+             protocol kernel {{ ipv4 {{ export where proto = \"controller\"; }}; merge paths on; }}\n\
+             protocol bgp controller {{\n  local 10.250.0.1 as {ROUTE_SERVER_AS};\n  neighbor 10.250.0.2 as {CONTROLLER_AS};\n  multihop 2;\n  passive on;\n  ipv4 {{ add paths rx; import all; export none; }};\n}}\n"
+        );
+        self.start_bird(&router, &conf);
+        relay_into(&router, port, "10.250.0.2", "10.250.0.1:179");
     }
 
     fn bird_socket(&self, ns: &str) -> PathBuf {
@@ -363,6 +399,7 @@ impl Datacenter {
                 ("TESSERA_LEASE_RENEW_MS", "300"),
                 ("TESSERA_LEASE_TTL_MS", "3000"),
                 ("TESSERA_VIP_FAILOVER_SECONDS", failover.as_str()),
+                ("TESSERA_BGP_ROUTER_ID", "10.255.0.1"),
             ];
             self.controllers.push(Some(Controller::start_with(port, &self.database_url, &self.token, &env)));
         }
@@ -632,6 +669,37 @@ fn relay(ns: &str, port: u16) {
                     return;
                 };
                 pipe(down, up);
+            });
+        }
+    });
+}
+
+/// The other way round: listen on the test's `127.0.0.1:port`; each connection is carried to
+/// `target` from inside namespace `ns`, from address `source`.
+fn relay_into(ns: &str, port: u16, source: &str, target: &str) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("relay listener");
+    let (path, source, target) = (format!("/var/run/netns/{ns}"), source.to_string(), target.to_string());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(down) = conn else { continue };
+            let (path, source, target) = (path.clone(), source.clone(), target.clone());
+            std::thread::spawn(move || {
+                let up = (|| -> std::io::Result<TcpStream> {
+                    let file = File::open(&path)?;
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::other)?;
+                    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+                    let from: std::net::SocketAddr = format!("{source}:0").parse().map_err(std::io::Error::other)?;
+                    socket.bind(&from.into())?;
+                    let to: std::net::SocketAddr = target.parse().map_err(std::io::Error::other)?;
+                    socket.connect(&to.into())?;
+                    Ok(socket.into())
+                })();
+                match up {
+                    Ok(up) => pipe(down, up),
+                    Err(_) => {
+                        let _ = down.shutdown(std::net::Shutdown::Both);
+                    }
+                }
             });
         }
     });

@@ -222,3 +222,67 @@ fn graceful_restart_keeps_an_agents_routes_through_its_restart() {
         || context(&dc),
     );
 }
+
+/// BGP controller mode: the controller holding the writer lease feeds a BIRD route server in
+/// the router with one path per healthy host of each rack (ADD-PATH); the router installs each
+/// rack as an ECMP route over its hosts, and pods reach each other across racks with no route
+/// given by the test. A host that dies is no longer announced once its agent has been silent
+/// for the failover time; traffic to its rack's other pod keeps flowing.
+#[test]
+fn controller_mode_spreads_each_rack_over_its_healthy_hosts() {
+    require_root();
+    let topology = format!(
+        "networks:\n  - name: pods\n    cidr: 10.96.0.0/16\ngroups:\n  - name: zone\n    bgp: {{mode: controller, localAs: {}, holdTime: 9, peers: [{{address: 127.0.0.1, port: {{ROUTE_SERVER_PORT}}, as: {}, multihop: 2}}]}}\n    groups:\n      - name: rack-1\n        assignment: {{rack: r1}}\n      - name: rack-2\n        assignment: {{rack: r2}}\n",
+        tessera_tests::vdc::CONTROLLER_AS,
+        tessera_tests::vdc::ROUTE_SERVER_AS
+    );
+    let mut dc = Datacenter::with_route_server(2, 2, &topology, Timers::FAST);
+    let router = dc.router.clone();
+    let context = |dc: &Datacenter| {
+        format!(
+            "route server:\n{}\n{}\nGET /v1/bgp/controller: {}",
+            dc.birdc(&dc.router, "show protocols all controller"),
+            dc.birdc(&dc.router, "show route all"),
+            dc.api("GET", "/v1/bgp/controller", None)
+        )
+    };
+    let (rack1, rack2) = ("10.96.0.0/17", "10.96.128.0/17");
+    let up = wait_until(
+        "the router spreads both racks over their hosts",
+        Duration::from_secs(30),
+        || {
+            next_hops(&dc, &router, rack1) == ["10.200.1.11", "10.200.1.12"]
+                && next_hops(&dc, &router, rack2) == ["10.200.2.11", "10.200.2.12"]
+        },
+        || context(&dc),
+    );
+    eprintln!("controller mode: the router had both racks as ECMP routes {up:?} after start");
+    let status = dc.api("GET", "/v1/bgp/controller", None);
+    assert_eq!(status["holdsLease"], true, "{status}");
+    assert_eq!(status["sessions"][0]["state"], "established", "{status}");
+    assert_eq!(status["sessions"][0]["paths"]["zone/rack-1"], json!(["r1h1", "r1h2"]), "{status}");
+
+    dc.api("POST", "/v1/tenants", Some(json!({"name": "shop"})));
+    dc.add_pod("a", 0, "shop", "default", &[]);
+    dc.add_pod("b", 1, "shop", "default", &[]);
+    dc.add_pod("c", 2, "shop", "default", &[]);
+    for ns in dc.pods.iter().map(|p| p.ns.clone()).collect::<Vec<_>>() {
+        dc.serve(&ns, &[], &[WHOAMI], &[]);
+    }
+    let ips: Vec<String> = dc.pods.iter().map(|p| p.ip.clone()).collect();
+    for (from, to) in [("a", &ips[2]), ("c", &ips[0]), ("c", &ips[1]), ("b", &ips[2])] {
+        assert!(reaches(&dc, from, to), "{from} cannot reach {to}\n{}", context(&dc));
+    }
+
+    let died = Instant::now();
+    dc.kill_host(0);
+    let gone = wait_until(
+        "the dead host's path is withdrawn",
+        Duration::from_secs(20),
+        || next_hops(&dc, &router, rack1) == ["10.200.1.12"],
+        || context(&dc),
+    );
+    eprintln!("controller mode: r1h1 died; the router dropped it from rack 1's ECMP route after {gone:?}");
+    assert!(died.elapsed() >= Duration::from_secs(2), "withdrawn before the failover time could have run out");
+    assert!(reaches(&dc, "c", &ips[1]), "pod b on r1h2 is unreachable\n{}", context(&dc));
+}

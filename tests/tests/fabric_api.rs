@@ -52,7 +52,7 @@ async fn topology_bgp_reaches_node_states_and_bad_sections_store_nothing() {
             (TOPOLOGY.replace("localAs: 64512, ", ""), "topologies[0].groups[0].bgp.localAs"),
             (TOPOLOGY.replace("as: 65001", "as: 0"), "topologies[0].groups[0].bgp.peers[0].as"),
             (TOPOLOGY.replace("'64512:7'", "'64512:70000'"), "topologies[0].groups[0].bgp.communities[0]"),
-            (TOPOLOGY.replace("localAs: 64512,", "localAs: 64512, mode: controller,"), "topologies[0].groups[0].bgp.mode"),
+            (TOPOLOGY.replace("localAs: 64512,", "localAs: 64512, mode: speaker,"), "topologies[0].groups[0].bgp.mode"),
             (TOPOLOGY.replace("localAs: 64512,", "localAs: 64512, holdTime: 1,"), "topologies[0].groups[0].bgp.holdTime"),
             (TOPOLOGY.replace("localAs: 64512,", "localAs: 64512, color: blue,"), "groups[0].bgp.color"),
         ];

@@ -14,6 +14,9 @@ use crate::spec::SpecError;
 pub enum BgpMode {
     /// Each host's agent peers with the group's routers and announces the group's prefix.
     Agent,
+    /// The controller holding the writer lease peers with the group's routers (route servers)
+    /// and announces the group's prefix with each healthy host of the group as a path.
+    Controller,
     /// Nobody announces (a subtree that should not, under a parent that does).
     Off,
 }
@@ -78,6 +81,9 @@ const AS_TRANS: u32 = 23456;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Fabric {
+    /// Who speaks: each host (agent) or the lease-holding controller.
+    pub mode: BgpMode,
+    /// The AS of whoever speaks.
     pub local_as: u32,
     pub peers: Vec<BgpPeerSpec>,
     pub hold_time: u16,
@@ -116,6 +122,7 @@ impl BgpSpec {
             return Err(SpecError::new(format!("{field}.peers"), "BGP needs at least one peer here or in a parent group"));
         }
         Ok(Some(Fabric {
+            mode: self.mode.unwrap_or(BgpMode::Agent),
             local_as,
             peers,
             hold_time: self.hold_time.unwrap_or(DEFAULT_HOLD_TIME),
@@ -189,13 +196,10 @@ impl BgpText {
             None => None,
             Some("agent") => Some(BgpMode::Agent),
             Some("off") => Some(BgpMode::Off),
-            Some("controller") => {
-                return Err(SpecError::new(
-                    format!("{field}.mode"),
-                    "controller mode (route servers fed by the controller) is not available yet; use `agent` (each host peers with its routers)",
-                ));
+            Some("controller") => Some(BgpMode::Controller),
+            Some(other) => {
+                return Err(SpecError::new(format!("{field}.mode"), format!("`{other}` is not a mode (agent, controller, off)")));
             }
-            Some(other) => return Err(SpecError::new(format!("{field}.mode"), format!("`{other}` is not a mode (agent, off)"))),
         };
         let local_as = self.local_as.map(|a| check_as(&format!("{field}.localAs"), a)).transpose()?;
         if let Some(hold) = self.hold_time.filter(|h| (1..3).contains(h)) {
@@ -220,7 +224,8 @@ impl BgpText {
                         .address
                         .parse()
                         .map_err(|_| SpecError::new(format!("{pfield}.address"), format!("`{}` is not an IP address", p.address)))?;
-                    if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+                    // Loopback is allowed: a route server may run beside the controller.
+                    if address.is_unspecified() || address.is_multicast() {
                         return Err(SpecError::new(format!("{pfield}.address"), format!("{address} is not a router's unicast address")));
                     }
                     if peers.iter().any(|q| q.address == address) {
@@ -307,7 +312,6 @@ mod tests {
             (serde_json::json!({"localAs": 0}), "g.bgp.localAs"),
             (serde_json::json!({"holdTime": 2}), "g.bgp.holdTime"),
             (serde_json::json!({"gracefulRestart": 5000}), "g.bgp.gracefulRestart"),
-            (serde_json::json!({"mode": "controller"}), "g.bgp.mode"),
             (serde_json::json!({"mode": "speaker"}), "g.bgp.mode"),
             (serde_json::json!({"peers": [{"address": "10.0.0.1", "as": 1}, {"address": "10.0.0.1", "as": 2}]}), "g.bgp.peers[1].address"),
             (serde_json::json!({"peers": [{"address": "tor-1", "as": 1}]}), "g.bgp.peers[0].address"),

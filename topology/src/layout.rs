@@ -68,7 +68,7 @@ pub struct Group {
 }
 
 impl Group {
-    /// What this group's hosts speak to the fabric (`None`: no BGP).
+    /// How this group reaches the fabric (`None`: no BGP); `mode` says who speaks.
     pub fn fabric(&self) -> Result<Option<Fabric>, SpecError> {
         match &self.bgp {
             Some(spec) => spec.resolve(&format!("{}.bgp", self.field)),

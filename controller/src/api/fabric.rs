@@ -102,3 +102,16 @@ pub async fn bgp(State(state): State<AppState>, caller: Caller) -> ApiResult<Jso
     }
     Ok(Json(out))
 }
+
+/// Controller mode: this replica's sessions with route servers and the hosts each announces as
+/// next hops. Only the writer-lease holder speaks (`GET /v1/leader` says which).
+#[utoipa::path(get, path = "/v1/bgp/controller", responses((status = 200, body = Object)))]
+pub async fn bgp_controller(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<serde_json::Value>> {
+    caller.require_infra_read()?;
+    let sessions = crate::route_servers::sessions(&state.route_servers);
+    Ok(Json(serde_json::json!({
+        "replica": state.writer.replica,
+        "holdsLease": state.writer.is_leader(),
+        "sessions": sessions,
+    })))
+}

@@ -40,6 +40,8 @@ pub struct AppState {
     pub ops: Ops,
     /// This replica's side of the writer lease.
     pub writer: Writer,
+    /// Its BGP sessions with route servers (controller mode; while it holds the lease).
+    pub route_servers: crate::route_servers::Status,
 }
 
 impl AppState {
@@ -53,7 +55,7 @@ impl AppState {
         let dist = Distributor::start(store.clone()).await?;
         let writer = Writer::new(store.clone(), replica);
         let ops = Ops::new(store.clone(), dist.clone());
-        Ok(AppState { store, metrics: Arc::new(Metrics::default()), dist, ops, writer })
+        Ok(AppState { store, metrics: Arc::new(Metrics::default()), dist, ops, writer, route_servers: Default::default() })
     }
 }
 
@@ -70,6 +72,7 @@ pub fn app(state: AppState) -> Router {
         .route("/nodes/{node}/ack", axum::routing::post(nodes::ack))
         .route("/nodes/{node}/report", axum::routing::post(nodes::report))
         .route("/bgp", get(fabric::bgp))
+        .route("/bgp/controller", get(fabric::bgp_controller))
         .route("/vips", get(fabric::list_vips).post(fabric::create_vip))
         .route("/vips/{address}", get(fabric::get_vip).delete(fabric::delete_vip))
         .route("/hosts/{name}/drain", axum::routing::post(fabric::drain_host).delete(fabric::undrain_host))

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use tessera_agent_api::{Speaker, SpeakerPeer};
+use tessera_topology::fabric::BgpMode;
 
 use crate::store::{BlockRecord, HostRecord, TopologyRecord, VipRecord};
 
@@ -36,7 +37,11 @@ pub(super) fn node_fabrics(topology: &TopologyRecord, hosts: &[HostRecord], bloc
     let mut out = BTreeMap::new();
     for host in hosts {
         // A group whose section does not resolve was refused when the topology was stored.
-        let fabric = topology.layout.group_by_path(&host.group).and_then(|g| g.fabric().ok().flatten().map(|f| (g, f)));
+        // Agent mode only: in controller mode the hosts themselves say nothing.
+        let fabric = topology
+            .layout
+            .group_by_path(&host.group)
+            .and_then(|g| g.fabric().ok().flatten().filter(|f| f.mode == BgpMode::Agent).map(|f| (g, f)));
         let speaker = fabric.map(|(group, f)| {
             let mut prefixes: Vec<IpNet> = Vec::new();
             if !host.drained {
