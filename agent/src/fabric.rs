@@ -8,7 +8,7 @@
 //! it is back (an upgrade or a crash); a drain or a removal from the topology withdraws them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,7 @@ use tessera_bgp::{AFI_IPV4, AFI_IPV6, Announcement, Paths, PeerConfig, SAFI_UNIC
 use tessera_netlink::Netlink;
 use tokio::sync::watch;
 
-use crate::bgp::{Connector, SessionStatus};
+use crate::bgp::SessionStatus;
 use crate::client::Controller;
 use crate::metrics::Metrics;
 
@@ -49,7 +49,7 @@ fn peer_config(speaker: &Speaker, peer: &SpeakerPeer) -> PeerConfig {
         peer_as: peer.asn,
         router_id: speaker.router_id,
         hold_time: speaker.hold_time,
-        passive: false,
+        passive: peer.passive,
         families: vec![(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)],
         graceful_restart: (speaker.graceful_restart > 0).then_some(speaker.graceful_restart),
         connect_retry: Duration::from_secs(5),
@@ -69,19 +69,6 @@ fn announcement(speaker: &Speaker) -> Paths {
             large_communities: speaker.large_communities.iter().map(|c| (c[0], c[1], c[2])).collect(),
         },
     )])
-}
-
-/// TCP to the peer, with the session's TTL (1 for a directly connected eBGP peer unless
-/// multihop says otherwise; iBGP: the system default) and its TCP-MD5 key, read from its file
-/// at each attempt so a rotated key is picked up.
-fn connector(peer: &SpeakerPeer, ebgp: bool) -> Connector {
-    let address = SocketAddr::new(peer.address, peer.port);
-    let ttl = peer.multihop.map(u32::from).or(ebgp.then_some(1));
-    let key_file = peer.password_file.clone();
-    Arc::new(move || {
-        let key = key_file.as_deref().map(tessera_bgp_speaker::tcp::read_key).transpose()?;
-        tessera_bgp_speaker::tcp::connect(address, ttl, key.as_deref(), Duration::from_secs(5))
-    })
 }
 
 fn state_name(state: State) -> &'static str {
@@ -108,11 +95,19 @@ pub struct Fabric {
     announce: watch::Sender<Paths>,
     /// VIP addresses this agent put on `lo`.
     vips: BTreeSet<IpAddr>,
+    transports: tessera_bgp_speaker::tcp::Transports,
 }
 
 impl Fabric {
     pub fn new(netlink: Netlink, metrics: Arc<Metrics>) -> Fabric {
-        Fabric { netlink, metrics, sessions: BTreeMap::new(), announce: watch::channel(Paths::new()).0, vips: BTreeSet::new() }
+        Fabric {
+            netlink,
+            metrics,
+            sessions: BTreeMap::new(),
+            announce: watch::channel(Paths::new()).0,
+            vips: BTreeSet::new(),
+            transports: Default::default(),
+        }
     }
 
     /// Follow `desired` until the agent exits; report to `controller` every `every`.
@@ -178,8 +173,17 @@ impl Fabric {
             tracing::info!(peer = %address, peer_as = peer.asn, local_as = config.local_as, "starting a BGP session");
             let (status_tx, status) = watch::channel(SessionStatus::new());
             let (stop, stopped) = watch::channel(false);
-            let ebgp = config.local_as != config.peer_as;
-            tokio::spawn(crate::bgp::run(config.clone(), connector(peer, ebgp), self.announce.subscribe(), status_tx, stopped));
+            // TTL 1 for a directly connected eBGP peer unless multihop says otherwise.
+            let ttl = peer.multihop.map(u32::from).or((config.local_as != config.peer_as).then_some(1));
+            let connect = match self.transports.connector(peer.address, peer.port, peer.passive, ttl, peer.password_file.clone()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(peer = %address, error = %e, "cannot set up the BGP session's transport");
+                    let _ = status_tx.send_modify(|st| st.last_error = Some(e.to_string()));
+                    continue;
+                }
+            };
+            tokio::spawn(crate::bgp::run(config.clone(), connect, self.announce.subscribe(), status_tx, stopped));
             self.sessions.insert(address, Session { config, peer: peer.clone(), status, stop });
         }
     }

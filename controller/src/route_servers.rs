@@ -9,12 +9,13 @@
 //! the same paths, and routers with graceful restart keep them meanwhile.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tessera_bgp::{AFI_IPV4, AFI_IPV6, Announcement, Paths, PeerConfig, SAFI_UNICAST, State};
 use tessera_bgp_speaker::SessionStatus;
+use tessera_bgp_speaker::tcp::Transports;
 use tessera_topology::fabric::{BgpMode, BgpPeerSpec, Fabric};
 use tokio::sync::watch;
 
@@ -128,7 +129,7 @@ fn config(fabric: &Fabric, peer: &BgpPeerSpec, router_id: Ipv4Addr) -> PeerConfi
         peer_as: peer.asn,
         router_id,
         hold_time: fabric.hold_time,
-        passive: false,
+        passive: peer.passive,
         families: vec![(AFI_IPV4, SAFI_UNICAST), (AFI_IPV6, SAFI_UNICAST)],
         graceful_restart: (fabric.graceful_restart > 0).then_some(fabric.graceful_restart),
         connect_retry: Duration::from_secs(5),
@@ -157,16 +158,6 @@ struct Running {
     hosts: BTreeMap<String, Vec<String>>,
 }
 
-fn connector(peer: &BgpPeerSpec, ebgp: bool) -> tessera_bgp_speaker::Connector {
-    let address = SocketAddr::new(peer.address, peer.port);
-    let ttl = peer.multihop.map(u32::from).or(ebgp.then_some(1));
-    let key_file = peer.password_file.clone();
-    Arc::new(move || {
-        let key = key_file.as_deref().map(tessera_bgp_speaker::tcp::read_key).transpose()?;
-        tessera_bgp_speaker::tcp::connect(address, ttl, key.as_deref(), Duration::from_secs(5))
-    })
-}
-
 fn state_name(state: State) -> &'static str {
     match state {
         State::Idle => "idle",
@@ -182,6 +173,7 @@ fn state_name(state: State) -> &'static str {
 /// the paths of the moment; when it does not, run none.
 pub async fn run(state: AppState, router_id: Option<Ipv4Addr>, failover: Duration, status: Status, mut closing: watch::Receiver<bool>) {
     let mut running: BTreeMap<IpAddr, Running> = BTreeMap::new();
+    let mut transports = Transports::default();
     let mut warned = false;
     loop {
         let want = match (state.writer.fence(), router_id) {
@@ -189,7 +181,7 @@ pub async fn run(state: AppState, router_id: Option<Ipv4Addr>, failover: Duratio
             (Some(_), id) => read(&state, id, failover, &mut warned).await,
         };
         match want {
-            Ok(want) => reconcile(&mut running, want),
+            Ok(want) => reconcile(&mut running, want, &mut transports),
             Err(e) => tracing::warn!(error = %e, "reading the state for BGP controller mode failed; keeping the sessions as they are"),
         }
         report(&running, &status);
@@ -227,7 +219,7 @@ async fn read(
     Ok(desired(&topology, &hosts, &healthy, router_id))
 }
 
-fn reconcile(running: &mut BTreeMap<IpAddr, Running>, want: BTreeMap<IpAddr, Desired>) {
+fn reconcile(running: &mut BTreeMap<IpAddr, Running>, want: BTreeMap<IpAddr, Desired>, transports: &mut Transports) {
     running.retain(|address, r| {
         let keep = want.get(address).is_some_and(|d| d.config == r.config && d.peer == r.peer);
         if !keep {
@@ -247,8 +239,15 @@ fn reconcile(running: &mut BTreeMap<IpAddr, Running>, want: BTreeMap<IpAddr, Des
         let (status_tx, status) = watch::channel(SessionStatus::new());
         // Stopped by aborting the task (no Cease): see the module's comment.
         let (_stop, stopped) = watch::channel(false);
-        let ebgp = d.config.local_as != d.config.peer_as;
-        let connect = connector(&d.peer, ebgp);
+        // TTL 1 for a directly connected eBGP peer unless multihop says otherwise.
+        let ttl = d.peer.multihop.map(u32::from).or((d.config.local_as != d.config.peer_as).then_some(1));
+        let connect = match transports.connector(d.peer.address, d.peer.port, d.peer.passive, ttl, d.peer.password_file.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(peer = %address, error = %e, "cannot set up the route server session's transport");
+                continue;
+            }
+        };
         let config = d.config.clone();
         let task = tokio::spawn(async move {
             let _keep = _stop;

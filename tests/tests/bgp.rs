@@ -638,3 +638,36 @@ fn bird_learns_ibgp_routes_with_local_pref_and_an_empty_as_path() {
     assert!(routes.contains("BGP.next_hop: 10.77.0.1"), "{routes}");
     drop(speaker);
 }
+
+/// A passive session: BIRD connects (to port 179 in the speaker's namespace), the speaker
+/// accepts it as this peer's, and BIRD learns the prefixes.
+#[test]
+fn a_passive_speaker_accepts_birds_connection() {
+    require_root();
+    let mut pair = Pair::new();
+    pair.start_bird_config(
+        "router id 10.77.0.2;\nprotocol device {}\nprotocol bgp tessera {\n  local 10.77.0.2 as 65000;\n  neighbor 10.77.0.1 as 65001;\n  connect delay time 1;\n  connect retry time 1;\n  hold time 9;\n  ipv4 { import all; export none; };\n  ipv6 { import all; export none; };\n}\n"
+            .to_string(),
+    );
+    let path = format!("/var/run/netns/{}", pair.speaker);
+    let (transports, connect) = std::thread::spawn(move || {
+        let file = File::open(&path).expect("netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let mut transports = tessera_agent::bgp::tcp::Transports::default();
+        let connect = transports.connector("10.77.0.2".parse().expect("ip"), 179, true, None, None).expect("listen on 179");
+        (transports, connect)
+    })
+    .join()
+    .expect("thread");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (status_tx, status) = status_channel();
+    let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (_announced, announcements) = announcing(announcement());
+    runtime.spawn(run(PeerConfig { passive: true, ..config(65001) }, connect, announcements, status_tx, stop));
+    wait_for("BIRD's connection is accepted and the session comes up", Duration::from_secs(20), || {
+        status.borrow().state == State::Established
+    });
+    let log = pair.dir.path().join("bird.log");
+    until("BIRD learns the prefixes", Duration::from_secs(10), &log, || pair.routes(), |r| r.contains("10.96.0.0/17"));
+    drop(transports);
+}

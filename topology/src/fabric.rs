@@ -66,6 +66,9 @@ pub struct BgpPeerSpec {
     /// passes through the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<String>,
+    /// Wait for the router to connect (on port 179) instead of connecting to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passive: bool,
 }
 
 fn default_port() -> u16 {
@@ -157,6 +160,7 @@ pub(crate) struct PeerText {
     port: Option<u16>,
     multihop: Option<u8>,
     password_file: Option<String>,
+    passive: Option<bool>,
 }
 
 fn check_as(field: &str, asn: u32) -> Result<u32, SpecError> {
@@ -250,6 +254,7 @@ impl BgpText {
                         port: p.port.unwrap_or(179),
                         multihop: p.multihop,
                         password_file: p.password_file,
+                        passive: p.passive.unwrap_or(false),
                     });
                 }
                 Some(peers)
@@ -328,7 +333,14 @@ mod tests {
     #[test]
     fn fields_inherit_one_by_one_and_resolution_names_what_is_missing() {
         let zone = BgpSpec { local_as: Some(64512), communities: Some(vec![1]), ..Default::default() };
-        let peer = BgpPeerSpec { address: "10.200.1.1".parse().expect("ip"), asn: 65001, port: 179, multihop: None, password_file: None };
+        let peer = BgpPeerSpec {
+            address: "10.200.1.1".parse().expect("ip"),
+            asn: 65001,
+            port: 179,
+            multihop: None,
+            password_file: None,
+            passive: false,
+        };
         let rack = BgpSpec { peers: Some(vec![peer.clone()]), hold_time: Some(9), ..Default::default() };
         let fabric = rack.inherit(&zone).resolve("rack.bgp").expect("valid").expect("speaks");
         assert_eq!((fabric.local_as, fabric.hold_time, fabric.graceful_restart), (64512, 9, DEFAULT_GRACEFUL_RESTART));

@@ -80,6 +80,9 @@ pub struct SpeakerPeer {
     /// The file on this node holding the session's TCP-MD5 key (RFC 2385).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<String>,
+    /// Wait for the router to connect instead of connecting.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passive: bool,
 }
 
 /// What an agent tells its controller every few seconds: that it is alive, and (when it

@@ -48,9 +48,18 @@ impl Default for SessionStatus {
     }
 }
 
-/// Opens a TCP connection to the peer (a closure, so the caller chooses where it is made from:
-/// a network namespace in tests, a TTL for multihop).
+/// Gives a TCP connection with the peer: dialled for an active session ([`tcp::dialer`]),
+/// accepted for a passive one ([`tcp::Acceptor`]). A closure, so the caller chooses where it is
+/// made (a network namespace in tests).
 pub type Connector = Arc<dyn Fn() -> std::io::Result<std::net::TcpStream> + Send + Sync>;
+
+/// A stream from the connector (dialled or accepted), made asynchronous.
+async fn open(connect: &Connector) -> std::io::Result<TcpStream> {
+    let connect = connect.clone();
+    let made = tokio::task::spawn_blocking(move || connect()).await.map_err(std::io::Error::other).and_then(|r| r)?;
+    made.set_nonblocking(true)?;
+    TcpStream::from_std(made)
+}
 
 /// The prefixes an UPDATE announces and withdraws (both families).
 fn prefixes_of(update: &Update) -> (Vec<IpNet>, Vec<IpNet>) {
@@ -109,24 +118,17 @@ pub async fn run(
                 // Our messages carry path identifiers where negotiated; the peer's never do.
                 let session = peer.tx_session();
                 match action {
-                    Action::Connect => {
-                        let connect = connect.clone();
-                        let made = tokio::task::spawn_blocking(move || connect()).await.map_err(std::io::Error::other).and_then(|r| r);
-                        match made.and_then(|s| {
-                            s.set_nonblocking(true)?;
-                            TcpStream::from_std(s)
-                        }) {
-                            Ok(s) => {
-                                link.stream = Some(s);
-                                buffer.clear();
-                                queue.push(Event::Connected);
-                            }
-                            Err(e) => {
-                                status.send_modify(|st| st.last_error = Some(format!("connect: {e}")));
-                                queue.push(Event::ConnectionFailed);
-                            }
+                    Action::Connect => match open(&connect).await {
+                        Ok(s) => {
+                            link.stream = Some(s);
+                            buffer.clear();
+                            queue.push(Event::Connected);
                         }
-                    }
+                        Err(e) => {
+                            status.send_modify(|st| st.last_error = Some(format!("connect: {e}")));
+                            queue.push(Event::ConnectionFailed);
+                        }
+                    },
                     Action::Send(message) => {
                         if !link.send([message], &session).await {
                             queue.push(Event::ConnectionFailed);
@@ -194,6 +196,9 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        // A passive session waits for its peer to connect (the connector accepts, a while at a time).
+        let waiting = config.passive && peer.state == State::Active && link.stream.is_none();
+        let accepted = async { if waiting { open(&connect).await } else { std::future::pending().await } };
         let mut chunk = [0u8; 16384];
         let read = async {
             match link.stream.as_mut() {
@@ -202,6 +207,13 @@ pub async fn run(
             }
         };
         tokio::select! {
+            got = accepted => {
+                if let Ok(s) = got {
+                    link.stream = Some(s);
+                    buffer.clear();
+                    queue.push(Event::Connected);
+                }
+            }
             _ = sleep => {
                 let now = Instant::now();
                 let due: Vec<Timer> = timers.values().filter(|(_, at)| *at <= now).map(|(t, _)| *t).collect();

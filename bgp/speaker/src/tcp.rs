@@ -2,11 +2,123 @@
 //! when the peer wants it, TCP-MD5 signatures (RFC 2385) keyed per peer address. The key is set
 //! on the socket before the SYN, so every segment of the session is signed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::Connector;
+
+/// Dial `address` for an active session: the TTL, and the TCP-MD5 key read from `key_file` at
+/// each attempt (so a rotated key is picked up).
+pub fn dialer(address: SocketAddr, ttl: Option<u32>, key_file: Option<String>) -> Connector {
+    Arc::new(move || {
+        let key = key_file.as_deref().map(read_key).transpose()?;
+        connect(address, ttl, key.as_deref(), Duration::from_secs(5))
+    })
+}
+
+/// Where sessions' connections come from: dialled, or accepted on one listener on port 179
+/// shared by every passive session (opened on first use).
+#[derive(Debug, Default)]
+pub struct Transports {
+    acceptor: Option<Arc<Acceptor>>,
+}
+
+impl Transports {
+    /// The connector of a session with `peer` (`port` is the peer's, when dialling). `ttl`: the
+    /// IP TTL of the session's packets; `key_file`: its TCP-MD5 key.
+    pub fn connector(
+        &mut self,
+        peer: IpAddr,
+        port: u16,
+        passive: bool,
+        ttl: Option<u32>,
+        key_file: Option<String>,
+    ) -> std::io::Result<Connector> {
+        if !passive {
+            return Ok(dialer(SocketAddr::new(peer, port), ttl, key_file));
+        }
+        let acceptor = match &self.acceptor {
+            Some(a) => a.clone(),
+            None => {
+                let a = Acceptor::bind(SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 179))?;
+                self.acceptor = Some(a.clone());
+                a
+            }
+        };
+        let accept = acceptor.connector(peer, key_file)?;
+        Ok(Arc::new(move || {
+            // The listener lives as long as a session may still want it.
+            let _listening = &acceptor;
+            let stream = accept()?;
+            if let Some(ttl) = ttl {
+                stream.set_ttl(ttl)?;
+            }
+            Ok(stream)
+        }))
+    }
+}
+
+/// How long a passive session's connector waits for its peer before saying so (it is asked
+/// again): short, so a stopping session is not held up.
+const ACCEPT_WAIT: Duration = Duration::from_secs(1);
+
+/// One listening socket for every passive session (port 179 is shared): each connection goes
+/// to the session of the address it came from; others are closed.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: Socket,
+    sessions: Mutex<HashMap<IpAddr, Sender<TcpStream>>>,
+}
+
+impl Acceptor {
+    /// Listen on `address` (`[::]:179` takes IPv4 peers too) and start handing connections out.
+    pub fn bind(address: SocketAddr) -> std::io::Result<Arc<Acceptor>> {
+        let listener = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        if address.is_ipv6() {
+            listener.set_only_v6(false)?;
+        }
+        listener.set_reuse_address(true)?;
+        listener.bind(&address.into())?;
+        listener.listen(64)?;
+        let accepting = listener.try_clone()?;
+        let acceptor = Arc::new(Acceptor { listener, sessions: Mutex::default() });
+        let weak = Arc::downgrade(&acceptor);
+        std::thread::spawn(move || {
+            while let Ok((stream, from)) = accepting.accept() {
+                let Some(acceptor) = weak.upgrade() else { return };
+                let Some(from) = from.as_socket().map(|a| a.ip().to_canonical()) else { continue };
+                let sessions = acceptor.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Nobody waits for this address: the connection is closed as it is dropped.
+                if let Some(session) = sessions.get(&from) {
+                    let _ = session.send(stream.into());
+                }
+            }
+        });
+        Ok(acceptor)
+    }
+
+    /// The connector of a passive session with `peer`: it waits (a while) for the peer to
+    /// connect. Sessions signed with TCP-MD5 have their key set on the listener for `peer`.
+    pub fn connector(self: &Arc<Self>, peer: IpAddr, key_file: Option<String>) -> std::io::Result<Connector> {
+        if let Some(file) = &key_file {
+            let key = read_key(file)?;
+            set_md5_key(&self.listener, peer, &key)?;
+        }
+        let (tx, rx): (Sender<TcpStream>, Receiver<TcpStream>) = std::sync::mpsc::channel();
+        self.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer, tx);
+        let rx = Mutex::new(rx);
+        Ok(Arc::new(move || {
+            let rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            rx.recv_timeout(ACCEPT_WAIT).map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the peer has not connected yet"))
+        }))
+    }
+}
 
 /// Longest TCP-MD5 key Linux takes (`TCP_MD5SIG_MAXKEYLEN`).
 pub const MAX_KEY: usize = 80;

@@ -67,6 +67,7 @@ pub(super) fn node_fabrics(topology: &TopologyRecord, hosts: &[HostRecord], bloc
                         port: p.port,
                         multihop: p.multihop,
                         password_file: p.password_file.clone(),
+                        passive: p.passive,
                     })
                     .collect(),
                 prefixes,
