@@ -179,7 +179,6 @@ impl Fabric {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(peer = %address, error = %e, "cannot set up the BGP session's transport");
-                    let _ = status_tx.send_modify(|st| st.last_error = Some(e.to_string()));
                     continue;
                 }
             };
