@@ -10,11 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use tessera_agent_api::{AgentReport, FabricReport, SessionReport, Speaker, SpeakerPeer};
-use tessera_bgp::{AFI_IPV4, AFI_IPV6, Announcement, Paths, PeerConfig, SAFI_UNICAST, State};
+use tessera_bgp::{AFI_IPV4, AFI_IPV6, Announcement, Paths, PeerConfig, SAFI_UNICAST};
 use tessera_netlink::Netlink;
 use tokio::sync::watch;
 
@@ -69,21 +69,6 @@ fn announcement(speaker: &Speaker) -> Paths {
             large_communities: speaker.large_communities.iter().map(|c| (c[0], c[1], c[2])).collect(),
         },
     )])
-}
-
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::Idle => "idle",
-        State::Connect => "connect",
-        State::Active => "active",
-        State::OpenSent => "openSent",
-        State::OpenConfirm => "openConfirm",
-        State::Established => "established",
-    }
-}
-
-fn unix(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// The speaker sessions and VIP addresses of this node.
@@ -220,8 +205,8 @@ impl Fabric {
                 SessionReport {
                     peer: *address,
                     asn: s.peer.asn,
-                    state: state_name(st.state).to_string(),
-                    established_since: st.established_since.map(unix),
+                    state: st.state.name().to_string(),
+                    established_since: st.established_unix(),
                     prefixes_sent: st.prefixes_sent,
                     prefixes_received: st.prefixes_received,
                     last_error: st.last_error.clone(),

@@ -40,6 +40,20 @@ pub enum State {
     Established,
 }
 
+impl State {
+    /// The state's name as reports show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Connect => "connect",
+            State::Active => "active",
+            State::OpenSent => "openSent",
+            State::OpenConfirm => "openConfirm",
+            State::Established => "established",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Timer {
     ConnectRetry,

@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use tessera_bgp::{AFI_IPV4, AFI_IPV6, Announcement, Paths, PeerConfig, SAFI_UNICAST, State};
+use tessera_bgp::{AFI_IPV4, AFI_IPV6, Announcement, Paths, PeerConfig, SAFI_UNICAST};
 use tessera_bgp_speaker::SessionStatus;
 use tessera_bgp_speaker::tcp::Transports;
 use tessera_topology::fabric::{BgpMode, BgpPeerSpec, Fabric};
@@ -54,7 +54,6 @@ pub type Status = Arc<Mutex<BTreeMap<IpAddr, Live>>>;
 
 /// The sessions as they stand right now.
 pub fn sessions(status: &Status) -> Vec<ServerSession> {
-    let unix = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     let live = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     live.into_iter()
         .map(|(peer, l)| {
@@ -63,8 +62,8 @@ pub fn sessions(status: &Status) -> Vec<ServerSession> {
                 peer,
                 asn: l.asn,
                 local_as: l.local_as,
-                state: state_name(st.state).to_string(),
-                established_since: st.established_since.map(unix),
+                state: st.state.name().to_string(),
+                established_since: st.established_unix(),
                 prefixes_sent: st.prefixes_sent,
                 last_error: st.last_error.clone(),
                 flaps: st.flaps,
@@ -156,17 +155,6 @@ struct Running {
     status: watch::Receiver<SessionStatus>,
     task: tokio::task::JoinHandle<()>,
     hosts: BTreeMap<String, Vec<String>>,
-}
-
-fn state_name(state: State) -> &'static str {
-    match state {
-        State::Idle => "idle",
-        State::Connect => "connect",
-        State::Active => "active",
-        State::OpenSent => "openSent",
-        State::OpenConfirm => "openConfirm",
-        State::Established => "established",
-    }
 }
 
 /// Every second: while this replica holds the lease, keep one session per route server with

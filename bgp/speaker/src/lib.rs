@@ -40,6 +40,11 @@ impl SessionStatus {
     pub fn new() -> SessionStatus {
         SessionStatus { state: State::Idle, last_error: None, prefixes_sent: 0, prefixes_received: 0, established_since: None, flaps: 0 }
     }
+
+    /// Unix seconds since the session is established.
+    pub fn established_unix(&self) -> Option<i64> {
+        self.established_since.map(|t| t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
+    }
 }
 
 impl Default for SessionStatus {
