@@ -160,6 +160,38 @@ pub fn gateway<'a>(current: Option<&str>, candidates: &'a [Candidate]) -> Option
     current.and_then(|h| healthy().find(|c| c.host == h)).or_else(|| healthy().min_by(|a, b| a.host.cmp(&b.host)))
 }
 
+/// A route the plan wants in the VPC (a group's CIDR, within the table's budget) and the hosts
+/// of the group that can carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub destination: IpNet,
+    pub candidates: Vec<Candidate>,
+}
+
+/// What each wanted destination should point at, given what Tessera wrote before (`owned`):
+/// its gateway's target — the current gateway while it is healthy, else the first healthy
+/// host. With no healthy host a route keeps its current target rather than vanish (traffic to
+/// a dead gateway fails either way, and it may come back); a destination never written and with
+/// no healthy host is left out.
+pub fn desired(wanted: &[Wanted], owned: &BTreeMap<IpNet, Target>) -> BTreeMap<IpNet, Target> {
+    let mut out = BTreeMap::new();
+    for w in wanted {
+        let destination = w.destination.trunc();
+        let written = owned.get(&destination);
+        let current = written.and_then(|t| w.candidates.iter().find(|c| &c.target == t)).map(|c| c.host.as_str());
+        match (gateway(current, &w.candidates), written) {
+            (Some(g), _) => {
+                out.insert(destination, g.target.clone());
+            }
+            (None, Some(t)) => {
+                out.insert(destination, t.clone());
+            }
+            (None, None) => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,5 +311,19 @@ mod tests {
         assert_eq!(gateway(Some("c"), &all).map(|g| g.host.as_str()), Some("a"));
         assert_eq!(gateway(None, &all).map(|g| g.host.as_str()), Some("a"));
         assert_eq!(gateway(Some("a"), &[c("a", false)]), None);
+    }
+
+    #[test]
+    fn each_route_points_at_a_healthy_gateway_of_its_group() {
+        let c = |host: &str, healthy: bool| Candidate { host: host.into(), target: Target::Instance(format!("i-{host}")), healthy };
+        let wanted = |candidates: Vec<Candidate>| vec![Wanted { destination: net("10.96.0.0/17"), candidates }];
+        let written = |host: &str| owned(&[("10.96.0.0/17", Target::Instance(format!("i-{host}")))]);
+        // A healthy current gateway stays, even if another sorts first.
+        assert_eq!(super::desired(&wanted(vec![c("a", true), c("b", true)]), &written("b")), written("b"));
+        // It falls silent: the route moves to the first healthy host.
+        assert_eq!(super::desired(&wanted(vec![c("a", true), c("b", false)]), &written("b")), written("a"));
+        // Nobody healthy: the route stays where it is; never written: no route at all.
+        assert_eq!(super::desired(&wanted(vec![c("a", false), c("b", false)]), &written("b")), written("b"));
+        assert_eq!(super::desired(&wanted(vec![c("a", false)]), &BTreeMap::new()), BTreeMap::new());
     }
 }
