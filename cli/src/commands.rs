@@ -48,6 +48,10 @@ pub enum HostsCmd {
         /// key=value, repeatable.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// The EC2 instance (i-…) or network interface (eni-…) VPC routes point at when the
+        /// host is its group's gateway.
+        #[arg(long)]
+        cloud_target: Option<String>,
     },
     /// Remove a host, releasing its endpoints and blocks.
     Remove {
@@ -369,9 +373,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Hosts(cmd) => match cmd {
             HostsCmd::List => print(out, &api.get("/v1/hosts")?, HOST_COLUMNS),
             HostsCmd::Show { name } => print(out, &api.get(&format!("/v1/hosts/{}", segment(name)?))?, HOST_COLUMNS),
-            HostsCmd::Add { name, ips, labels: l } => {
-                print(out, &api.post("/v1/hosts", &json!({"name": name, "ips": ips, "labels": labels(l)?}))?, HOST_COLUMNS)
-            }
+            HostsCmd::Add { name, ips, labels: l, cloud_target } => print(
+                out,
+                &api.post("/v1/hosts", &json!({"name": name, "ips": ips, "labels": labels(l)?, "cloudTarget": cloud_target}))?,
+                HOST_COLUMNS,
+            ),
             HostsCmd::Remove { name } => {
                 api.delete(&format!("/v1/hosts/{}", segment(name)?))?;
                 println!("host {name} removed");

@@ -25,6 +25,20 @@ pub enum Target {
     Other(String, String),
 }
 
+impl Target {
+    /// An EC2 id a route may point at for a host: an instance (`i-` and 8 or 17 hex digits) or
+    /// a network interface (`eni-`, likewise).
+    pub fn from_ec2_id(id: &str) -> Result<Target, String> {
+        let hex =
+            |rest: &str| (rest.len() == 8 || rest.len() == 17) && rest.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
+        match (id.strip_prefix("i-"), id.strip_prefix("eni-")) {
+            (Some(rest), _) if hex(rest) => Ok(Target::Instance(id.to_string())),
+            (_, Some(rest)) if hex(rest) => Ok(Target::Interface(id.to_string())),
+            _ => Err(format!("`{id}` is neither an instance id (i-0123456789abcdef0) nor a network interface id (eni-0123456789abcdef0)")),
+        }
+    }
+}
+
 /// A route as the table holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -325,5 +339,14 @@ mod tests {
         // Nobody healthy: the route stays where it is; never written: no route at all.
         assert_eq!(super::desired(&wanted(vec![c("a", false), c("b", false)]), &written("b")), written("b"));
         assert_eq!(super::desired(&wanted(vec![c("a", false)]), &BTreeMap::new()), BTreeMap::new());
+    }
+
+    #[test]
+    fn ec2_ids_are_instances_or_interfaces() {
+        assert_eq!(Target::from_ec2_id("i-0123456789abcdef0"), Ok(Target::Instance("i-0123456789abcdef0".into())));
+        assert_eq!(Target::from_ec2_id("eni-12345678"), Ok(Target::Interface("eni-12345678".into())));
+        for bad in ["i-0123", "igw-12345678", "eni-0123456789ABCDEF0", "i-0123456789abcdefg", ""] {
+            assert!(Target::from_ec2_id(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -31,6 +31,13 @@ fn labels_ok(field: &str, labels: &Labels) -> Result<()> {
     validate_labels(field, labels).map_err(|e| StoreError::invalid(e.field, e.message))
 }
 
+fn cloud_target_ok(id: Option<&str>) -> Result<()> {
+    match id.map(tessera_cloud::vpc::Target::from_ec2_id) {
+        Some(Err(message)) => Err(StoreError::invalid("cloudTarget", message)),
+        _ => Ok(()),
+    }
+}
+
 fn ips(field: &str, texts: &[String]) -> Result<Vec<IpAddr>> {
     texts
         .iter()
@@ -67,15 +74,30 @@ impl Ops {
         self.applied(outcome).await
     }
 
-    pub async fn create_host(&self, name: String, addresses: &[String], labels: Labels) -> Result<HostRecord> {
+    pub async fn create_host(
+        &self,
+        name: String,
+        addresses: &[String],
+        labels: Labels,
+        cloud_target: Option<String>,
+    ) -> Result<HostRecord> {
         labels_ok("labels", &labels)?;
-        let host = self.store.create_host(NewHost { name, ips: ips("ips", addresses)?, labels }).await?;
+        cloud_target_ok(cloud_target.as_deref())?;
+        let host = self.store.create_host(NewHost { name, ips: ips("ips", addresses)?, labels, cloud_target }).await?;
         self.applied(host).await
     }
 
-    pub async fn update_host(&self, name: &str, addresses: &[String], labels: Labels, if_match: Option<i64>) -> Result<HostRecord> {
+    pub async fn update_host(
+        &self,
+        name: &str,
+        addresses: &[String],
+        labels: Labels,
+        cloud_target: Option<String>,
+        if_match: Option<i64>,
+    ) -> Result<HostRecord> {
         labels_ok("labels", &labels)?;
-        let host = self.store.update_host(name, ips("ips", addresses)?, labels, if_match).await?;
+        cloud_target_ok(cloud_target.as_deref())?;
+        let host = self.store.update_host(name, ips("ips", addresses)?, labels, cloud_target, if_match).await?;
         self.applied(host).await
     }
 

@@ -268,6 +268,7 @@ mod tests {
             labels: Default::default(),
             pinned: false,
             drained: false,
+            cloud_target: None,
             revision: 1,
         }
     }

@@ -91,7 +91,16 @@ mod tests {
     use super::*;
 
     fn host(name: &str, group: &str, drained: bool) -> HostRecord {
-        HostRecord { name: name.into(), group: group.into(), ips: vec![], labels: Default::default(), pinned: false, drained, revision: 1 }
+        HostRecord {
+            name: name.into(),
+            group: group.into(),
+            ips: vec![],
+            labels: Default::default(),
+            pinned: false,
+            drained,
+            cloud_target: None,
+            revision: 1,
+        }
     }
 
     fn vip(address: &str, hosts: &[&str], group: Option<&str>, holder: Option<&str>) -> VipRecord {

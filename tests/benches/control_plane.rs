@@ -52,7 +52,10 @@ async fn populate(store: &Store, hosts: usize, endpoints: usize) -> f64 {
     tessera_tests::apply(store, &tessera_tests::zones_and_racks()).await;
     for h in 0..hosts {
         let ip = std::net::Ipv4Addr::from(0xc612_0000u32 + h as u32 + 1);
-        store.create_host(NewHost { name: format!("host-{h}"), ips: vec![ip.into()], labels: host_labels(h) }).await.expect("host");
+        store
+            .create_host(NewHost { name: format!("host-{h}"), ips: vec![ip.into()], labels: host_labels(h), cloud_target: None })
+            .await
+            .expect("host");
     }
     for t in 0..TENANTS {
         store

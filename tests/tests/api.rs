@@ -611,3 +611,33 @@ async fn relabelling_a_tenant_recompiles_the_nodes_whose_policies_look_at_its_la
         assert_eq!(h2_again["digest"], h2["digest"]);
     }
 }
+
+/// A host's EC2 target (where VPC routes point when it is its group's gateway): an instance or
+/// a network interface id, checked with the field named; replaced or cleared by a PUT.
+#[tokio::test]
+async fn hosts_take_an_ec2_instance_or_interface_as_their_cloud_target() {
+    for (backend, store) in stores().await {
+        let api = seeded(store).await;
+        let r = api
+            .admin(Method::POST, "/v1/hosts", Some(json!({"name": "h3", "ips": ["192.0.2.3"], "cloudTarget": "i-0123456789abcdef0"})))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{backend}: {}", r.body);
+        assert_eq!(r.body["cloudTarget"], "i-0123456789abcdef0");
+        for bad in ["igw-12345678", "i-123", "ENI-12345678"] {
+            let r = api.admin(Method::POST, "/v1/hosts", Some(json!({"name": "h4", "ips": ["192.0.2.4"], "cloudTarget": bad}))).await;
+            assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("cloudTarget"));
+        }
+        assert_eq!(api.admin(Method::GET, "/v1/hosts/h4", None).await.status, StatusCode::NOT_FOUND, "a refused host was stored");
+        let r = api.admin(Method::PUT, "/v1/hosts/h3", Some(json!({"ips": ["192.0.2.3"], "cloudTarget": "eni-12345678"}))).await;
+        assert_eq!(r.body["cloudTarget"], "eni-12345678", "{}", r.body);
+        let r = api.admin(Method::PUT, "/v1/hosts/h3", Some(json!({"ips": ["192.0.2.3"], "cloudTarget": "nat-12345678"}))).await;
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("cloudTarget"));
+        assert_eq!(
+            api.admin(Method::GET, "/v1/hosts/h3", None).await.body["cloudTarget"],
+            "eni-12345678",
+            "a refused update changed the host"
+        );
+        let r = api.admin(Method::PUT, "/v1/hosts/h3", Some(json!({"ips": ["192.0.2.3"]}))).await;
+        assert_eq!(r.body.get("cloudTarget"), None, "{}", r.body);
+    }
+}

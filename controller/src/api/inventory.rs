@@ -22,6 +22,7 @@ async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
         labels: h.labels,
         pinned: h.pinned,
         drained: h.drained,
+        cloud_target: h.cloud_target,
         revision: h.revision,
         blocks: blocks.iter().map(|b| b.cidr.to_string()).collect(),
         cidrs: aggregate(&blocks.iter().map(|b| b.cidr).collect::<Vec<_>>()).iter().map(ToString::to_string).collect(),
@@ -42,7 +43,7 @@ pub async fn list_hosts(State(state): State<AppState>, caller: Caller) -> ApiRes
 #[utoipa::path(post, path = "/v1/hosts", request_body = NewHostBody, responses((status = 201, body = HostView), (status = 422, body = ErrorBody)))]
 pub async fn create_host(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody<NewHostBody>) -> ApiResult<Response> {
     caller.require_admin()?;
-    let host = state.ops.create_host(body.name, &body.ips, body.labels).await?;
+    let host = state.ops.create_host(body.name, &body.ips, body.labels, body.cloud_target).await?;
     let revision = host.revision;
     Ok((StatusCode::CREATED, etag(revision), Json(host_view(&state, host).await?)).into_response())
 }
@@ -57,7 +58,7 @@ pub async fn update_host(
     JsonBody(body): JsonBody<UpdateHostBody>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let host = state.ops.update_host(&name, &body.ips, body.labels, if_match).await?;
+    let host = state.ops.update_host(&name, &body.ips, body.labels, body.cloud_target, if_match).await?;
     Ok((etag(host.revision), Json(host_view(&state, host).await?)).into_response())
 }
 

@@ -91,6 +91,10 @@ pub struct NewHostBody {
     pub ips: Vec<String>,
     #[serde(default)]
     pub labels: LabelMap,
+    /// The EC2 instance (`i-…`) or network interface (`eni-…`) VPC routes point at when this
+    /// host is its group's gateway.
+    #[schema(pattern = "^(i|eni)-([0-9a-f]{8}|[0-9a-f]{17})$")]
+    pub cloud_target: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -101,6 +105,9 @@ pub struct UpdateHostBody {
     pub ips: Vec<String>,
     #[serde(default)]
     pub labels: LabelMap,
+    /// As at creation; left out, the host has none.
+    #[schema(pattern = "^(i|eni)-([0-9a-f]{8}|[0-9a-f]{17})$")]
+    pub cloud_target: Option<String>,
 }
 
 /// New labels for a tenant or a segment.
@@ -122,6 +129,8 @@ pub struct HostView {
     pub pinned: bool,
     /// Drained: announces nothing and holds no VIP.
     pub drained: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_target: Option<String>,
     pub revision: i64,
     pub blocks: Vec<String>,
     /// The host's blocks aggregated.

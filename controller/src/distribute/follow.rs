@@ -113,7 +113,12 @@ mod tests {
         .expect("topology");
         store.apply_topology(spec, None, false).await.expect("apply");
         store
-            .create_host(NewHost { name: "h1".into(), ips: vec!["192.0.2.1".parse().expect("ip")], labels: Labels::new() })
+            .create_host(NewHost {
+                name: "h1".into(),
+                ips: vec!["192.0.2.1".parse().expect("ip")],
+                labels: Labels::new(),
+                cloud_target: None,
+            })
             .await
             .expect("host");
         store.create_tenant("t", Labels::new()).await.expect("tenant");

@@ -23,6 +23,8 @@ pub struct HostRecord {
     pub pinned: bool,
     /// Drained: announces nothing and holds no VIP (its pods stay).
     pub drained: bool,
+    /// The EC2 instance or interface VPC routes point at when this host is a gateway.
+    pub cloud_target: Option<String>,
     pub revision: i64,
 }
 
@@ -32,6 +34,8 @@ pub struct NewHost {
     pub name: String,
     pub ips: Vec<IpAddr>,
     pub labels: Labels,
+    #[serde(default)]
+    pub cloud_target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,13 +64,14 @@ fn host_from(row: &sqlx::any::AnyRow) -> Result<HostRecord> {
         labels: from_json(&row.try_get::<String, _>("labels")?)?,
         pinned: row.try_get::<i64, _>("pinned")? != 0,
         drained: row.try_get::<i64, _>("drained")? != 0,
+        cloud_target: row.try_get("cloud_target")?,
         revision: row.try_get("revision")?,
     })
 }
 
 impl Store {
     pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
-        let rows = sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, revision FROM hosts ORDER BY name")
+        let rows = sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, cloud_target, revision FROM hosts ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(host_from).collect()
@@ -94,13 +99,14 @@ impl Store {
                 let group = place(tx, layout, &host.name, &host.labels).await?;
                 let pinned = layout.static_host(&host.name).is_some();
                 sqlx::query(
-                    "INSERT INTO hosts (name, group_path, ips, labels, pinned, revision, created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)",
+                    "INSERT INTO hosts (name, group_path, ips, labels, pinned, cloud_target, revision, created_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
                 )
                 .bind(&host.name)
                 .bind(&group)
                 .bind(to_json(&host.ips)?)
                 .bind(to_json(&host.labels)?)
                 .bind(i64::from(pinned))
+                .bind(&host.cloud_target)
                 .bind(now())
                 .execute(&mut **tx)
                 .await?;
@@ -113,12 +119,19 @@ impl Store {
 
     /// Change a host's underlay IPs and labels. A host whose new labels no longer fit its group
     /// moves to a group they fit, unless it holds blocks (its addresses would have to move).
-    pub async fn update_host(&self, name: &str, ips: Vec<IpAddr>, labels: Labels, if_match: Option<i64>) -> Result<HostRecord> {
+    pub async fn update_host(
+        &self,
+        name: &str,
+        ips: Vec<IpAddr>,
+        labels: Labels,
+        cloud_target: Option<String>,
+        if_match: Option<i64>,
+    ) -> Result<HostRecord> {
         validate_host_ips("ips", &ips).map_err(|e| StoreError::invalid(e.field, e.message))?;
         let name = name.to_string();
         let store = self.clone();
         self.with_retries(move |tx| {
-            let (name, ips, labels, store) = (name.clone(), ips.clone(), labels.clone(), store.clone());
+            let (name, ips, labels, store, cloud_target) = (name.clone(), ips.clone(), labels.clone(), store.clone(), cloud_target.clone());
             Box::pin(async move {
                 let host = host_in(tx, &name).await?;
                 if let Some(sent) = if_match.filter(|s| *s != host.revision) {
@@ -141,10 +154,11 @@ impl Store {
                     }
                     place(tx, layout, &name, &labels).await?
                 };
-                sqlx::query("UPDATE hosts SET ips = $1, labels = $2, group_path = $3, revision = revision + 1 WHERE name = $4")
+                sqlx::query("UPDATE hosts SET ips = $1, labels = $2, group_path = $3, cloud_target = $4, revision = revision + 1 WHERE name = $5")
                     .bind(to_json(&ips)?)
                     .bind(to_json(&labels)?)
                     .bind(&group)
+                    .bind(&cloud_target)
                     .bind(&name)
                     .execute(&mut **tx)
                     .await?;
@@ -463,7 +477,7 @@ pub(super) async fn checked_revision<'q>(
 }
 
 pub(super) async fn host_in(conn: &mut AnyConnection, name: &str) -> Result<HostRecord> {
-    let row = sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, revision FROM hosts WHERE name = $1")
+    let row = sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, cloud_target, revision FROM hosts WHERE name = $1")
         .bind(name)
         .fetch_optional(&mut *conn)
         .await?;
