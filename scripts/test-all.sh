@@ -25,10 +25,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # Python peers of the tests, in a project-local virtualenv: aggregate6 (route aggregation
-# reference) and schemathesis (OpenAPI conformance against a running controller).
-if [ ! -x .venv/bin/aggregate6 ] || [ ! -x .venv/bin/schemathesis ]; then
+# reference), schemathesis (OpenAPI conformance against a running controller) and moto's EC2
+# server (the VPC route tables the real aws-sdk-ec2 talks to).
+if [ ! -x .venv/bin/aggregate6 ] || [ ! -x .venv/bin/schemathesis ] || [ ! -x .venv/bin/moto_server ]; then
     [ -x .venv/bin/pip ] || python3 -m venv .venv
-    .venv/bin/pip install --quiet --disable-pip-version-check 'aggregate6==1.0.15' 'schemathesis==4.32.5'
+    .venv/bin/pip install --quiet --disable-pip-version-check 'aggregate6==1.0.15' 'schemathesis==4.32.5' 'moto[server]==5.2.6'
 fi
 
 cargo fmt --all --check

@@ -44,6 +44,16 @@ impl Target {
 pub struct Route {
     pub destination: IpNet,
     pub target: Target,
+    /// The network interface the route resolves to, when EC2 says (it does for instance routes
+    /// too): a route asked for as that interface is the same route.
+    pub interface: Option<String>,
+}
+
+impl Route {
+    /// Whether this route already points where `want` says.
+    fn points_at(&self, want: &Target) -> bool {
+        &self.target == want || matches!(want, Target::Interface(eni) if self.interface.as_deref() == Some(eni.as_str()))
+    }
 }
 
 /// One mutating call.
@@ -103,16 +113,17 @@ pub fn plan_table(
     networks: &[IpNet],
     adopt: bool,
 ) -> TablePlan {
-    let actual: BTreeMap<IpNet, &Target> = table.iter().map(|r| (r.destination.trunc(), &r.target)).collect();
+    let actual: BTreeMap<IpNet, &Route> = table.iter().map(|r| (r.destination.trunc(), r)).collect();
     let mut plan = TablePlan::default();
     let (mut deletes, mut replaces, mut creates) = (Vec::new(), Vec::new(), Vec::new());
-    for (destination, target) in &actual {
+    for (destination, route) in &actual {
+        let target = &route.target;
         let mine = owned.contains_key(destination) && ours(networks, destination);
-        if mine && owned.get(destination) != Some(*target) {
+        if mine && !owned.get(destination).is_some_and(|w| route.points_at(w)) {
             plan.drift += 1;
         }
         match (mine, desired.get(destination)) {
-            (true, Some(want)) if want == *target => {
+            (true, Some(want)) if route.points_at(want) => {
                 plan.owned.insert(*destination, want.clone());
             }
             (true, Some(want)) => {
@@ -121,12 +132,12 @@ pub fn plan_table(
                 plan.owned.insert(*destination, want.clone());
             }
             (true, None) => deletes.push(Call::Delete { destination: *destination }),
-            (false, Some(want)) if *target == want => {
+            (false, Some(want)) if route.points_at(want) => {
                 // Someone made exactly our route: take it as ours only when asked to.
                 if adopt && ours(networks, destination) {
                     plan.owned.insert(*destination, want.clone());
                 } else {
-                    plan.collisions.push(Collision { destination: *destination, foreign: (*target).clone(), wanted: want.clone() });
+                    plan.collisions.push(Collision { destination: *destination, foreign: target.clone(), wanted: want.clone() });
                 }
             }
             (false, Some(want)) => {
@@ -134,7 +145,7 @@ pub fn plan_table(
                     replaces.push(Call::Replace { destination: *destination, target: want.clone() });
                     plan.owned.insert(*destination, want.clone());
                 } else {
-                    plan.collisions.push(Collision { destination: *destination, foreign: (*target).clone(), wanted: want.clone() });
+                    plan.collisions.push(Collision { destination: *destination, foreign: target.clone(), wanted: want.clone() });
                 }
             }
             (false, None) => {}
@@ -219,7 +230,7 @@ mod tests {
     }
 
     fn route(dst: &str, target: Target) -> Route {
-        Route { destination: net(dst), target }
+        Route { destination: net(dst), target, interface: None }
     }
 
     fn desired(list: &[(&str, Target)]) -> BTreeMap<IpNet, Target> {
@@ -311,7 +322,7 @@ mod tests {
     #[test]
     fn destinations_compare_canonically() {
         // The API may describe a route with host bits set; it is the same destination.
-        let table = vec![Route { destination: "10.96.0.1/17".parse().expect("net"), target: eni("eni-a") }];
+        let table = vec![Route { destination: "10.96.0.1/17".parse().expect("net"), target: eni("eni-a"), interface: None }];
         let want = desired(&[("10.96.0.0/17", eni("eni-a"))]);
         let plan = plan_table(&table, &want, &want, &networks(), false);
         assert_eq!((plan.calls, plan.drift), (vec![], 0));
@@ -348,5 +359,15 @@ mod tests {
         for bad in ["i-0123", "igw-12345678", "eni-0123456789ABCDEF0", "i-0123456789abcdefg", ""] {
             assert!(Target::from_ec2_id(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_instance_route_is_the_route_to_its_interface() {
+        // EC2 describes a route to an instance with the instance and its primary interface.
+        let table =
+            vec![Route { destination: net("10.96.0.0/17"), target: Target::Instance("i-1".into()), interface: Some("eni-1".into()) }];
+        let want = desired(&[("10.96.0.0/17", eni("eni-1"))]);
+        let plan = plan_table(&table, &want, &want, &networks(), false);
+        assert_eq!((plan.calls, plan.drift), (vec![], 0));
     }
 }

@@ -10,4 +10,5 @@ pub mod routes;
 pub mod run;
 pub mod store;
 pub mod vips;
+pub mod vpc_routes;
 pub mod writer;

@@ -63,6 +63,33 @@ pub struct Args {
     /// servers, for groups in BGP controller mode.
     #[arg(long, env = "TESSERA_BGP_ROUTER_ID")]
     pub bgp_router_id: Option<std::net::Ipv4Addr>,
+    /// AWS region of the VPC route tables to keep (unset: Tessera writes no VPC routes).
+    #[arg(long, env = "TESSERA_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// EC2 endpoint instead of the region's public one (a VPC endpoint, a test server).
+    #[arg(long, env = "TESSERA_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Route tables to keep, by id (comma-separated or repeated).
+    #[arg(long, env = "TESSERA_AWS_ROUTE_TABLES", value_delimiter = ',')]
+    pub aws_route_tables: Vec<String>,
+    /// Or every route table carrying this tag, as `key=value` (for example `tessera.io/managed=true`).
+    #[arg(long, env = "TESSERA_AWS_ROUTE_TABLE_TAG")]
+    pub aws_route_table_tag: Option<String>,
+    /// Routes a route table may hold (the AWS quota), Tessera's and others'.
+    #[arg(long, env = "TESSERA_AWS_ROUTE_LIMIT", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub aws_route_limit: u64,
+    /// Seconds between passes over the route tables (drift repair); changes start one sooner.
+    #[arg(long, env = "TESSERA_AWS_RECONCILE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub aws_reconcile_seconds: u64,
+    /// Mutating EC2 calls per second, at most.
+    #[arg(long, env = "TESSERA_AWS_CALL_RATE", default_value_t = 5.0)]
+    pub aws_call_rate: f64,
+    /// Take over foreign routes on destinations Tessera wants (otherwise reported and left alone).
+    #[arg(long, env = "TESSERA_AWS_ADOPT", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub aws_adopt: bool,
+    /// Let the AWS SDK retry failed calls itself (on top of Tessera's own backoff).
+    #[arg(long, env = "TESSERA_AWS_SDK_RETRIES", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
+    pub aws_sdk_retries: bool,
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "TESSERA_LOG", default_value = "info")]
     pub log: String,
@@ -93,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(id) = args.bgp_router_id.filter(|id| id.is_unspecified() || id.is_multicast() || id.is_broadcast()) {
         anyhow::bail!("--bgp-router-id: {id} cannot be a BGP identifier");
     }
+    let vpc = vpc_config(&args)?;
     let replica = args.replica_id.clone().unwrap_or_else(crate::writer::new_replica_id);
     tessera_topology::spec::validate_name("--replica-id", &replica).map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = AppState::with_replica(store, replica).await.context("compiling the stored state")?;
@@ -107,6 +135,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(crate::vips::keep_held(state.clone(), failover, state.dist.closing()));
     let sessions = state.route_servers.clone();
     tokio::spawn(crate::route_servers::run(state.clone(), args.bgp_router_id, failover, sessions, state.dist.closing()));
+    if let Some(vpc) = vpc {
+        tracing::info!(region = %vpc.ec2.region, tables = ?vpc.tables, tag = ?vpc.tag, "keeping VPC route tables");
+        tokio::spawn(crate::vpc_routes::run(
+            state.clone(),
+            crate::vpc_routes::VpcConfig { failover, ..vpc },
+            state.vpc_routes.clone(),
+            state.dist.closing(),
+        ));
+    }
     let dist = state.dist.clone();
     let stopping = async move {
         shutdown().await;
@@ -121,6 +158,49 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, "serving the API");
     axum::serve(listener, app(state)).with_graceful_shutdown(stopping).await?;
     Ok(())
+}
+
+/// The VPC route tables to keep, from the `--aws-*` flags (`None`: no region, no VPC routes).
+fn vpc_config(args: &Args) -> anyhow::Result<Option<crate::vpc_routes::VpcConfig>> {
+    let Some(region) = args.aws_region.clone() else { return Ok(None) };
+    anyhow::ensure!(
+        !region.trim().is_empty() && region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "--aws-region: `{region}` is not a region"
+    );
+    let tag = match &args.aws_route_table_tag {
+        None => None,
+        Some(t) => match t.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
+            _ => anyhow::bail!("--aws-route-table-tag: `{t}` is not key=value"),
+        },
+    };
+    anyhow::ensure!(
+        !args.aws_route_tables.is_empty() || tag.is_some(),
+        "--aws-region is set: name the route tables (--aws-route-tables) or their tag (--aws-route-table-tag)"
+    );
+    for id in &args.aws_route_tables {
+        let ok = id
+            .strip_prefix("rtb-")
+            .is_some_and(|h| (h.len() == 8 || h.len() == 17) && h.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        anyhow::ensure!(ok, "--aws-route-tables: `{id}` is not a route table id (rtb-0123456789abcdef0)");
+    }
+    anyhow::ensure!(
+        args.aws_call_rate.is_finite() && args.aws_call_rate > 0.0,
+        "--aws-call-rate must be a positive number of calls per second"
+    );
+    if let Some(url) = &args.aws_endpoint_url {
+        anyhow::ensure!(url.starts_with("http://") || url.starts_with("https://"), "--aws-endpoint-url: `{url}` is not an http(s) URL");
+    }
+    Ok(Some(crate::vpc_routes::VpcConfig {
+        ec2: tessera_cloud_ec2::Settings { region, endpoint_url: args.aws_endpoint_url.clone(), sdk_retries: args.aws_sdk_retries },
+        tables: args.aws_route_tables.clone(),
+        tag,
+        limit: args.aws_route_limit as usize,
+        interval: std::time::Duration::from_secs(args.aws_reconcile_seconds),
+        rate: args.aws_call_rate,
+        adopt: args.aws_adopt,
+        failover: std::time::Duration::from_secs(args.vip_failover_seconds),
+    }))
 }
 
 /// HTTPS with rustls; on SIGINT/SIGTERM watches end and in-flight requests get 5 s to finish.

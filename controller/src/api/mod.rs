@@ -42,6 +42,8 @@ pub struct AppState {
     pub writer: Writer,
     /// Its BGP sessions with route servers (controller mode; while it holds the lease).
     pub route_servers: crate::route_servers::Status,
+    /// The VPC route tables as its last passes left them (while it holds the lease).
+    pub vpc_routes: crate::vpc_routes::Status,
 }
 
 impl AppState {
@@ -55,7 +57,15 @@ impl AppState {
         let dist = Distributor::start(store.clone()).await?;
         let writer = Writer::new(store.clone(), replica);
         let ops = Ops::new(store.clone(), dist.clone());
-        Ok(AppState { store, metrics: Arc::new(Metrics::default()), dist, ops, writer, route_servers: Default::default() })
+        Ok(AppState {
+            store,
+            metrics: Arc::new(Metrics::default()),
+            dist,
+            ops,
+            writer,
+            route_servers: Default::default(),
+            vpc_routes: Default::default(),
+        })
     }
 }
 
@@ -79,6 +89,7 @@ pub fn app(state: AppState) -> Router {
         .route("/topology", get(topology::get_topology).put(topology::put_topology))
         .route("/networks", get(topology::list_networks))
         .route("/routes", get(topology::get_routes))
+        .route("/routes/cloud", get(fabric::cloud_routes))
         .route("/hosts", get(inventory::list_hosts).post(inventory::create_host))
         .route("/hosts/{name}", get(inventory::get_host).put(inventory::update_host).delete(inventory::delete_host))
         .route("/tenants", get(inventory::list_tenants).post(inventory::create_tenant))

@@ -21,7 +21,7 @@ use super::{fabric, inventory, ipam, nodes, policies, policy, system, topology};
         policy::simulate_handler, policy::explain_handler,
         policies::list_policies, policies::get_policy, policies::put_policies, policies::delete_policy,
         nodes::list_nodes, nodes::node_state, nodes::ack, nodes::report,
-        fabric::bgp, fabric::bgp_controller, fabric::list_vips, fabric::create_vip, fabric::get_vip, fabric::delete_vip, fabric::drain_host, fabric::undrain_host,
+        fabric::bgp, fabric::bgp_controller, fabric::cloud_routes, fabric::list_vips, fabric::create_vip, fabric::get_vip, fabric::delete_vip, fabric::drain_host, fabric::undrain_host,
     ),
     modifiers(&BearerAuth, &ErrorResponses),
     security(("bearer" = []))

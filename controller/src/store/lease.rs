@@ -27,6 +27,21 @@ pub struct ReplicaRecord {
     pub heartbeat_ms: i64,
 }
 
+/// Fail unless the writer lease still carries fencing token `fence`: a replica that lost the
+/// lease (a pause, a partition) writes nothing in the transaction this runs in.
+pub(super) async fn check_fence(conn: &mut AnyConnection, fence: i64) -> Result<()> {
+    let token: Option<i64> = sqlx::query("SELECT token FROM leases WHERE name = $1")
+        .bind(crate::writer::WRITER_LEASE)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| r.try_get("token"))
+        .transpose()?;
+    if token != Some(fence) {
+        return Err(super::StoreError::Conflict(format!("the writer lease moved on (token {token:?}, ours {fence})")));
+    }
+    Ok(())
+}
+
 impl Store {
     async fn db_now_ms(&self, conn: &mut AnyConnection) -> Result<i64> {
         let sql = match self.backend {

@@ -4,6 +4,7 @@
 //! serialised where allocation needs it: `BEGIN IMMEDIATE` on SQLite, a `FOR UPDATE` row lock
 //! per prefix group on PostgreSQL; unique keys on block CIDRs and addresses back both up.
 
+mod cloud;
 mod feed;
 mod inventory;
 mod ipam;

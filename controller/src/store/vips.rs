@@ -123,15 +123,7 @@ impl Store {
         self.with_retries(move |tx| {
             let moves = moves.clone();
             Box::pin(async move {
-                let token: Option<i64> = sqlx::query("SELECT token FROM leases WHERE name = $1")
-                    .bind(crate::writer::WRITER_LEASE)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .map(|r| r.try_get("token"))
-                    .transpose()?;
-                if token != Some(fence) {
-                    return Err(StoreError::Conflict(format!("the writer lease moved on (token {token:?}, ours {fence})")));
-                }
+                super::lease::check_fence(tx, fence).await?;
                 let mut out = Vec::new();
                 for (address, holder, revision) in moves {
                     let vip = vip_in(tx, &address).await?;
