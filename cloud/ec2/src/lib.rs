@@ -55,6 +55,27 @@ pub struct Table {
     pub routes: Vec<Route>,
 }
 
+/// A route request's destination, in the field of its family (the SDK's builders share no trait).
+macro_rules! routed {
+    ($request:expr, $destination:expr) => {
+        match $destination {
+            IpNet::V4(_) => $request.destination_cidr_block($destination.to_string()),
+            IpNet::V6(_) => $request.destination_ipv6_cidr_block($destination.to_string()),
+        }
+    };
+}
+
+/// A route request's target: an instance or a network interface, never anything else.
+macro_rules! aimed {
+    ($request:expr, $target:expr) => {
+        match $target {
+            Target::Instance(id) => $request.instance_id(id),
+            Target::Interface(id) => $request.network_interface_id(id),
+            Target::Other(kind, _) => return Err(Ec2Error::Failed(format!("Tessera never points routes at a {kind}"))),
+        }
+    };
+}
+
 impl Ec2 {
     /// Credentials and the rest come from the standard AWS chain (environment, profile, SSO,
     /// instance metadata, web identity for IRSA).
@@ -100,37 +121,15 @@ impl Ec2 {
     pub async fn call(&self, table: &str, call: &Call) -> Result<(), Ec2Error> {
         match call {
             Call::Create { destination, target } => {
-                let r = self.client.create_route().route_table_id(table);
-                let r = match destination {
-                    IpNet::V4(_) => r.destination_cidr_block(destination.to_string()),
-                    IpNet::V6(_) => r.destination_ipv6_cidr_block(destination.to_string()),
-                };
-                let r = match target {
-                    Target::Instance(id) => r.instance_id(id),
-                    Target::Interface(id) => r.network_interface_id(id),
-                    Target::Other(kind, _) => return Err(Ec2Error::Failed(format!("Tessera never points routes at a {kind}"))),
-                };
-                r.send().await.map(|_| ()).map_err(|e| classify(&e))
+                let r = routed!(self.client.create_route().route_table_id(table), destination);
+                aimed!(r, target).send().await.map(|_| ()).map_err(|e| classify(&e))
             }
             Call::Replace { destination, target } => {
-                let r = self.client.replace_route().route_table_id(table);
-                let r = match destination {
-                    IpNet::V4(_) => r.destination_cidr_block(destination.to_string()),
-                    IpNet::V6(_) => r.destination_ipv6_cidr_block(destination.to_string()),
-                };
-                let r = match target {
-                    Target::Instance(id) => r.instance_id(id),
-                    Target::Interface(id) => r.network_interface_id(id),
-                    Target::Other(kind, _) => return Err(Ec2Error::Failed(format!("Tessera never points routes at a {kind}"))),
-                };
-                r.send().await.map(|_| ()).map_err(|e| classify(&e))
+                let r = routed!(self.client.replace_route().route_table_id(table), destination);
+                aimed!(r, target).send().await.map(|_| ()).map_err(|e| classify(&e))
             }
             Call::Delete { destination } => {
-                let r = self.client.delete_route().route_table_id(table);
-                let r = match destination {
-                    IpNet::V4(_) => r.destination_cidr_block(destination.to_string()),
-                    IpNet::V6(_) => r.destination_ipv6_cidr_block(destination.to_string()),
-                };
+                let r = routed!(self.client.delete_route().route_table_id(table), destination);
                 r.send().await.map(|_| ()).map_err(|e| classify(&e))
             }
         }
