@@ -215,6 +215,10 @@ pub struct RoutesArgs {
     /// Most fabric/VPC routes to use.
     #[arg(long)]
     pub budget: Option<usize>,
+    /// The VPC route tables as the controller keeps them: desired and actual routes, budget,
+    /// collisions, drift repairs, last error (ask the writer-lease holder: `tessera controllers`).
+    #[arg(long, conflicts_with = "budget")]
+    pub cloud: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -484,7 +488,41 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Blocks(BlocksCmd::List { host, tenant, segment: seg }) => {
             print(out, &api.get(&format!("/v1/blocks{}", query(&[("host", host), ("tenant", tenant), ("segment", seg)])))?, BLOCK_COLUMNS)
         }
-        Command::Routes(RoutesArgs { budget }) => {
+        Command::Routes(RoutesArgs { cloud: true, .. }) => {
+            let answer = api.get("/v1/routes/cloud")?;
+            if out == Output::Json || answer["holdsLease"] != true {
+                if answer["holdsLease"] != true {
+                    eprintln!("tessera: this controller does not hold the writer lease; the one that does keeps the tables");
+                }
+                print(out, &answer, &[]);
+                return Ok(());
+            }
+            let mut rows = Vec::new();
+            for t in answer["tables"].as_array().into_iter().flatten() {
+                let pairs = |v: &Value| -> Vec<(String, String)> {
+                    v.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect()
+                };
+                let (desired, actual) = (pairs(&t["desired"]), pairs(&t["actual"]));
+                for (dst, target) in &desired {
+                    let now = actual.iter().find(|(d, _)| d == dst).map(|(_, t)| t.clone()).unwrap_or_else(|| "-".into());
+                    let state = if &now == target { "ok" } else { "pending" };
+                    rows.push(json!({"table": t["id"], "destination": dst, "desired": target, "actual": now, "state": state}));
+                }
+                rows.push(json!({
+                    "table": t["id"],
+                    "destination": format!("budget {} used {}", t["budget"], t["used"]),
+                    "desired": format!("drift repairs {}", t["driftRepairs"]),
+                    "actual": format!("calls {} throttles {}", t["calls"], t["throttles"]),
+                    "state": t["lastError"].as_str().unwrap_or("-"),
+                }));
+            }
+            print(
+                out,
+                &Value::Array(rows),
+                &[("TABLE", "table"), ("DESTINATION", "destination"), ("DESIRED", "desired"), ("ACTUAL", "actual"), ("STATE", "state")],
+            );
+        }
+        Command::Routes(RoutesArgs { budget, .. }) => {
             let plan = api.get(&format!("/v1/routes{}", query(&[("budget", &budget.map(|b| b.to_string()))])))?;
             if out == Output::Json {
                 print(out, &plan, &[]);

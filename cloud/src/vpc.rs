@@ -51,7 +51,7 @@ pub struct Route {
 
 impl Route {
     /// Whether this route already points where `want` says.
-    fn points_at(&self, want: &Target) -> bool {
+    pub fn points_at(&self, want: &Target) -> bool {
         &self.target == want || matches!(want, Target::Interface(eni) if self.interface.as_deref() == Some(eni.as_str()))
     }
 }

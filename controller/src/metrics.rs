@@ -35,6 +35,14 @@ pub struct Metrics {
     pub feed_resyncs: Gauge,
     /// VIPs moved to another host (failovers, drains, first placements) by this replica.
     pub vip_moves: Counter,
+    /// Mutating EC2 calls made for VPC route tables, those throttled, routes of Tessera's found
+    /// deleted or retargeted out of band and put back, and routes moved to another gateway.
+    pub cloud_calls: Counter,
+    pub cloud_throttles: Counter,
+    pub cloud_drift_repairs: Counter,
+    pub cloud_failovers: Counter,
+    /// Foreign routes on destinations Tessera wants, at the last pass.
+    pub cloud_collisions: Gauge,
 }
 
 impl Default for Metrics {
@@ -54,7 +62,30 @@ impl Default for Metrics {
         registry.register("feed_resyncs", "Full resyncs after falling behind the retained change feed", feed_resyncs.clone());
         let vip_moves = Counter::default();
         registry.register("vip_moves", "VIPs moved to another host (failover, drain, placement)", vip_moves.clone());
-        Metrics { registry, requests, latency, allocations, releases, lease_held, feed_position, feed_resyncs, vip_moves }
+        let (cloud_calls, cloud_throttles, cloud_drift_repairs, cloud_failovers) =
+            (Counter::default(), Counter::default(), Counter::default(), Counter::default());
+        let cloud_collisions = Gauge::default();
+        registry.register("cloud_calls", "Mutating EC2 calls for VPC route tables", cloud_calls.clone());
+        registry.register("cloud_throttles", "EC2 calls answered with throttling", cloud_throttles.clone());
+        registry.register("cloud_drift_repairs", "VPC routes of Tessera's put back after out-of-band changes", cloud_drift_repairs.clone());
+        registry.register("cloud_failovers", "VPC routes moved to another gateway host", cloud_failovers.clone());
+        registry.register("cloud_collisions", "Foreign VPC routes on destinations Tessera wants", cloud_collisions.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            allocations,
+            releases,
+            lease_held,
+            feed_position,
+            feed_resyncs,
+            vip_moves,
+            cloud_calls,
+            cloud_throttles,
+            cloud_drift_repairs,
+            cloud_failovers,
+            cloud_collisions,
+        }
     }
 }
 

@@ -61,7 +61,16 @@ pub struct TableStatus {
     pub last_error: Option<String>,
 }
 
-pub type Status = Arc<Mutex<BTreeMap<String, TableStatus>>>;
+/// Every table, and why the last pass could not even list them (a bad table id, credentials,
+/// the endpoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudStatus {
+    pub tables: BTreeMap<String, TableStatus>,
+    pub last_error: Option<String>,
+}
+
+pub type Status = Arc<Mutex<CloudStatus>>;
 
 fn target_text(t: &Target) -> String {
     match t {
@@ -80,10 +89,12 @@ pub async fn run(state: AppState, config: VpcConfig, status: Status, mut closing
     let mut bucket = TokenBucket::new(config.rate, config.rate.max(1.0), Duration::ZERO);
     let mut commits = state.store.commits();
     loop {
-        if let Some(fence) = state.writer.fence()
-            && let Err(e) = pass(&state, &ec2, &config, &status, &mut bucket, origin, fence).await
-        {
-            tracing::warn!(error = %e, "VPC route pass failed; the next one resumes");
+        if let Some(fence) = state.writer.fence() {
+            let outcome = pass(&state, &ec2, &config, &status, &mut bucket, origin, fence).await;
+            if let Err(e) = &outcome {
+                tracing::warn!(error = %e, "VPC route pass failed; the next one resumes");
+            }
+            status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_error = outcome.err().map(|e| e.to_string());
         }
         // The next pass: after the interval, or a second after a change of this replica's.
         tokio::select! {
@@ -136,7 +147,7 @@ async fn pass(
     for table in tables {
         let outcome = reconcile_table(state, ec2, config, bucket, origin, fence, &table).await;
         let mut all = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = all.entry(table.id.clone()).or_default();
+        let entry = all.tables.entry(table.id.clone()).or_default();
         match outcome {
             Ok(mut fresh) => {
                 fresh.drift_repairs += entry.drift_repairs;
@@ -175,6 +186,18 @@ async fn reconcile_table(
     let wanted = wanted(state, room, config.failover).await.map_err(store_error)?;
     let want = desired(&wanted, &owned);
     let plan = plan_table(&table.routes, &owned, &want, &networks, config.adopt);
+    state.metrics.cloud_drift_repairs.inc_by(plan.drift as u64);
+    state.metrics.cloud_collisions.set(plan.collisions.len() as i64);
+    // A route of ours moved while it still pointed where we wrote it: a gateway failover.
+    let failovers = plan
+        .calls
+        .iter()
+        .filter(|c| {
+            matches!(c, Call::Replace { destination, .. }
+                if table.routes.iter().any(|r| r.destination.trunc() == *destination && owned.get(destination).is_some_and(|w| r.points_at(w))))
+        })
+        .count();
+    state.metrics.cloud_failovers.inc_by(failovers as u64);
     let (mut calls, mut throttles) = (0u64, 0u64);
     for call in &plan.calls {
         let mut attempt = 0;
@@ -188,12 +211,14 @@ async fn reconcile_table(
                 return Err(("the writer lease was lost mid-pass".into(), calls, throttles));
             }
             calls += 1;
+            state.metrics.cloud_calls.inc();
             match ec2.call(&table.id, call).await {
                 Ok(()) => break,
                 // Already gone: what a delete wanted.
                 Err(Ec2Error::NotFound(_)) if matches!(call, Call::Delete { .. }) => break,
                 Err(Ec2Error::Throttled(m)) if attempt < THROTTLE_RETRIES => {
                     throttles += 1;
+                    state.metrics.cloud_throttles.inc();
                     tracing::debug!(table = %table.id, error = %m, attempt, "throttled; backing off");
                     tokio::time::sleep(backoff(attempt, Duration::from_millis(200), Duration::from_secs(10), rand::random::<f64>())).await;
                     attempt += 1;

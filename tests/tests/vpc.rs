@@ -162,4 +162,61 @@ fn a_vpc_route_table_gets_each_rack_through_a_healthy_gateway_and_keeps_its_fore
     assert!(t["driftRepairs"].as_u64().unwrap_or(0) >= 1, "{status}");
     assert_eq!((t["id"].as_str(), t["lastError"].clone()), (Some(table.as_str()), Value::Null), "{status}");
     assert_eq!(t["actual"]["0.0.0.0/0"], format!("gateway {}", setup["igw"].as_str().unwrap_or_default()), "{status}");
+
+    // Metrics count the failover and the repairs; the CLI shows the table.
+    let metrics = reqwest::blocking::get(format!("{}/metrics", c.url)).and_then(|r| r.text()).expect("metrics");
+    let counter = |name: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    assert!(counter("tessera_cloud_failovers_total") >= 1.0, "{metrics}");
+    assert!(counter("tessera_cloud_drift_repairs_total") >= 2.0, "{metrics}");
+    assert!(counter("tessera_cloud_calls_total") >= 5.0, "{metrics}");
+    let out = Command::new(tessera_tests::binary("tessera"))
+        .args(["routes", "--cloud"])
+        .env("TESSERA_SERVER", &c.url)
+        .env("TESSERA_TOKEN", &c.token)
+        .output()
+        .expect("tessera");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&table) && text.contains("10.96.0.0/17") && text.contains(&instances[1]), "{text}");
+}
+
+/// Bad configuration: a flag that cannot be right is refused at start, naming the flag; a route
+/// table EC2 does not know is reported (`GET /v1/routes/cloud`), and the controller keeps serving.
+#[test]
+fn bad_aws_configuration_is_named_and_the_controller_keeps_serving() {
+    for (args, flag) in [
+        (vec!["--aws-region", "us-east-1", "--aws-route-tables", "table-1"], "--aws-route-tables"),
+        (vec!["--aws-region", "us-east-1"], "--aws-route-tables"),
+        (vec!["--aws-region", "us east", "--aws-route-tables", "rtb-12345678"], "--aws-region"),
+        (vec!["--aws-region", "us-east-1", "--aws-route-table-tag", "managed"], "--aws-route-table-tag"),
+        (vec!["--aws-region", "us-east-1", "--aws-route-tables", "rtb-12345678", "--aws-call-rate", "0"], "--aws-call-rate"),
+    ] {
+        let out = Command::new(tessera_tests::binary("tessera-controller"))
+            .args(["--listen", "127.0.0.1:0", "--database-url", &tessera_tests::sqlite_url(), "--no-demo"])
+            .args(&args)
+            .output()
+            .expect("run the controller");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(flag), "{args:?}: {stderr}");
+    }
+    let moto = Moto::start();
+    let c = Controller::start(&[
+        ("TESSERA_NO_DEMO", "true"),
+        ("TESSERA_AWS_REGION", "us-east-1"),
+        ("TESSERA_AWS_ENDPOINT_URL", &moto.endpoint),
+        ("TESSERA_AWS_ROUTE_TABLES", "rtb-0123456789abcdef0"),
+        ("TESSERA_AWS_RECONCILE_SECONDS", "1"),
+        ("TESSERA_AWS_SDK_RETRIES", "false"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]);
+    wait_until(
+        "the unknown table is reported",
+        Duration::from_secs(20),
+        || c.get("/v1/routes/cloud")["lastError"].as_str().is_some_and(|e| e.contains("InvalidRouteTableID.NotFound")),
+        || c.get("/v1/routes/cloud").to_string(),
+    );
+    assert!(c.get("/v1/hosts").is_array(), "the controller stopped serving");
 }

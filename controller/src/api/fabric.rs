@@ -122,7 +122,12 @@ pub async fn bgp_controller(State(state): State<AppState>, caller: Caller) -> Ap
 #[utoipa::path(get, path = "/v1/routes/cloud", responses((status = 200, body = Object)))]
 pub async fn cloud_routes(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<serde_json::Value>> {
     caller.require_infra_read()?;
-    let tables: Vec<crate::vpc_routes::TableStatus> =
-        state.vpc_routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect();
-    Ok(Json(serde_json::json!({ "replica": state.writer.replica, "holdsLease": state.writer.is_leader(), "tables": tables })))
+    let status = state.vpc_routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let tables: Vec<crate::vpc_routes::TableStatus> = status.tables.into_values().collect();
+    Ok(Json(serde_json::json!({
+        "replica": state.writer.replica,
+        "holdsLease": state.writer.is_leader(),
+        "tables": tables,
+        "lastError": status.last_error,
+    })))
 }
