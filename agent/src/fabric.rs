@@ -158,8 +158,7 @@ impl Fabric {
             tracing::info!(peer = %address, peer_as = peer.asn, local_as = config.local_as, "starting a BGP session");
             let (status_tx, status) = watch::channel(SessionStatus::new());
             let (stop, stopped) = watch::channel(false);
-            // TTL 1 for a directly connected eBGP peer unless multihop says otherwise.
-            let ttl = peer.multihop.map(u32::from).or((config.local_as != config.peer_as).then_some(1));
+            let ttl = tessera_bgp_speaker::tcp::session_ttl(peer.multihop, config.local_as != config.peer_as);
             let connect = match self.transports.connector(peer.address, peer.port, peer.passive, ttl, peer.password_file.clone()) {
                 Ok(c) => c,
                 Err(e) => {

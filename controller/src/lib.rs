@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod distribute;
+pub mod health;
 pub mod metrics;
 pub mod ops;
 pub mod route_servers;

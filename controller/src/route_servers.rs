@@ -4,7 +4,7 @@
 //! identifier (ADD-PATH, RFC 7911), so the fabric spreads the group's traffic over its hosts.
 //! A router that takes one path only hears each prefix once, through one healthy host.
 //!
-//! Healthy: not drained, and its agent reported within the failover time (as for VIPs). A
+//! Healthy as `crate::health` says (as for VIPs). A
 //! replica that loses the lease closes its sessions without a word: the next holder announces
 //! the same paths, and routers with graceful restart keep them meanwhile.
 
@@ -20,6 +20,7 @@ use tessera_topology::fabric::{BgpMode, BgpPeerSpec, Fabric};
 use tokio::sync::watch;
 
 use crate::api::AppState;
+use crate::health::Health;
 use crate::store::{HostRecord, StoreError, TopologyRecord};
 
 /// One route server's session, as shown by `GET /v1/bgp/controller`.
@@ -199,12 +200,8 @@ async fn read(
         return Ok(BTreeMap::new());
     };
     let hosts = state.store.hosts().await?;
-    let seen: BTreeMap<String, i64> =
-        state.dist.records().await?.into_iter().filter_map(|(host, r)| r.report.last_seen.map(|s| (host, s))).collect();
-    let now = crate::store::unix_now();
-    let window = i64::try_from(failover.as_secs()).unwrap_or(i64::MAX);
-    let healthy = |h: &HostRecord| !h.drained && seen.get(&h.name).is_some_and(|s| now - s <= window);
-    Ok(desired(&topology, &hosts, &healthy, router_id))
+    let health = Health::read(&state.dist, failover).await?;
+    Ok(desired(&topology, &hosts, &|h| health.healthy(h), router_id))
 }
 
 fn reconcile(running: &mut BTreeMap<IpAddr, Running>, want: BTreeMap<IpAddr, Desired>, transports: &mut Transports) {
@@ -227,8 +224,7 @@ fn reconcile(running: &mut BTreeMap<IpAddr, Running>, want: BTreeMap<IpAddr, Des
         let (status_tx, status) = watch::channel(SessionStatus::new());
         // Stopped by aborting the task (no Cease): see the module's comment.
         let (_stop, stopped) = watch::channel(false);
-        // TTL 1 for a directly connected eBGP peer unless multihop says otherwise.
-        let ttl = d.peer.multihop.map(u32::from).or((d.config.local_as != d.config.peer_as).then_some(1));
+        let ttl = tessera_bgp_speaker::tcp::session_ttl(d.peer.multihop, d.config.local_as != d.config.peer_as);
         let connect = match transports.connector(d.peer.address, d.peer.port, d.peer.passive, ttl, d.peer.password_file.clone()) {
             Ok(c) => c,
             Err(e) => {

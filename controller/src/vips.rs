@@ -1,10 +1,6 @@
-//! Keeping each VIP on a healthy host: holder work under the writer lease. A host is healthy
-//! while it is not drained and its agent reported within the failover time; a VIP whose holder
-//! is not healthy moves to the healthy allowed host holding the fewest VIPs (ties by name), and
-//! stays where it is otherwise (no flapping back when a host returns).
-//!
-//! Health is read from the store (`last_seen`, Unix seconds written by the replica the agent
-//! reports to), so replicas' clocks are assumed to agree to well under the failover time.
+//! Keeping each VIP on a healthy host (`crate::health`): holder work under the writer lease. A
+//! VIP whose holder is not healthy moves to the healthy allowed host holding the fewest VIPs
+//! (ties by name), and stays where it is otherwise (no flapping back when a host returns).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,25 +9,18 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::api::AppState;
+use crate::health::Health;
 use crate::store::{HostRecord, StoreError, VipRecord};
 
 /// The moves to make: (VIP, new holder). Pure.
-pub fn moves(
-    vips: &[VipRecord],
-    hosts: &[HostRecord],
-    last_seen: &BTreeMap<String, i64>,
-    now: i64,
-    failover: Duration,
-) -> Vec<(IpAddr, Option<String>)> {
-    let window = i64::try_from(failover.as_secs()).unwrap_or(i64::MAX);
-    let healthy = |h: &HostRecord| !h.drained && last_seen.get(&h.name).is_some_and(|seen| now - seen <= window);
+pub fn moves(vips: &[VipRecord], hosts: &[HostRecord], health: &Health) -> Vec<(IpAddr, Option<String>)> {
     let mut load: BTreeMap<String, usize> = BTreeMap::new();
     for h in vips.iter().filter_map(|v| v.holder.clone()) {
         *load.entry(h).or_default() += 1;
     }
     let mut out = Vec::new();
     for v in vips {
-        let eligible: Vec<&HostRecord> = hosts.iter().filter(|h| v.allows(&h.name, &h.group) && healthy(h)).collect();
+        let eligible: Vec<&HostRecord> = hosts.iter().filter(|h| v.allows(&h.name, &h.group) && health.healthy(h)).collect();
         if v.holder.as_deref().is_some_and(|held| eligible.iter().any(|h| h.name == held)) {
             continue;
         }
@@ -70,9 +59,7 @@ async fn round(state: &AppState, failover: Duration, fence: i64) -> Result<(), S
         return Ok(());
     }
     let hosts = state.store.hosts().await?;
-    let seen: BTreeMap<String, i64> =
-        state.dist.records().await?.into_iter().filter_map(|(host, r)| r.report.last_seen.map(|s| (host, s))).collect();
-    let planned = moves(&vips, &hosts, &seen, crate::store::unix_now(), failover);
+    let planned = moves(&vips, &hosts, &Health::read(&state.dist, failover).await?);
     if planned.is_empty() {
         return Ok(());
     }
@@ -118,25 +105,22 @@ mod tests {
         let hosts = [host("a", "rack-1", false), host("b", "rack-1", false), host("c", "rack-2", false), host("d", "rack-1/x", true)];
         let seen: BTreeMap<String, i64> =
             [("a", 100), ("b", 95), ("c", 100), ("d", 100)].into_iter().map(|(h, s)| (h.to_string(), s)).collect();
-        let ten = Duration::from_secs(10);
+        let at = |now: i64| Health::new(seen.clone(), now, Duration::from_secs(10));
         // Healthy holder: no move, even though another host holds fewer.
-        assert!(moves(&[vip("192.0.2.1", &["a", "b"], None, Some("b"))], &hosts, &seen, 100, ten).is_empty());
+        assert!(moves(&[vip("192.0.2.1", &["a", "b"], None, Some("b"))], &hosts, &at(100)).is_empty());
         // b is silent for 11 s: the VIP moves to a.
         assert_eq!(
-            moves(&[vip("192.0.2.1", &["a", "b"], None, Some("b"))], &hosts, &seen, 106, ten),
+            moves(&[vip("192.0.2.1", &["a", "b"], None, Some("b"))], &hosts, &at(106)),
             vec![("192.0.2.1".parse().expect("ip"), Some("a".into()))]
         );
         // A group allows hosts under it (not a sibling with the same prefix); a drained host never holds.
         let by_group = vip("192.0.2.2", &[], Some("rack-1"), Some("d"));
-        assert_eq!(moves(&[by_group], &hosts, &seen, 100, ten), vec![("192.0.2.2".parse().expect("ip"), Some("a".into()))]);
+        assert_eq!(moves(&[by_group], &hosts, &at(100)), vec![("192.0.2.2".parse().expect("ip"), Some("a".into()))]);
         // New VIPs spread: the second goes to the host holding fewer.
         let two = [vip("192.0.2.3", &["a", "b"], None, None), vip("192.0.2.4", &["a", "b"], None, None)];
-        let placed: Vec<Option<String>> = moves(&two, &hosts, &seen, 100, ten).into_iter().map(|(_, h)| h).collect();
+        let placed: Vec<Option<String>> = moves(&two, &hosts, &at(100)).into_iter().map(|(_, h)| h).collect();
         assert_eq!(placed, vec![Some("a".into()), Some("b".into())]);
         // Nobody healthy: the holder is cleared (nobody answers rather than a dead host).
-        assert_eq!(
-            moves(&[vip("192.0.2.5", &["c"], None, Some("c"))], &hosts, &seen, 200, ten),
-            vec![("192.0.2.5".parse().expect("ip"), None)]
-        );
+        assert_eq!(moves(&[vip("192.0.2.5", &["c"], None, Some("c"))], &hosts, &at(200)), vec![("192.0.2.5".parse().expect("ip"), None)]);
     }
 }

@@ -16,7 +16,8 @@ use tessera_cloud_ec2::{Ec2, Ec2Error, Settings, Table};
 use tokio::sync::watch;
 
 use crate::api::AppState;
-use crate::store::{BlockFilter, HostRecord, StoreError};
+use crate::health::Health;
+use crate::store::{BlockFilter, BlockRecord, HostRecord, StoreError, TopologyRecord};
 
 /// What the controller manages in AWS, from its flags.
 #[derive(Debug, Clone)]
@@ -79,18 +80,35 @@ fn target_text(t: &Target) -> String {
     }
 }
 
+/// The token bucket on the monotonic clock: waits until a call may go.
+struct Pacer {
+    bucket: TokenBucket,
+    origin: Instant,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Pacer {
+        Pacer { bucket: TokenBucket::new(rate, rate.max(1.0), Duration::ZERO), origin: Instant::now() }
+    }
+
+    async fn wait(&mut self) {
+        while let Err(wait) = self.bucket.take(self.origin.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// Retries of one throttled call before the pass gives the table up (the next pass resumes).
 const THROTTLE_RETRIES: u32 = 6;
 
 /// Passes while this replica holds the lease, every `interval` (and a second after a change).
 pub async fn run(state: AppState, config: VpcConfig, status: Status, mut closing: watch::Receiver<bool>) {
     let ec2 = Ec2::connect(&config.ec2).await;
-    let origin = Instant::now();
-    let mut bucket = TokenBucket::new(config.rate, config.rate.max(1.0), Duration::ZERO);
+    let mut pacer = Pacer::new(config.rate);
     let mut commits = state.store.commits();
     loop {
         if let Some(fence) = state.writer.fence() {
-            let outcome = pass(&state, &ec2, &config, &status, &mut bucket, origin, fence).await;
+            let outcome = pass(&state, &ec2, &config, &status, &mut pacer, fence).await;
             if let Err(e) = &outcome {
                 tracing::warn!(error = %e, "VPC route pass failed; the next one resumes");
             }
@@ -105,47 +123,57 @@ pub async fn run(state: AppState, config: VpcConfig, status: Status, mut closing
     }
 }
 
-/// Every route of the plan made within `budget`, with its gateway candidates: the route's
-/// hosts that have an EC2 target, healthy while not drained and reporting.
-async fn wanted(state: &AppState, budget: usize, failover: Duration) -> Result<Vec<Wanted>, StoreError> {
-    let (topology, hosts, blocks) =
-        (state.store.topology().await?, state.store.hosts().await?, state.store.blocks(BlockFilter::default()).await?);
-    let plan = crate::routes::plan(&topology, &hosts, &blocks, Some(budget)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let seen: BTreeMap<String, i64> =
-        state.dist.records().await?.into_iter().filter_map(|(host, r)| r.report.last_seen.map(|s| (host, s))).collect();
-    let now = crate::store::unix_now();
-    let window = i64::try_from(failover.as_secs()).unwrap_or(i64::MAX);
-    let by_name: BTreeMap<&str, &HostRecord> = hosts.iter().map(|h| (h.name.as_str(), h)).collect();
-    let mut out = Vec::new();
-    for route in &plan.fabric_routes {
-        let candidates = route
-            .gateways
-            .iter()
-            .filter_map(|g| by_name.get(g.host.as_str()))
-            .filter_map(|h| {
-                let target = Target::from_ec2_id(h.cloud_target.as_deref()?).ok()?;
-                let healthy = !h.drained && seen.get(&h.name).is_some_and(|s| now - s <= window);
-                Some(Candidate { host: h.name.clone(), target, healthy })
-            })
-            .collect();
-        out.push(Wanted { destination: route.dst, candidates });
-    }
-    Ok(out)
+/// What every table of a pass is planned from, read once per pass.
+struct Inputs {
+    topology: TopologyRecord,
+    hosts: Vec<HostRecord>,
+    blocks: Vec<BlockRecord>,
+    health: Health,
+    networks: Vec<IpNet>,
 }
 
-async fn pass(
-    state: &AppState,
-    ec2: &Ec2,
-    config: &VpcConfig,
-    status: &Status,
-    bucket: &mut TokenBucket,
-    origin: Instant,
-    fence: i64,
-) -> Result<(), Ec2Error> {
+impl Inputs {
+    async fn read(state: &AppState, failover: Duration) -> Result<Inputs, StoreError> {
+        let topology = state.store.topology().await?;
+        let networks = topology.layout.networks.iter().map(|n| n.cidr).collect();
+        Ok(Inputs {
+            hosts: state.store.hosts().await?,
+            blocks: state.store.blocks(BlockFilter::default()).await?,
+            health: Health::read(&state.dist, failover).await?,
+            topology,
+            networks,
+        })
+    }
+
+    /// Every route of the plan made within `budget`, with its gateway candidates: the route's
+    /// hosts that have an EC2 target, and whether each is healthy.
+    fn wanted(&self, budget: usize) -> Result<Vec<Wanted>, StoreError> {
+        let plan =
+            crate::routes::plan(&self.topology, &self.hosts, &self.blocks, Some(budget)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let by_name: BTreeMap<&str, &HostRecord> = self.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
+        let mut out = Vec::new();
+        for route in &plan.fabric_routes {
+            let candidates = route
+                .gateways
+                .iter()
+                .filter_map(|g| by_name.get(g.host.as_str()))
+                .filter_map(|h| {
+                    let target = Target::from_ec2_id(h.cloud_target.as_deref()?).ok()?;
+                    Some(Candidate { host: h.name.clone(), target, healthy: self.health.healthy(h) })
+                })
+                .collect();
+            out.push(Wanted { destination: route.dst, candidates });
+        }
+        Ok(out)
+    }
+}
+
+async fn pass(state: &AppState, ec2: &Ec2, config: &VpcConfig, status: &Status, pacer: &mut Pacer, fence: i64) -> Result<(), String> {
     let tag = config.tag.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
-    let tables = ec2.tables(&config.tables, tag).await?;
+    let tables = ec2.tables(&config.tables, tag).await.map_err(|e| e.to_string())?;
+    let inputs = Inputs::read(state, config.failover).await.map_err(|e| e.to_string())?;
     for table in tables {
-        let outcome = reconcile_table(state, ec2, config, bucket, origin, fence, &table).await;
+        let outcome = reconcile_table(state, ec2, config, pacer, fence, &inputs, &table).await;
         let mut all = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = all.tables.entry(table.id.clone()).or_default();
         match outcome {
@@ -173,19 +201,16 @@ async fn reconcile_table(
     state: &AppState,
     ec2: &Ec2,
     config: &VpcConfig,
-    bucket: &mut TokenBucket,
-    origin: Instant,
+    pacer: &mut Pacer,
     fence: i64,
+    inputs: &Inputs,
     table: &Table,
 ) -> Result<TableStatus, Failure> {
     let store_error = |e: StoreError| (e.to_string(), 0, 0);
     let owned = state.store.cloud_routes(&table.id).await.map_err(store_error)?;
-    let topology = state.store.topology().await.map_err(store_error)?;
-    let networks: Vec<IpNet> = topology.layout.networks.iter().map(|n| n.cidr).collect();
-    let room = budget(&table.routes, &owned, &networks, config.limit);
-    let wanted = wanted(state, room, config.failover).await.map_err(store_error)?;
-    let want = desired(&wanted, &owned);
-    let plan = plan_table(&table.routes, &owned, &want, &networks, config.adopt);
+    let room = budget(&table.routes, &owned, &inputs.networks, config.limit);
+    let want = desired(&inputs.wanted(room).map_err(store_error)?, &owned);
+    let plan = plan_table(&table.routes, &owned, &want, &inputs.networks, config.adopt);
     state.metrics.cloud_drift_repairs.inc_by(plan.drift as u64);
     state.metrics.cloud_collisions.set(plan.collisions.len() as i64);
     // A route of ours moved while it still pointed where we wrote it: a gateway failover.
@@ -202,10 +227,7 @@ async fn reconcile_table(
     for call in &plan.calls {
         let mut attempt = 0;
         loop {
-            if let Err(wait) = bucket.take(origin.elapsed()) {
-                tokio::time::sleep(wait).await;
-                continue;
-            }
+            pacer.wait().await;
             // Only the lease holder writes: checked right before each call.
             if state.writer.fence() != Some(fence) {
                 return Err(("the writer lease was lost mid-pass".into(), calls, throttles));

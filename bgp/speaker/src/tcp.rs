@@ -13,6 +13,12 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::Connector;
 
+/// The IP TTL of a session's packets: `multihop` when configured, else 1 for an eBGP peer
+/// (directly connected) and the system's default for iBGP.
+pub fn session_ttl(multihop: Option<u8>, ebgp: bool) -> Option<u32> {
+    multihop.map(u32::from).or(ebgp.then_some(1))
+}
+
 /// Dial `address` for an active session: the TTL, and the TCP-MD5 key read from `key_file` at
 /// each attempt (so a rotated key is picked up).
 pub fn dialer(address: SocketAddr, ttl: Option<u32>, key_file: Option<String>) -> Connector {
