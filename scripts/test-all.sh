@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every Tessera test on a Debian 12 machine, installing what the tests need first.
-# Needs Rust (rustup, 1.89 or newer) and root for the package installs; CI runs it as root.
+# Needs Rust (rustup, 1.94 or newer (aws-sdk-ec2 needs it)) and root for the package installs; CI runs it as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -323,6 +323,21 @@ fn a_bad_replica_id_is_refused_naming_the_flag() {
 }
 
 #[test]
+fn a_bgp_router_id_that_cannot_be_one_is_refused_naming_the_flag() {
+    for id in ["0.0.0.0", "224.0.0.5", "255.255.255.255", "10.0.0"] {
+        let out = std::process::Command::new(binary("tessera-controller"))
+            .env("TESSERA_LISTEN", format!("127.0.0.1:{}", tessera_tests::free_port()))
+            .env("TESSERA_DATABASE_URL", tessera_tests::sqlite_url())
+            .env("TESSERA_ADMIN_TOKEN", "router-id-test-token-0001")
+            .env("TESSERA_BGP_ROUTER_ID", id)
+            .output()
+            .expect("run controller");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("bgp-router-id"), "{id}: {stderr}");
+    }
+}
+
+#[test]
 fn bgp_vips_and_drain_through_the_cli() {
     let dir = tempfile::tempdir().expect("dir");
     let topology = dir.path().join("topology.yaml");
