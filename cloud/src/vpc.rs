@@ -3,8 +3,10 @@
 //! what it holds there — without ever touching a route Tessera does not own.
 //!
 //! Ownership: a route is Tessera's when its destination lies inside one of Tessera's networks
-//! and Tessera created it (the caller keeps what it wrote — destination and target — in the
-//! store: a route of ours found pointing elsewhere was changed out of band, which is drift). Everything else — `local`,
+//! and Tessera created it. The caller keeps what it wrote in the store ([`Written`]), before
+//! each call and again once EC2 answered, so a crash or a lost answer between the two leaves a
+//! record the next pass settles; a route of ours found pointing elsewhere than it was asked to
+//! was changed out of band, which is drift. Everything else — `local`,
 //! internet and NAT gateways, peering, transit, routes other tools made inside our space — is
 //! foreign: counted against the table's limit, and never changed; a foreign route on a CIDR
 //! Tessera wants is reported as a collision, and taken over only with `adopt`.
@@ -73,6 +75,46 @@ pub enum Call {
     },
 }
 
+/// What Tessera wrote at one destination of a table: its ownership record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The target last asked for.
+    pub target: Target,
+    /// Whether EC2 answered that call. An unanswered one (a crash, a lost answer) may or may
+    /// not have landed: its route is found at `target`, at `previous` (a replace) or absent (a
+    /// create) — none of which is drift.
+    pub confirmed: bool,
+    /// The target before an unanswered replace.
+    pub previous: Option<Target>,
+}
+
+impl Written {
+    /// A record EC2 answered.
+    pub fn confirmed(target: Target) -> Written {
+        Written { target, confirmed: true, previous: None }
+    }
+
+    /// Whether the route found at this destination is the one Tessera wrote. An unanswered
+    /// create found pointing elsewhere is not: someone else made that route.
+    fn owns(&self, route: &Route) -> bool {
+        self.confirmed || self.previous.is_some() || route.points_at(&self.target)
+    }
+
+    /// Whether the route found here was changed out of band: it points neither where it was
+    /// asked to nor, for an unanswered replace, where it pointed before.
+    fn drifted(&self, route: &Route) -> bool {
+        !route.points_at(&self.target) && (self.confirmed || !self.previous.as_ref().is_some_and(|p| route.points_at(p)))
+    }
+
+    /// Whether a route of ours was there before (so its absence is drift).
+    fn landed(&self) -> bool {
+        self.confirmed || self.previous.is_some()
+    }
+}
+
+/// Destination → what Tessera wrote there.
+pub type Owned = BTreeMap<IpNet, Written>;
+
 /// A foreign route on a destination Tessera wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collision {
@@ -87,8 +129,12 @@ pub struct TablePlan {
     /// Deletes first (room under the limit), then replaces, then creates.
     pub calls: Vec<Call>,
     pub collisions: Vec<Collision>,
-    /// Tessera's routes once the calls are made, with their targets: the ownership to record.
+    /// Tessera's routes once the calls are made, with their targets.
     pub owned: BTreeMap<IpNet, Target>,
+    /// Records to settle without a call: an unanswered call found landed (`Some`: confirm at
+    /// that target), a record of a route that is gone and not wanted, or that someone else's
+    /// route took (`None`: forget it).
+    pub settle: Vec<(IpNet, Option<Target>)>,
     /// Routes of ours found gone or retargeted out of band, restored by these calls.
     pub drift: usize,
 }
@@ -98,33 +144,48 @@ fn ours(networks: &[IpNet], destination: &IpNet) -> bool {
     networks.iter().any(|n| n.contains(destination))
 }
 
+/// The first of Tessera's networks that overlaps the VPC's own addresses (the table's `local`
+/// routes), with the VPC CIDR it overlaps: routes there could not be told from the VPC's.
+pub fn overlap_with_vpc(table: &[Route], networks: &[IpNet]) -> Option<(IpNet, IpNet)> {
+    let vpc = table.iter().filter(|r| matches!(&r.target, Target::Other(kind, _) if kind == "local")).map(|r| r.destination.trunc());
+    vpc.flat_map(|v| networks.iter().map(move |n| (*n, v))).find(|(n, v)| n.contains(v) || v.contains(n))
+}
+
+/// Whether `route` is Tessera's.
+fn mine(owned: &Owned, networks: &[IpNet], route: &Route) -> bool {
+    let destination = route.destination.trunc();
+    ours(networks, &destination) && owned.get(&destination).is_some_and(|w| w.owns(route))
+}
+
 /// How many routes Tessera may write to `table`: its limit less the routes that are not ours.
-pub fn budget(table: &[Route], owned: &BTreeMap<IpNet, Target>, networks: &[IpNet], limit: usize) -> usize {
-    let foreign = table.iter().filter(|r| !(owned.contains_key(&r.destination.trunc()) && ours(networks, &r.destination))).count();
+pub fn budget(table: &[Route], owned: &Owned, networks: &[IpNet], limit: usize) -> usize {
+    let foreign = table.iter().filter(|r| !mine(owned, networks, r)).count();
     limit.saturating_sub(foreign)
 }
 
 /// The calls that take `table` to `desired` (destination → target). `owned` is what Tessera
 /// wrote in this table before; only destinations inside `networks` are ever ours.
-pub fn plan_table(
-    table: &[Route],
-    owned: &BTreeMap<IpNet, Target>,
-    desired: &BTreeMap<IpNet, Target>,
-    networks: &[IpNet],
-    adopt: bool,
-) -> TablePlan {
+pub fn plan_table(table: &[Route], owned: &Owned, desired: &BTreeMap<IpNet, Target>, networks: &[IpNet], adopt: bool) -> TablePlan {
     let actual: BTreeMap<IpNet, &Route> = table.iter().map(|r| (r.destination.trunc(), r)).collect();
     let mut plan = TablePlan::default();
     let (mut deletes, mut replaces, mut creates) = (Vec::new(), Vec::new(), Vec::new());
     for (destination, route) in &actual {
         let target = &route.target;
-        let mine = owned.contains_key(destination) && ours(networks, destination);
-        if mine && !owned.get(destination).is_some_and(|w| route.points_at(w)) {
+        let written = owned.get(destination);
+        let mine = mine(owned, networks, route);
+        if mine && written.is_some_and(|w| w.drifted(route)) {
             plan.drift += 1;
+        }
+        if !mine && written.is_some() {
+            // An unanswered create, and someone else's route took the destination.
+            plan.settle.push((*destination, None));
         }
         match (mine, desired.get(destination)) {
             (true, Some(want)) if route.points_at(want) => {
                 plan.owned.insert(*destination, want.clone());
+                if written.is_some_and(|w| !w.confirmed) {
+                    plan.settle.push((*destination, Some(want.clone())));
+                }
             }
             (true, Some(want)) => {
                 // Ours, pointing elsewhere: a gateway moved, or someone retargeted it.
@@ -158,8 +219,14 @@ pub fn plan_table(
         creates.push(Call::Create { destination: *destination, target: target.clone() });
         plan.owned.insert(*destination, target.clone());
         // Ours before, and gone: deleted out of band.
-        if owned.contains_key(destination) {
+        if owned.get(destination).is_some_and(Written::landed) {
             plan.drift += 1;
+        }
+    }
+    // Records of routes that are gone and not wanted (a delete whose answer was lost).
+    for destination in owned.keys() {
+        if !actual.contains_key(destination) && !desired.contains_key(destination) {
+            plan.settle.push((*destination, None));
         }
     }
     plan.calls.extend(deletes);
@@ -198,11 +265,11 @@ pub struct Wanted {
 /// host. With no healthy host a route keeps its current target rather than vanish (traffic to
 /// a dead gateway fails either way, and it may come back); a destination never written and with
 /// no healthy host is left out.
-pub fn desired(wanted: &[Wanted], owned: &BTreeMap<IpNet, Target>) -> BTreeMap<IpNet, Target> {
+pub fn desired(wanted: &[Wanted], owned: &Owned) -> BTreeMap<IpNet, Target> {
     let mut out = BTreeMap::new();
     for w in wanted {
         let destination = w.destination.trunc();
-        let written = owned.get(&destination);
+        let written = owned.get(&destination).map(|w| &w.target);
         let current = written.and_then(|t| w.candidates.iter().find(|c| &c.target == t)).map(|c| c.host.as_str());
         match (gateway(current, &w.candidates), written) {
             (Some(g), _) => {
@@ -237,9 +304,9 @@ mod tests {
         list.iter().map(|(d, t)| (net(d), t.clone())).collect()
     }
 
-    /// What Tessera wrote before.
-    fn owned(list: &[(&str, Target)]) -> BTreeMap<IpNet, Target> {
-        desired(list)
+    /// What Tessera wrote before, every call answered.
+    fn owned(list: &[(&str, Target)]) -> Owned {
+        list.iter().map(|(d, t)| (net(d), Written::confirmed(t.clone()))).collect()
     }
 
     const NETWORKS: [&str; 1] = ["10.96.0.0/16"];
@@ -258,7 +325,7 @@ mod tests {
         ];
         let mine = owned(&[("10.96.0.0/17", eni("eni-a"))]);
         let plan = plan_table(&table, &mine, &desired(&[("10.96.0.0/17", eni("eni-a"))]), &networks(), false);
-        assert_eq!(plan, TablePlan { owned: mine.clone(), ..Default::default() });
+        assert_eq!(plan, TablePlan { owned: desired(&[("10.96.0.0/17", eni("eni-a"))]), ..Default::default() });
         assert_eq!(budget(&table, &mine, &networks(), 50), 47);
         // Even a foreign route inside our networks that we do not want is left alone.
         let table = vec![route("10.96.200.0/24", eni("eni-other"))];
@@ -284,13 +351,14 @@ mod tests {
         assert_eq!(plan.drift, 0);
         // Applying the plan and planning again: nothing to do (idempotent).
         let after = vec![route("10.96.0.0/17", eni("eni-a")), route("10.96.128.0/18", eni("eni-d")), route("10.96.224.0/19", eni("eni-e"))];
-        assert_eq!(plan_table(&after, &plan.owned, &want, &networks(), false).calls, vec![]);
+        let written = plan.owned.iter().map(|(d, t)| (*d, Written::confirmed(t.clone()))).collect();
+        assert_eq!(plan_table(&after, &written, &want, &networks(), false).calls, vec![]);
     }
 
     #[test]
     fn drift_is_repaired_and_counted() {
         let want = desired(&[("10.96.0.0/17", eni("eni-a")), ("10.96.128.0/17", eni("eni-b"))]);
-        let mine = want.clone();
+        let mine = owned(&[("10.96.0.0/17", eni("eni-a")), ("10.96.128.0/17", eni("eni-b"))]);
         // One deleted out of band, the other retargeted.
         let table = vec![route("10.96.128.0/17", eni("eni-x"))];
         let plan = plan_table(&table, &mine, &want, &networks(), false);
@@ -324,7 +392,7 @@ mod tests {
         // The API may describe a route with host bits set; it is the same destination.
         let table = vec![Route { destination: "10.96.0.1/17".parse().expect("net"), target: eni("eni-a"), interface: None }];
         let want = desired(&[("10.96.0.0/17", eni("eni-a"))]);
-        let plan = plan_table(&table, &want, &want, &networks(), false);
+        let plan = plan_table(&table, &owned(&[("10.96.0.0/17", eni("eni-a"))]), &want, &networks(), false);
         assert_eq!((plan.calls, plan.drift), (vec![], 0));
     }
 
@@ -343,13 +411,49 @@ mod tests {
         let c = |host: &str, healthy: bool| Candidate { host: host.into(), target: Target::Instance(format!("i-{host}")), healthy };
         let wanted = |candidates: Vec<Candidate>| vec![Wanted { destination: net("10.96.0.0/17"), candidates }];
         let written = |host: &str| owned(&[("10.96.0.0/17", Target::Instance(format!("i-{host}")))]);
+        let to = |host: &str| desired(&[("10.96.0.0/17", Target::Instance(format!("i-{host}")))]);
         // A healthy current gateway stays, even if another sorts first.
-        assert_eq!(super::desired(&wanted(vec![c("a", true), c("b", true)]), &written("b")), written("b"));
+        assert_eq!(super::desired(&wanted(vec![c("a", true), c("b", true)]), &written("b")), to("b"));
         // It falls silent: the route moves to the first healthy host.
-        assert_eq!(super::desired(&wanted(vec![c("a", true), c("b", false)]), &written("b")), written("a"));
+        assert_eq!(super::desired(&wanted(vec![c("a", true), c("b", false)]), &written("b")), to("a"));
         // Nobody healthy: the route stays where it is; never written: no route at all.
-        assert_eq!(super::desired(&wanted(vec![c("a", false), c("b", false)]), &written("b")), written("b"));
+        assert_eq!(super::desired(&wanted(vec![c("a", false), c("b", false)]), &written("b")), to("b"));
         assert_eq!(super::desired(&wanted(vec![c("a", false)]), &BTreeMap::new()), BTreeMap::new());
+    }
+
+    #[test]
+    fn an_unanswered_call_is_settled_by_what_the_table_holds_and_is_no_drift() {
+        let unanswered = |target: Target, previous: Option<Target>| Written { target, confirmed: false, previous };
+        let want = desired(&[("10.96.0.0/17", eni("eni-a"))]);
+        let at = |target: Option<Target>| target.map(|t| route("10.96.0.0/17", t)).into_iter().collect::<Vec<_>>();
+        let create = [(net("10.96.0.0/17"), unanswered(eni("eni-a"), None))].into_iter().collect();
+        // The create landed: confirmed without a call.
+        let plan = plan_table(&at(Some(eni("eni-a"))), &create, &want, &networks(), false);
+        assert_eq!((plan.calls, plan.settle, plan.drift), (vec![], vec![(net("10.96.0.0/17"), Some(eni("eni-a")))], 0));
+        // It did not: made again, no drift.
+        let plan = plan_table(&at(None), &create, &want, &networks(), false);
+        assert_eq!((plan.calls, plan.drift), (vec![Call::Create { destination: net("10.96.0.0/17"), target: eni("eni-a") }], 0));
+        // Someone else's route took the destination meanwhile: theirs, and the record goes.
+        let plan = plan_table(&at(Some(eni("eni-theirs"))), &create, &want, &networks(), false);
+        assert_eq!((plan.calls, plan.settle, plan.collisions.len()), (vec![], vec![(net("10.96.0.0/17"), None)], 1));
+        // A replace that did not land: made again, no drift; one that landed: confirmed.
+        let replace = [(net("10.96.0.0/17"), unanswered(eni("eni-a"), Some(eni("eni-old"))))].into_iter().collect();
+        let plan = plan_table(&at(Some(eni("eni-old"))), &replace, &want, &networks(), false);
+        assert_eq!((plan.calls, plan.drift), (vec![Call::Replace { destination: net("10.96.0.0/17"), target: eni("eni-a") }], 0));
+        let plan = plan_table(&at(Some(eni("eni-a"))), &replace, &want, &networks(), false);
+        assert_eq!((plan.calls, plan.settle, plan.drift), (vec![], vec![(net("10.96.0.0/17"), Some(eni("eni-a")))], 0));
+        // A delete whose answer was lost: the route is gone, its record is forgotten.
+        let plan = plan_table(&[], &owned(&[("10.96.0.0/17", eni("eni-a"))]), &BTreeMap::new(), &networks(), false);
+        assert_eq!((plan.calls, plan.settle), (vec![], vec![(net("10.96.0.0/17"), None)]));
+    }
+
+    #[test]
+    fn a_network_overlapping_the_vpc_is_found() {
+        let local = |cidr: &str| route(cidr, Target::Other("local".into(), "local".into()));
+        let igw = route("10.96.0.0/16", Target::Other("gateway".into(), "igw-1".into()));
+        assert_eq!(overlap_with_vpc(&[local("172.31.0.0/16"), igw.clone()], &networks()), None);
+        assert_eq!(overlap_with_vpc(&[local("10.0.0.0/8")], &networks()), Some((net("10.96.0.0/16"), net("10.0.0.0/8"))));
+        assert_eq!(overlap_with_vpc(&[local("10.96.4.0/24")], &networks()), Some((net("10.96.0.0/16"), net("10.96.4.0/24"))));
     }
 
     #[test]
@@ -367,7 +471,7 @@ mod tests {
         let table =
             vec![Route { destination: net("10.96.0.0/17"), target: Target::Instance("i-1".into()), interface: Some("eni-1".into()) }];
         let want = desired(&[("10.96.0.0/17", eni("eni-1"))]);
-        let plan = plan_table(&table, &want, &want, &networks(), false);
+        let plan = plan_table(&table, &owned(&[("10.96.0.0/17", eni("eni-1"))]), &want, &networks(), false);
         assert_eq!((plan.calls, plan.drift), (vec![], 0));
     }
 }

@@ -87,7 +87,15 @@ pub struct Args {
     /// Take over foreign routes on destinations Tessera wants (otherwise reported and left alone).
     #[arg(long, env = "TESSERA_AWS_ADOPT", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub aws_adopt: bool,
-    /// Let the AWS SDK retry failed calls itself (on top of Tessera's own backoff).
+    /// Manage the route tables of the subnets the hosts' instances or interfaces are in (their
+    /// explicit associations, else their VPC's main table), besides any named or tagged.
+    #[arg(long, env = "TESSERA_AWS_HOST_SUBNET_TABLES", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub aws_host_subnet_tables: bool,
+    /// Turn off EC2's source/destination check on each gateway's instance or interface before a
+    /// route points at it (a gateway forwards traffic that is not its own).
+    #[arg(long, env = "TESSERA_AWS_DISABLE_SOURCE_DEST_CHECK", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub disable_source_dest_check: bool,
+    /// Let the AWS SDK retry failed reads itself (on top of Tessera's own backoff).
     #[arg(long, env = "TESSERA_AWS_SDK_RETRIES", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub aws_sdk_retries: bool,
     /// Log filter (tracing's EnvFilter syntax).
@@ -175,8 +183,8 @@ fn vpc_config(args: &Args) -> anyhow::Result<Option<crate::vpc_routes::VpcConfig
         },
     };
     anyhow::ensure!(
-        !args.aws_route_tables.is_empty() || tag.is_some(),
-        "--aws-region is set: name the route tables (--aws-route-tables) or their tag (--aws-route-table-tag)"
+        !args.aws_route_tables.is_empty() || tag.is_some() || args.aws_host_subnet_tables,
+        "--aws-region is set: name the route tables (--aws-route-tables), their tag (--aws-route-table-tag) or take the hosts' subnets' tables (--aws-host-subnet-tables)"
     );
     for id in &args.aws_route_tables {
         let ok = id
@@ -199,6 +207,8 @@ fn vpc_config(args: &Args) -> anyhow::Result<Option<crate::vpc_routes::VpcConfig
         interval: std::time::Duration::from_secs(args.aws_reconcile_seconds),
         rate: args.aws_call_rate,
         adopt: args.aws_adopt,
+        host_subnets: args.aws_host_subnet_tables,
+        disable_source_dest_check: args.disable_source_dest_check,
         failover: std::time::Duration::from_secs(args.vip_failover_seconds),
     }))
 }

@@ -5,14 +5,14 @@
 //! before each and recording what it wrote right after. A pass that stops half-way (a crash, a
 //! lost lease, throttling) leaves a state the next pass finishes from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tessera_cloud::pace::{TokenBucket, backoff};
-use tessera_cloud::vpc::{Call, Candidate, Route, Target, Wanted, budget, desired, plan_table};
-use tessera_cloud_ec2::{Ec2, Ec2Error, Settings, Table};
+use tessera_cloud::vpc::{Call, Candidate, Route, Target, Wanted, budget, desired, overlap_with_vpc, plan_table};
+use tessera_cloud_ec2::{Ec2, Ec2Error, Settings, Subnet, Table};
 use tokio::sync::watch;
 
 use crate::api::AppState;
@@ -35,6 +35,10 @@ pub struct VpcConfig {
     pub rate: f64,
     /// Take over foreign routes on destinations Tessera wants.
     pub adopt: bool,
+    /// And the tables of the subnets the hosts' EC2 targets are in.
+    pub host_subnets: bool,
+    /// Turn off the source/destination check of each gateway before a route points at it.
+    pub disable_source_dest_check: bool,
     /// A host silent this long is no gateway.
     pub failover: Duration,
 }
@@ -80,7 +84,9 @@ fn target_text(t: &Target) -> String {
     }
 }
 
-/// The token bucket on the monotonic clock: waits until a call may go.
+/// The token bucket on the monotonic clock: waits until a call may go. It holds one token, so
+/// calls are spaced 1/rate apart and no second ever sees more than `rate` of them (EC2 counts
+/// its own buckets per account; a burst of ours would eat into what other tools share).
 struct Pacer {
     bucket: TokenBucket,
     origin: Instant,
@@ -88,7 +94,7 @@ struct Pacer {
 
 impl Pacer {
     fn new(rate: f64) -> Pacer {
-        Pacer { bucket: TokenBucket::new(rate, rate.max(1.0), Duration::ZERO), origin: Instant::now() }
+        Pacer { bucket: TokenBucket::new(rate, 1.0, Duration::ZERO), origin: Instant::now() }
     }
 
     async fn wait(&mut self) {
@@ -98,25 +104,42 @@ impl Pacer {
     }
 }
 
+/// What passes carry from one to the next besides the store: the pacing, the gateways whose
+/// source/destination check is already off, and where the hosts' EC2 targets are (an
+/// instance never changes subnet; an interface neither).
+struct Session {
+    pacer: Pacer,
+    unchecked: BTreeSet<Target>,
+    subnets: BTreeMap<Target, Subnet>,
+}
+
 /// Retries of one throttled call before the pass gives the table up (the next pass resumes).
 const THROTTLE_RETRIES: u32 = 6;
 
 /// Passes while this replica holds the lease, every `interval` (and a second after a change).
 pub async fn run(state: AppState, config: VpcConfig, status: Status, mut closing: watch::Receiver<bool>) {
     let ec2 = Ec2::connect(&config.ec2).await;
-    let mut pacer = Pacer::new(config.rate);
+    let mut session = Session { pacer: Pacer::new(config.rate), unchecked: BTreeSet::new(), subnets: BTreeMap::new() };
     let mut commits = state.store.commits();
+    let mut failures = 0;
     loop {
         if let Some(fence) = state.writer.fence() {
-            let outcome = pass(&state, &ec2, &config, &status, &mut pacer, fence).await;
+            let outcome = pass(&state, &ec2, &config, &status, &mut session, fence).await;
             if let Err(e) = &outcome {
                 tracing::warn!(error = %e, "VPC route pass failed; the next one resumes");
             }
-            status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_error = outcome.err().map(|e| e.to_string());
+            failures = if outcome == Ok(true) { 0 } else { failures + 1 };
+            status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_error = outcome.err();
         }
-        // The next pass: after the interval, or a second after a change of this replica's.
+        // The next pass: after the interval, or a second after a change of this replica's;
+        // after a failed pass, sooner (backing off), so a fault costs seconds, not an interval.
+        let next = if failures == 0 {
+            config.interval
+        } else {
+            backoff(failures - 1, Duration::from_secs(1), config.interval, 0.5 + rand::random::<f64>() / 2.0)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(config.interval) => {}
+            _ = tokio::time::sleep(next) => {}
             _ = commits.changed() => tokio::time::sleep(Duration::from_secs(1)).await,
             _ = closing.changed() => return,
         }
@@ -168,22 +191,28 @@ impl Inputs {
     }
 }
 
-async fn pass(state: &AppState, ec2: &Ec2, config: &VpcConfig, status: &Status, pacer: &mut Pacer, fence: i64) -> Result<(), String> {
-    let tag = config.tag.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
-    let tables = ec2.tables(&config.tables, tag).await.map_err(|e| e.to_string())?;
+/// One pass over every table: whether each was reconciled, or why they could not be listed.
+async fn pass(state: &AppState, ec2: &Ec2, config: &VpcConfig, status: &Status, session: &mut Session, fence: i64) -> Result<bool, String> {
     let inputs = Inputs::read(state, config.failover).await.map_err(|e| e.to_string())?;
+    let tables = managed_tables(ec2, config, session, &inputs).await.map_err(|e| e.to_string())?;
+    let mut clean = true;
     for table in tables {
-        let outcome = reconcile_table(state, ec2, config, pacer, fence, &inputs, &table).await;
+        let outcome = reconcile_table(state, ec2, config, session, fence, &inputs, &table).await;
         let mut all = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = all.tables.entry(table.id.clone()).or_default();
         match outcome {
             Ok(mut fresh) => {
+                // A collision is logged once, when it appears (it stays in the status).
+                for c in fresh.collisions.iter().filter(|c| !entry.collisions.contains(c)) {
+                    tracing::warn!(table = %table.id, collision = %c, "a foreign route holds a CIDR Tessera wants; left alone (--aws-adopt takes it)");
+                }
                 fresh.drift_repairs += entry.drift_repairs;
                 fresh.calls += entry.calls;
                 fresh.throttles += entry.throttles;
                 *entry = fresh;
             }
             Err((e, calls, throttles)) => {
+                clean = false;
                 tracing::warn!(table = %table.id, error = %e, "VPC route table not reconciled this pass");
                 entry.id = table.id.clone();
                 entry.calls += calls;
@@ -192,7 +221,32 @@ async fn pass(state: &AppState, ec2: &Ec2, config: &VpcConfig, status: &Status, 
             }
         }
     }
-    Ok(())
+    Ok(clean)
+}
+
+/// The tables named, tagged, and (`--aws-host-subnet-tables`) those of the hosts' subnets.
+async fn managed_tables(ec2: &Ec2, config: &VpcConfig, session: &mut Session, inputs: &Inputs) -> Result<Vec<Table>, Ec2Error> {
+    let mut tables = Vec::new();
+    let tag = config.tag.as_ref().map(|(k, v)| (k.as_str(), v.as_str()));
+    if !config.tables.is_empty() || tag.is_some() {
+        tables = ec2.tables(&config.tables, tag).await?;
+    }
+    if config.host_subnets {
+        let targets: BTreeSet<Target> = inputs.hosts.iter().filter_map(|h| Target::from_ec2_id(h.cloud_target.as_deref()?).ok()).collect();
+        let unknown: Vec<Target> = targets.iter().filter(|t| !session.subnets.contains_key(t)).cloned().collect();
+        if !unknown.is_empty() {
+            session.subnets.extend(ec2.subnets(&unknown).await?);
+        }
+        let mut subnets: Vec<Subnet> = targets.iter().filter_map(|t| session.subnets.get(t)).cloned().collect();
+        subnets.sort();
+        subnets.dedup();
+        if !subnets.is_empty() {
+            tables.extend(ec2.subnet_tables(&subnets).await?);
+        }
+    }
+    tables.sort_by(|a, b| a.id.cmp(&b.id));
+    tables.dedup_by(|a, b| a.id == b.id);
+    Ok(tables)
 }
 
 type Failure = (String, u64, u64);
@@ -201,12 +255,22 @@ async fn reconcile_table(
     state: &AppState,
     ec2: &Ec2,
     config: &VpcConfig,
-    pacer: &mut Pacer,
+    session: &mut Session,
     fence: i64,
     inputs: &Inputs,
     table: &Table,
 ) -> Result<TableStatus, Failure> {
     let store_error = |e: StoreError| (e.to_string(), 0, 0);
+    if let Some((network, vpc)) = overlap_with_vpc(&table.routes, &inputs.networks) {
+        let name = inputs.topology.layout.networks.iter().find(|n| n.cidr == network).map_or("?", |n| n.name.as_str());
+        return Err((
+            format!(
+                "topology networks[{name}].cidr {network} overlaps this table's VPC ({vpc}, its local route): routes into it cannot be told from the VPC's own addresses; give the network a CIDR outside the VPC"
+            ),
+            0,
+            0,
+        ));
+    }
     let owned = state.store.cloud_routes(&table.id).await.map_err(store_error)?;
     let room = budget(&table.routes, &owned, &inputs.networks, config.limit);
     let want = desired(&inputs.wanted(room).map_err(store_error)?, &owned);
@@ -219,18 +283,53 @@ async fn reconcile_table(
         .iter()
         .filter(|c| {
             matches!(c, Call::Replace { destination, .. }
-                if table.routes.iter().any(|r| r.destination.trunc() == *destination && owned.get(destination).is_some_and(|w| r.points_at(w))))
+                if table.routes.iter().any(|r| r.destination.trunc() == *destination && owned.get(destination).is_some_and(|w| w.confirmed && r.points_at(&w.target))))
         })
         .count();
     state.metrics.cloud_failovers.inc_by(failovers as u64);
     let (mut calls, mut throttles) = (0u64, 0u64);
+    let failed = |e: String, calls, throttles| (e, calls, throttles);
+    if config.disable_source_dest_check {
+        for target in want.values().filter(|t| !session.unchecked.contains(*t)).collect::<BTreeSet<_>>() {
+            session.pacer.wait().await;
+            if state.writer.fence() != Some(fence) {
+                return Err(failed("the writer lease was lost mid-pass".into(), calls, throttles));
+            }
+            calls += 1;
+            state.metrics.cloud_calls.inc();
+            match ec2.disable_source_dest_check(target).await {
+                Ok(()) => {
+                    session.unchecked.insert(target.clone());
+                }
+                Err(e) => {
+                    return Err(failed(
+                        format!("turning off the source/destination check of {}: {e}", target_text(target)),
+                        calls,
+                        throttles,
+                    ));
+                }
+            }
+        }
+    }
     for call in &plan.calls {
+        let (destination, target) = match call {
+            Call::Create { destination, target } | Call::Replace { destination, target } => (*destination, Some(target)),
+            Call::Delete { destination } => (*destination, None),
+        };
         let mut attempt = 0;
         loop {
-            pacer.wait().await;
-            // Only the lease holder writes: checked right before each call.
+            session.pacer.wait().await;
+            // Only the lease holder writes: checked right before each call (in the store, with
+            // the record of the call, for a create or replace).
             if state.writer.fence() != Some(fence) {
-                return Err(("the writer lease was lost mid-pass".into(), calls, throttles));
+                return Err(failed("the writer lease was lost mid-pass".into(), calls, throttles));
+            }
+            if let Some(target) = target {
+                state
+                    .store
+                    .begin_cloud_route(&table.id, destination, target, fence)
+                    .await
+                    .map_err(|e| failed(e.to_string(), calls, throttles))?;
             }
             calls += 1;
             state.metrics.cloud_calls.inc();
@@ -245,14 +344,22 @@ async fn reconcile_table(
                     tokio::time::sleep(backoff(attempt, Duration::from_millis(200), Duration::from_secs(10), rand::random::<f64>())).await;
                     attempt += 1;
                 }
-                Err(e) => return Err((format!("{call:?}: {e}"), calls, throttles + u64::from(matches!(e, Ec2Error::Throttled(_))))),
+                Err(e) => {
+                    let throttled = u64::from(matches!(e, Ec2Error::Throttled(_)));
+                    state.metrics.cloud_throttles.inc_by(throttled);
+                    return Err(failed(format!("{call:?}: {e}"), calls, throttles + throttled));
+                }
             }
         }
-        let (destination, target) = match call {
-            Call::Create { destination, target } | Call::Replace { destination, target } => (*destination, Some(target)),
-            Call::Delete { destination } => (*destination, None),
-        };
-        state.store.record_cloud_route(&table.id, destination, target, fence).await.map_err(|e| (e.to_string(), calls, throttles))?;
+        state.store.settle_cloud_route(&table.id, destination, target, fence).await.map_err(|e| failed(e.to_string(), calls, throttles))?;
+    }
+    // Records the table itself settled: unanswered calls that landed, routes gone.
+    for (destination, target) in &plan.settle {
+        state
+            .store
+            .settle_cloud_route(&table.id, *destination, target.as_ref(), fence)
+            .await
+            .map_err(|e| failed(e.to_string(), calls, throttles))?;
     }
     let shown = |routes: &BTreeMap<IpNet, Target>| routes.iter().map(|(d, t)| (d.to_string(), target_text(t))).collect();
     let actual: BTreeMap<IpNet, Target> = table.routes.iter().map(|r: &Route| (r.destination.trunc(), r.target.clone())).collect();

@@ -2,6 +2,7 @@
 //! cluster, SQLite files), and the project's binaries.
 
 pub mod api;
+pub mod aws;
 pub mod cni;
 pub mod netns;
 pub mod pg;
