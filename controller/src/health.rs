@@ -31,7 +31,44 @@ impl Health {
         Ok(Health::new(seen, crate::store::unix_now(), failover))
     }
 
+    /// The Unix second from which `host` is no longer healthy unless it reports again.
+    pub fn expires(&self, host: &str) -> Option<i64> {
+        self.last_seen.get(host).map(|seen| seen.saturating_add(self.window).saturating_add(1))
+    }
+
+    /// How long from now until the first of `hosts` stops being healthy unless it reports.
+    pub fn first_expiry<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) -> Option<Duration> {
+        let at = hosts.into_iter().filter_map(|h| self.expires(h)).min()?;
+        Some(Duration::from_secs(u64::try_from(at.saturating_sub(crate::store::unix_now())).unwrap_or(0)))
+    }
+
     pub fn healthy(&self, host: &HostRecord) -> bool {
         !host.drained && self.last_seen.get(&host.name).is_some_and(|seen| self.now - seen <= self.window)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_is_healthy_until_its_report_is_older_than_the_failover_time() {
+        let health = Health::new(BTreeMap::from([("a".to_string(), 100), ("b".to_string(), 95)]), 104, Duration::from_secs(10));
+        let host = |name: &str, drained: bool| HostRecord {
+            name: name.into(),
+            group: "g".into(),
+            ips: Vec::new(),
+            labels: Default::default(),
+            pinned: false,
+            drained,
+            cloud_target: None,
+            revision: 1,
+        };
+        assert!(health.healthy(&host("a", false)) && health.healthy(&host("b", false)));
+        assert!(!health.healthy(&host("a", true)), "drained");
+        assert!(!health.healthy(&host("never", false)), "never reported");
+        // b (seen at 95) stops being healthy at 106; a at 111.
+        assert_eq!((health.expires("b"), health.expires("a"), health.expires("never")), (Some(106), Some(111), None));
+        assert!(!Health::new(BTreeMap::from([("b".to_string(), 95)]), 106, Duration::from_secs(10)).healthy(&host("b", false)));
     }
 }

@@ -109,6 +109,9 @@ impl Pacer {
 /// instance never changes subnet; an interface neither).
 struct Session {
     pacer: Pacer,
+    /// The hosts the last pass pointed routes at: the pass after their silence comes as soon
+    /// as the failover time says, not an interval later.
+    gateways: BTreeSet<String>,
     unchecked: BTreeSet<Target>,
     subnets: BTreeMap<Target, Subnet>,
 }
@@ -119,25 +122,29 @@ const THROTTLE_RETRIES: u32 = 6;
 /// Passes while this replica holds the lease, every `interval` (and a second after a change).
 pub async fn run(state: AppState, config: VpcConfig, status: Status, mut closing: watch::Receiver<bool>) {
     let ec2 = Ec2::connect(&config.ec2).await;
-    let mut session = Session { pacer: Pacer::new(config.rate), unchecked: BTreeSet::new(), subnets: BTreeMap::new() };
+    let mut session =
+        Session { pacer: Pacer::new(config.rate), gateways: BTreeSet::new(), unchecked: BTreeSet::new(), subnets: BTreeMap::new() };
     let mut commits = state.store.commits();
     let mut failures = 0;
     loop {
+        let mut next = config.interval;
         if let Some(fence) = state.writer.fence() {
             let outcome = pass(&state, &ec2, &config, &status, &mut session, fence).await;
             if let Err(e) = &outcome {
                 tracing::warn!(error = %e, "VPC route pass failed; the next one resumes");
             }
-            failures = if outcome == Ok(true) { 0 } else { failures + 1 };
+            failures = if outcome.as_ref().is_ok_and(|p| p.clean) { 0 } else { failures + 1 };
+            if let Ok(Some(expiry)) = outcome.as_ref().map(|p| p.gateway_expiry) {
+                next = next.min(expiry.max(Duration::from_secs(1)));
+            }
             status.lock().unwrap_or_else(std::sync::PoisonError::into_inner).last_error = outcome.err();
         }
-        // The next pass: after the interval, or a second after a change of this replica's;
-        // after a failed pass, sooner (backing off), so a fault costs seconds, not an interval.
-        let next = if failures == 0 {
-            config.interval
-        } else {
-            backoff(failures - 1, Duration::from_secs(1), config.interval, 0.5 + rand::random::<f64>() / 2.0)
-        };
+        // The next pass: after the interval, when a gateway's report is due to go stale, or a
+        // second after a change of this replica's; after a failed pass, sooner (backing off),
+        // so a fault costs seconds, not an interval.
+        if failures > 0 {
+            next = next.min(backoff(failures - 1, Duration::from_secs(1), config.interval, 0.5 + rand::random::<f64>() / 2.0));
+        }
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             _ = commits.changed() => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -191,9 +198,18 @@ impl Inputs {
     }
 }
 
-/// One pass over every table: whether each was reconciled, or why they could not be listed.
-async fn pass(state: &AppState, ec2: &Ec2, config: &VpcConfig, status: &Status, session: &mut Session, fence: i64) -> Result<bool, String> {
+/// How a pass went.
+struct Pass {
+    /// Every table reconciled.
+    clean: bool,
+    /// How long until the first gateway stops being healthy unless it reports.
+    gateway_expiry: Option<Duration>,
+}
+
+/// One pass over every table, or why they could not be listed.
+async fn pass(state: &AppState, ec2: &Ec2, config: &VpcConfig, status: &Status, session: &mut Session, fence: i64) -> Result<Pass, String> {
     let inputs = Inputs::read(state, config.failover).await.map_err(|e| e.to_string())?;
+    session.gateways.clear();
     let tables = managed_tables(ec2, config, session, &inputs).await.map_err(|e| e.to_string())?;
     let mut clean = true;
     for table in tables {
@@ -221,7 +237,7 @@ async fn pass(state: &AppState, ec2: &Ec2, config: &VpcConfig, status: &Status, 
             }
         }
     }
-    Ok(clean)
+    Ok(Pass { clean, gateway_expiry: inputs.health.first_expiry(session.gateways.iter().map(String::as_str)) })
 }
 
 /// The tables named, tagged, and (`--aws-host-subnet-tables`) those of the hosts' subnets.
@@ -273,7 +289,12 @@ async fn reconcile_table(
     }
     let owned = state.store.cloud_routes(&table.id).await.map_err(store_error)?;
     let room = budget(&table.routes, &owned, &inputs.networks, config.limit);
-    let want = desired(&inputs.wanted(room).map_err(store_error)?, &owned);
+    let wanted = inputs.wanted(room).map_err(store_error)?;
+    let want = desired(&wanted, &owned);
+    for w in &wanted {
+        let target = want.get(&w.destination.trunc());
+        session.gateways.extend(w.candidates.iter().filter(|c| c.healthy && Some(&c.target) == target).map(|c| c.host.clone()));
+    }
     let plan = plan_table(&table.routes, &owned, &want, &inputs.networks, config.adopt);
     state.metrics.cloud_drift_repairs.inc_by(plan.drift as u64);
     state.metrics.cloud_collisions.set(plan.collisions.len() as i64);

@@ -12,9 +12,12 @@ set up a VPC with foreign routes and instances, read a route table, change it ou
     ec2.py ENDPOINT retarget TABLE DEST INSTANCE
     ec2.py ENDPOINT create TABLE DEST INSTANCE
     ec2.py ENDPOINT source-dest-check INSTANCE -> true | false
+    ec2.py ENDPOINT paced-creates VPC INSTANCE N RATE -> {"seconds", "calls"}
+        the yardstick of the benchmark: N CreateRoute calls into a scratch table, RATE a second.
 """
 import json
 import sys
+import time
 
 import boto3
 
@@ -76,5 +79,14 @@ elif command == "create":
 elif command == "source-dest-check":
     answer = ec2.describe_instance_attribute(InstanceId=args[0], Attribute="sourceDestCheck")
     print(json.dumps(answer["SourceDestCheck"]["Value"]))
+elif command == "paced-creates":
+    vpc, instance, n, rate = args[0], args[1], int(args[2]), float(args[3])
+    scratch = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    start = time.monotonic()
+    for i in range(n):
+        due = start + i / rate
+        time.sleep(max(0.0, due - time.monotonic()))
+        ec2.create_route(RouteTableId=scratch, DestinationCidrBlock=f"10.200.{i}.0/24", InstanceId=instance)
+    print(json.dumps({"seconds": time.monotonic() - start, "calls": n}))
 else:
     sys.exit(f"unknown command {command}")

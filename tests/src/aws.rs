@@ -116,6 +116,7 @@ const MUTATING: [&str; 5] = ["CreateRoute", "ReplaceRoute", "DeleteRoute", "Modi
 #[derive(Debug)]
 pub struct Ec2Proxy {
     pub endpoint: String,
+    started: Instant,
     faults: Arc<Mutex<Faults>>,
     log: Arc<Mutex<Vec<Logged>>>,
     stop: Arc<AtomicBool>,
@@ -129,9 +130,9 @@ impl Ec2Proxy {
         let upstream = upstream.trim_start_matches("http://").to_string();
         let (faults, log, stop) = (Arc::new(Mutex::new(faults)), Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicBool::new(false)));
         let shared = (faults.clone(), log.clone(), stop.clone());
+        let started = Instant::now();
         std::thread::spawn(move || {
             let (faults, log, stop) = shared;
-            let started = Instant::now();
             let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
             for client in listener.incoming() {
                 if stop.load(Ordering::Relaxed) {
@@ -145,7 +146,12 @@ impl Ec2Proxy {
                 });
             }
         });
-        Ec2Proxy { endpoint: format!("http://127.0.0.1:{port}"), faults, log, stop, port }
+        Ec2Proxy { endpoint: format!("http://127.0.0.1:{port}"), started, faults, log, stop, port }
+    }
+
+    /// Now on the clock of the log's arrival times.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn set_faults(&self, faults: Faults) {

@@ -183,8 +183,17 @@ impl Distributor {
         let mut guard = self.model.lock().await;
         let model = compiled::CompiledCluster::load(&self.store).await?;
         let hosts: BTreeSet<String> = model.hosts.keys().cloned().collect();
+        // Only hosts whose state may differ are rendered again.
+        let changed = match guard.take() {
+            Some(old) => hosts.iter().filter(|h| !old.same_state(&model, h)).cloned().collect(),
+            None => hosts.clone(),
+        };
         *guard = Some(model);
-        self.publish(guard.as_ref(), &hosts, seq).await?;
+        if let Err(e) = self.publish(guard.as_ref(), &changed, seq).await {
+            // The model is already the new one: what was not published waits as pending.
+            lock(&self.pending).extend(changed);
+            return Err(e);
+        }
         lock(&self.nodes).retain(|name, channel| {
             let keep = hosts.contains(name);
             if !keep {
