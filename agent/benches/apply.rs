@@ -73,7 +73,7 @@ fn run(ns: &str) {
     // Every nft this process starts from now on runs inside the namespace.
     let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns");
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter netns");
-    let nft = Nft { binary: "nft".into() };
+    let nft = Nft::new("nft");
     let base = ruleset(0);
     println!("node: {ENDPOINTS} endpoints, {} set/map elements, {} rules", base.element_count(), base.rules);
 

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::client::Controller;
 use crate::disk::Disk;
+use crate::drift::{Drift, Watch};
 use crate::error::EnforceError;
 use crate::metrics::Metrics;
 use crate::nft::{Applied, Census, Nft};
@@ -26,18 +27,28 @@ pub struct Enforced {
     pub fabric: crate::fabric::Desired,
 }
 
+/// While the table is watched, one resync in this many lists it whole (10 minutes at the
+/// default 10 s).
+pub const LISTING_EVERY: u64 = 60;
+
 #[derive(Debug)]
 pub enum Event {
     /// A new state from the controller.
     State(Box<NodeState>),
     /// Verify the table and routes; repair drift.
     Resync,
+    /// A watcher saw the table or routes changed by someone else.
+    Drift(Drift),
     /// The CNI plugin wired (or unwired: `None`) an endpoint's host interface.
     Wire { endpoint: String, interface: Option<String>, done: oneshot::Sender<Result<(), EnforceError>> },
 }
 
 pub struct Enforcer {
     pub nft: Nft,
+    /// The drift watchers, once started.
+    pub watch: Option<Arc<Watch>>,
+    /// Resyncs so far (every [`LISTING_EVERY`]th lists the table even while it is watched).
+    pub resyncs: u64,
     pub netlink: Netlink,
     pub disk: Disk,
     pub metrics: Arc<Metrics>,
@@ -79,6 +90,7 @@ impl Enforcer {
             match event {
                 Event::State(state) => self.apply(*state).await,
                 Event::Resync => self.resync().await,
+                Event::Drift(drift) => self.repair(drift).await,
                 Event::Wire { endpoint, interface, done } => {
                     match interface {
                         Some(i) => self.wired.insert(endpoint, i),
@@ -160,7 +172,39 @@ impl Enforcer {
         }
     }
 
+    /// The periodic safety net. While nf_tables commits are watched, listing the whole table
+    /// (2.5 s at 100k elements) is left to every [`LISTING_EVERY`]th resync; routes are cheap
+    /// to compare and always are.
     async fn resync(&mut self) {
+        self.resyncs += 1;
+        let watched = self.watch.as_ref().is_some_and(|w| w.watching_nftables());
+        if !watched || self.resyncs.is_multiple_of(LISTING_EVERY) {
+            self.check_nftables();
+        }
+        self.repair_routes().await;
+    }
+
+    /// Drift a watcher saw, repaired at once.
+    async fn repair(&mut self, drift: Drift) {
+        if let Some(w) = &self.watch {
+            w.taken(&drift);
+        }
+        match drift {
+            Drift::Routes => self.repair_routes().await,
+            Drift::Unknown => self.check_nftables(),
+            Drift::Nftables { by } => {
+                let Some(state) = self.current.clone() else { return };
+                tracing::warn!(by = %by, "table inet tessera changed by another process; restoring it");
+                match tokio::task::block_in_place(|| self.nft.replace(&state.ruleset)) {
+                    Ok(()) => self.metrics.drift_repaired("nftables"),
+                    Err(e) => tracing::error!(error = %e, "restoring table inet tessera failed"),
+                }
+            }
+        }
+    }
+
+    /// List the table and restore it if it is not what the state says.
+    fn check_nftables(&mut self) {
         let Some(state) = self.current.clone() else { return };
         let want = Census::of(&state.ruleset);
         let repaired = tokio::task::block_in_place(|| -> Result<bool, crate::error::NftError> {
@@ -177,6 +221,9 @@ impl Enforcer {
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "resync of nftables failed"),
         }
+    }
+
+    async fn repair_routes(&mut self) {
         match self.sync_routes().await {
             Ok(changes) if changes.added + changes.removed > 0 => {
                 tracing::warn!(added = changes.added, removed = changes.removed, "routes drifted; restored them");

@@ -5,6 +5,7 @@
 pub use tessera_bgp_speaker as bgp;
 pub mod client;
 pub mod disk;
+pub mod drift;
 pub mod enforcer;
 pub mod error;
 pub mod fabric;

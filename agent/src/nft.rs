@@ -6,10 +6,11 @@
 //! A full verification lists the table and compares what the kernel holds (elements per set,
 //! rules) with what was applied.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tessera_agent_api::Ruleset;
@@ -25,6 +26,22 @@ pub const DELTA_VERIFY_LIMIT: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Nft {
     pub binary: String,
+    pub own: OwnRuns,
+}
+
+/// The process ids of this agent's latest `nft` runs, so a watcher of nf_tables commits can tell
+/// the agent's own from anyone else's. The lock is held from spawning a run until its pid is
+/// recorded, and a watcher asks under it: a commit is never judged before its pid is known.
+#[derive(Debug, Clone, Default)]
+pub struct OwnRuns(Arc<Mutex<VecDeque<u32>>>);
+
+/// How many runs are remembered (a watcher is at most a few commits behind).
+const OWN_RUNS: usize = 64;
+
+impl OwnRuns {
+    pub fn contains(&self, pid: u32) -> bool {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&pid)
+    }
 }
 
 /// What an apply did.
@@ -50,8 +67,13 @@ impl Census {
 }
 
 impl Nft {
+    pub fn new(binary: &str) -> Nft {
+        Nft { binary: binary.to_string(), own: OwnRuns::default() }
+    }
+
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
         let failed = |source| NftError::Run { binary: self.binary.clone(), source };
+        let mut runs = self.own.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut child = Command::new(&self.binary)
             .args(args)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -59,6 +81,11 @@ impl Nft {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(failed)?;
+        runs.push_back(child.id());
+        if runs.len() > OWN_RUNS {
+            runs.pop_front();
+        }
+        drop(runs);
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes()).map_err(failed)?;
         }

@@ -92,7 +92,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let (enforced_tx, enforced_rx) = watch::channel(Enforced::default());
     let mut enforcer = Enforcer {
-        nft: Nft { binary: args.nft.clone() },
+        nft: Nft::new(&args.nft),
+        watch: None,
+        resyncs: 0,
         netlink: Netlink::connect()?,
         disk: Disk { dir: args.state_dir.clone() },
         metrics: metrics.clone(),
@@ -124,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let fabric = crate::fabric::Fabric::new(Netlink::connect()?, metrics.clone());
     tokio::spawn(fabric.run(desired_rx, controller.clone(), Duration::from_secs_f64(args.report)));
     let (events, queue) = mpsc::channel(64);
+    enforcer.watch = Some(crate::drift::start(events.clone(), enforcer.nft.own.clone()));
     let enforcer_task = tokio::spawn(enforcer.run(queue));
 
     let socket = Socket { controller: controller.clone(), events: events.clone(), enforced: enforced_rx.clone() };

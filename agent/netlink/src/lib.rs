@@ -5,6 +5,8 @@
 //! Work inside another network namespace runs on a thread that joined it ([`in_netns`]): a
 //! netlink socket belongs to the namespace of the thread that opens it.
 
+pub mod monitor;
+
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
