@@ -212,6 +212,9 @@ pub enum BlocksCmd {
 
 #[derive(Debug, Args)]
 pub struct RoutesArgs {
+    /// `cloud`: the same as `--cloud`.
+    #[arg(value_enum)]
+    pub scope: Option<RouteScope>,
     /// Most fabric/VPC routes to use.
     #[arg(long)]
     pub budget: Option<usize>,
@@ -219,6 +222,13 @@ pub struct RoutesArgs {
     /// collisions, drift repairs, last error (ask the writer-lease holder: `tessera controllers`).
     #[arg(long, conflicts_with = "budget")]
     pub cloud: bool,
+}
+
+/// Which routes `tessera routes` shows besides the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RouteScope {
+    /// The VPC route tables as the controller keeps them.
+    Cloud,
 }
 
 #[derive(Debug, Subcommand)]
@@ -488,7 +498,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Blocks(BlocksCmd::List { host, tenant, segment: seg }) => {
             print(out, &api.get(&format!("/v1/blocks{}", query(&[("host", host), ("tenant", tenant), ("segment", seg)])))?, BLOCK_COLUMNS)
         }
-        Command::Routes(RoutesArgs { cloud: true, .. }) => {
+        Command::Routes(RoutesArgs { cloud, scope, .. }) if *cloud || *scope == Some(RouteScope::Cloud) => {
             let answer = api.get("/v1/routes/cloud")?;
             if out == Output::Json || answer["holdsLease"] != true {
                 if answer["holdsLease"] != true {
@@ -507,6 +517,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                     let now = actual.iter().find(|(d, _)| d == dst).map(|(_, t)| t.clone()).unwrap_or_else(|| "-".into());
                     let state = if &now == target { "ok" } else { "pending" };
                     rows.push(json!({"table": t["id"], "destination": dst, "desired": target, "actual": now, "state": state}));
+                }
+                for over in t["overCoverage"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    rows.push(json!({"table": t["id"], "destination": over, "desired": "-", "actual": "-", "state": "over-covers"}));
                 }
                 rows.push(json!({
                     "table": t["id"],

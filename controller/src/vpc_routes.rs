@@ -59,6 +59,9 @@ pub struct TableStatus {
     pub used: usize,
     /// Foreign routes on destinations Tessera wants (left alone unless `--aws-adopt`).
     pub collisions: Vec<String>,
+    /// Addresses the routes cover that are not Tessera's hosts' (the budget forced them):
+    /// `route: range (whose)`.
+    pub over_coverage: Vec<String>,
     /// Routes of ours repaired after they were deleted or retargeted out of band (since start).
     pub drift_repairs: u64,
     pub calls: u64,
@@ -176,8 +179,9 @@ impl Inputs {
     }
 
     /// Every route of the plan made within `budget`, with its gateway candidates: the route's
-    /// hosts that have an EC2 target, and whether each is healthy.
-    fn wanted(&self, budget: usize) -> Result<Vec<Wanted>, StoreError> {
+    /// hosts that have an EC2 target, and whether each is healthy; and what the routes
+    /// over-cover.
+    fn wanted(&self, budget: usize) -> Result<(Vec<Wanted>, Vec<String>), StoreError> {
         let plan =
             crate::routes::plan(&self.topology, &self.hosts, &self.blocks, Some(budget)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let by_name: BTreeMap<&str, &HostRecord> = self.hosts.iter().map(|h| (h.name.as_str(), h)).collect();
@@ -194,7 +198,8 @@ impl Inputs {
                 .collect();
             out.push(Wanted { destination: route.dst, candidates });
         }
-        Ok(out)
+        let over = plan.over_coverage.iter().map(|o| format!("{}: {} ({})", o.route, o.range, o.belongs_to)).collect();
+        Ok((out, over))
     }
 }
 
@@ -289,7 +294,7 @@ async fn reconcile_table(
     }
     let owned = state.store.cloud_routes(&table.id).await.map_err(store_error)?;
     let room = budget(&table.routes, &owned, &inputs.networks, config.limit);
-    let wanted = inputs.wanted(room).map_err(store_error)?;
+    let (wanted, over_coverage) = inputs.wanted(room).map_err(store_error)?;
     let want = desired(&wanted, &owned);
     for w in &wanted {
         let target = want.get(&w.destination.trunc());
@@ -396,6 +401,7 @@ async fn reconcile_table(
             .iter()
             .map(|c| format!("{} → {} (wanted {})", c.destination, target_text(&c.foreign), target_text(&c.wanted)))
             .collect(),
+        over_coverage,
         drift_repairs: plan.drift as u64,
         calls,
         throttles,
