@@ -32,6 +32,24 @@ if [ ! -x .venv/bin/aggregate6 ] || [ ! -x .venv/bin/schemathesis ] || [ ! -x .v
     .venv/bin/pip install --quiet --disable-pip-version-check 'aggregate6==1.0.15' 'schemathesis==4.32.5' 'moto[server]==5.2.6'
 fi
 
+# The operator's tests run the real kube-apiserver and etcd, built from Go (1.24 or newer) at a
+# pinned release and cached outside the clone (~/.cache/tessera). Without a new enough Go, the
+# toolchain comes from the Go module proxy (golang.org/toolchain), as `GOTOOLCHAIN` would fetch it.
+go_ok() { command -v go >/dev/null && [ "$(printf '%s\n' go1.24 "$(go env GOVERSION)" | sort -V | head -1)" = go1.24 ]; }
+if ! go_ok; then
+    toolchain="$HOME/.cache/tessera/go1.24.13"
+    if [ ! -x "$toolchain/bin/go" ]; then
+        command -v curl >/dev/null && command -v unzip >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl unzip; }
+        mkdir -p "$toolchain.tmp"
+        curl -fsSL "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go1.24.13.linux-amd64.zip" -o "$toolchain.zip"
+        unzip -q "$toolchain.zip" -d "$toolchain.tmp"
+        mv "$toolchain.tmp/golang.org/toolchain@v0.0.1-go1.24.13.linux-amd64" "$toolchain"
+        rm -rf "$toolchain.tmp" "$toolchain.zip"
+    fi
+    export PATH="$toolchain/bin:$PATH"
+fi
+bash tests/kube/build.sh
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The integration tests run the binaries (controller, CLI) as processes: build them first.

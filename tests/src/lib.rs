@@ -4,6 +4,7 @@
 pub mod api;
 pub mod aws;
 pub mod cni;
+pub mod kube;
 pub mod netns;
 pub mod pg;
 pub mod vdc;

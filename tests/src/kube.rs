@@ -1,0 +1,166 @@
+//! A real Kubernetes control plane for tests: etcd and kube-apiserver of the pinned release,
+//! built from Go by `tests/kube/build.sh` (cached outside the clone), started on loopback with
+//! their own state in a temp directory. No kubelet: objects such as Nodes are created through
+//! the API, as the operator's tests need.
+//!
+//! Access is a static admin token (group `system:masters`) over HTTPS, trusting the serving
+//! certificate the apiserver generates; service-account tokens are signed with a key made here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where `tests/kube/build.sh` puts the binaries, unless `TESSERA_KUBE_BIN` says otherwise.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("TESSERA_KUBE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".cache/tessera/kube-1.34.4/bin")
+    })
+}
+
+/// etcd and kube-apiserver, stopped (and their state removed) on drop.
+#[derive(Debug)]
+pub struct Cluster {
+    etcd: Child,
+    apiserver: Child,
+    /// `https://127.0.0.1:PORT`
+    pub url: String,
+    /// The admin bearer token.
+    pub token: String,
+    /// The apiserver's serving certificate (PEM), to trust.
+    pub ca: Vec<u8>,
+    pub dir: tempfile::TempDir,
+}
+
+fn start(binary: &Path, args: &[String], log: &Path) -> Child {
+    assert!(binary.exists(), "{} is missing: run `bash tests/kube/build.sh` (the test script does)", binary.display());
+    let log = std::fs::File::create(log).expect("log file");
+    // Dies with the test process, even when a test panics.
+    Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(binary)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()))
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new().prefix("tessera-kube-").tempdir().expect("temp dir");
+        let path = |name: &str| dir.path().join(name);
+        let (client, peer, secure) = (crate::free_port(), crate::free_port(), crate::free_port());
+        let etcd_url = format!("http://127.0.0.1:{client}");
+        let etcd = start(
+            &bin.join("etcd"),
+            &[
+                "--name=default".into(),
+                format!("--data-dir={}", path("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{peer}"),
+                "--unsafe-no-fsync".into(),
+            ],
+            &path("etcd.log"),
+        );
+        let key = path("sa.key");
+        let made = Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+            .arg(&key)
+            .status()
+            .expect("openssl");
+        assert!(made.success(), "openssl could not make the service-account key");
+        let token = format!("admin-{}", rand::random::<u64>());
+        std::fs::write(path("tokens.csv"), format!("{token},admin,admin,\"system:masters\"\n")).expect("token file");
+        let apiserver = start(
+            &bin.join("kube-apiserver"),
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                format!("--cert-dir={}", path("certs").display()),
+                format!("--secure-port={secure}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                format!("--service-account-key-file={}", key.display()),
+                format!("--service-account-signing-key-file={}", key.display()),
+                format!("--token-auth-file={}", path("tokens.csv").display()),
+                "--authorization-mode=RBAC".into(),
+                "--disable-admission-plugins=ServiceAccount".into(),
+                "--allow-privileged=true".into(),
+            ],
+            &path("apiserver.log"),
+        );
+        let mut cluster = Cluster { etcd, apiserver, url: format!("https://127.0.0.1:{secure}"), token, ca: Vec::new(), dir };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(ca) = std::fs::read(cluster.dir.path().join("certs/apiserver.crt")) {
+                cluster.ca = ca;
+                if cluster.request("GET", "/readyz", None).is_ok_and(|(status, _)| status == 200) {
+                    return cluster;
+                }
+            }
+            if let Ok(Some(status)) = cluster.apiserver.try_wait() {
+                panic!("kube-apiserver exited ({status}):\n{}", cluster.log("apiserver.log"));
+            }
+            assert!(Instant::now() < deadline, "kube-apiserver not ready in 120 s:\n{}", cluster.log("apiserver.log"));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The last lines of a component's log.
+    pub fn log(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// A client that trusts the apiserver's certificate.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        let ca = reqwest::Certificate::from_pem(&self.ca).expect("the apiserver's certificate");
+        reqwest::blocking::Client::builder().add_root_certificate(ca).build().expect("client")
+    }
+
+    /// One request as the admin: the status and the body as JSON (text bodies as a string).
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> reqwest::Result<(u16, Value)> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client().request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let answer = request.send()?;
+        let status = answer.status().as_u16();
+        let text = answer.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// A kubeconfig for the admin (what an operator or kubectl would be given).
+    pub fn kubeconfig(&self) -> PathBuf {
+        let path = self.dir.path().join("kubeconfig");
+        let ca = self.dir.path().join("certs/apiserver.crt");
+        let doc = format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: test, cluster: {{server: \"{}\", certificate-authority: \"{}\"}}}}]\n\
+             users: [{{name: admin, user: {{token: {}}}}}]\ncontexts: [{{name: test, context: {{cluster: test, user: admin}}}}]\n\
+             current-context: test\n",
+            self.url,
+            ca.display(),
+            self.token
+        );
+        std::fs::write(&path, doc).expect("kubeconfig");
+        path
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in [&mut self.apiserver, &mut self.etcd] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
