@@ -63,6 +63,7 @@ mod tests {
             drained,
             cloud_target: None,
             revision: 1,
+            origin: Default::default(),
         };
         assert!(health.healthy(&host("a", false)) && health.healthy(&host("b", false)));
         assert!(!health.healthy(&host("a", true)), "drained");

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod distribute;
 pub mod health;
+pub mod kubernetes;
 pub mod metrics;
 pub mod ops;
 pub mod route_servers;

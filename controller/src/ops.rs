@@ -14,7 +14,7 @@ use tessera_topology::{Format, Labels, parse_topology};
 
 use crate::distribute::Distributor;
 use crate::store::{
-    EndpointRecord, HostRecord, NewEndpoint, NewHost, NewPolicy, NewToken, PolicyRecord, Role, SegmentRecord, Store, StoreError,
+    EndpointRecord, HostRecord, NewEndpoint, NewHost, NewPolicy, NewToken, Origin, PolicyRecord, Role, SegmentRecord, Store, StoreError,
     TenantRecord, VipRecord,
 };
 
@@ -81,9 +81,21 @@ impl Ops {
         labels: Labels,
         cloud_target: Option<String>,
     ) -> Result<HostRecord> {
+        self.create_host_from(name, addresses, labels, cloud_target, Origin::Api).await
+    }
+
+    /// Register a host made by `origin` (the operator registers Nodes as `kubernetes`).
+    pub async fn create_host_from(
+        &self,
+        name: String,
+        addresses: &[String],
+        labels: Labels,
+        cloud_target: Option<String>,
+        origin: Origin,
+    ) -> Result<HostRecord> {
         labels_ok("labels", &labels)?;
         cloud_target_ok(cloud_target.as_deref())?;
-        let host = self.store.create_host(NewHost { name, ips: ips("ips", addresses)?, labels, cloud_target }).await?;
+        let host = self.store.create_host(NewHost { name, ips: ips("ips", addresses)?, labels, cloud_target, origin }).await?;
         self.applied(host).await
     }
 
@@ -157,8 +169,13 @@ impl Ops {
     }
 
     pub async fn create_tenant(&self, name: &str, labels: Labels) -> Result<TenantRecord> {
+        self.create_tenant_from(name, labels, Origin::Api).await
+    }
+
+    /// Create a tenant made by `origin` (the operator creates Namespaces as `kubernetes`).
+    pub async fn create_tenant_from(&self, name: &str, labels: Labels, origin: Origin) -> Result<TenantRecord> {
         labels_ok("labels", &labels)?;
-        let tenant = self.store.create_tenant(name, labels).await?;
+        let tenant = self.store.create_tenant_from(name, labels, origin).await?;
         self.applied(tenant).await
     }
 

@@ -266,6 +266,7 @@ mod tests {
             drained: false,
             cloud_target: None,
             revision: 1,
+            origin: Default::default(),
         }
     }
 

@@ -95,6 +95,14 @@ pub struct Args {
     /// route points at it (a gateway forwards traffic that is not its own).
     #[arg(long, env = "TESSERA_AWS_DISABLE_SOURCE_DEST_CHECK", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub disable_source_dest_check: bool,
+    /// Keep hosts and tenants as this cluster's Nodes and Namespaces say (the writer-lease
+    /// holder watches them), reached through this kubeconfig.
+    #[arg(long, env = "TESSERA_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The same, with the configuration inferred (in a pod: its service account; else
+    /// `KUBECONFIG` or `~/.kube/config`).
+    #[arg(long, env = "TESSERA_KUBERNETES", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
+    pub kubernetes: bool,
     /// Let the AWS SDK retry failed reads itself (on top of Tessera's own backoff).
     #[arg(long, env = "TESSERA_AWS_SDK_RETRIES", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub aws_sdk_retries: bool,
@@ -108,6 +116,9 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
+    // One TLS provider for the whole process (serving, the Kubernetes and AWS clients): the
+    // dependency graph carries more than one, and rustls will not guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Colours only for a person at a terminal, never in files or journals.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log)?)
@@ -151,6 +162,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             state.vpc_routes.clone(),
             state.dist.closing(),
         ));
+    }
+    if args.kubeconfig.is_some() || args.kubernetes {
+        let client = tessera_operator::connect(args.kubeconfig.as_deref()).await.map_err(|e| anyhow::anyhow!(e))?;
+        tokio::spawn(crate::kubernetes::run(state.clone(), client, state.dist.closing()));
     }
     let dist = state.dist.clone();
     let stopping = async move {

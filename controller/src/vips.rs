@@ -87,6 +87,7 @@ mod tests {
             drained,
             cloud_target: None,
             revision: 1,
+            origin: Default::default(),
         }
     }
 

@@ -20,7 +20,16 @@ async fn run(backend: &str, store: Store, endpoints: usize) {
         let labels: Labels =
             [("zone".to_string(), format!("z{}", i % 3)), ("rack".to_string(), format!("r{}", (i / 3) % 8))].into_iter().collect();
         let ip = std::net::Ipv4Addr::from(0xc0a8_0000u32 + i as u32);
-        store.create_host(NewHost { name: format!("host-{i}"), ips: vec![ip.into()], labels, cloud_target: None }).await.expect("host");
+        store
+            .create_host(NewHost {
+                name: format!("host-{i}"),
+                ips: vec![ip.into()],
+                labels,
+                cloud_target: None,
+                origin: Default::default(),
+            })
+            .await
+            .expect("host");
     }
     let hosts_time = started.elapsed().as_secs_f64();
     let started = Instant::now();

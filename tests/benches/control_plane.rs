@@ -53,7 +53,13 @@ async fn populate(store: &Store, hosts: usize, endpoints: usize) -> f64 {
     for h in 0..hosts {
         let ip = std::net::Ipv4Addr::from(0xc612_0000u32 + h as u32 + 1);
         store
-            .create_host(NewHost { name: format!("host-{h}"), ips: vec![ip.into()], labels: host_labels(h), cloud_target: None })
+            .create_host(NewHost {
+                name: format!("host-{h}"),
+                ips: vec![ip.into()],
+                labels: host_labels(h),
+                cloud_target: None,
+                origin: Default::default(),
+            })
             .await
             .expect("host");
     }

@@ -12,7 +12,7 @@ set -euo pipefail
 KUBE_VERSION="${KUBE_VERSION:-1.34.4}"
 STAGING_VERSION="v0.${KUBE_VERSION#1.}"
 CACHE="${TESSERA_KUBE_CACHE:-$HOME/.cache/tessera/kube-$KUBE_VERSION}"
-BIN="${TESSERA_KUBE_BIN:-$CACHE/bin}"
+BIN="${TESSERA_KUBE_BIN:-${KUBEBUILDER_ASSETS:-$CACHE/bin}}"
 if [[ -x "$BIN/etcd" && "$("$BIN/kube-apiserver" --version 2>/dev/null)" == "Kubernetes v$KUBE_VERSION" ]]; then
     echo "kube-apiserver and etcd $KUBE_VERSION already built in $BIN"
     exit 0

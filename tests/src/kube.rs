@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// Where `tests/kube/build.sh` puts the binaries, unless `TESSERA_KUBE_BIN` says otherwise.
+/// `KUBEBUILDER_ASSETS` (envtest's convention) is honoured too.
 pub fn bin_dir() -> PathBuf {
-    std::env::var_os("TESSERA_KUBE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+    std::env::var_os("TESSERA_KUBE_BIN").or_else(|| std::env::var_os("KUBEBUILDER_ASSETS")).map(PathBuf::from).unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
         home.join(".cache/tessera/kube-1.34.4/bin")
     })
@@ -137,6 +138,20 @@ impl Cluster {
         let status = answer.status().as_u16();
         let text = answer.text()?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// A JSON merge patch as the admin (e.g. a Node's status, which no kubelet sets here).
+    pub fn merge_patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        let answer = self
+            .client()
+            .patch(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string())
+            .send()
+            .expect("patch");
+        let status = answer.status().as_u16();
+        (status, answer.json().unwrap_or(Value::Null))
     }
 
     /// A kubeconfig for the admin (what an operator or kubectl would be given).

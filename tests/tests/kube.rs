@@ -29,3 +29,102 @@ fn a_real_apiserver_stores_namespaces_and_nodes_without_a_kubelet() {
     assert_eq!(answer.status().as_u16(), 401);
     assert!(std::fs::read_to_string(k.kubeconfig()).expect("kubeconfig").contains(&k.url));
 }
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "{what}: not within 20 s\n{}", context());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The operator in the controller: Namespaces become tenants and Nodes hosts (InternalIP,
+/// labels → rack, AWS providerID → instance); their changes and deletions follow; what
+/// Kubernetes manages is read-only through REST, and what the API made is never touched; a
+/// restart catches up with what changed while the controller was down.
+#[test]
+fn nodes_and_namespaces_become_hosts_and_tenants() {
+    let k = Cluster::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(
+        &topology,
+        "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups:\n  - name: rack-1\n    assignment: {rack: r1}\n  - name: rack-2\n    assignment: {rack: r2}\n",
+    )
+    .expect("topology");
+    let kubeconfig = k.kubeconfig();
+    let (port, db, token) = (tessera_tests::free_port(), tessera_tests::sqlite_url(), format!("kube-admin-{}", rand::random::<u64>()));
+    let env = [
+        ("TESSERA_NO_DEMO", "true"),
+        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
+        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
+    ];
+    let mut c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    let context = || format!("hosts: {}\ntenants: {}", c.get("/v1/hosts"), c.get("/v1/tenants"));
+
+    let (status, body) =
+        k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "shop", "labels": {"team": "shop"}}}))).expect("ns");
+    assert_eq!(status, 201, "{body}");
+    wait_for("the tenant", || c.get("/v1/tenants/shop")["labels"]["team"] == "shop", context);
+    assert_eq!(c.get("/v1/tenants/shop")["origin"], "kubernetes");
+
+    // A Node: placed once it has an InternalIP (no kubelet here: the test sets its status).
+    let node =
+        json!({"metadata": {"name": "node-1", "labels": {"rack": "r1"}}, "spec": {"providerID": "aws:///us-east-1a/i-0123456789abcdef0"}});
+    assert_eq!(k.request("POST", "/api/v1/nodes", Some(&node)).expect("node").0, 201);
+    let address =
+        json!({"status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.11"}, {"type": "Hostname", "address": "node-1"}]}});
+    assert_eq!(k.merge_patch("/api/v1/nodes/node-1/status", &address).0, 200);
+    wait_for("the host", || c.get("/v1/hosts/node-1")["group"] == "rack-1", context);
+    let host = c.get("/v1/hosts/node-1");
+    assert_eq!(
+        (host["ips"].clone(), host["cloudTarget"].clone(), host["origin"].clone()),
+        (json!(["192.0.2.11"]), json!("i-0123456789abcdef0"), json!("kubernetes")),
+        "{host}"
+    );
+
+    // Relabelled: the host moves to rack 2.
+    assert_eq!(k.merge_patch("/api/v1/nodes/node-1", &json!({"metadata": {"labels": {"rack": "r2"}}})).0, 200);
+    wait_for("the host moves", || c.get("/v1/hosts/node-1")["group"] == "rack-2", context);
+
+    // Read-only through REST, naming where to change it.
+    let (status, body) = c.send("PUT", "/v1/hosts/node-1", json!({"ips": ["192.0.2.99"], "labels": {}}));
+    assert!(status == 409 && body.to_string().contains("Node `node-1`"), "{status} {body}");
+    let (status, body) = c.send("DELETE", "/v1/tenants/shop", json!(null));
+    assert!(status == 409 && body.to_string().contains("Namespace `shop`"), "{status} {body}");
+
+    // A host made through the API keeps its own, whatever Kubernetes has of that name.
+    assert_eq!(c.send("POST", "/v1/hosts", json!({"name": "vm-1", "ips": ["192.0.2.50"], "labels": {"rack": "r1"}})).0, 201);
+    let vm = json!({"metadata": {"name": "vm-1", "labels": {"rack": "r2"}}});
+    assert_eq!(k.request("POST", "/api/v1/nodes", Some(&vm)).expect("node").0, 201);
+    assert_eq!(
+        k.merge_patch("/api/v1/nodes/vm-1/status", &json!({"status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.51"}]}})).0,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(c.get("/v1/hosts/vm-1")["group"], "rack-1");
+    assert_eq!(c.get("/v1/hosts/vm-1")["origin"], "api");
+
+    // A Node deleted: its host goes.
+    assert_eq!(k.request("DELETE", "/api/v1/nodes/node-1", None).expect("delete").0, 200);
+    wait_for("the host goes", || c.get("/v1/hosts").as_array().is_some_and(|h| h.iter().all(|h| h["name"] != "node-1")), context);
+
+    // While the controller is down a Namespace goes (finalized as the namespace controller
+    // would) and another comes: the restart catches up.
+    c.stop();
+    assert_eq!(k.request("DELETE", "/api/v1/namespaces/shop", None).expect("delete").0, 200);
+    let finalize = json!({"metadata": {"name": "shop"}, "spec": {"finalizers": []}});
+    assert_eq!(k.request("PUT", "/api/v1/namespaces/shop/finalize", Some(&finalize)).expect("finalize").0, 200);
+    assert_eq!(k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "bank"}}))).expect("ns").0, 201);
+    let c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    let context = || format!("tenants: {}", c.get("/v1/tenants"));
+    wait_for(
+        "the restart catches up",
+        || {
+            let names: Vec<String> =
+                c.get("/v1/tenants").as_array().into_iter().flatten().filter_map(|t| t["name"].as_str().map(String::from)).collect();
+            names.contains(&"bank".to_string()) && !names.contains(&"shop".to_string())
+        },
+        context,
+    );
+}

@@ -32,7 +32,13 @@ async fn host(store: &Store, name: &str, zone: &str) -> String {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ip = std::net::Ipv4Addr::from(0xC612_0000 + n); // 198.18.0.0/15, the benchmarking range
     let h = store
-        .create_host(NewHost { name: name.into(), ips: vec![ip.into()], labels: labels(&[("zone", zone)]), cloud_target: None })
+        .create_host(NewHost {
+            name: name.into(),
+            ips: vec![ip.into()],
+            labels: labels(&[("zone", zone)]),
+            cloud_target: None,
+            origin: Default::default(),
+        })
         .await
         .expect("create host");
     h.group
@@ -62,6 +68,7 @@ async fn placement_and_allocation_order() {
                 ips: vec!["192.0.2.9".parse().expect("ip")],
                 labels: labels(&[("zone", "c")]),
                 cloud_target: None,
+                origin: Default::default(),
             })
             .await;
         assert!(matches!(err, Err(StoreError::Invalid { ref field, .. }) if field == "labels"), "{backend}: {err:?}");

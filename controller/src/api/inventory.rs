@@ -11,7 +11,17 @@ use super::auth::Caller;
 use super::error::{ApiResult, ErrorBody};
 use super::extract::{IfMatch, JsonBody, etag};
 use super::views::{HostView, NewHostBody, NewSegmentBody, NewTenantBody, SegmentView, TenantView, UpdateHostBody, UpdateLabelsBody};
-use crate::store::{BlockFilter, HostRecord};
+use crate::store::{BlockFilter, HostRecord, Origin, StoreError};
+
+/// Objects Kubernetes manages are changed there, not here (the operator would undo it).
+fn managed_here(origin: Origin, kind: &str, name: &str, object: &str) -> ApiResult<()> {
+    match origin {
+        Origin::Api => Ok(()),
+        Origin::Kubernetes => {
+            Err(StoreError::Conflict(format!("{kind} `{name}` is managed by Kubernetes: change the {object} `{name}` instead")).into())
+        }
+    }
+}
 
 async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
     let blocks = state.store.blocks(BlockFilter { host: Some(&h.name), ..Default::default() }).await?;
@@ -24,6 +34,7 @@ async fn host_view(state: &AppState, h: HostRecord) -> ApiResult<HostView> {
         drained: h.drained,
         cloud_target: h.cloud_target,
         revision: h.revision,
+        origin: h.origin,
         blocks: blocks.iter().map(|b| b.cidr.to_string()).collect(),
         cidrs: aggregate(&blocks.iter().map(|b| b.cidr).collect::<Vec<_>>()).iter().map(ToString::to_string).collect(),
     })
@@ -58,6 +69,7 @@ pub async fn update_host(
     JsonBody(body): JsonBody<UpdateHostBody>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
+    managed_here(state.store.host(&name).await?.origin, "host", &name, "Node")?;
     let host = state.ops.update_host(&name, &body.ips, body.labels, body.cloud_target, if_match).await?;
     Ok((etag(host.revision), Json(host_view(&state, host).await?)).into_response())
 }
@@ -78,6 +90,7 @@ pub async fn delete_host(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    managed_here(state.store.host(&name).await?.origin, "host", &name, "Node")?;
     state.ops.delete_host(&name, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -91,6 +104,7 @@ async fn tenant_view(state: &AppState, name: &str) -> ApiResult<TenantView> {
         name: tenant.name,
         labels: tenant.labels,
         revision: tenant.revision,
+        origin: tenant.origin,
         segments: segments.into_iter().map(|s| s.name).collect(),
         blocks: cidrs.iter().map(ToString::to_string).collect(),
         cidrs: aggregate(&cidrs).iter().map(ToString::to_string).collect(),
@@ -133,6 +147,7 @@ pub async fn update_tenant(
     JsonBody(body): JsonBody<UpdateLabelsBody>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
+    managed_here(state.store.tenant(&tenant).await?.origin, "tenant", &tenant, "Namespace")?;
     let record = state.ops.update_tenant(&tenant, body.labels, if_match).await?;
     Ok((etag(record.revision), Json(tenant_view(&state, &tenant).await?)).into_response())
 }
@@ -146,6 +161,7 @@ pub async fn delete_tenant(
     Path(tenant): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    managed_here(state.store.tenant(&tenant).await?.origin, "tenant", &tenant, "Namespace")?;
     state.ops.delete_tenant(&tenant, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::store::Origin;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -132,6 +134,8 @@ pub struct HostView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud_target: Option<String>,
     pub revision: i64,
+    /// Who made it: `api`, or `kubernetes` (a Node; read-only here).
+    pub origin: Origin,
     pub blocks: Vec<String>,
     /// The host's blocks aggregated.
     pub cidrs: Vec<String>,
@@ -152,6 +156,8 @@ pub struct TenantView {
     pub name: String,
     pub labels: LabelMap,
     pub revision: i64,
+    /// Who made it: `api`, or `kubernetes` (a Namespace; read-only here).
+    pub origin: Origin,
     pub segments: Vec<String>,
     pub blocks: Vec<String>,
     /// The tenant's blocks aggregated: the compact form policies use.

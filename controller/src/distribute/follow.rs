@@ -118,6 +118,7 @@ mod tests {
                 ips: vec!["192.0.2.1".parse().expect("ip")],
                 labels: Labels::new(),
                 cloud_target: None,
+                origin: Default::default(),
             })
             .await
             .expect("host");

@@ -26,6 +26,8 @@ pub struct HostRecord {
     /// The EC2 instance or interface VPC routes point at when this host is a gateway.
     pub cloud_target: Option<String>,
     pub revision: i64,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 /// A host to register.
@@ -36,6 +38,37 @@ pub struct NewHost {
     pub labels: Labels,
     #[serde(default)]
     pub cloud_target: Option<String>,
+    /// Never from a request body: set by whoever registers the host.
+    #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// Who made a host or tenant, and so who may change it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// REST, the CLI, the topology document.
+    #[default]
+    Api,
+    /// The Kubernetes operator (a Node, a Namespace): read-only through REST.
+    Kubernetes,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Api => "api",
+            Origin::Kubernetes => "kubernetes",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Origin> {
+        match text {
+            "api" => Ok(Origin::Api),
+            "kubernetes" => Ok(Origin::Kubernetes),
+            other => Err(StoreError::Corrupt(format!("origin `{other}`"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +76,8 @@ pub struct TenantRecord {
     pub name: String,
     pub labels: Labels,
     pub revision: i64,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,14 +101,16 @@ fn host_from(row: &sqlx::any::AnyRow) -> Result<HostRecord> {
         drained: row.try_get::<i64, _>("drained")? != 0,
         cloud_target: row.try_get("cloud_target")?,
         revision: row.try_get("revision")?,
+        origin: Origin::parse(&row.try_get::<String, _>("origin")?)?,
     })
 }
 
 impl Store {
     pub async fn hosts(&self) -> Result<Vec<HostRecord>> {
-        let rows = sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, cloud_target, revision FROM hosts ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, cloud_target, revision, origin FROM hosts ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(host_from).collect()
     }
 
@@ -99,7 +136,7 @@ impl Store {
                 let group = place(tx, layout, &host.name, &host.labels).await?;
                 let pinned = layout.static_host(&host.name).is_some();
                 sqlx::query(
-                    "INSERT INTO hosts (name, group_path, ips, labels, pinned, cloud_target, revision, created_at) VALUES ($1, $2, $3, $4, $5, $6, 1, $7)",
+                    "INSERT INTO hosts (name, group_path, ips, labels, pinned, cloud_target, revision, created_at, origin) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $8)",
                 )
                 .bind(&host.name)
                 .bind(&group)
@@ -108,6 +145,7 @@ impl Store {
                 .bind(i64::from(pinned))
                 .bind(&host.cloud_target)
                 .bind(now())
+                .bind(host.origin.as_str())
                 .execute(&mut **tx)
                 .await?;
                 record(tx, ChangeKind::Host, &host.name, 1).await?;
@@ -228,30 +266,38 @@ impl Store {
     }
 
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
-        let rows = sqlx::query("SELECT name, labels, revision FROM tenants ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT name, labels, revision, origin FROM tenants ORDER BY name").fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(TenantRecord {
                     name: r.try_get("name")?,
                     labels: from_json(&r.try_get::<String, _>("labels")?)?,
                     revision: r.try_get("revision")?,
+                    origin: Origin::parse(&r.try_get::<String, _>("origin")?)?,
                 })
             })
             .collect()
     }
 
     pub async fn tenant(&self, name: &str) -> Result<TenantRecord> {
-        let row = sqlx::query("SELECT name, labels, revision FROM tenants WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT name, labels, revision, origin FROM tenants WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
         let row = row.ok_or_else(|| StoreError::NotFound { kind: "tenant", name: name.into() })?;
         Ok(TenantRecord {
             name: row.try_get("name")?,
             labels: from_json(&row.try_get::<String, _>("labels")?)?,
             revision: row.try_get("revision")?,
+            origin: Origin::parse(&row.try_get::<String, _>("origin")?)?,
         })
     }
 
     /// Create a tenant and its `default` segment.
     pub async fn create_tenant(&self, name: &str, labels: Labels) -> Result<TenantRecord> {
+        self.create_tenant_from(name, labels, Origin::Api).await
+    }
+
+    /// Create a tenant made by `origin`.
+    pub async fn create_tenant_from(&self, name: &str, labels: Labels, origin: Origin) -> Result<TenantRecord> {
         validate_name("name", name).map_err(|e| StoreError::invalid(e.field, e.message))?;
         let name = name.to_string();
         self.with_retries(move |tx| {
@@ -260,10 +306,11 @@ impl Store {
                 if sqlx::query("SELECT 1 FROM tenants WHERE name = $1").bind(&name).fetch_optional(&mut **tx).await?.is_some() {
                     return Err(StoreError::Conflict(format!("tenant `{name}` already exists")));
                 }
-                sqlx::query("INSERT INTO tenants (name, labels, revision, created_at) VALUES ($1, $2, 1, $3)")
+                sqlx::query("INSERT INTO tenants (name, labels, revision, created_at, origin) VALUES ($1, $2, 1, $3, $4)")
                     .bind(&name)
                     .bind(to_json(&labels)?)
                     .bind(now())
+                    .bind(origin.as_str())
                     .execute(&mut **tx)
                     .await?;
                 sqlx::query("INSERT INTO segments (tenant, name, labels, revision, created_at) VALUES ($1, $2, '{}', 1, $3)")
@@ -273,7 +320,7 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                 record(tx, ChangeKind::Tenant, &name, 1).await?;
-                Ok(TenantRecord { name, labels, revision: 1 })
+                Ok(TenantRecord { name, labels, revision: 1, origin })
             })
         })
         .await
@@ -293,7 +340,9 @@ impl Store {
                     .execute(&mut **tx)
                     .await?;
                 record(tx, ChangeKind::Tenant, &name, current + 1).await?;
-                Ok(TenantRecord { name, labels, revision: current + 1 })
+                let origin: String =
+                    sqlx::query("SELECT origin FROM tenants WHERE name = $1").bind(&name).fetch_one(&mut **tx).await?.try_get("origin")?;
+                Ok(TenantRecord { name, labels, revision: current + 1, origin: Origin::parse(&origin)? })
             })
         })
         .await
@@ -477,9 +526,10 @@ pub(super) async fn checked_revision<'q>(
 }
 
 pub(super) async fn host_in(conn: &mut AnyConnection, name: &str) -> Result<HostRecord> {
-    let row = sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, cloud_target, revision FROM hosts WHERE name = $1")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT name, group_path, ips, labels, pinned, drained, cloud_target, revision, origin FROM hosts WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
     host_from(&row.ok_or_else(|| StoreError::NotFound { kind: "host", name: name.into() })?)
 }

@@ -23,7 +23,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use feed::{Change, ChangeKind, FeedRead, NOTIFY_CHANNEL};
-pub use inventory::{DEFAULT_SEGMENT, HostRecord, NewHost, SegmentRecord, TenantRecord};
+pub use inventory::{DEFAULT_SEGMENT, HostRecord, NewHost, Origin, SegmentRecord, TenantRecord};
 pub use ipam::{BlockFilter, BlockRecord, EndpointRecord, NewEndpoint};
 pub use lease::{Lease, ReplicaRecord};
 pub use nodes::{NodeRecord, NodeReport};

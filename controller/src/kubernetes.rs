@@ -1,0 +1,93 @@
+//! The Kubernetes operator inside the controller: `tessera-operator`'s watches carried out
+//! through the operations layer, on the writer-lease holder only — started when this replica
+//! takes the lease, stopped when it loses it; each start begins with the full lists, so what
+//! changed while no replica watched (or this one was down) is caught up.
+
+use std::time::Duration;
+
+use tessera_operator::{Change, Held, HostSpec, TenantSpec};
+use tokio::sync::watch;
+
+use crate::api::AppState;
+use crate::store::Origin;
+
+/// The store as the operator sees it, changed through the operations.
+struct Inventory {
+    state: AppState,
+}
+
+impl tessera_operator::Inventory for Inventory {
+    async fn held(&self) -> Result<Held, String> {
+        let store = &self.state.store;
+        let (hosts, tenants) = (store.hosts().await.map_err(|e| e.to_string())?, store.tenants().await.map_err(|e| e.to_string())?);
+        let mut held = Held::default();
+        for h in hosts {
+            if h.origin == Origin::Kubernetes {
+                let spec = HostSpec {
+                    name: h.name.clone(),
+                    ips: h.ips.iter().map(ToString::to_string).collect(),
+                    labels: h.labels,
+                    cloud_target: h.cloud_target,
+                };
+                held.hosts.insert(h.name, spec);
+            } else {
+                held.other_hosts.insert(h.name);
+            }
+        }
+        for t in tenants {
+            if t.origin == Origin::Kubernetes {
+                held.tenants.insert(t.name.clone(), TenantSpec { name: t.name, labels: t.labels });
+            } else {
+                held.other_tenants.insert(t.name);
+            }
+        }
+        Ok(held)
+    }
+
+    async fn apply(&self, change: &Change) -> Result<(), String> {
+        // Only the lease holder writes.
+        if self.state.writer.fence().is_none() {
+            return Err("the writer lease was lost".into());
+        }
+        let ops = &self.state.ops;
+        let done = match change.clone() {
+            Change::CreateTenant(t) => ops.create_tenant_from(&t.name, t.labels, Origin::Kubernetes).await.map(drop),
+            Change::UpdateTenant(t) => ops.update_tenant(&t.name, t.labels, None).await.map(drop),
+            Change::CreateHost(h) => ops.create_host_from(h.name, &h.ips, h.labels, h.cloud_target, Origin::Kubernetes).await.map(drop),
+            Change::UpdateHost(h) => ops.update_host(&h.name, &h.ips, h.labels, h.cloud_target, None).await.map(drop),
+            Change::DeleteHost(name) => ops.delete_host(&name, None).await,
+            Change::DeleteTenant(name) => ops.delete_tenant(&name, None).await,
+        };
+        done.map_err(|e| e.to_string())
+    }
+}
+
+/// How often leadership is looked at.
+const LEASE_CHECK: Duration = Duration::from_millis(500);
+
+/// Watch Kubernetes while this replica holds the writer lease, until `closing`.
+pub async fn run(state: AppState, client: tessera_operator::Client, mut closing: watch::Receiver<bool>) {
+    loop {
+        while state.writer.fence().is_none() {
+            tokio::select! {
+                () = tokio::time::sleep(LEASE_CHECK) => {}
+                _ = closing.changed() => return,
+            }
+        }
+        tracing::info!("this replica holds the writer lease: keeping hosts and tenants as Kubernetes says");
+        let (stop, stopped) = watch::channel(false);
+        let operator = tokio::spawn(tessera_operator::run(client.clone(), Inventory { state: state.clone() }, stopped));
+        let closed = loop {
+            tokio::select! {
+                () = tokio::time::sleep(LEASE_CHECK) => if state.writer.fence().is_none() { break false },
+                _ = closing.changed() => break true,
+            }
+        };
+        let _ = stop.send(true);
+        let _ = operator.await;
+        if closed {
+            return;
+        }
+        tracing::info!("the writer lease was lost: no longer watching Kubernetes");
+    }
+}

@@ -1,0 +1,225 @@
+//! The pure part of the operator: Kubernetes objects mapped onto what Tessera should hold, and
+//! the changes that take the store there. No client, no clock: tested without a server.
+//!
+//! Nodes become hosts (their InternalIPs the underlay addresses, their labels the placement, an
+//! AWS `providerID` the instance VPC routes point at); Namespaces become tenants (their labels
+//! what namespaceSelectors match). The operator owns only what it made (origin `kubernetes`):
+//! an object of the same name made through the API is left alone and reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+
+pub type Labels = BTreeMap<String, String>;
+
+/// A host as its Node says it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    pub name: String,
+    pub ips: Vec<String>,
+    pub labels: Labels,
+    /// The EC2 instance of an AWS node (`providerID` `aws:///ZONE/i-…`).
+    pub cloud_target: Option<String>,
+}
+
+/// A tenant as its Namespace says it should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSpec {
+    pub name: String,
+    pub labels: Labels,
+}
+
+/// What the store holds: the hosts and tenants the operator made, and the names of those made
+/// through the API (never touched).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    pub hosts: BTreeMap<String, HostSpec>,
+    pub tenants: BTreeMap<String, TenantSpec>,
+    pub other_hosts: BTreeSet<String>,
+    pub other_tenants: BTreeSet<String>,
+}
+
+/// One change to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    CreateTenant(TenantSpec),
+    UpdateTenant(TenantSpec),
+    CreateHost(HostSpec),
+    UpdateHost(HostSpec),
+    DeleteHost(String),
+    DeleteTenant(String),
+}
+
+/// Why an object maps to nothing (yet), or is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub object: String,
+    pub reason: String,
+}
+
+/// The host of a Node, or why it has none yet.
+pub fn node_host(node: &Node) -> Result<HostSpec, String> {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let ips: Vec<String> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+        .collect();
+    if ips.is_empty() {
+        return Err("status.addresses has no InternalIP yet".into());
+    }
+    let cloud_target = node.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(aws_instance);
+    Ok(HostSpec { name, ips, labels: node.metadata.labels.clone().unwrap_or_default(), cloud_target })
+}
+
+/// The instance id of an AWS `providerID` (`aws:///us-east-1a/i-0123456789abcdef0`).
+fn aws_instance(provider_id: &str) -> Option<String> {
+    let rest = provider_id.strip_prefix("aws://")?;
+    rest.rsplit('/').next().filter(|id| id.starts_with("i-")).map(String::from)
+}
+
+/// The tenant of a Namespace.
+pub fn namespace_tenant(namespace: &Namespace) -> TenantSpec {
+    TenantSpec { name: namespace.metadata.name.clone().unwrap_or_default(), labels: namespace.metadata.labels.clone().unwrap_or_default() }
+}
+
+/// The changes that take `held` to what `nodes` and `namespaces` say, and what was skipped.
+/// Tenants are created before hosts and deleted after them.
+pub fn plan(nodes: &[&Node], namespaces: &[&Namespace], held: &Held) -> (Vec<Change>, Vec<Skipped>) {
+    let mut changes = Vec::new();
+    let mut skipped = Vec::new();
+    let tenants: BTreeMap<String, TenantSpec> = namespaces.iter().map(|n| namespace_tenant(n)).map(|t| (t.name.clone(), t)).collect();
+    for (name, want) in &tenants {
+        match held.tenants.get(name) {
+            Some(have) if have == want => {}
+            Some(_) => changes.push(Change::UpdateTenant(want.clone())),
+            None if held.other_tenants.contains(name) => skipped.push(Skipped {
+                object: format!("Namespace {name}"),
+                reason: format!("tenant `{name}` was made through the API; left alone"),
+            }),
+            None => changes.push(Change::CreateTenant(want.clone())),
+        }
+    }
+    let mut hosts = BTreeMap::new();
+    for node in nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        match node_host(node) {
+            Ok(spec) => {
+                hosts.insert(name, spec);
+            }
+            // A Node not yet ready to place keeps the host it had.
+            Err(reason) => {
+                if let Some(have) = held.hosts.get(&name) {
+                    hosts.insert(name.clone(), have.clone());
+                }
+                skipped.push(Skipped { object: format!("Node {name}"), reason });
+            }
+        }
+    }
+    for (name, want) in &hosts {
+        match held.hosts.get(name) {
+            Some(have) if have == want => {}
+            Some(_) => changes.push(Change::UpdateHost(want.clone())),
+            None if held.other_hosts.contains(name) => skipped
+                .push(Skipped { object: format!("Node {name}"), reason: format!("host `{name}` was made through the API; left alone") }),
+            None => changes.push(Change::CreateHost(want.clone())),
+        }
+    }
+    changes.extend(held.hosts.keys().filter(|h| !hosts.contains_key(*h)).map(|h| Change::DeleteHost(h.clone())));
+    changes.extend(held.tenants.keys().filter(|t| !tenants.contains_key(*t)).map(|t| Change::DeleteTenant(t.clone())));
+    (changes, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn node(name: &str, ips: &[&str], rack: &str, provider: Option<&str>) -> Node {
+        Node {
+            metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels(&[("rack", rack)])), ..Default::default() },
+            spec: Some(NodeSpec { provider_id: provider.map(String::from), ..Default::default() }),
+            status: Some(NodeStatus {
+                addresses: Some(
+                    ips.iter()
+                        .map(|ip| NodeAddress { type_: "InternalIP".into(), address: ip.to_string() })
+                        .chain([NodeAddress { type_: "Hostname".into(), address: name.into() }])
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn namespace(name: &str, team: &str) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels(&[("team", team)])), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    fn host(name: &str, ip: &str, rack: &str, target: Option<&str>) -> HostSpec {
+        HostSpec { name: name.into(), ips: vec![ip.into()], labels: labels(&[("rack", rack)]), cloud_target: target.map(String::from) }
+    }
+
+    #[test]
+    fn nodes_become_hosts_with_their_internal_ips_labels_and_instance() {
+        let n = node("n1", &["10.0.0.1", "fd00::1"], "r1", Some("aws:///us-east-1a/i-0123456789abcdef0"));
+        let spec = node_host(&n).expect("placed");
+        assert_eq!(spec.ips, vec!["10.0.0.1", "fd00::1"]);
+        assert_eq!(spec.cloud_target.as_deref(), Some("i-0123456789abcdef0"));
+        assert_eq!(node_host(&node("n2", &["10.0.0.2"], "r1", Some("gce://project/zone/vm"))).expect("placed").cloud_target, None);
+        assert!(node_host(&node("n3", &[], "r1", None)).is_err(), "no InternalIP: not placed yet");
+    }
+
+    #[test]
+    fn the_plan_creates_updates_and_deletes_only_what_the_operator_owns() {
+        let (n1, n2) = (node("n1", &["10.0.0.1"], "r1", None), node("n2", &["10.0.0.2"], "r2", None));
+        let (shop, bank) = (namespace("shop", "shop"), namespace("bank", "bank"));
+        let held = Held {
+            hosts: BTreeMap::from([
+                ("n1".into(), host("n1", "10.0.0.1", "r0", None)),
+                ("gone".into(), host("gone", "10.0.0.9", "r1", None)),
+            ]),
+            tenants: BTreeMap::from([("shop".into(), TenantSpec { name: "shop".into(), labels: labels(&[("team", "shop")]) })]),
+            other_hosts: BTreeSet::from(["n2".to_string()]),
+            other_tenants: BTreeSet::new(),
+        };
+        let (changes, skipped) = plan(&[&n1, &n2], &[&shop, &bank], &held);
+        assert_eq!(
+            changes,
+            vec![
+                Change::CreateTenant(TenantSpec { name: "bank".into(), labels: labels(&[("team", "bank")]) }),
+                Change::UpdateHost(host("n1", "10.0.0.1", "r1", None)),
+                Change::DeleteHost("gone".into()),
+            ]
+        );
+        assert_eq!(skipped.len(), 1, "n2 is a host of the API's: {skipped:?}");
+        // Applied, nothing more to do.
+        let held = Held {
+            hosts: BTreeMap::from([("n1".into(), host("n1", "10.0.0.1", "r1", None))]),
+            tenants: [&shop, &bank].iter().map(|n| namespace_tenant(n)).map(|t| (t.name.clone(), t)).collect(),
+            other_hosts: BTreeSet::from(["n2".to_string()]),
+            other_tenants: BTreeSet::new(),
+        };
+        assert_eq!(plan(&[&n1, &n2], &[&shop, &bank], &held).0, vec![]);
+        // A Namespace gone: its tenant goes, after the hosts.
+        assert_eq!(plan(&[&n1, &n2], &[&shop], &held).0, vec![Change::DeleteTenant("bank".into())]);
+    }
+
+    #[test]
+    fn a_node_that_loses_its_address_keeps_its_host() {
+        let held = Held { hosts: BTreeMap::from([("n1".into(), host("n1", "10.0.0.1", "r1", None))]), ..Default::default() };
+        let (changes, skipped) = plan(&[&node("n1", &[], "r1", None)], &[], &held);
+        assert_eq!((changes, skipped.len()), (vec![], 1));
+    }
+}

@@ -1,0 +1,120 @@
+//! Tessera's Kubernetes operator: watch → index → publish. Watches of Nodes and Namespaces feed
+//! reflector stores (kube-runtime: resourceVersion-aware, bookmarks, a relist on 410 Gone,
+//! backoff); after each burst of events — and on a timer, as a safety net — the pure [`index`]
+//! maps the stores onto hosts and tenants and plans the changes against what the store holds,
+//! which the caller's [`Inventory`] carries out (in the controller: the operations layer, on
+//! the writer-lease holder only). A start, a restart or a regained lease begins with the full
+//! lists, so nothing is left stale.
+
+pub mod index;
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::Api;
+pub use kube::Client;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
+
+pub use index::{Change, Held, HostSpec, Skipped, TenantSpec};
+
+/// What the operator changes: the caller's store.
+pub trait Inventory: Send + Sync {
+    /// The hosts and tenants the operator made, and the names of the others.
+    fn held(&self) -> impl Future<Output = Result<Held, String>> + Send;
+    /// Carry out one change; an error is reported and the change tried again later.
+    fn apply(&self, change: &Change) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// How the cluster is reached: a kubeconfig file, or (None) the standard inference (in a pod:
+/// its service account; else `KUBECONFIG` or `~/.kube/config`).
+pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| format!("Kubernetes configuration: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+}
+
+/// Quiet time after an event before the index is published (a burst costs one pass).
+const SETTLE: Duration = Duration::from_millis(100);
+/// A full pass even without events (a change that failed is tried again).
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Keep `inventory` as the cluster says until `stop` turns true.
+pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Receiver<bool>) {
+    let (nodes, node_writer) = reflector::store::<Node>();
+    let (namespaces, namespace_writer) = reflector::store::<Namespace>();
+    let node_events =
+        reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default())).default_backoff();
+    let namespace_events =
+        reflector::reflector(namespace_writer, watcher(Api::<Namespace>::all(client), watcher::Config::default())).default_backoff();
+    // Each item: an error to report, or None for an event the stores took in.
+    let mut events = std::pin::pin!(futures_util::stream::select(
+        node_events.map(|e| e.err().map(|e| e.to_string())),
+        namespace_events.map(|e| e.err().map(|e| e.to_string())),
+    ));
+    // Nothing is published before both full lists are in: a partial view would delete.
+    let ready = async {
+        let _ = nodes.wait_until_ready().await;
+        let _ = namespaces.wait_until_ready().await;
+    };
+    tokio::pin!(ready);
+    let mut is_ready = false;
+    let mut dirty = true;
+    loop {
+        let settle = tokio::time::sleep(if dirty { SETTLE } else { RESYNC });
+        tokio::select! {
+            event = events.next() => {
+                match event {
+                    Some(Some(error)) => tracing::warn!(%error, "Kubernetes watch failed; retrying with backoff"),
+                    Some(None) => dirty = true,
+                    None => return,
+                }
+                continue;
+            }
+            () = &mut ready, if !is_ready => { is_ready = true; dirty = true; continue; }
+            () = settle => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        if is_ready {
+            publish(&nodes, &namespaces, &inventory).await;
+        }
+        dirty = false;
+    }
+}
+
+/// One pass: plan from the stores against what the inventory holds, and apply.
+async fn publish(nodes: &Store<Node>, namespaces: &Store<Namespace>, inventory: &impl Inventory) {
+    let held = match inventory.held().await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the store; the next pass tries again");
+            return;
+        }
+    };
+    let (node_list, namespace_list) = (nodes.state(), namespaces.state());
+    let node_refs: Vec<&Node> = node_list.iter().map(AsRef::as_ref).collect();
+    let namespace_refs: Vec<&Namespace> = namespace_list.iter().map(AsRef::as_ref).collect();
+    let (changes, skipped) = index::plan(&node_refs, &namespace_refs, &held);
+    for s in &skipped {
+        tracing::debug!(object = %s.object, reason = %s.reason, "skipped");
+    }
+    for change in &changes {
+        match inventory.apply(change).await {
+            Ok(()) => tracing::info!(?change, "applied from Kubernetes"),
+            Err(e) => tracing::warn!(?change, error = %e, "refused; tried again at the next pass"),
+        }
+    }
+}
