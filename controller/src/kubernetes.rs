@@ -41,6 +41,14 @@ impl tessera_operator::Inventory for Inventory {
                 held.other_tenants.insert(t.name);
             }
         }
+        for p in store.policies().await.map_err(|e| e.to_string())? {
+            let Some(key) = network_policy_key(&p.document) else { continue };
+            if p.origin == Origin::Kubernetes {
+                held.policies.insert(key, p.document);
+            } else {
+                held.other_policies.insert(key);
+            }
+        }
         Ok(held)
     }
 
@@ -55,11 +63,33 @@ impl tessera_operator::Inventory for Inventory {
             Change::UpdateTenant(t) => ops.update_tenant(&t.name, t.labels, None).await.map(drop),
             Change::CreateHost(h) => ops.create_host_from(h.name, &h.ips, h.labels, h.cloud_target, Origin::Kubernetes).await.map(drop),
             Change::UpdateHost(h) => ops.update_host(&h.name, &h.ips, h.labels, h.cloud_target, None).await.map(drop),
+            Change::PutPolicy(p) => {
+                let origin = format!("NetworkPolicy {}", p.key);
+                let policy = crate::api::policies::read_policy(p.document, &origin, Origin::Kubernetes)?;
+                ops.put_policies(vec![policy]).await.map(drop)
+            }
+            Change::DeletePolicy(key) => {
+                let stored = self.state.store.policies().await.map_err(|e| e.to_string())?;
+                let ours = stored
+                    .into_iter()
+                    .find(|p| p.origin == Origin::Kubernetes && network_policy_key(&p.document).as_deref() == Some(key.as_str()));
+                match ours {
+                    Some(p) => ops.delete_policy(&p.id, None).await,
+                    None => Ok(()),
+                }
+            }
             Change::DeleteHost(name) => ops.delete_host(&name, None).await,
             Change::DeleteTenant(name) => ops.delete_tenant(&name, None).await,
         };
         done.map_err(|e| e.to_string())
     }
+}
+
+/// `namespace/name` of a stored NetworkPolicy document.
+fn network_policy_key(document: &serde_json::Value) -> Option<String> {
+    (document.get("kind")?.as_str()? == "NetworkPolicy").then_some(())?;
+    let meta = document.get("metadata")?;
+    Some(format!("{}/{}", meta.get("namespace")?.as_str()?, meta.get("name")?.as_str()?))
 }
 
 /// How often leadership is looked at.

@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde_json::{Value, json};
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -29,14 +31,26 @@ pub struct TenantSpec {
     pub labels: Labels,
 }
 
-/// What the store holds: the hosts and tenants the operator made, and the names of those made
-/// through the API (never touched).
+/// A NetworkPolicy as the policy document to store (`namespace/name` its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySpec {
+    pub key: String,
+    pub namespace: String,
+    pub document: Value,
+}
+
+/// What the store holds: the hosts, tenants and policies the operator made, and the names of
+/// those made through the API (never touched).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Held {
     pub hosts: BTreeMap<String, HostSpec>,
     pub tenants: BTreeMap<String, TenantSpec>,
+    /// `namespace/name` → document.
+    pub policies: BTreeMap<String, Value>,
     pub other_hosts: BTreeSet<String>,
     pub other_tenants: BTreeSet<String>,
+    /// `namespace/name` of NetworkPolicies stored through the API.
+    pub other_policies: BTreeSet<String>,
 }
 
 /// One change to the store.
@@ -46,6 +60,8 @@ pub enum Change {
     UpdateTenant(TenantSpec),
     CreateHost(HostSpec),
     UpdateHost(HostSpec),
+    PutPolicy(PolicySpec),
+    DeletePolicy(String),
     DeleteHost(String),
     DeleteTenant(String),
 }
@@ -87,9 +103,23 @@ pub fn namespace_tenant(namespace: &Namespace) -> TenantSpec {
     TenantSpec { name: namespace.metadata.name.clone().unwrap_or_default(), labels: namespace.metadata.labels.clone().unwrap_or_default() }
 }
 
-/// The changes that take `held` to what `nodes` and `namespaces` say, and what was skipped.
-/// Tenants are created before hosts and deleted after them.
-pub fn plan(nodes: &[&Node], namespaces: &[&Namespace], held: &Held) -> (Vec<Change>, Vec<Skipped>) {
+/// The policy document of a NetworkPolicy: exactly its kind, name, namespace and spec (what
+/// the engine reads; the server's bookkeeping — uid, resourceVersion, managedFields — left out,
+/// so a document changes only when the policy does).
+pub fn network_policy(policy: &NetworkPolicy) -> PolicySpec {
+    let (namespace, name) = (policy.metadata.namespace.clone().unwrap_or_default(), policy.metadata.name.clone().unwrap_or_default());
+    let document = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": serde_json::to_value(&policy.spec).unwrap_or(Value::Null),
+    });
+    PolicySpec { key: format!("{namespace}/{name}"), namespace, document }
+}
+
+/// The changes that take `held` to what the cluster says, and what was skipped. Tenants come
+/// before hosts and policies; deletions run the other way round.
+pub fn plan(nodes: &[&Node], namespaces: &[&Namespace], policies: &[&NetworkPolicy], held: &Held) -> (Vec<Change>, Vec<Skipped>) {
     let mut changes = Vec::new();
     let mut skipped = Vec::new();
     let tenants: BTreeMap<String, TenantSpec> = namespaces.iter().map(|n| namespace_tenant(n)).map(|t| (t.name.clone(), t)).collect();
@@ -129,6 +159,18 @@ pub fn plan(nodes: &[&Node], namespaces: &[&Namespace], held: &Held) -> (Vec<Cha
             None => changes.push(Change::CreateHost(want.clone())),
         }
     }
+    let wanted: BTreeMap<String, PolicySpec> = policies.iter().map(|p| network_policy(p)).map(|p| (p.key.clone(), p)).collect();
+    for (key, want) in &wanted {
+        match held.policies.get(key) {
+            Some(have) if *have == want.document => {}
+            None if held.other_policies.contains(key) => skipped.push(Skipped {
+                object: format!("NetworkPolicy {key}"),
+                reason: "a policy of the same name was stored through the API; left alone".into(),
+            }),
+            _ => changes.push(Change::PutPolicy(want.clone())),
+        }
+    }
+    changes.extend(held.policies.keys().filter(|k| !wanted.contains_key(*k)).map(|k| Change::DeletePolicy(k.clone())));
     changes.extend(held.hosts.keys().filter(|h| !hosts.contains_key(*h)).map(|h| Change::DeleteHost(h.clone())));
     changes.extend(held.tenants.keys().filter(|t| !tenants.contains_key(*t)).map(|t| Change::DeleteTenant(t.clone())));
     (changes, skipped)
@@ -192,9 +234,9 @@ mod tests {
             ]),
             tenants: BTreeMap::from([("shop".into(), TenantSpec { name: "shop".into(), labels: labels(&[("team", "shop")]) })]),
             other_hosts: BTreeSet::from(["n2".to_string()]),
-            other_tenants: BTreeSet::new(),
+            ..Default::default()
         };
-        let (changes, skipped) = plan(&[&n1, &n2], &[&shop, &bank], &held);
+        let (changes, skipped) = plan(&[&n1, &n2], &[&shop, &bank], &[], &held);
         assert_eq!(
             changes,
             vec![
@@ -209,17 +251,47 @@ mod tests {
             hosts: BTreeMap::from([("n1".into(), host("n1", "10.0.0.1", "r1", None))]),
             tenants: [&shop, &bank].iter().map(|n| namespace_tenant(n)).map(|t| (t.name.clone(), t)).collect(),
             other_hosts: BTreeSet::from(["n2".to_string()]),
-            other_tenants: BTreeSet::new(),
+            ..Default::default()
         };
-        assert_eq!(plan(&[&n1, &n2], &[&shop, &bank], &held).0, vec![]);
+        assert_eq!(plan(&[&n1, &n2], &[&shop, &bank], &[], &held).0, vec![]);
         // A Namespace gone: its tenant goes, after the hosts.
-        assert_eq!(plan(&[&n1, &n2], &[&shop], &held).0, vec![Change::DeleteTenant("bank".into())]);
+        assert_eq!(plan(&[&n1, &n2], &[&shop], &[], &held).0, vec![Change::DeleteTenant("bank".into())]);
+    }
+
+    #[test]
+    fn network_policies_become_documents_that_change_only_with_the_policy() {
+        use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+        let policy = |uid: &str, types: &[&str]| NetworkPolicy {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                uid: Some(uid.into()),
+                resource_version: Some(uid.into()),
+                ..Default::default()
+            },
+            spec: Some(NetworkPolicySpec { policy_types: Some(types.iter().map(|t| t.to_string()).collect()), ..Default::default() }),
+        };
+        let (a, b) = (policy("1", &["Ingress"]), policy("2", &["Ingress"]));
+        assert_eq!(network_policy(&a), network_policy(&b), "bookkeeping is no change");
+        let spec = network_policy(&a);
+        assert_eq!((spec.key.as_str(), spec.document["kind"].as_str()), ("shop/web", Some("NetworkPolicy")));
+        let held = Held {
+            policies: BTreeMap::from([("shop/web".into(), spec.document.clone()), ("shop/old".into(), json!({}))]),
+            ..Default::default()
+        };
+        let egress = policy("3", &["Egress"]);
+        assert_eq!(
+            plan(&[], &[], &[&egress], &held).0,
+            vec![Change::PutPolicy(network_policy(&egress)), Change::DeletePolicy("shop/old".into())]
+        );
+        let theirs = Held { other_policies: BTreeSet::from(["shop/web".to_string()]), ..Default::default() };
+        assert_eq!(plan(&[], &[], &[&a], &theirs).0, vec![]);
     }
 
     #[test]
     fn a_node_that_loses_its_address_keeps_its_host() {
         let held = Held { hosts: BTreeMap::from([("n1".into(), host("n1", "10.0.0.1", "r1", None))]), ..Default::default() };
-        let (changes, skipped) = plan(&[&node("n1", &[], "r1", None)], &[], &held);
+        let (changes, skipped) = plan(&[&node("n1", &[], "r1", None)], &[], &[], &held);
         assert_eq!((changes, skipped.len()), (vec![], 1));
     }
 }

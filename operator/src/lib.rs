@@ -1,4 +1,5 @@
-//! Tessera's Kubernetes operator: watch → index → publish. Watches of Nodes and Namespaces feed
+//! Tessera's Kubernetes operator: watch → index → publish. Watches of Nodes, Namespaces and
+//! NetworkPolicies feed
 //! reflector stores (kube-runtime: resourceVersion-aware, bookmarks, a relist on 410 Gone,
 //! backoff); after each burst of events — and on a timer, as a safety net — the pure [`index`]
 //! maps the stores onto hosts and tenants and plans the changes against what the store holds,
@@ -13,13 +14,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 pub use kube::Client;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
-pub use index::{Change, Held, HostSpec, Skipped, TenantSpec};
+pub use index::{Change, Held, HostSpec, PolicySpec, Skipped, TenantSpec};
 
 /// What the operator changes: the caller's store.
 pub trait Inventory: Send + Sync {
@@ -53,19 +55,27 @@ const RESYNC: Duration = Duration::from_secs(30);
 pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Receiver<bool>) {
     let (nodes, node_writer) = reflector::store::<Node>();
     let (namespaces, namespace_writer) = reflector::store::<Namespace>();
+    let (policies, policy_writer) = reflector::store::<NetworkPolicy>();
     let node_events =
         reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default())).default_backoff();
     let namespace_events =
-        reflector::reflector(namespace_writer, watcher(Api::<Namespace>::all(client), watcher::Config::default())).default_backoff();
+        reflector::reflector(namespace_writer, watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default()))
+            .default_backoff();
+    let policy_events =
+        reflector::reflector(policy_writer, watcher(Api::<NetworkPolicy>::all(client), watcher::Config::default())).default_backoff();
     // Each item: an error to report, or None for an event the stores took in.
     let mut events = std::pin::pin!(futures_util::stream::select(
-        node_events.map(|e| e.err().map(|e| e.to_string())),
-        namespace_events.map(|e| e.err().map(|e| e.to_string())),
+        futures_util::stream::select(
+            node_events.map(|e| e.err().map(|e| e.to_string())),
+            namespace_events.map(|e| e.err().map(|e| e.to_string())),
+        ),
+        policy_events.map(|e| e.err().map(|e| e.to_string())),
     ));
     // Nothing is published before both full lists are in: a partial view would delete.
     let ready = async {
         let _ = nodes.wait_until_ready().await;
         let _ = namespaces.wait_until_ready().await;
+        let _ = policies.wait_until_ready().await;
     };
     tokio::pin!(ready);
     let mut is_ready = false;
@@ -89,14 +99,14 @@ pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Rec
             return;
         }
         if is_ready {
-            publish(&nodes, &namespaces, &inventory).await;
+            publish(&nodes, &namespaces, &policies, &inventory).await;
         }
         dirty = false;
     }
 }
 
 /// One pass: plan from the stores against what the inventory holds, and apply.
-async fn publish(nodes: &Store<Node>, namespaces: &Store<Namespace>, inventory: &impl Inventory) {
+async fn publish(nodes: &Store<Node>, namespaces: &Store<Namespace>, policies: &Store<NetworkPolicy>, inventory: &impl Inventory) {
     let held = match inventory.held().await {
         Ok(h) => h,
         Err(e) => {
@@ -107,7 +117,9 @@ async fn publish(nodes: &Store<Node>, namespaces: &Store<Namespace>, inventory: 
     let (node_list, namespace_list) = (nodes.state(), namespaces.state());
     let node_refs: Vec<&Node> = node_list.iter().map(AsRef::as_ref).collect();
     let namespace_refs: Vec<&Namespace> = namespace_list.iter().map(AsRef::as_ref).collect();
-    let (changes, skipped) = index::plan(&node_refs, &namespace_refs, &held);
+    let policy_list = policies.state();
+    let policy_refs: Vec<&NetworkPolicy> = policy_list.iter().map(AsRef::as_ref).collect();
+    let (changes, skipped) = index::plan(&node_refs, &namespace_refs, &policy_refs, &held);
     for s in &skipped {
         tracing::debug!(object = %s.object, reason = %s.reason, "skipped");
     }

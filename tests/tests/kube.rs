@@ -38,8 +38,9 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool, context: impl Fn() -> S
     }
 }
 
-/// The operator in the controller: Namespaces become tenants and Nodes hosts (InternalIP,
-/// labels → rack, AWS providerID → instance); their changes and deletions follow; what
+/// The operator in the controller: Namespaces become tenants, Nodes hosts (InternalIP,
+/// labels → rack, AWS providerID → instance) and NetworkPolicies policies; their changes and
+/// deletions follow; what
 /// Kubernetes manages is read-only through REST, and what the API made is never touched; a
 /// restart catches up with what changed while the controller was down.
 #[test]
@@ -104,6 +105,35 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(c.get("/v1/hosts/vm-1")["group"], "rack-1");
     assert_eq!(c.get("/v1/hosts/vm-1")["origin"], "api");
+
+    // A NetworkPolicy applied in the cluster is stored (origin kubernetes), follows its changes,
+    // is read-only through REST, and goes with it.
+    let policy = json!({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"from": [{"podSelector": {}}]}]},
+    });
+    let (status, body) = k.request("POST", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies", Some(&policy)).expect("np");
+    assert_eq!(status, 201, "{body}");
+    let ours = |c: &tessera_tests::Controller| {
+        c.get("/v1/policies").as_array().into_iter().flatten().find(|p| p["origin"] == "kubernetes").cloned().unwrap_or_default()
+    };
+    wait_for(
+        "the policy",
+        || ours(&c)["document"]["spec"]["podSelector"]["matchLabels"]["app"] == "web",
+        || c.get("/v1/policies").to_string(),
+    );
+    let id = ours(&c)["id"].as_str().expect("id").to_string();
+    let (status, body) = c.send("DELETE", &format!("/v1/policies/{id}"), json!(null));
+    assert!(status == 409 && body.to_string().contains("NetworkPolicy"), "{status} {body}");
+    let egress = json!({"spec": {"policyTypes": ["Ingress", "Egress"]}});
+    assert_eq!(k.merge_patch("/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web", &egress).0, 200);
+    wait_for(
+        "the policy changes",
+        || ours(&c)["document"]["spec"]["policyTypes"] == json!(["Ingress", "Egress"]),
+        || c.get("/v1/policies").to_string(),
+    );
+    assert_eq!(k.request("DELETE", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web", None).expect("delete").0, 200);
+    wait_for("the policy goes", || ours(&c).is_null(), || c.get("/v1/policies").to_string());
 
     // A Node deleted: its host goes.
     assert_eq!(k.request("DELETE", "/api/v1/nodes/node-1", None).expect("delete").0, 200);

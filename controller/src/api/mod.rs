@@ -10,7 +10,7 @@ mod inventory;
 mod ipam;
 mod nodes;
 mod openapi;
-mod policies;
+pub(crate) mod policies;
 mod policy;
 mod system;
 mod topology;

@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{DOCUMENT_TYPES, IfMatch, read_body};
-use crate::store::{NewPolicy, PolicyRecord, Principal};
+use crate::store::{NewPolicy, Origin, PolicyRecord, Principal, StoreError};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -22,11 +22,13 @@ pub struct PolicyView {
     pub revision: i64,
     #[schema(value_type = Object)]
     pub document: serde_json::Value,
+    /// Who made it: `api`, or `kubernetes` (a NetworkPolicy; read-only here).
+    pub origin: Origin,
 }
 
 impl From<PolicyRecord> for PolicyView {
     fn from(r: PolicyRecord) -> PolicyView {
-        PolicyView { id: r.id, tenant: r.tenant, revision: r.revision, document: r.document }
+        PolicyView { id: r.id, tenant: r.tenant, revision: r.revision, document: r.document, origin: r.origin }
     }
 }
 
@@ -108,6 +110,11 @@ pub async fn delete_policy(
         Some(t) => caller.require_tenant_write(t)?,
         None => caller.require_admin()?,
     }
+    if p.origin == Origin::Kubernetes {
+        return Err(ApiError::from(StoreError::Conflict(format!(
+            "policy `{id}` is managed by Kubernetes: delete the NetworkPolicy instead"
+        ))));
+    }
     state.ops.delete_policy(&id, if_match).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -126,9 +133,22 @@ fn parse_policies(body: &[u8]) -> ApiResult<Vec<(String, NewPolicy)>> {
         let Some(first) = inputs.policies.get(before) else {
             return Err(ApiError::invalid("body", format!("{origin}: defines no policy")));
         };
-        out.push((origin, NewPolicy { id: first.id.clone(), tenant, document: doc }));
+        out.push((origin, NewPolicy { id: first.id.clone(), tenant, document: doc, origin: Origin::Api }));
     }
     Ok(out)
+}
+
+/// One document (a Kubernetes object, say) read into the engine alone: the policy to store, or
+/// why the engine refuses it.
+pub(crate) fn read_policy(doc: serde_json::Value, origin: &str, made_by: Origin) -> Result<NewPolicy, String> {
+    let tenant = tenant_of(&doc, origin).map_err(|e| match e.field {
+        Some(field) => format!("{field}: {}", e.message),
+        None => e.message,
+    })?;
+    let mut inputs = tessera_policy::Inputs::default();
+    inputs.add_document(origin, doc.clone()).map_err(|e| e.to_string())?;
+    let id = inputs.policies.first().map(|p| p.id.clone()).ok_or_else(|| format!("{origin}: defines no policy"))?;
+    Ok(NewPolicy { id, tenant, document: doc, origin: made_by })
 }
 
 /// The documents of a body, `kind: List` items included, as JSON values.

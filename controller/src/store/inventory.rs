@@ -62,7 +62,7 @@ impl Origin {
         }
     }
 
-    fn parse(text: &str) -> Result<Origin> {
+    pub(super) fn parse(text: &str) -> Result<Origin> {
         match text {
             "api" => Ok(Origin::Api),
             "kubernetes" => Ok(Origin::Kubernetes),

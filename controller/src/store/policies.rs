@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use super::feed::{ChangeKind, record as record_change};
-use super::{Result, Store, StoreError, from_json, now, to_json};
+use super::{Origin, Result, Store, StoreError, from_json, now, to_json};
 
 /// A policy document as stored: the engine re-reads `document` on every start, so what is
 /// stored is exactly what was validated.
@@ -16,6 +16,8 @@ pub struct PolicyRecord {
     pub document: serde_json::Value,
     pub revision: i64,
     pub created_at: i64,
+    #[serde(default)]
+    pub origin: Origin,
 }
 
 /// A policy to store.
@@ -24,6 +26,7 @@ pub struct NewPolicy {
     pub id: String,
     pub tenant: Option<String>,
     pub document: serde_json::Value,
+    pub origin: Origin,
 }
 
 fn record(row: &sqlx::any::AnyRow) -> Result<PolicyRecord> {
@@ -33,17 +36,20 @@ fn record(row: &sqlx::any::AnyRow) -> Result<PolicyRecord> {
         document: from_json(&row.try_get::<String, _>("document")?)?,
         revision: row.try_get("revision")?,
         created_at: row.try_get("created_at")?,
+        origin: Origin::parse(&row.try_get::<String, _>("origin")?)?,
     })
 }
 
 impl Store {
     pub async fn policies(&self) -> Result<Vec<PolicyRecord>> {
-        let rows = sqlx::query("SELECT id, tenant, document, revision, created_at FROM policies ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, tenant, document, revision, created_at, origin FROM policies ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(record).collect()
     }
 
     pub async fn policy(&self, id: &str) -> Result<PolicyRecord> {
-        let row = sqlx::query("SELECT id, tenant, document, revision, created_at FROM policies WHERE id = $1")
+        let row = sqlx::query("SELECT id, tenant, document, revision, created_at, origin FROM policies WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -58,7 +64,7 @@ impl Store {
             Box::pin(async move {
                 let mut out = Vec::new();
                 for p in policies {
-                    let existing = sqlx::query("SELECT tenant, revision, created_at FROM policies WHERE id = $1")
+                    let existing = sqlx::query("SELECT tenant, revision, created_at, origin FROM policies WHERE id = $1")
                         .bind(&p.id)
                         .fetch_optional(&mut **tx)
                         .await?;
@@ -68,6 +74,15 @@ impl Store {
                             let tenant: Option<String> = row.try_get("tenant")?;
                             if tenant != p.tenant {
                                 return Err(StoreError::Conflict(format!("policy `{}` belongs to another tenant", p.id)));
+                            }
+                            let origin = Origin::parse(&row.try_get::<String, _>("origin")?)?;
+                            if origin != p.origin {
+                                return Err(StoreError::Conflict(match origin {
+                                    Origin::Kubernetes => {
+                                        format!("policy `{}` is managed by Kubernetes: change the NetworkPolicy instead", p.id)
+                                    }
+                                    Origin::Api => format!("policy `{}` was made through the API; Kubernetes does not replace it", p.id),
+                                }));
                             }
                             let revision = row.try_get::<i64, _>("revision")? + 1;
                             sqlx::query("UPDATE policies SET document = $1, revision = $2 WHERE id = $3")
@@ -80,18 +95,21 @@ impl Store {
                         }
                         None => {
                             let created_at = now();
-                            sqlx::query("INSERT INTO policies (id, tenant, document, revision, created_at) VALUES ($1, $2, $3, 1, $4)")
-                                .bind(&p.id)
-                                .bind(&p.tenant)
-                                .bind(&document)
-                                .bind(created_at)
-                                .execute(&mut **tx)
-                                .await?;
+                            sqlx::query(
+                                "INSERT INTO policies (id, tenant, document, revision, created_at, origin) VALUES ($1, $2, $3, 1, $4, $5)",
+                            )
+                            .bind(&p.id)
+                            .bind(&p.tenant)
+                            .bind(&document)
+                            .bind(created_at)
+                            .bind(p.origin.as_str())
+                            .execute(&mut **tx)
+                            .await?;
                             (1, created_at)
                         }
                     };
                     record_change(tx, ChangeKind::Policy, &p.id, revision).await?;
-                    out.push(PolicyRecord { id: p.id, tenant: p.tenant, document: p.document, revision, created_at });
+                    out.push(PolicyRecord { id: p.id, tenant: p.tenant, document: p.document, revision, created_at, origin: p.origin });
                 }
                 Ok(out)
             })
