@@ -17,7 +17,9 @@ use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 pub use kube::Client;
-use kube::runtime::reflector::{self, Store};
+use kube::Resource as _;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
@@ -51,8 +53,31 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// A full pass even without events (a change that failed is tried again).
 const RESYNC: Duration = Duration::from_secs(30);
 
+/// The reflector stores of the watched kinds.
+struct Stores {
+    nodes: Store<Node>,
+    namespaces: Store<Namespace>,
+    policies: Store<NetworkPolicy>,
+}
+
+impl Stores {
+    /// The object a change comes from, to hang an Event on (none for deletions: it is gone).
+    fn reference(&self, change: &Change) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+        match change {
+            Change::CreateTenant(t) | Change::UpdateTenant(t) => self.namespaces.get(&ObjectRef::new(&t.name)).map(|o| o.object_ref(&())),
+            Change::CreateHost(h) | Change::UpdateHost(h) => self.nodes.get(&ObjectRef::new(&h.name)).map(|o| o.object_ref(&())),
+            Change::PutPolicy(p) => {
+                let name = p.key.split_once('/').map_or(p.key.as_str(), |(_, n)| n);
+                self.policies.get(&ObjectRef::new(name).within(&p.namespace)).map(|o| o.object_ref(&()))
+            }
+            Change::DeletePolicy(_) | Change::DeleteHost(_) | Change::DeleteTenant(_) => None,
+        }
+    }
+}
+
 /// Keep `inventory` as the cluster says until `stop` turns true.
 pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Receiver<bool>) {
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "tessera".into(), instance: None });
     let (nodes, node_writer) = reflector::store::<Node>();
     let (namespaces, namespace_writer) = reflector::store::<Namespace>();
     let (policies, policy_writer) = reflector::store::<NetworkPolicy>();
@@ -71,11 +96,12 @@ pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Rec
         ),
         policy_events.map(|e| e.err().map(|e| e.to_string())),
     ));
-    // Nothing is published before both full lists are in: a partial view would delete.
+    let stores = Stores { nodes, namespaces, policies };
+    // Nothing is published before every full list is in: a partial view would delete.
     let ready = async {
-        let _ = nodes.wait_until_ready().await;
-        let _ = namespaces.wait_until_ready().await;
-        let _ = policies.wait_until_ready().await;
+        let _ = stores.nodes.wait_until_ready().await;
+        let _ = stores.namespaces.wait_until_ready().await;
+        let _ = stores.policies.wait_until_ready().await;
     };
     tokio::pin!(ready);
     let mut is_ready = false;
@@ -99,14 +125,16 @@ pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Rec
             return;
         }
         if is_ready {
-            publish(&nodes, &namespaces, &policies, &inventory).await;
+            publish(&stores, &inventory, &recorder).await;
         }
         dirty = false;
     }
 }
 
-/// One pass: plan from the stores against what the inventory holds, and apply.
-async fn publish(nodes: &Store<Node>, namespaces: &Store<Namespace>, policies: &Store<NetworkPolicy>, inventory: &impl Inventory) {
+/// One pass: plan from the stores against what the inventory holds, and apply. A change the
+/// store refuses is a Warning Event on its object (repeats fold into one series), nothing is
+/// silently dropped, and it is tried again at the next pass.
+async fn publish(stores: &Stores, inventory: &impl Inventory, recorder: &Recorder) {
     let held = match inventory.held().await {
         Ok(h) => h,
         Err(e) => {
@@ -114,11 +142,10 @@ async fn publish(nodes: &Store<Node>, namespaces: &Store<Namespace>, policies: &
             return;
         }
     };
-    let (node_list, namespace_list) = (nodes.state(), namespaces.state());
-    let node_refs: Vec<&Node> = node_list.iter().map(AsRef::as_ref).collect();
-    let namespace_refs: Vec<&Namespace> = namespace_list.iter().map(AsRef::as_ref).collect();
-    let policy_list = policies.state();
-    let policy_refs: Vec<&NetworkPolicy> = policy_list.iter().map(AsRef::as_ref).collect();
+    let (nodes, namespaces, policies) = (stores.nodes.state(), stores.namespaces.state(), stores.policies.state());
+    let node_refs: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
+    let namespace_refs: Vec<&Namespace> = namespaces.iter().map(AsRef::as_ref).collect();
+    let policy_refs: Vec<&NetworkPolicy> = policies.iter().map(AsRef::as_ref).collect();
     let (changes, skipped) = index::plan(&node_refs, &namespace_refs, &policy_refs, &held);
     for s in &skipped {
         tracing::debug!(object = %s.object, reason = %s.reason, "skipped");
@@ -126,7 +153,29 @@ async fn publish(nodes: &Store<Node>, namespaces: &Store<Namespace>, policies: &
     for change in &changes {
         match inventory.apply(change).await {
             Ok(()) => tracing::info!(?change, "applied from Kubernetes"),
-            Err(e) => tracing::warn!(?change, error = %e, "refused; tried again at the next pass"),
+            Err(e) => {
+                tracing::warn!(?change, error = %e, "refused; tried again at the next pass");
+                let Some(reference) = stores.reference(change) else { continue };
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "Refused".into(),
+                    note: Some(truncate(&e)),
+                    action: "Apply".into(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(error = %e, "cannot publish the Event");
+                }
+            }
         }
     }
+}
+
+/// An Event's note holds at most 1 kB.
+fn truncate(text: &str) -> String {
+    let mut end = text.len().min(1000);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }

@@ -106,6 +106,27 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
     assert_eq!(c.get("/v1/hosts/vm-1")["group"], "rack-1");
     assert_eq!(c.get("/v1/hosts/vm-1")["origin"], "api");
 
+    // A Node in a rack the topology lacks: refused, said on the Node as a Warning Event.
+    let stray = json!({"metadata": {"name": "node-9", "labels": {"rack": "r9"}}});
+    assert_eq!(k.request("POST", "/api/v1/nodes", Some(&stray)).expect("node").0, 201);
+    assert_eq!(
+        k.merge_patch("/api/v1/nodes/node-9/status", &json!({"status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.19"}]}}))
+            .0,
+        200
+    );
+    let refused = || {
+        let (_, events) = k.request("GET", "/apis/events.k8s.io/v1/events?fieldSelector=regarding.name%3Dnode-9", None).expect("events");
+        events["items"].as_array().into_iter().flatten().find(|e| e["reason"] == "Refused" && e["type"] == "Warning").cloned()
+    };
+    wait_for(
+        "an Event on the refused Node",
+        || refused().is_some(),
+        || k.request("GET", "/apis/events.k8s.io/v1/events", None).map(|r| r.1.to_string()).unwrap_or_default(),
+    );
+    let note = refused().map(|e| e["note"].to_string()).unwrap_or_default();
+    assert!(note.contains("labels"), "the Event names the field: {note}");
+    assert_eq!(k.request("DELETE", "/api/v1/nodes/node-9", None).expect("delete").0, 200);
+
     // A NetworkPolicy applied in the cluster is stored (origin kubernetes), follows its changes,
     // is read-only through REST, and goes with it.
     let policy = json!({
