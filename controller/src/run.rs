@@ -103,6 +103,13 @@ pub struct Args {
     /// `KUBECONFIG` or `~/.kube/config`).
     #[arg(long, env = "TESSERA_KUBERNETES", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = false, default_missing_value = "true")]
     pub kubernetes: bool,
+    /// The ServiceAccount (`namespace/name`) whose pod-bound tokens authenticate agents as their
+    /// node (checked with TokenReviews).
+    #[arg(long, env = "TESSERA_AGENT_SERVICE_ACCOUNT", default_value = "tessera-system/tessera-agent")]
+    pub agent_service_account: String,
+    /// The audience agents' tokens must be for.
+    #[arg(long, env = "TESSERA_TOKEN_AUDIENCE", default_value = "tessera")]
+    pub token_audience: String,
     /// Let the AWS SDK retry failed reads itself (on top of Tessera's own backoff).
     #[arg(long, env = "TESSERA_AWS_SDK_RETRIES", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value_t = true, default_missing_value = "true")]
     pub aws_sdk_retries: bool,
@@ -142,7 +149,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let vpc = vpc_config(&args)?;
     let replica = args.replica_id.clone().unwrap_or_else(crate::writer::new_replica_id);
     tessera_topology::spec::validate_name("--replica-id", &replica).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let state = AppState::with_replica(store, replica).await.context("compiling the stored state")?;
+    let kube = match (&args.kubeconfig, args.kubernetes) {
+        (None, false) => None,
+        (path, _) => Some(tessera_operator::connect(path.as_deref()).await.map_err(|e| anyhow::anyhow!(e))?),
+    };
+    let agents = args
+        .agent_service_account
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+        .ok_or_else(|| anyhow::anyhow!("--agent-service-account: `{}` is not namespace/name", args.agent_service_account))?;
+    anyhow::ensure!(!args.token_audience.trim().is_empty(), "--token-audience must not be empty");
+    let mut state = AppState::with_replica(store, replica).await.context("compiling the stored state")?;
+    state.token_reviewer =
+        kube.clone().map(|client| std::sync::Arc::new(tessera_operator::review::TokenReviewer::new(client, &args.token_audience, agents)));
     let lease = LeaseConfig {
         renew: std::time::Duration::from_millis(args.lease_renew_ms),
         ttl: std::time::Duration::from_millis(args.lease_ttl_ms),
@@ -163,9 +182,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             state.dist.closing(),
         ));
     }
-    if args.kubeconfig.is_some() || args.kubernetes {
-        let client = tessera_operator::connect(args.kubeconfig.as_deref()).await.map_err(|e| anyhow::anyhow!(e))?;
-        tokio::spawn(crate::kubernetes::run(state.clone(), client, state.dist.closing()));
+    if let Some(client) = &kube {
+        tokio::spawn(crate::kubernetes::run(state.clone(), client.clone(), state.dist.closing()));
     }
     let dist = state.dist.clone();
     let stopping = async move {

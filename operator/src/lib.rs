@@ -8,6 +8,7 @@
 //! lists, so nothing is left stale.
 
 pub mod index;
+pub mod review;
 
 use std::future::Future;
 use std::time::Duration;

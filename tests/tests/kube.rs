@@ -179,3 +179,66 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
         context,
     );
 }
+
+/// Agents authenticate as their node with no shared secret: a pod-bound ServiceAccount token of
+/// the agents' ServiceAccount, for audience `tessera`, reads its own node's state and no other;
+/// a token for another audience or of another ServiceAccount is refused.
+#[test]
+fn an_agent_token_speaks_for_its_node_only() {
+    let k = Cluster::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups:\n  - name: rack-1\n    assignment: {rack: r1}\n")
+        .expect("topology");
+    let kubeconfig = k.kubeconfig();
+    let c = tessera_tests::Controller::start(&[
+        ("TESSERA_NO_DEMO", "true"),
+        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
+        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
+    ]);
+    let ok = |(status, body): (u16, serde_json::Value)| {
+        assert!((200..300).contains(&status), "{status} {body}");
+        body
+    };
+    ok(k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "tessera-system"}}))).expect("ns"));
+    for sa in ["tessera-agent", "someone-else"] {
+        ok(k.request("POST", "/api/v1/namespaces/tessera-system/serviceaccounts", Some(&json!({"metadata": {"name": sa}}))).expect("sa"));
+    }
+    for node in ["node-1", "node-2"] {
+        ok(k.request("POST", "/api/v1/nodes", Some(&json!({"metadata": {"name": node, "labels": {"rack": "r1"}}}))).expect("node"));
+        let ip = if node == "node-1" { "192.0.2.11" } else { "192.0.2.12" };
+        ok(k.merge_patch(
+            &format!("/api/v1/nodes/{node}/status"),
+            &json!({"status": {"addresses": [{"type": "InternalIP", "address": ip}]}}),
+        ));
+    }
+    // The agent's pod on node-1 (no kubelet: it stays Pending, which is enough to bind a token).
+    let token = |sa: &str, audience: &str| {
+        let pod_name = format!("agent-{sa}");
+        let pod = json!({"metadata": {"name": pod_name}, "spec": {"nodeName": "node-1", "serviceAccountName": sa, "containers": [{"name": "agent", "image": "tessera"}]}});
+        let (status, body) = k.request("POST", "/api/v1/namespaces/tessera-system/pods", Some(&pod)).expect("pod");
+        let uid = if status == 201 {
+            body["metadata"]["uid"].as_str().expect("uid").to_string()
+        } else {
+            k.request("GET", &format!("/api/v1/namespaces/tessera-system/pods/{pod_name}"), None).expect("pod").1["metadata"]["uid"]
+                .as_str()
+                .expect("uid")
+                .to_string()
+        };
+        let request = json!({"spec": {"audiences": [audience], "expirationSeconds": 3600, "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": uid}}});
+        let body =
+            ok(k.request("POST", &format!("/api/v1/namespaces/tessera-system/serviceaccounts/{sa}/token"), Some(&request)).expect("token"));
+        body["status"]["token"].as_str().expect("token").to_string()
+    };
+    let agent = token("tessera-agent", "tessera");
+    let state = |node: &str, bearer: &str| {
+        let answer =
+            reqwest::blocking::Client::new().get(format!("{}/v1/nodes/{node}/state", c.url)).bearer_auth(bearer).send().expect("state");
+        answer.status().as_u16()
+    };
+    wait_for("the agent's node is known and its token accepted", || state("node-1", &agent) == 200, || c.get("/v1/hosts").to_string());
+    assert_eq!(state("node-2", &agent), 403, "a node's token reads only its own node");
+    assert_eq!(state("node-1", &token("tessera-agent", "another-audience")), 401);
+    assert_eq!(state("node-1", &token("someone-else", "tessera")), 401);
+    assert_eq!(state("node-1", "not.a.token"), 401);
+}

@@ -31,10 +31,21 @@ impl FromRequestParts<AppState> for Caller {
             .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        match state.store.authenticate(token).await? {
-            Some(principal) => Ok(Caller(principal)),
-            None => Err(ApiError::unauthorized("unknown token")),
+        if let Some(principal) = state.store.authenticate(token).await? {
+            return Ok(Caller(principal));
         }
+        // In a cluster, an agent's ServiceAccount token (a JWT) speaks for the node it runs on.
+        if let Some(reviewer) = state.token_reviewer.as_ref().filter(|_| token.split('.').count() == 3) {
+            return match reviewer.node_of(token).await {
+                Ok(Some(node)) => Ok(Caller(Principal::Node(node))),
+                Ok(None) => Err(ApiError::unauthorized("this ServiceAccount token speaks for no Tessera agent")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot review a ServiceAccount token");
+                    Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Kubernetes could not review the token"))
+                }
+            };
+        }
+        Err(ApiError::unauthorized("unknown token"))
     }
 }
 

@@ -44,6 +44,8 @@ pub struct AppState {
     pub route_servers: crate::route_servers::Status,
     /// The VPC route tables as its last passes left them (while it holds the lease).
     pub vpc_routes: crate::vpc_routes::Status,
+    /// In a cluster: agents' ServiceAccount tokens, checked with TokenReviews.
+    pub token_reviewer: Option<Arc<tessera_operator::review::TokenReviewer>>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             writer,
             route_servers: Default::default(),
             vpc_routes: Default::default(),
+            token_reviewer: None,
         })
     }
 }
