@@ -16,7 +16,44 @@ pub struct Controller {
     bases: std::sync::Arc<Vec<String>>,
     current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     node: String,
-    token: String,
+    token: Credential,
+}
+
+/// The node's credential: a token given once, or a file read again whenever it changes (a
+/// projected ServiceAccount token is rotated by the kubelet well before it expires).
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Token(String),
+    File { path: std::path::PathBuf, read: std::sync::Arc<std::sync::Mutex<(Option<std::time::SystemTime>, String)>> },
+}
+
+impl Credential {
+    /// A token file, read now (a missing or empty file is an error at start, not later).
+    pub fn file(path: &std::path::Path) -> anyhow::Result<Credential> {
+        let credential = Credential::File { path: path.to_path_buf(), read: Default::default() };
+        anyhow::ensure!(!credential.current().is_empty(), "{}: no token in it", path.display());
+        Ok(credential)
+    }
+
+    /// The token to present now.
+    pub fn current(&self) -> String {
+        match self {
+            Credential::Token(t) => t.clone(),
+            Credential::File { path, read } => {
+                let mut read = read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                if modified.is_none() || modified != read.0 {
+                    match std::fs::read_to_string(path) {
+                        Ok(text) => *read = (modified, text.trim().to_string()),
+                        Err(e) => {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot read the token file; presenting the last token read")
+                        }
+                    }
+                }
+                read.1.clone()
+            }
+        }
+    }
 }
 
 /// The part of the controller's endpoint answer the agent uses.
@@ -44,6 +81,10 @@ impl std::fmt::Display for CallError {
 
 impl Controller {
     pub fn new(bases: &[String], node: &str, token: &str, ca: Option<&[u8]>) -> anyhow::Result<Controller> {
+        Controller::with_credential(bases, node, Credential::Token(token.to_string()), ca)
+    }
+
+    pub fn with_credential(bases: &[String], node: &str, token: Credential, ca: Option<&[u8]>) -> anyhow::Result<Controller> {
         anyhow::ensure!(!bases.is_empty(), "--controller: name at least one controller URL");
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
         if let Some(pem) = ca {
@@ -60,7 +101,7 @@ impl Controller {
             bases: std::sync::Arc::new(list),
             current: std::sync::Arc::default(),
             node: node.to_string(),
-            token: token.to_string(),
+            token,
         })
     }
 
@@ -107,14 +148,15 @@ impl Controller {
         if let Some(g) = since {
             url.push_str(&format!("&since={g}"));
         }
-        let response = self.http.get(url).bearer_auth(&self.token).send().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let response =
+            self.http.get(url).bearer_auth(self.token.current()).send().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
         check(response).await
     }
 
     pub async fn ack(&self, ack: &Ack) -> Result<(), CallError> {
         self.any(|base| async move {
             let url = format!("{base}/v1/nodes/{}/ack", self.node);
-            let call = self.http.post(url).bearer_auth(&self.token).json(ack).timeout(Duration::from_secs(5)).send();
+            let call = self.http.post(url).bearer_auth(self.token.current()).json(ack).timeout(Duration::from_secs(5)).send();
             check(call.await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
         })
         .await
@@ -124,7 +166,7 @@ impl Controller {
     pub async fn report(&self, report: &AgentReport) -> Result<(), CallError> {
         self.any(|base| async move {
             let url = format!("{base}/v1/nodes/{}/report", self.node);
-            let call = self.http.post(url).bearer_auth(&self.token).json(report).timeout(Duration::from_secs(5)).send();
+            let call = self.http.post(url).bearer_auth(self.token.current()).json(report).timeout(Duration::from_secs(5)).send();
             check(call.await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
         })
         .await
@@ -142,8 +184,12 @@ impl Controller {
         self.any(|base| {
             let body = body.clone();
             async move {
-                let call =
-                    self.http.post(format!("{base}/v1/endpoints")).bearer_auth(&self.token).json(&body).timeout(Duration::from_secs(10));
+                let call = self
+                    .http
+                    .post(format!("{base}/v1/endpoints"))
+                    .bearer_auth(self.token.current())
+                    .json(&body)
+                    .timeout(Duration::from_secs(10));
                 let response = check(call.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?).await?;
                 response.json().await.map_err(|e| CallError::Unreachable(format!("unreadable answer: {e}")))
             }
@@ -153,7 +199,8 @@ impl Controller {
 
     pub async fn release(&self, id: &str) -> Result<(), CallError> {
         self.any(|base| async move {
-            let call = self.http.delete(format!("{base}/v1/endpoints/{id}")).bearer_auth(&self.token).timeout(Duration::from_secs(10));
+            let call =
+                self.http.delete(format!("{base}/v1/endpoints/{id}")).bearer_auth(self.token.current()).timeout(Duration::from_secs(10));
             check(call.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?).await.map(|_| ())
         })
         .await
@@ -200,5 +247,23 @@ mod tests {
         assert_eq!(c.base(), "http://b:2");
         c.fail_over();
         assert_eq!(c.base(), "http://a:1");
+    }
+
+    #[test]
+    fn a_token_file_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").expect("write");
+        let credential = Credential::file(&path).expect("readable");
+        assert_eq!(credential.current(), "first");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "second").expect("rotate");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(1);
+        std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(later)).expect("mtime");
+        assert_eq!(credential.current(), "second");
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(credential.current(), "second", "a vanished file keeps the last token");
+        std::fs::write(&path, "").expect("empty");
+        assert!(Credential::file(&path).is_err(), "an empty token file is refused at start");
     }
 }

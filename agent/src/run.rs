@@ -11,7 +11,7 @@ use clap::Parser;
 use tessera_netlink::Netlink;
 use tokio::sync::{mpsc, watch};
 
-use crate::client::{Controller, parse_line};
+use crate::client::{Controller, Credential, parse_line};
 use crate::disk::Disk;
 use crate::enforcer::{Enforced, Enforcer, Event, default_state_dir};
 use crate::error::WatchEnded;
@@ -79,15 +79,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         logs.init();
     }
     let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => t.trim().to_string(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?.trim().to_string(),
+        (Some(t), _) => Credential::Token(t.trim().to_string()),
+        // Read again whenever it changes: a projected ServiceAccount token rotates.
+        (None, Some(f)) => Credential::file(f).with_context(|| format!("--token-file {}", f.display()))?,
         (None, None) => anyhow::bail!("a node token is needed: --token-file or TESSERA_NODE_TOKEN"),
     };
     let ca = args.ca_cert.as_ref().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
     anyhow::ensure!(args.resync > 0.0, "--resync must be positive");
     anyhow::ensure!(args.report >= 0.1, "--report must be at least 0.1 seconds");
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
-    let controller = Controller::new(&args.controller, &args.node, &token, ca.as_deref())?;
+    let controller = Controller::with_credential(&args.controller, &args.node, token, ca.as_deref())?;
     enable_forwarding();
     let metrics = Arc::new(Metrics::default());
     let (enforced_tx, enforced_rx) = watch::channel(Enforced::default());
