@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the real kube-apiserver and etcd the operator's tests run (no kubelet needed), from the
+# Build the real kube-apiserver and etcd the operator's tests run (no kubelet needed), and the
+# kustomize that renders deploy/kubernetes for them, from the
 # k8s.io/kubernetes Go module at one pinned release, into $TESSERA_KUBE_BIN (default
 # ~/.cache/tessera/kube-<release>/bin). Skips the build when both binaries are there.
 #
@@ -13,8 +14,10 @@ KUBE_VERSION="${KUBE_VERSION:-1.34.4}"
 STAGING_VERSION="v0.${KUBE_VERSION#1.}"
 CACHE="${TESSERA_KUBE_CACHE:-$HOME/.cache/tessera/kube-$KUBE_VERSION}"
 BIN="${TESSERA_KUBE_BIN:-${KUBEBUILDER_ASSETS:-$CACHE/bin}}"
-if [[ -x "$BIN/etcd" && "$("$BIN/kube-apiserver" --version 2>/dev/null)" == "Kubernetes v$KUBE_VERSION" ]]; then
-    echo "kube-apiserver and etcd $KUBE_VERSION already built in $BIN"
+KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.7.1}"
+if [[ -x "$BIN/etcd" && "$("$BIN/kube-apiserver" --version 2>/dev/null)" == "Kubernetes v$KUBE_VERSION" ]] \
+    && "$BIN/kustomize" version 2>/dev/null | grep -qx "$KUSTOMIZE_VERSION"; then
+    echo "kube-apiserver and etcd $KUBE_VERSION, kustomize $KUSTOMIZE_VERSION already built in $BIN"
     exit 0
 fi
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -44,4 +47,5 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 CGO_ENABLED=0 go build -trimpath -ldflags="-s -w $stamp" -o "$BIN/kube-apiserver" ./kube-apiserver
 CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$BIN/etcd" ./etcd
-echo "built kube-apiserver and etcd $KUBE_VERSION into $BIN"
+GOBIN="$BIN" go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+echo "built kube-apiserver and etcd $KUBE_VERSION, kustomize $KUSTOMIZE_VERSION into $BIN"

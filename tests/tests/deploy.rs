@@ -1,0 +1,103 @@
+//! `deploy/kubernetes` as a cluster would take it: each kustomization rendered by kustomize and
+//! every object sent to the real kube-apiserver as a server-side dry run with strict field
+//! validation (a misspelt field, a wrong type or an invalid value is refused there); and the
+//! agent's init step, which installs the CNI plugin and never replaces another CNI's
+//! configuration unless told to.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+use tessera_tests::kube::{Cluster, bin_dir};
+
+const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/kubernetes");
+
+/// The collection path of an object's kind.
+fn collection(object: &Value) -> String {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or("tessera-system");
+    let (group, plural, namespaced) = match kind {
+        "Namespace" => ("/api/v1", "namespaces", false),
+        "ServiceAccount" => ("/api/v1", "serviceaccounts", true),
+        "Service" => ("/api/v1", "services", true),
+        "PersistentVolumeClaim" => ("/api/v1", "persistentvolumeclaims", true),
+        "ClusterRole" => ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", false),
+        "ClusterRoleBinding" => ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", false),
+        "Deployment" => ("/apis/apps/v1", "deployments", true),
+        "DaemonSet" => ("/apis/apps/v1", "daemonsets", true),
+        "PodDisruptionBudget" => ("/apis/policy/v1", "poddisruptionbudgets", true),
+        other => panic!("no path known for kind {other}"),
+    };
+    if namespaced { format!("{group}/namespaces/{namespace}/{plural}") } else { format!("{group}/{plural}") }
+}
+
+fn render(kustomization: &str) -> Vec<Value> {
+    let out = Command::new(bin_dir().join("kustomize")).args(["build", &format!("{DEPLOY}/{kustomization}")]).output().expect("kustomize");
+    assert!(out.status.success(), "kustomize build {kustomization}: {}", String::from_utf8_lossy(&out.stderr));
+    tessera_policy::input::read_documents(&String::from_utf8_lossy(&out.stdout)).expect("rendered YAML")
+}
+
+#[test]
+fn the_manifests_are_accepted_by_a_real_apiserver() {
+    let k = Cluster::start();
+    for kustomization in ["sqlite", "postgresql"] {
+        let objects = render(kustomization);
+        let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        for kind in ["Namespace", "ClusterRole", "Deployment", "DaemonSet", "Service", "PodDisruptionBudget"] {
+            assert!(kinds.contains(&kind), "{kustomization} lacks a {kind}: {kinds:?}");
+        }
+        for object in &objects {
+            let name = format!("{kustomization}: {} {}", object["kind"], object["metadata"]["name"]);
+            // The namespace is made for real, so the namespaced dry runs have one to go in.
+            let dry = if object["kind"] == "Namespace" { "" } else { "dryRun=All&" };
+            let path = format!("{}?{dry}fieldValidation=Strict", collection(object));
+            let (status, body) = k.request("POST", &path, Some(object)).expect("request");
+            assert!(status == 201 || (status == 409 && object["kind"] == "Namespace"), "{name} refused ({status}): {body}");
+        }
+    }
+    // What the agent's pods get: the projected token for audience tessera, the node's name.
+    let agent = render("sqlite").into_iter().find(|o| o["kind"] == "DaemonSet").expect("the agent");
+    let spec = &agent["spec"]["template"]["spec"];
+    assert_eq!(spec["hostNetwork"], true);
+    let projected = spec["volumes"].as_array().expect("volumes").iter().find(|v| v["name"] == "token").expect("token volume");
+    assert_eq!(projected["projected"]["sources"][0]["serviceAccountToken"]["audience"], "tessera");
+    let caps = &spec["containers"][0]["securityContext"]["capabilities"];
+    assert_eq!((caps["drop"].clone(), caps["add"].clone()), (json!(["ALL"]), json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"])));
+}
+
+#[test]
+fn the_cni_install_step_never_replaces_another_cni_unless_told() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (host, source) = (dir.path().join("host"), dir.path().join("source"));
+    for d in [host.join("opt/cni/bin"), host.join("etc/cni/net.d"), source.clone()] {
+        std::fs::create_dir_all(d).expect("dir");
+    }
+    for plugin in ["tessera-cni", "portmap"] {
+        std::fs::write(source.join(plugin), format!("#!/bin/sh\n# {plugin}\n")).expect("plugin");
+    }
+    let install = |overwrite: &str| {
+        Command::new(format!("{DEPLOY}/install-cni.sh"))
+            .env("HOST_ROOT", &host)
+            .env("TESSERA_CNI_SOURCE", &source)
+            .env("TESSERA_CONFLIST", format!("{DEPLOY}/10-tessera.conflist"))
+            .env("TESSERA_CNI_OVERWRITE", overwrite)
+            .output()
+            .expect("install-cni.sh")
+    };
+    // A clean node: installed.
+    assert!(install("false").status.success());
+    let conflist: Value =
+        serde_json::from_str(&std::fs::read_to_string(host.join("etc/cni/net.d/10-tessera.conflist")).expect("conflist")).expect("json");
+    assert_eq!(conflist["plugins"][0]["type"], "tessera-cni");
+    assert!(host.join("opt/cni/bin/tessera-cni").exists() && host.join("opt/cni/bin/portmap").exists());
+    // Run again (a restart): still fine.
+    assert!(install("false").status.success());
+    // Another CNI's configuration: refused, and left as it was.
+    let other = host.join("etc/cni/net.d/05-other.conflist");
+    std::fs::write(&other, "{}").expect("other");
+    let out = install("false");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("TESSERA_CNI_OVERWRITE"), "{out:?}");
+    assert!(other.exists());
+    // Told to: moved aside, not deleted.
+    assert!(install("true").status.success());
+    assert!(!other.exists() && host.join("etc/cni/net.d/05-other.conflist.replaced-by-tessera").exists());
+}
