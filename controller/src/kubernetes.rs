@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tessera_operator::{Change, Held, HostSpec, TenantSpec};
+use tessera_operator::{Change, EndpointView, Held, HostSpec, TenantSpec};
 use tokio::sync::watch;
 
 use crate::api::AppState;
@@ -41,6 +41,12 @@ impl tessera_operator::Inventory for Inventory {
                 held.other_tenants.insert(t.name);
             }
         }
+        for e in store.endpoints(None, None).await.map_err(|e| e.to_string())? {
+            if held.tenants.contains_key(&e.tenant) {
+                let ips = e.ips.iter().map(ToString::to_string).collect();
+                held.endpoints.push(EndpointView { id: e.id, tenant: e.tenant, segment: e.segment, ips, labels: e.labels });
+            }
+        }
         for p in store.policies().await.map_err(|e| e.to_string())? {
             let Some(key) = network_policy_key(&p.document) else { continue };
             if p.origin == Origin::Kubernetes {
@@ -68,6 +74,7 @@ impl tessera_operator::Inventory for Inventory {
                 let policy = crate::api::policies::read_policy(p.document, &origin, Origin::Kubernetes)?;
                 ops.put_policies(vec![policy]).await.map(drop)
             }
+            Change::RelabelEndpoint { id, labels, .. } => ops.relabel_endpoint(&id, labels, None).await.map(drop),
             Change::DeletePolicy(key) => {
                 let stored = self.state.store.policies().await.map_err(|e| e.to_string())?;
                 let ours = stored

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{Value, json};
 
@@ -39,6 +39,19 @@ pub struct PolicySpec {
     pub document: Value,
 }
 
+/// An endpoint as the store holds it (the CNI plugin made it; the operator keeps its labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointView {
+    pub id: String,
+    pub tenant: String,
+    pub segment: String,
+    pub ips: Vec<String>,
+    pub labels: Labels,
+}
+
+/// The pod label that names a pod's segment.
+pub const SEGMENT_LABEL: &str = "tessera.io/segment";
+
 /// What the store holds: the hosts, tenants and policies the operator made, and the names of
 /// those made through the API (never touched).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +64,8 @@ pub struct Held {
     pub other_tenants: BTreeSet<String>,
     /// `namespace/name` of NetworkPolicies stored through the API.
     pub other_policies: BTreeSet<String>,
+    /// The endpoints of the operator's tenants (pods are matched to them by address).
+    pub endpoints: Vec<EndpointView>,
 }
 
 /// One change to the store.
@@ -61,6 +76,12 @@ pub enum Change {
     CreateHost(HostSpec),
     UpdateHost(HostSpec),
     PutPolicy(PolicySpec),
+    /// An endpoint takes its pod's labels (`pod`: `namespace/name`).
+    RelabelEndpoint {
+        id: String,
+        pod: String,
+        labels: Labels,
+    },
     DeletePolicy(String),
     DeleteHost(String),
     DeleteTenant(String),
@@ -117,9 +138,34 @@ pub fn network_policy(policy: &NetworkPolicy) -> PolicySpec {
     PolicySpec { key: format!("{namespace}/{name}"), namespace, document }
 }
 
+/// The pods that take part in traffic, by namespace and address: running or pending with an
+/// address, not on the host's network (NetworkPolicy does not apply to those).
+fn pods_by_address<'a>(pods: &[&'a Pod]) -> BTreeMap<(String, String), &'a Pod> {
+    let mut out = BTreeMap::new();
+    for pod in pods {
+        let spec_host = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        let status = pod.status.as_ref();
+        let finished = status.and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+        if spec_host || finished || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        for ip in status.and_then(|s| s.pod_ips.as_ref()).into_iter().flatten() {
+            out.insert((namespace.clone(), ip.ip.clone()), *pod);
+        }
+    }
+    out
+}
+
 /// The changes that take `held` to what the cluster says, and what was skipped. Tenants come
 /// before hosts and policies; deletions run the other way round.
-pub fn plan(nodes: &[&Node], namespaces: &[&Namespace], policies: &[&NetworkPolicy], held: &Held) -> (Vec<Change>, Vec<Skipped>) {
+pub fn plan(
+    nodes: &[&Node],
+    namespaces: &[&Namespace],
+    policies: &[&NetworkPolicy],
+    pods: &[&Pod],
+    held: &Held,
+) -> (Vec<Change>, Vec<Skipped>) {
     let mut changes = Vec::new();
     let mut skipped = Vec::new();
     let tenants: BTreeMap<String, TenantSpec> = namespaces.iter().map(|n| namespace_tenant(n)).map(|t| (t.name.clone(), t)).collect();
@@ -168,6 +214,25 @@ pub fn plan(nodes: &[&Node], namespaces: &[&Namespace], policies: &[&NetworkPoli
                 reason: "a policy of the same name was stored through the API; left alone".into(),
             }),
             _ => changes.push(Change::PutPolicy(want.clone())),
+        }
+    }
+    let by_address = pods_by_address(pods);
+    for endpoint in &held.endpoints {
+        let Some(pod) = endpoint.ips.iter().find_map(|ip| by_address.get(&(endpoint.tenant.clone(), ip.clone()))) else { continue };
+        let key = format!("{}/{}", endpoint.tenant, pod.metadata.name.clone().unwrap_or_default());
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let segment = labels.get(SEGMENT_LABEL).map_or("default", String::as_str);
+        if segment != endpoint.segment {
+            skipped.push(Skipped {
+                object: format!("Pod {key}"),
+                reason: format!(
+                    "label {SEGMENT_LABEL} says segment `{segment}`, its address is in `{}`: a pod moves between segments by being recreated",
+                    endpoint.segment
+                ),
+            });
+        }
+        if labels != endpoint.labels {
+            changes.push(Change::RelabelEndpoint { id: endpoint.id.clone(), pod: key, labels });
         }
     }
     changes.extend(held.policies.keys().filter(|k| !wanted.contains_key(*k)).map(|k| Change::DeletePolicy(k.clone())));
@@ -236,7 +301,7 @@ mod tests {
             other_hosts: BTreeSet::from(["n2".to_string()]),
             ..Default::default()
         };
-        let (changes, skipped) = plan(&[&n1, &n2], &[&shop, &bank], &[], &held);
+        let (changes, skipped) = plan(&[&n1, &n2], &[&shop, &bank], &[], &[], &held);
         assert_eq!(
             changes,
             vec![
@@ -253,9 +318,9 @@ mod tests {
             other_hosts: BTreeSet::from(["n2".to_string()]),
             ..Default::default()
         };
-        assert_eq!(plan(&[&n1, &n2], &[&shop, &bank], &[], &held).0, vec![]);
+        assert_eq!(plan(&[&n1, &n2], &[&shop, &bank], &[], &[], &held).0, vec![]);
         // A Namespace gone: its tenant goes, after the hosts.
-        assert_eq!(plan(&[&n1, &n2], &[&shop], &[], &held).0, vec![Change::DeleteTenant("bank".into())]);
+        assert_eq!(plan(&[&n1, &n2], &[&shop], &[], &[], &held).0, vec![Change::DeleteTenant("bank".into())]);
     }
 
     #[test]
@@ -281,17 +346,54 @@ mod tests {
         };
         let egress = policy("3", &["Egress"]);
         assert_eq!(
-            plan(&[], &[], &[&egress], &held).0,
+            plan(&[], &[], &[&egress], &[], &held).0,
             vec![Change::PutPolicy(network_policy(&egress)), Change::DeletePolicy("shop/old".into())]
         );
         let theirs = Held { other_policies: BTreeSet::from(["shop/web".to_string()]), ..Default::default() };
-        assert_eq!(plan(&[], &[], &[&a], &theirs).0, vec![]);
+        assert_eq!(plan(&[], &[], &[&a], &[], &theirs).0, vec![]);
+    }
+
+    #[test]
+    fn an_endpoint_takes_the_labels_of_the_pod_at_its_address() {
+        use k8s_openapi::api::core::v1::{PodIP, PodSpec, PodStatus};
+        let pod = |name: &str, ip: &str, app: &str, host_network: bool| Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("shop".into()),
+                labels: Some(labels(&[("app", app)])),
+                ..Default::default()
+            },
+            spec: Some(PodSpec { host_network: Some(host_network), ..Default::default() }),
+            status: Some(PodStatus { pod_ips: Some(vec![PodIP { ip: ip.into() }]), phase: Some("Running".into()), ..Default::default() }),
+        };
+        let endpoint = |id: &str, ip: &str, app: &str| EndpointView {
+            id: id.into(),
+            tenant: "shop".into(),
+            segment: "default".into(),
+            ips: vec![ip.into()],
+            labels: labels(&[("app", app)]),
+        };
+        let held = Held {
+            endpoints: vec![endpoint("cni/a/eth0", "10.96.0.2", "old"), endpoint("cni/b/eth0", "10.96.0.3", "db")],
+            ..Default::default()
+        };
+        let (web, db, host) =
+            (pod("web", "10.96.0.2", "web", false), pod("db", "10.96.0.3", "db", false), pod("h", "10.96.0.9", "x", true));
+        let (changes, _) = plan(&[], &[], &[], &[&web, &db, &host], &held);
+        assert_eq!(
+            changes,
+            vec![Change::RelabelEndpoint { id: "cni/a/eth0".into(), pod: "shop/web".into(), labels: labels(&[("app", "web")]) }]
+        );
+        // A pod of another namespace at the same address is not this endpoint's.
+        let mut elsewhere = pod("web", "10.96.0.2", "web", false);
+        elsewhere.metadata.namespace = Some("bank".into());
+        assert_eq!(plan(&[], &[], &[], &[&elsewhere], &held).0, vec![]);
     }
 
     #[test]
     fn a_node_that_loses_its_address_keeps_its_host() {
         let held = Held { hosts: BTreeMap::from([("n1".into(), host("n1", "10.0.0.1", "r1", None))]), ..Default::default() };
-        let (changes, skipped) = plan(&[&node("n1", &[], "r1", None)], &[], &[], &held);
+        let (changes, skipped) = plan(&[&node("n1", &[], "r1", None)], &[], &[], &[], &held);
         assert_eq!((changes, skipped.len()), (vec![], 1));
     }
 }

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 pub use kube::Client;
@@ -24,7 +24,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
-pub use index::{Change, Held, HostSpec, PolicySpec, Skipped, TenantSpec};
+pub use index::{Change, EndpointView, Held, HostSpec, PolicySpec, Skipped, TenantSpec};
 
 /// What the operator changes: the caller's store.
 pub trait Inventory: Send + Sync {
@@ -59,6 +59,7 @@ struct Stores {
     nodes: Store<Node>,
     namespaces: Store<Namespace>,
     policies: Store<NetworkPolicy>,
+    pods: Store<Pod>,
 }
 
 impl Stores {
@@ -71,6 +72,10 @@ impl Stores {
                 let name = p.key.split_once('/').map_or(p.key.as_str(), |(_, n)| n);
                 self.policies.get(&ObjectRef::new(name).within(&p.namespace)).map(|o| o.object_ref(&()))
             }
+            Change::RelabelEndpoint { pod, .. } => {
+                let (namespace, name) = pod.split_once('/')?;
+                self.pods.get(&ObjectRef::new(name).within(namespace)).map(|o| o.object_ref(&()))
+            }
             Change::DeletePolicy(_) | Change::DeleteHost(_) | Change::DeleteTenant(_) => None,
         }
     }
@@ -82,27 +87,38 @@ pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Rec
     let (nodes, node_writer) = reflector::store::<Node>();
     let (namespaces, namespace_writer) = reflector::store::<Namespace>();
     let (policies, policy_writer) = reflector::store::<NetworkPolicy>();
+    let (pods, pod_writer) = reflector::store::<Pod>();
     let node_events =
         reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default())).default_backoff();
     let namespace_events =
         reflector::reflector(namespace_writer, watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default()))
             .default_backoff();
-    let policy_events =
-        reflector::reflector(policy_writer, watcher(Api::<NetworkPolicy>::all(client), watcher::Config::default())).default_backoff();
+    let policy_events = reflector::reflector(policy_writer, watcher(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default()))
+        .default_backoff();
+    // Pods carry much the operator does not read (managed fields): dropped before they are kept.
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client), watcher::Config::default()).modify(|pod| pod.metadata.managed_fields = None),
+    )
+    .default_backoff();
     // Each item: an error to report, or None for an event the stores took in.
     let mut events = std::pin::pin!(futures_util::stream::select(
         futures_util::stream::select(
             node_events.map(|e| e.err().map(|e| e.to_string())),
             namespace_events.map(|e| e.err().map(|e| e.to_string())),
         ),
-        policy_events.map(|e| e.err().map(|e| e.to_string())),
+        futures_util::stream::select(
+            policy_events.map(|e| e.err().map(|e| e.to_string())),
+            pod_events.map(|e| e.err().map(|e| e.to_string())),
+        ),
     ));
-    let stores = Stores { nodes, namespaces, policies };
+    let stores = Stores { nodes, namespaces, policies, pods };
     // Nothing is published before every full list is in: a partial view would delete.
     let ready = async {
         let _ = stores.nodes.wait_until_ready().await;
         let _ = stores.namespaces.wait_until_ready().await;
         let _ = stores.policies.wait_until_ready().await;
+        let _ = stores.pods.wait_until_ready().await;
     };
     tokio::pin!(ready);
     let mut is_ready = false;
@@ -143,11 +159,13 @@ async fn publish(stores: &Stores, inventory: &impl Inventory, recorder: &Recorde
             return;
         }
     };
-    let (nodes, namespaces, policies) = (stores.nodes.state(), stores.namespaces.state(), stores.policies.state());
+    let (nodes, namespaces, policies, pods) =
+        (stores.nodes.state(), stores.namespaces.state(), stores.policies.state(), stores.pods.state());
+    let pod_refs: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
     let node_refs: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
     let namespace_refs: Vec<&Namespace> = namespaces.iter().map(AsRef::as_ref).collect();
     let policy_refs: Vec<&NetworkPolicy> = policies.iter().map(AsRef::as_ref).collect();
-    let (changes, skipped) = index::plan(&node_refs, &namespace_refs, &policy_refs, &held);
+    let (changes, skipped) = index::plan(&node_refs, &namespace_refs, &policy_refs, &pod_refs, &held);
     for s in &skipped {
         tracing::debug!(object = %s.object, reason = %s.reason, "skipped");
     }

@@ -74,6 +74,8 @@ impl Cluster {
         let made = Command::new("openssl")
             .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
             .arg(&key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
             .status()
             .expect("openssl");
         assert!(made.success(), "openssl could not make the service-account key");

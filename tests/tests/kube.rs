@@ -156,6 +156,25 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
     assert_eq!(k.request("DELETE", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web", None).expect("delete").0, 200);
     wait_for("the policy goes", || ours(&c).is_null(), || c.get("/v1/policies").to_string());
 
+    // A pod's endpoint (allocated as the CNI plugin does) takes the pod's labels, matched by
+    // its address, and follows them.
+    let (status, endpoint) =
+        c.send("POST", "/v1/endpoints", json!({"id": "cni/sandbox-1/eth0", "tenant": "shop", "host": "node-1", "labels": {}}));
+    assert_eq!(status, 201, "{endpoint}");
+    let ip = endpoint["ips"][0].as_str().expect("ip").to_string();
+    let pod = json!({"metadata": {"name": "web-1", "labels": {"app": "web"}}, "spec": {"nodeName": "node-1", "containers": [{"name": "web", "image": "web"}]}});
+    assert_eq!(k.request("POST", "/api/v1/namespaces/shop/pods", Some(&pod)).expect("pod").0, 201);
+    let running = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}});
+    assert_eq!(k.merge_patch("/api/v1/namespaces/shop/pods/web-1/status", &running).0, 200);
+    let labels = || c.get("/v1/endpoints/cni/sandbox-1/eth0")["labels"].clone();
+    wait_for("the endpoint takes the pod's labels", || labels() == json!({"app": "web"}), || c.get("/v1/endpoints").to_string());
+    assert_eq!(
+        k.merge_patch("/api/v1/namespaces/shop/pods/web-1", &json!({"metadata": {"labels": {"app": "web", "tier": "front"}}})).0,
+        200
+    );
+    wait_for("the endpoint follows", || labels() == json!({"app": "web", "tier": "front"}), || c.get("/v1/endpoints").to_string());
+    assert_eq!(c.send("DELETE", "/v1/endpoints/cni/sandbox-1/eth0", json!(null)).0, 204);
+
     // A Node deleted: its host goes.
     assert_eq!(k.request("DELETE", "/api/v1/nodes/node-1", None).expect("delete").0, 200);
     wait_for("the host goes", || c.get("/v1/hosts").as_array().is_some_and(|h| h.iter().all(|h| h["name"] != "node-1")), context);
