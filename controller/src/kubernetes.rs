@@ -75,6 +75,7 @@ impl tessera_operator::Inventory for Inventory {
                 ops.put_policies(vec![policy]).await.map(drop)
             }
             Change::RelabelEndpoint { id, labels, .. } => ops.relabel_endpoint(&id, labels, None).await.map(drop),
+            Change::ReleaseEndpoint(id) => ops.release(&id).await.map(drop),
             Change::DeletePolicy(key) => {
                 let stored = self.state.store.policies().await.map_err(|e| e.to_string())?;
                 let ours = stored
@@ -103,7 +104,12 @@ fn network_policy_key(document: &serde_json::Value) -> Option<String> {
 const LEASE_CHECK: Duration = Duration::from_millis(500);
 
 /// Watch Kubernetes while this replica holds the writer lease, until `closing`.
-pub async fn run(state: AppState, client: tessera_operator::Client, mut closing: watch::Receiver<bool>) {
+pub async fn run(
+    state: AppState,
+    client: tessera_operator::Client,
+    options: tessera_operator::Options,
+    mut closing: watch::Receiver<bool>,
+) {
     loop {
         while state.writer.fence().is_none() {
             tokio::select! {
@@ -113,7 +119,7 @@ pub async fn run(state: AppState, client: tessera_operator::Client, mut closing:
         }
         tracing::info!("this replica holds the writer lease: keeping hosts and tenants as Kubernetes says");
         let (stop, stopped) = watch::channel(false);
-        let operator = tokio::spawn(tessera_operator::run(client.clone(), Inventory { state: state.clone() }, stopped));
+        let operator = tokio::spawn(tessera_operator::run(client.clone(), Inventory { state: state.clone() }, options, stopped));
         let closed = loop {
             tokio::select! {
                 () = tokio::time::sleep(LEASE_CHECK) => if state.writer.fence().is_none() { break false },

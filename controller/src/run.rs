@@ -107,6 +107,9 @@ pub struct Args {
     /// node (checked with TokenReviews).
     #[arg(long, env = "TESSERA_AGENT_SERVICE_ACCOUNT", default_value = "tessera-system/tessera-agent")]
     pub agent_service_account: String,
+    /// How long an endpoint of a Kubernetes namespace may lack a pod before it is released.
+    #[arg(long, env = "TESSERA_ENDPOINT_GRACE_SECONDS", default_value_t = 120)]
+    pub endpoint_grace_seconds: u64,
     /// The audience agents' tokens must be for.
     #[arg(long, env = "TESSERA_TOKEN_AUDIENCE", default_value = "tessera")]
     pub token_audience: String,
@@ -183,7 +186,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ));
     }
     if let Some(client) = &kube {
-        tokio::spawn(crate::kubernetes::run(state.clone(), client.clone(), state.dist.closing()));
+        let options = tessera_operator::Options { endpoint_grace: std::time::Duration::from_secs(args.endpoint_grace_seconds) };
+        tokio::spawn(crate::kubernetes::run(state.clone(), client.clone(), options, state.dist.closing()));
     }
     let dist = state.dist.clone();
     let stopping = async move {

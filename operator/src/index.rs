@@ -82,6 +82,8 @@ pub enum Change {
         pod: String,
         labels: Labels,
     },
+    /// An endpoint no pod has had for the grace time: its pod is gone.
+    ReleaseEndpoint(String),
     DeletePolicy(String),
     DeleteHost(String),
     DeleteTenant(String),
@@ -155,6 +157,18 @@ fn pods_by_address<'a>(pods: &[&'a Pod]) -> BTreeMap<(String, String), &'a Pod> 
         }
     }
     out
+}
+
+/// The endpoints of `held` that no pod of the cluster has (by namespace and address): the
+/// candidates for collection, once they stay so for the grace time (a pod's address reaches its
+/// status only after the CNI plugin made its endpoint).
+pub fn unmatched_endpoints(pods: &[&Pod], held: &Held) -> BTreeSet<String> {
+    let by_address = pods_by_address(pods);
+    held.endpoints
+        .iter()
+        .filter(|e| !e.ips.iter().any(|ip| by_address.contains_key(&(e.tenant.clone(), ip.clone()))))
+        .map(|e| e.id.clone())
+        .collect()
 }
 
 /// The changes that take `held` to what the cluster says, and what was skipped. Tenants come
@@ -388,6 +402,9 @@ mod tests {
         let mut elsewhere = pod("web", "10.96.0.2", "web", false);
         elsewhere.metadata.namespace = Some("bank".into());
         assert_eq!(plan(&[], &[], &[], &[&elsewhere], &held).0, vec![]);
+        // Endpoints without a pod: candidates for collection.
+        assert_eq!(unmatched_endpoints(&[&web], &held), BTreeSet::from(["cni/b/eth0".to_string()]));
+        assert_eq!(unmatched_endpoints(&[&elsewhere], &held).len(), 2);
     }
 
     #[test]

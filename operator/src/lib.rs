@@ -76,13 +76,27 @@ impl Stores {
                 let (namespace, name) = pod.split_once('/')?;
                 self.pods.get(&ObjectRef::new(name).within(namespace)).map(|o| o.object_ref(&()))
             }
-            Change::DeletePolicy(_) | Change::DeleteHost(_) | Change::DeleteTenant(_) => None,
+            Change::ReleaseEndpoint(_) | Change::DeletePolicy(_) | Change::DeleteHost(_) | Change::DeleteTenant(_) => None,
         }
     }
 }
 
+/// How the operator runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long an endpoint may lack a pod before it is released (its pod is gone; a new pod's
+    /// address reaches the API only after its endpoint is made).
+    pub endpoint_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { endpoint_grace: Duration::from_secs(120) }
+    }
+}
+
 /// Keep `inventory` as the cluster says until `stop` turns true.
-pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Receiver<bool>) {
+pub async fn run(client: Client, inventory: impl Inventory, options: Options, mut stop: watch::Receiver<bool>) {
     let recorder = Recorder::new(client.clone(), Reporter { controller: "tessera".into(), instance: None });
     let (nodes, node_writer) = reflector::store::<Node>();
     let (namespaces, namespace_writer) = reflector::store::<Namespace>();
@@ -123,8 +137,11 @@ pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Rec
     tokio::pin!(ready);
     let mut is_ready = false;
     let mut dirty = true;
+    let mut unmatched = std::collections::HashMap::new();
     loop {
-        let settle = tokio::time::sleep(if dirty { SETTLE } else { RESYNC });
+        // While endpoints wait out their grace, passes come often enough to collect them on time.
+        let idle = if unmatched.is_empty() { RESYNC } else { (options.endpoint_grace / 4).clamp(Duration::from_secs(1), RESYNC) };
+        let settle = tokio::time::sleep(if dirty { SETTLE } else { idle });
         tokio::select! {
             event = events.next() => {
                 match event {
@@ -142,7 +159,7 @@ pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Rec
             return;
         }
         if is_ready {
-            publish(&stores, &inventory, &recorder).await;
+            publish(&stores, &inventory, &recorder, options, &mut unmatched).await;
         }
         dirty = false;
     }
@@ -151,7 +168,13 @@ pub async fn run(client: Client, inventory: impl Inventory, mut stop: watch::Rec
 /// One pass: plan from the stores against what the inventory holds, and apply. A change the
 /// store refuses is a Warning Event on its object (repeats fold into one series), nothing is
 /// silently dropped, and it is tried again at the next pass.
-async fn publish(stores: &Stores, inventory: &impl Inventory, recorder: &Recorder) {
+async fn publish(
+    stores: &Stores,
+    inventory: &impl Inventory,
+    recorder: &Recorder,
+    options: Options,
+    unmatched: &mut std::collections::HashMap<String, std::time::Instant>,
+) {
     let held = match inventory.held().await {
         Ok(h) => h,
         Err(e) => {
@@ -165,7 +188,17 @@ async fn publish(stores: &Stores, inventory: &impl Inventory, recorder: &Recorde
     let node_refs: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
     let namespace_refs: Vec<&Namespace> = namespaces.iter().map(AsRef::as_ref).collect();
     let policy_refs: Vec<&NetworkPolicy> = policies.iter().map(AsRef::as_ref).collect();
-    let (changes, skipped) = index::plan(&node_refs, &namespace_refs, &policy_refs, &pod_refs, &held);
+    let (mut changes, skipped) = index::plan(&node_refs, &namespace_refs, &policy_refs, &pod_refs, &held);
+    // Endpoints without a pod since longer than the grace time are collected.
+    let now = std::time::Instant::now();
+    let lacking = index::unmatched_endpoints(&pod_refs, &held);
+    unmatched.retain(|id, _| lacking.contains(id));
+    for id in lacking {
+        let since = *unmatched.entry(id.clone()).or_insert(now);
+        if now.duration_since(since) >= options.endpoint_grace {
+            changes.push(Change::ReleaseEndpoint(id));
+        }
+    }
     for s in &skipped {
         tracing::debug!(object = %s.object, reason = %s.reason, "skipped");
     }

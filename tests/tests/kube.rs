@@ -59,6 +59,7 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
         ("TESSERA_NO_DEMO", "true"),
         ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
         ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
+        ("TESSERA_ENDPOINT_GRACE_SECONDS", "3"),
     ];
     let mut c = tessera_tests::Controller::start_with(port, &db, &token, &env);
     let context = || format!("hosts: {}\ntenants: {}", c.get("/v1/hosts"), c.get("/v1/tenants"));
@@ -173,7 +174,13 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
         200
     );
     wait_for("the endpoint follows", || labels() == json!({"app": "web", "tier": "front"}), || c.get("/v1/endpoints").to_string());
-    assert_eq!(c.send("DELETE", "/v1/endpoints/cni/sandbox-1/eth0", json!(null)).0, 204);
+    // The pod goes: its endpoint is released once the grace time (3 s here) has passed.
+    assert_eq!(k.request("DELETE", "/api/v1/namespaces/shop/pods/web-1?gracePeriodSeconds=0", None).expect("delete").0, 200);
+    wait_for(
+        "the endpoint of a gone pod is released",
+        || c.get("/v1/endpoints/cni/sandbox-1/eth0")["error"]["code"] == "not_found",
+        || c.get("/v1/endpoints").to_string(),
+    );
 
     // A Node deleted: its host goes.
     assert_eq!(k.request("DELETE", "/api/v1/nodes/node-1", None).expect("delete").0, 200);
