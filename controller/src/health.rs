@@ -54,17 +54,7 @@ mod tests {
     #[test]
     fn a_host_is_healthy_until_its_report_is_older_than_the_failover_time() {
         let health = Health::new(BTreeMap::from([("a".to_string(), 100), ("b".to_string(), 95)]), 104, Duration::from_secs(10));
-        let host = |name: &str, drained: bool| HostRecord {
-            name: name.into(),
-            group: "g".into(),
-            ips: Vec::new(),
-            labels: Default::default(),
-            pinned: false,
-            drained,
-            cloud_target: None,
-            revision: 1,
-            origin: Default::default(),
-        };
+        let host = |name: &str, drained: bool| HostRecord::bare(name, "g", drained);
         assert!(health.healthy(&host("a", false)) && health.healthy(&host("b", false)));
         assert!(!health.healthy(&host("a", true)), "drained");
         assert!(!health.healthy(&host("never", false)), "never reported");

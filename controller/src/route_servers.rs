@@ -257,17 +257,7 @@ mod tests {
     use super::*;
 
     fn host(name: &str, group: &str, ip: &str) -> HostRecord {
-        HostRecord {
-            name: name.into(),
-            group: group.into(),
-            ips: vec![ip.parse().expect("ip")],
-            labels: Default::default(),
-            pinned: false,
-            drained: false,
-            cloud_target: None,
-            revision: 1,
-            origin: Default::default(),
-        }
+        HostRecord { ips: vec![ip.parse().expect("ip")], ..HostRecord::bare(name, group, false) }
     }
 
     #[test]

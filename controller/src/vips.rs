@@ -78,17 +78,7 @@ mod tests {
     use super::*;
 
     fn host(name: &str, group: &str, drained: bool) -> HostRecord {
-        HostRecord {
-            name: name.into(),
-            group: group.into(),
-            ips: vec![],
-            labels: Default::default(),
-            pinned: false,
-            drained,
-            cloud_target: None,
-            revision: 1,
-            origin: Default::default(),
-        }
+        HostRecord::bare(name, group, drained)
     }
 
     fn vip(address: &str, hosts: &[&str], group: Option<&str>, holder: Option<&str>) -> VipRecord {

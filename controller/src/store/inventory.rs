@@ -30,6 +30,24 @@ pub struct HostRecord {
     pub origin: Origin,
 }
 
+#[cfg(test)]
+impl HostRecord {
+    /// A host of `group` with nothing else set, for tests.
+    pub fn bare(name: &str, group: &str, drained: bool) -> HostRecord {
+        HostRecord {
+            name: name.into(),
+            group: group.into(),
+            ips: Vec::new(),
+            labels: Labels::new(),
+            pinned: false,
+            drained,
+            cloud_target: None,
+            revision: 1,
+            origin: Origin::Api,
+        }
+    }
+}
+
 /// A host to register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewHost {
