@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use tessera_operator::{Change, EndpointView, Held, HostSpec, TenantSpec};
+use tessera_operator::{Change, EndpointView, Held, HostSpec, PortName, TenantSpec};
+use tessera_policy::model::{NamedPort, Protocol};
 use tokio::sync::watch;
 
 use crate::api::AppState;
@@ -44,7 +45,13 @@ impl tessera_operator::Inventory for Inventory {
         for e in store.endpoints(None, None).await.map_err(|e| e.to_string())? {
             if held.tenants.contains_key(&e.tenant) {
                 let ips = e.ips.iter().map(ToString::to_string).collect();
-                held.endpoints.push(EndpointView { id: e.id, tenant: e.tenant, segment: e.segment, ips, labels: e.labels });
+                let mut named_ports: Vec<PortName> = e
+                    .named_ports
+                    .iter()
+                    .map(|p| PortName { name: p.name.clone(), port: p.port, protocol: p.protocol.to_string() })
+                    .collect();
+                named_ports.sort();
+                held.endpoints.push(EndpointView { id: e.id, tenant: e.tenant, segment: e.segment, ips, labels: e.labels, named_ports });
             }
         }
         for p in store.policies().await.map_err(|e| e.to_string())? {
@@ -74,7 +81,21 @@ impl tessera_operator::Inventory for Inventory {
                 let policy = crate::api::policies::read_policy(p.document, &origin, Origin::Kubernetes)?;
                 ops.put_policies(vec![policy]).await.map(drop)
             }
-            Change::RelabelEndpoint { id, labels, .. } => ops.relabel_endpoint(&id, labels, None).await.map(drop),
+            Change::UpdateEndpoint { id, labels, named_ports, .. } => {
+                let ports = named_ports
+                    .into_iter()
+                    .map(|p| {
+                        let protocol = match p.protocol.as_str() {
+                            "TCP" => Protocol::Tcp,
+                            "UDP" => Protocol::Udp,
+                            "SCTP" => Protocol::Sctp,
+                            other => return Err(format!("port {}: protocol `{other}` is not one of TCP, UDP, SCTP", p.name)),
+                        };
+                        Ok(NamedPort { name: p.name, port: p.port, protocol })
+                    })
+                    .collect::<Result<Vec<_>, String>>()?;
+                ops.update_endpoint_from_pod(&id, labels, ports).await.map(drop)
+            }
             Change::ReleaseEndpoint(id) => ops.release(&id).await.map(drop),
             Change::DeletePolicy(key) => {
                 let stored = self.state.store.policies().await.map_err(|e| e.to_string())?;

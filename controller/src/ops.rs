@@ -226,6 +226,18 @@ impl Ops {
         self.applied(endpoint).await
     }
 
+    /// An endpoint as its pod says (labels, named ports): the Kubernetes operator's.
+    pub async fn update_endpoint_from_pod(
+        &self,
+        id: &str,
+        labels: Labels,
+        named_ports: Vec<tessera_policy::model::NamedPort>,
+    ) -> Result<EndpointRecord> {
+        labels_ok("labels", &labels)?;
+        let endpoint = self.store.update_endpoint_from_pod(id, labels, named_ports).await?;
+        self.applied(endpoint).await
+    }
+
     /// Store validated policy documents (see `api::policies` for reading a body), all or none.
     pub async fn put_policies(&self, policies: Vec<NewPolicy>) -> Result<Vec<PolicyRecord>> {
         if policies.is_empty() {

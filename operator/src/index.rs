@@ -39,7 +39,8 @@ pub struct PolicySpec {
     pub document: Value,
 }
 
-/// An endpoint as the store holds it (the CNI plugin made it; the operator keeps its labels).
+/// An endpoint as the store holds it (the CNI plugin made it; the operator keeps its labels and
+/// named ports).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointView {
     pub id: String,
@@ -47,6 +48,37 @@ pub struct EndpointView {
     pub segment: String,
     pub ips: Vec<String>,
     pub labels: Labels,
+    pub named_ports: Vec<PortName>,
+}
+
+/// A container port with a name: (name, port, protocol `TCP`/`UDP`/`SCTP`), sorted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortName {
+    pub name: String,
+    pub port: u16,
+    pub protocol: String,
+}
+
+/// The named container ports of a pod (init containers that keep running — sidecars — too).
+pub fn pod_ports(pod: &Pod) -> Vec<PortName> {
+    let spec = pod.spec.as_ref();
+    let containers = spec.map(|s| s.containers.iter()).into_iter().flatten();
+    let sidecars =
+        spec.and_then(|s| s.init_containers.as_ref()).into_iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let mut out: Vec<PortName> = containers
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            Some(PortName {
+                name: p.name.clone()?,
+                port: u16::try_from(p.container_port).ok()?,
+                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The pod label that names a pod's segment.
@@ -76,11 +108,12 @@ pub enum Change {
     CreateHost(HostSpec),
     UpdateHost(HostSpec),
     PutPolicy(PolicySpec),
-    /// An endpoint takes its pod's labels (`pod`: `namespace/name`).
-    RelabelEndpoint {
+    /// An endpoint takes its pod's labels and named ports (`pod`: `namespace/name`).
+    UpdateEndpoint {
         id: String,
         pod: String,
         labels: Labels,
+        named_ports: Vec<PortName>,
     },
     /// An endpoint no pod has had for the grace time: its pod is gone.
     ReleaseEndpoint(String),
@@ -245,8 +278,9 @@ pub fn plan(
                 ),
             });
         }
-        if labels != endpoint.labels {
-            changes.push(Change::RelabelEndpoint { id: endpoint.id.clone(), pod: key, labels });
+        let named_ports = pod_ports(pod);
+        if labels != endpoint.labels || named_ports != endpoint.named_ports {
+            changes.push(Change::UpdateEndpoint { id: endpoint.id.clone(), pod: key, labels, named_ports });
         }
     }
     changes.extend(held.policies.keys().filter(|k| !wanted.contains_key(*k)).map(|k| Change::DeletePolicy(k.clone())));
@@ -386,6 +420,7 @@ mod tests {
             segment: "default".into(),
             ips: vec![ip.into()],
             labels: labels(&[("app", app)]),
+            named_ports: Vec::new(),
         };
         let held = Held {
             endpoints: vec![endpoint("cni/a/eth0", "10.96.0.2", "old"), endpoint("cni/b/eth0", "10.96.0.3", "db")],
@@ -396,7 +431,12 @@ mod tests {
         let (changes, _) = plan(&[], &[], &[], &[&web, &db, &host], &held);
         assert_eq!(
             changes,
-            vec![Change::RelabelEndpoint { id: "cni/a/eth0".into(), pod: "shop/web".into(), labels: labels(&[("app", "web")]) }]
+            vec![Change::UpdateEndpoint {
+                id: "cni/a/eth0".into(),
+                pod: "shop/web".into(),
+                labels: labels(&[("app", "web")]),
+                named_ports: vec![]
+            }]
         );
         // A pod of another namespace at the same address is not this endpoint's.
         let mut elsewhere = pod("web", "10.96.0.2", "web", false);

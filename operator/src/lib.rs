@@ -24,7 +24,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
-pub use index::{Change, EndpointView, Held, HostSpec, PolicySpec, Skipped, TenantSpec};
+pub use index::{Change, EndpointView, Held, HostSpec, PolicySpec, PortName, Skipped, TenantSpec};
 
 /// What the operator changes: the caller's store.
 pub trait Inventory: Send + Sync {
@@ -72,7 +72,7 @@ impl Stores {
                 let name = p.key.split_once('/').map_or(p.key.as_str(), |(_, n)| n);
                 self.policies.get(&ObjectRef::new(name).within(&p.namespace)).map(|o| o.object_ref(&()))
             }
-            Change::RelabelEndpoint { pod, .. } => {
+            Change::UpdateEndpoint { pod, .. } => {
                 let (namespace, name) = pod.split_once('/')?;
                 self.pods.get(&ObjectRef::new(name).within(namespace)).map(|o| o.object_ref(&()))
             }

@@ -163,12 +163,27 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
         c.send("POST", "/v1/endpoints", json!({"id": "cni/sandbox-1/eth0", "tenant": "shop", "host": "node-1", "labels": {}}));
     assert_eq!(status, 201, "{endpoint}");
     let ip = endpoint["ips"][0].as_str().expect("ip").to_string();
-    let pod = json!({"metadata": {"name": "web-1", "labels": {"app": "web"}}, "spec": {"nodeName": "node-1", "containers": [{"name": "web", "image": "web"}]}});
+    let pod = json!({"metadata": {"name": "web-1", "labels": {"app": "web"}}, "spec": {"nodeName": "node-1", "containers": [
+        {"name": "web", "image": "web", "ports": [{"name": "http", "containerPort": 8080}, {"containerPort": 9000}, {"name": "dns", "containerPort": 53, "protocol": "UDP"}]},
+    ]}});
     assert_eq!(k.request("POST", "/api/v1/namespaces/shop/pods", Some(&pod)).expect("pod").0, 201);
     let running = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}});
     assert_eq!(k.merge_patch("/api/v1/namespaces/shop/pods/web-1/status", &running).0, 200);
     let labels = || c.get("/v1/endpoints/cni/sandbox-1/eth0")["labels"].clone();
     wait_for("the endpoint takes the pod's labels", || labels() == json!({"app": "web"}), || c.get("/v1/endpoints").to_string());
+    // And its named ports, which NetworkPolicy ports given by name resolve to.
+    assert_eq!(c.get("/v1/endpoints/cni/sandbox-1/eth0")["namedPorts"], json!({"http": "8080/TCP", "dns": "53/UDP"}));
+    let by_name = json!({
+        "metadata": {"name": "web-http", "namespace": "shop"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"ports": [{"port": "http"}]}]},
+    });
+    assert_eq!(k.request("POST", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies", Some(&by_name)).expect("np").0, 201);
+    let opened =
+        || c.get("/v1/nodes/node-1/state")["ruleset"]["sets"].to_string().contains(&format!("{ip} . 0.0.0.0-255.255.255.255 . 6 . 8080"));
+    wait_for("the named port resolves to 8080 on the pod's node", opened, || {
+        c.get("/v1/nodes/node-1/state")["ruleset"]["sets"].to_string()
+    });
+    assert_eq!(k.request("DELETE", "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies/web-http", None).expect("delete").0, 200);
     assert_eq!(
         k.merge_patch("/api/v1/namespaces/shop/pods/web-1", &json!({"metadata": {"labels": {"app": "web", "tier": "front"}}})).0,
         200

@@ -252,6 +252,9 @@ pub struct EndpointView {
     pub labels: LabelMap,
     pub ips: Vec<String>,
     pub revision: i64,
+    /// Container ports by name (`name: port/PROTOCOL`), from its pod in Kubernetes.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub named_ports: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -295,6 +298,7 @@ impl From<crate::store::EndpointRecord> for EndpointView {
             labels: e.labels,
             ips: e.ips.iter().map(ToString::to_string).collect(),
             revision: e.revision,
+            named_ports: e.named_ports.iter().map(|p| (p.name.clone(), format!("{}/{}", p.port, p.protocol))).collect(),
         }
     }
 }

@@ -42,7 +42,7 @@ fn endpoint(e: &EndpointRecord) -> Endpoint {
         labels: e.labels.clone(),
         segment: e.segment.clone(),
         ips: e.ips.clone(),
-        named_ports: Vec::new(),
+        named_ports: e.named_ports.clone(),
         host: Some(e.host.clone()),
     }
 }

@@ -18,6 +18,7 @@ use tessera_topology::{Labels, Network};
 use super::feed::{ChangeKind, record};
 use super::inventory::{checked_revision, host_in};
 use super::{Result, Store, StoreError, from_json, now, to_json};
+use tessera_policy::model::NamedPort;
 
 /// An endpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +30,9 @@ pub struct EndpointRecord {
     pub labels: Labels,
     pub ips: Vec<IpAddr>,
     pub revision: i64,
+    /// Container ports by name (from its pod): what policies' named ports resolve to.
+    #[serde(default)]
+    pub named_ports: Vec<NamedPort>,
 }
 
 /// An endpoint to allocate.
@@ -144,6 +148,7 @@ impl Store {
                         labels: new.labels,
                         ips,
                         revision: 1,
+                        named_ports: Vec::new(),
                     },
                     true,
                 ))
@@ -211,6 +216,27 @@ impl Store {
         .await
     }
 
+    /// An endpoint as its pod says: its labels and named ports (the operator keeps them).
+    pub async fn update_endpoint_from_pod(&self, id: &str, labels: Labels, named_ports: Vec<NamedPort>) -> Result<EndpointRecord> {
+        let id = id.to_string();
+        self.with_retries(move |tx| {
+            let (id, labels, named_ports) = (id.clone(), labels.clone(), named_ports.clone());
+            Box::pin(async move {
+                let query = sqlx::query("SELECT revision FROM endpoints WHERE id = $1").bind(&id);
+                let current = checked_revision(tx, "endpoint", &id, query, None).await?;
+                sqlx::query("UPDATE endpoints SET labels = $1, named_ports = $2, revision = revision + 1 WHERE id = $3")
+                    .bind(to_json(&labels)?)
+                    .bind(to_json(&named_ports)?)
+                    .bind(&id)
+                    .execute(&mut **tx)
+                    .await?;
+                record(tx, ChangeKind::Endpoint, &id, current + 1).await?;
+                endpoint_in(tx, &id).await?.ok_or_else(|| StoreError::NotFound { kind: "endpoint", name: id.clone() })
+            })
+        })
+        .await
+    }
+
     pub async fn endpoint(&self, id: &str) -> Result<EndpointRecord> {
         let mut conn = self.pool.acquire().await?;
         endpoint_in(&mut conn, id).await?.ok_or_else(|| StoreError::NotFound { kind: "endpoint", name: id.into() })
@@ -219,7 +245,7 @@ impl Store {
     /// Endpoints, optionally of one tenant and/or host, ordered by id.
     pub async fn endpoints(&self, tenant: Option<&str>, host: Option<&str>) -> Result<Vec<EndpointRecord>> {
         let rows = sqlx::query(
-            "SELECT e.id, e.tenant, e.segment, e.host, e.labels, e.revision, a.address FROM endpoints e
+            "SELECT e.id, e.tenant, e.segment, e.host, e.labels, e.revision, e.named_ports, a.address FROM endpoints e
              LEFT JOIN endpoint_addresses a ON a.endpoint = e.id
              WHERE ($1 IS NULL OR e.tenant = $1) AND ($2 IS NULL OR e.host = $2) ORDER BY e.id, a.address",
         )
@@ -415,11 +441,12 @@ fn endpoint_from(row: &sqlx::any::AnyRow) -> Result<EndpointRecord> {
         labels: from_json(&row.try_get::<String, _>("labels")?)?,
         ips: Vec::new(),
         revision: row.try_get("revision")?,
+        named_ports: from_json(&row.try_get::<String, _>("named_ports")?)?,
     })
 }
 
 async fn endpoint_in(conn: &mut AnyConnection, id: &str) -> Result<Option<EndpointRecord>> {
-    let row = sqlx::query("SELECT id, tenant, segment, host, labels, revision FROM endpoints WHERE id = $1")
+    let row = sqlx::query("SELECT id, tenant, segment, host, labels, revision, named_ports FROM endpoints WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
