@@ -198,38 +198,36 @@ impl Store {
 
     /// Replace an endpoint's labels (its addresses and placement never change).
     pub async fn update_endpoint_labels(&self, id: &str, labels: Labels, if_match: Option<i64>) -> Result<EndpointRecord> {
-        let id = id.to_string();
-        self.with_retries(move |tx| {
-            let (id, labels) = (id.clone(), labels.clone());
-            Box::pin(async move {
-                let query = sqlx::query("SELECT revision FROM endpoints WHERE id = $1").bind(&id);
-                let current = checked_revision(tx, "endpoint", &id, query, if_match).await?;
-                sqlx::query("UPDATE endpoints SET labels = $1, revision = revision + 1 WHERE id = $2")
-                    .bind(to_json(&labels)?)
-                    .bind(&id)
-                    .execute(&mut **tx)
-                    .await?;
-                record(tx, ChangeKind::Endpoint, &id, current + 1).await?;
-                endpoint_in(tx, &id).await?.ok_or_else(|| StoreError::NotFound { kind: "endpoint", name: id.clone() })
-            })
-        })
-        .await
+        self.update_endpoint(id, labels, None, if_match).await
     }
 
     /// An endpoint as its pod says: its labels and named ports (the operator keeps them).
     pub async fn update_endpoint_from_pod(&self, id: &str, labels: Labels, named_ports: Vec<NamedPort>) -> Result<EndpointRecord> {
+        self.update_endpoint(id, labels, Some(named_ports), None).await
+    }
+
+    /// New labels and, when given, named ports.
+    async fn update_endpoint(
+        &self,
+        id: &str,
+        labels: Labels,
+        named_ports: Option<Vec<NamedPort>>,
+        if_match: Option<i64>,
+    ) -> Result<EndpointRecord> {
         let id = id.to_string();
         self.with_retries(move |tx| {
             let (id, labels, named_ports) = (id.clone(), labels.clone(), named_ports.clone());
             Box::pin(async move {
                 let query = sqlx::query("SELECT revision FROM endpoints WHERE id = $1").bind(&id);
-                let current = checked_revision(tx, "endpoint", &id, query, None).await?;
-                sqlx::query("UPDATE endpoints SET labels = $1, named_ports = $2, revision = revision + 1 WHERE id = $3")
-                    .bind(to_json(&labels)?)
-                    .bind(to_json(&named_ports)?)
-                    .bind(&id)
-                    .execute(&mut **tx)
-                    .await?;
+                let current = checked_revision(tx, "endpoint", &id, query, if_match).await?;
+                sqlx::query(
+                    "UPDATE endpoints SET labels = $1, named_ports = COALESCE($2, named_ports), revision = revision + 1 WHERE id = $3",
+                )
+                .bind(to_json(&labels)?)
+                .bind(named_ports.as_ref().map(to_json).transpose()?)
+                .bind(&id)
+                .execute(&mut **tx)
+                .await?;
                 record(tx, ChangeKind::Endpoint, &id, current + 1).await?;
                 endpoint_in(tx, &id).await?.ok_or_else(|| StoreError::NotFound { kind: "endpoint", name: id.clone() })
             })
