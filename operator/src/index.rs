@@ -125,8 +125,11 @@ pub enum Change {
 /// Why an object maps to nothing (yet), or is left alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
+    /// `Kind name` or `Kind namespace/name`.
     pub object: String,
     pub reason: String,
+    /// Something for a person to act on (a Warning Event), not a passing state.
+    pub warn: bool,
 }
 
 /// The host of a Node, or why it has none yet.
@@ -223,6 +226,7 @@ pub fn plan(
             None if held.other_tenants.contains(name) => skipped.push(Skipped {
                 object: format!("Namespace {name}"),
                 reason: format!("tenant `{name}` was made through the API; left alone"),
+                warn: true,
             }),
             None => changes.push(Change::CreateTenant(want.clone())),
         }
@@ -239,7 +243,7 @@ pub fn plan(
                 if let Some(have) = held.hosts.get(&name) {
                     hosts.insert(name.clone(), have.clone());
                 }
-                skipped.push(Skipped { object: format!("Node {name}"), reason });
+                skipped.push(Skipped { object: format!("Node {name}"), reason, warn: false });
             }
         }
     }
@@ -247,8 +251,11 @@ pub fn plan(
         match held.hosts.get(name) {
             Some(have) if have == want => {}
             Some(_) => changes.push(Change::UpdateHost(want.clone())),
-            None if held.other_hosts.contains(name) => skipped
-                .push(Skipped { object: format!("Node {name}"), reason: format!("host `{name}` was made through the API; left alone") }),
+            None if held.other_hosts.contains(name) => skipped.push(Skipped {
+                object: format!("Node {name}"),
+                reason: format!("host `{name}` was made through the API; left alone"),
+                warn: true,
+            }),
             None => changes.push(Change::CreateHost(want.clone())),
         }
     }
@@ -259,6 +266,7 @@ pub fn plan(
             None if held.other_policies.contains(key) => skipped.push(Skipped {
                 object: format!("NetworkPolicy {key}"),
                 reason: "a policy of the same name was stored through the API; left alone".into(),
+                warn: true,
             }),
             _ => changes.push(Change::PutPolicy(want.clone())),
         }
@@ -276,6 +284,7 @@ pub fn plan(
                     "label {SEGMENT_LABEL} says segment `{segment}`, its address is in `{}`: a pod moves between segments by being recreated",
                     endpoint.segment
                 ),
+                warn: true,
             });
         }
         let named_ports = pod_ports(pod);

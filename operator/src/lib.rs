@@ -63,6 +63,21 @@ struct Stores {
 }
 
 impl Stores {
+    /// The object a skip names (`Kind name`, `Kind namespace/name`).
+    fn named(&self, object: &str) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
+        let (kind, rest) = object.split_once(' ')?;
+        let scoped = || rest.split_once('/');
+        match kind {
+            "Node" => self.nodes.get(&ObjectRef::new(rest)).map(|o| o.object_ref(&())),
+            "Namespace" => self.namespaces.get(&ObjectRef::new(rest)).map(|o| o.object_ref(&())),
+            "NetworkPolicy" => {
+                scoped().and_then(|(ns, name)| self.policies.get(&ObjectRef::new(name).within(ns))).map(|o| o.object_ref(&()))
+            }
+            "Pod" => scoped().and_then(|(ns, name)| self.pods.get(&ObjectRef::new(name).within(ns))).map(|o| o.object_ref(&())),
+            _ => None,
+        }
+    }
+
     /// The object a change comes from, to hang an Event on (none for deletions: it is gone).
     fn reference(&self, change: &Change) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
         match change {
@@ -201,6 +216,19 @@ async fn publish(
     }
     for s in &skipped {
         tracing::debug!(object = %s.object, reason = %s.reason, "skipped");
+        // What a person must act on is said on the object itself.
+        if let Some(reference) = stores.named(&s.object).filter(|_| s.warn) {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "Skipped".into(),
+                note: Some(truncate(&s.reason)),
+                action: "Apply".into(),
+                secondary: None,
+            };
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "cannot publish the Event");
+            }
+        }
     }
     for change in &changes {
         match inventory.apply(change).await {

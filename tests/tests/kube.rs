@@ -30,6 +30,13 @@ fn a_real_apiserver_stores_namespaces_and_nodes_without_a_kubelet() {
     assert!(std::fs::read_to_string(k.kubeconfig()).expect("kubeconfig").contains(&k.url));
 }
 
+/// The Warning Event of `reason` on the object named `name`, if there is one.
+fn warning(k: &Cluster, name: &str, reason: &str) -> Option<serde_json::Value> {
+    let (_, events) =
+        k.request("GET", &format!("/apis/events.k8s.io/v1/events?fieldSelector=regarding.name%3D{name}"), None).expect("events");
+    events["items"].as_array().into_iter().flatten().find(|e| e["reason"] == reason && e["type"] == "Warning").cloned()
+}
+
 fn wait_for(what: &str, mut check: impl FnMut() -> bool, context: impl Fn() -> String) {
     let started = std::time::Instant::now();
     while !check() {
@@ -106,6 +113,7 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(c.get("/v1/hosts/vm-1")["group"], "rack-1");
     assert_eq!(c.get("/v1/hosts/vm-1")["origin"], "api");
+    wait_for("a Warning Event says the Node was left alone", || warning(&k, "vm-1", "Skipped").is_some(), String::new);
 
     // A Node in a rack the topology lacks: refused, said on the Node as a Warning Event.
     let stray = json!({"metadata": {"name": "node-9", "labels": {"rack": "r9"}}});
@@ -115,10 +123,7 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
             .0,
         200
     );
-    let refused = || {
-        let (_, events) = k.request("GET", "/apis/events.k8s.io/v1/events?fieldSelector=regarding.name%3Dnode-9", None).expect("events");
-        events["items"].as_array().into_iter().flatten().find(|e| e["reason"] == "Refused" && e["type"] == "Warning").cloned()
-    };
+    let refused = || warning(&k, "node-9", "Refused");
     wait_for(
         "an Event on the refused Node",
         || refused().is_some(),
