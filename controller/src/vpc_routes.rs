@@ -270,7 +270,18 @@ async fn managed_tables(ec2: &Ec2, config: &VpcConfig, session: &mut Session, in
     Ok(tables)
 }
 
+/// Why a table was not reconciled, with the calls and throttles it cost so far.
 type Failure = (String, u64, u64);
+
+/// Right before each mutating call: its turn under the rate limit, and the writer lease still
+/// this replica's (only the lease holder writes).
+async fn turn(state: &AppState, session: &mut Session, fence: i64) -> Result<(), String> {
+    session.pacer.wait().await;
+    if state.writer.fence() != Some(fence) {
+        return Err("the writer lease was lost mid-pass".into());
+    }
+    Ok(())
+}
 
 async fn reconcile_table(
     state: &AppState,
@@ -314,13 +325,9 @@ async fn reconcile_table(
         .count();
     state.metrics.cloud_failovers.inc_by(failovers as u64);
     let (mut calls, mut throttles) = (0u64, 0u64);
-    let failed = |e: String, calls, throttles| (e, calls, throttles);
     if config.disable_source_dest_check {
         for target in want.values().filter(|t| !session.unchecked.contains(*t)).collect::<BTreeSet<_>>() {
-            session.pacer.wait().await;
-            if state.writer.fence() != Some(fence) {
-                return Err(failed("the writer lease was lost mid-pass".into(), calls, throttles));
-            }
+            turn(state, session, fence).await.map_err(|e| (e, calls, throttles))?;
             calls += 1;
             state.metrics.cloud_calls.inc();
             match ec2.disable_source_dest_check(target).await {
@@ -328,11 +335,7 @@ async fn reconcile_table(
                     session.unchecked.insert(target.clone());
                 }
                 Err(e) => {
-                    return Err(failed(
-                        format!("turning off the source/destination check of {}: {e}", target_text(target)),
-                        calls,
-                        throttles,
-                    ));
+                    return Err((format!("turning off the source/destination check of {}: {e}", target_text(target)), calls, throttles));
                 }
             }
         }
@@ -344,18 +347,14 @@ async fn reconcile_table(
         };
         let mut attempt = 0;
         loop {
-            session.pacer.wait().await;
-            // Only the lease holder writes: checked right before each call (in the store, with
-            // the record of the call, for a create or replace).
-            if state.writer.fence() != Some(fence) {
-                return Err(failed("the writer lease was lost mid-pass".into(), calls, throttles));
-            }
+            // The fence is checked again in the store, with the record of a create or replace.
+            turn(state, session, fence).await.map_err(|e| (e, calls, throttles))?;
             if let Some(target) = target {
                 state
                     .store
                     .begin_cloud_route(&table.id, destination, target, fence)
                     .await
-                    .map_err(|e| failed(e.to_string(), calls, throttles))?;
+                    .map_err(|e| (e.to_string(), calls, throttles))?;
             }
             calls += 1;
             state.metrics.cloud_calls.inc();
@@ -373,11 +372,11 @@ async fn reconcile_table(
                 Err(e) => {
                     let throttled = u64::from(matches!(e, Ec2Error::Throttled(_)));
                     state.metrics.cloud_throttles.inc_by(throttled);
-                    return Err(failed(format!("{call:?}: {e}"), calls, throttles + throttled));
+                    return Err((format!("{call:?}: {e}"), calls, throttles + throttled));
                 }
             }
         }
-        state.store.settle_cloud_route(&table.id, destination, target, fence).await.map_err(|e| failed(e.to_string(), calls, throttles))?;
+        state.store.settle_cloud_route(&table.id, destination, target, fence).await.map_err(|e| (e.to_string(), calls, throttles))?;
     }
     // Records the table itself settled: unanswered calls that landed, routes gone.
     for (destination, target) in &plan.settle {
@@ -385,7 +384,7 @@ async fn reconcile_table(
             .store
             .settle_cloud_route(&table.id, *destination, target.as_ref(), fence)
             .await
-            .map_err(|e| failed(e.to_string(), calls, throttles))?;
+            .map_err(|e| (e.to_string(), calls, throttles))?;
     }
     let shown = |routes: &BTreeMap<IpNet, Target>| routes.iter().map(|(d, t)| (d.to_string(), target_text(t))).collect();
     let actual: BTreeMap<IpNet, Target> = table.routes.iter().map(|r: &Route| (r.destination.trunc(), r.target.clone())).collect();

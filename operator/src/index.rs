@@ -122,6 +122,20 @@ pub enum Change {
     DeleteTenant(String),
 }
 
+impl Change {
+    /// The Kubernetes object the change comes from (`Kind name`, `Kind namespace/name`), as a
+    /// skip names it; none for deletions: the object is gone.
+    pub fn object(&self) -> Option<String> {
+        match self {
+            Change::CreateTenant(t) | Change::UpdateTenant(t) => Some(format!("Namespace {}", t.name)),
+            Change::CreateHost(h) | Change::UpdateHost(h) => Some(format!("Node {}", h.name)),
+            Change::PutPolicy(p) => Some(format!("NetworkPolicy {}", p.key)),
+            Change::UpdateEndpoint { pod, .. } => Some(format!("Pod {pod}")),
+            Change::ReleaseEndpoint(_) | Change::DeletePolicy(_) | Change::DeleteHost(_) | Change::DeleteTenant(_) => None,
+        }
+    }
+}
+
 /// Why an object maps to nothing (yet), or is left alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {

@@ -63,7 +63,7 @@ struct Stores {
 }
 
 impl Stores {
-    /// The object a skip names (`Kind name`, `Kind namespace/name`).
+    /// The object named `Kind name` or `Kind namespace/name` (a skip's or a change's).
     fn named(&self, object: &str) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
         let (kind, rest) = object.split_once(' ')?;
         let scoped = || rest.split_once('/');
@@ -75,23 +75,6 @@ impl Stores {
             }
             "Pod" => scoped().and_then(|(ns, name)| self.pods.get(&ObjectRef::new(name).within(ns))).map(|o| o.object_ref(&())),
             _ => None,
-        }
-    }
-
-    /// The object a change comes from, to hang an Event on (none for deletions: it is gone).
-    fn reference(&self, change: &Change) -> Option<k8s_openapi::api::core::v1::ObjectReference> {
-        match change {
-            Change::CreateTenant(t) | Change::UpdateTenant(t) => self.namespaces.get(&ObjectRef::new(&t.name)).map(|o| o.object_ref(&())),
-            Change::CreateHost(h) | Change::UpdateHost(h) => self.nodes.get(&ObjectRef::new(&h.name)).map(|o| o.object_ref(&())),
-            Change::PutPolicy(p) => {
-                let name = p.key.split_once('/').map_or(p.key.as_str(), |(_, n)| n);
-                self.policies.get(&ObjectRef::new(name).within(&p.namespace)).map(|o| o.object_ref(&()))
-            }
-            Change::UpdateEndpoint { pod, .. } => {
-                let (namespace, name) = pod.split_once('/')?;
-                self.pods.get(&ObjectRef::new(name).within(namespace)).map(|o| o.object_ref(&()))
-            }
-            Change::ReleaseEndpoint(_) | Change::DeletePolicy(_) | Change::DeleteHost(_) | Change::DeleteTenant(_) => None,
         }
     }
 }
@@ -117,28 +100,13 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
     let (namespaces, namespace_writer) = reflector::store::<Namespace>();
     let (policies, policy_writer) = reflector::store::<NetworkPolicy>();
     let (pods, pod_writer) = reflector::store::<Pod>();
-    let node_events =
-        reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default())).default_backoff();
-    let namespace_events =
-        reflector::reflector(namespace_writer, watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default()))
-            .default_backoff();
-    let policy_events = reflector::reflector(policy_writer, watcher(Api::<NetworkPolicy>::all(client.clone()), watcher::Config::default()))
-        .default_backoff();
-    // Pods carry much the operator does not read (managed fields): dropped before they are kept.
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client), watcher::Config::default()).modify(|pod| pod.metadata.managed_fields = None),
-    )
-    .default_backoff();
     // Each item: an error to report, or None for an event the stores took in.
     let mut events = std::pin::pin!(futures_util::stream::select(
+        futures_util::stream::select(followed(node_writer, client.clone(), |_| {}), followed(namespace_writer, client.clone(), |_| {})),
         futures_util::stream::select(
-            node_events.map(|e| e.err().map(|e| e.to_string())),
-            namespace_events.map(|e| e.err().map(|e| e.to_string())),
-        ),
-        futures_util::stream::select(
-            policy_events.map(|e| e.err().map(|e| e.to_string())),
-            pod_events.map(|e| e.err().map(|e| e.to_string())),
+            followed(policy_writer, client.clone(), |_| {}),
+            // Pods carry much the operator does not read (managed fields): dropped before they are kept.
+            followed(pod_writer, client, |pod: &mut Pod| pod.metadata.managed_fields = None),
         ),
     ));
     let stores = Stores { nodes, namespaces, policies, pods };
@@ -178,6 +146,17 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
         }
         dirty = false;
     }
+}
+
+/// Every object of kind `K` in the cluster, watched into `writer`'s store (trimmed by `trim`
+/// first): each item an error to report, or None for an event the store took in.
+fn followed<K>(writer: reflector::store::Writer<K>, client: Client, trim: fn(&mut K)) -> impl futures_util::Stream<Item = Option<String>>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    reflector::reflector(writer, watcher(Api::<K>::all(client), watcher::Config::default()).modify(trim))
+        .default_backoff()
+        .map(|e| e.err().map(|e| e.to_string()))
 }
 
 /// One pass: plan from the stores against what the inventory holds, and apply. A change the
@@ -235,7 +214,7 @@ async fn publish(
             Ok(()) => tracing::info!(?change, "applied from Kubernetes"),
             Err(e) => {
                 tracing::warn!(?change, error = %e, "refused; tried again at the next pass");
-                let Some(reference) = stores.reference(change) else { continue };
+                let Some(reference) = change.object().and_then(|o| stores.named(&o)) else { continue };
                 let event = Event {
                     type_: EventType::Warning,
                     reason: "Refused".into(),

@@ -131,29 +131,24 @@ impl Cluster {
 
     /// One request as the admin: the status and the body as JSON (text bodies as a string).
     pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> reqwest::Result<(u16, Value)> {
+        self.send(method, path, body, "application/json")
+    }
+
+    /// A JSON merge patch as the admin (e.g. a Node's status, which no kubelet sets here).
+    pub fn merge_patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.send("PATCH", path, Some(body), "application/merge-patch+json").expect("patch")
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&Value>, content_type: &str) -> reqwest::Result<(u16, Value)> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self.client().request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
         if let Some(body) = body {
-            request = request.json(body);
+            request = request.header("content-type", content_type).body(body.to_string());
         }
         let answer = request.send()?;
         let status = answer.status().as_u16();
         let text = answer.text()?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
-    }
-
-    /// A JSON merge patch as the admin (e.g. a Node's status, which no kubelet sets here).
-    pub fn merge_patch(&self, path: &str, body: &Value) -> (u16, Value) {
-        let answer = self
-            .client()
-            .patch(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/merge-patch+json")
-            .body(body.to_string())
-            .send()
-            .expect("patch");
-        let status = answer.status().as_u16();
-        (status, answer.json().unwrap_or(Value::Null))
     }
 
     /// A kubeconfig for the admin (what an operator or kubectl would be given).
