@@ -152,16 +152,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let vpc = vpc_config(&args)?;
     let replica = args.replica_id.clone().unwrap_or_else(crate::writer::new_replica_id);
     tessera_topology::spec::validate_name("--replica-id", &replica).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let kube = match (&args.kubeconfig, args.kubernetes) {
-        (None, false) => None,
-        (path, _) => Some(tessera_operator::connect(path.as_deref()).await.map_err(|e| anyhow::anyhow!(e))?),
-    };
     let agents = args
         .agent_service_account
         .split_once('/')
         .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
         .ok_or_else(|| anyhow::anyhow!("--agent-service-account: `{}` is not namespace/name", args.agent_service_account))?;
     anyhow::ensure!(!args.token_audience.trim().is_empty(), "--token-audience must not be empty");
+    let kube = match (&args.kubeconfig, args.kubernetes) {
+        (None, false) => None,
+        (path, _) => Some(tessera_operator::connect(path.as_deref()).await.map_err(|e| anyhow::anyhow!(e))?),
+    };
     let mut state = AppState::with_replica(store, replica).await.context("compiling the stored state")?;
     state.token_reviewer =
         kube.clone().map(|client| std::sync::Arc::new(tessera_operator::review::TokenReviewer::new(client, &args.token_audience, agents)));

@@ -288,3 +288,28 @@ fn an_agent_token_speaks_for_its_node_only() {
     assert_eq!(state("node-1", &token("someone-else", "tessera")), 401);
     assert_eq!(state("node-1", "not.a.token"), 401);
 }
+
+/// Kubernetes flags that cannot be right are refused at start, naming the flag.
+#[test]
+fn bad_kubernetes_flags_are_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let garbage = dir.path().join("kubeconfig");
+    std::fs::write(&garbage, "not: [a kubeconfig").expect("file");
+    let (missing, garbage) = (dir.path().join("missing").display().to_string(), garbage.display().to_string());
+    for (args, flag) in [
+        (vec!["--kubeconfig", missing.as_str()], "--kubeconfig"),
+        (vec!["--kubeconfig", garbage.as_str()], "--kubeconfig"),
+        (vec!["--kubeconfig", garbage.as_str(), "--agent-service-account", "tessera-agent"], "--agent-service-account"),
+        (vec!["--kubernetes", "--token-audience", ""], "--token-audience"),
+        (vec!["--agent-service-account", "a/b/c"], "--agent-service-account"),
+        (vec!["--token-audience", " "], "--token-audience"),
+    ] {
+        let out = std::process::Command::new(tessera_tests::binary("tessera-controller"))
+            .args(["--listen", "127.0.0.1:0", "--database-url", &tessera_tests::sqlite_url(), "--no-demo"])
+            .args(&args)
+            .output()
+            .expect("run the controller");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(flag), "{args:?}: {stderr}");
+    }
+}
