@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tessera_operator::{Change, EndpointView, Held, HostSpec, PortName, TenantSpec};
+use tessera_operator::{Change, EndpointView, Held, HostSpec, PortName, TenantSpec, policy_key};
 use tessera_policy::model::{NamedPort, Protocol};
 use tokio::sync::watch;
 
@@ -55,7 +55,7 @@ impl tessera_operator::Inventory for Inventory {
             }
         }
         for p in store.policies().await.map_err(|e| e.to_string())? {
-            let Some(key) = network_policy_key(&p.document) else { continue };
+            let Some(key) = policy_key(&p.document) else { continue };
             if p.origin == Origin::Kubernetes {
                 held.policies.insert(key, p.document);
             } else {
@@ -77,8 +77,7 @@ impl tessera_operator::Inventory for Inventory {
             Change::CreateHost(h) => ops.create_host_from(h.name, &h.ips, h.labels, h.cloud_target, Origin::Kubernetes).await.map(drop),
             Change::UpdateHost(h) => ops.update_host(&h.name, &h.ips, h.labels, h.cloud_target, None).await.map(drop),
             Change::PutPolicy(p) => {
-                let origin = format!("NetworkPolicy {}", p.key);
-                let policy = crate::api::policies::read_policy(p.document, &origin, Origin::Kubernetes)?;
+                let policy = crate::api::policies::read_policy(p.document, "Kubernetes", Origin::Kubernetes)?;
                 ops.put_policies(vec![policy]).await.map(drop)
             }
             Change::UpdateEndpoint { id, labels, named_ports, .. } => {
@@ -99,9 +98,8 @@ impl tessera_operator::Inventory for Inventory {
             Change::ReleaseEndpoint(id) => ops.release(&id).await.map(drop),
             Change::DeletePolicy(key) => {
                 let stored = self.state.store.policies().await.map_err(|e| e.to_string())?;
-                let ours = stored
-                    .into_iter()
-                    .find(|p| p.origin == Origin::Kubernetes && network_policy_key(&p.document).as_deref() == Some(key.as_str()));
+                let ours =
+                    stored.into_iter().find(|p| p.origin == Origin::Kubernetes && policy_key(&p.document).as_deref() == Some(key.as_str()));
                 match ours {
                     Some(p) => ops.delete_policy(&p.id, None).await,
                     None => Ok(()),
@@ -112,13 +110,6 @@ impl tessera_operator::Inventory for Inventory {
         };
         done.map_err(|e| e.to_string())
     }
-}
-
-/// `namespace/name` of a stored NetworkPolicy document.
-fn network_policy_key(document: &serde_json::Value) -> Option<String> {
-    (document.get("kind")?.as_str()? == "NetworkPolicy").then_some(())?;
-    let meta = document.get("metadata")?;
-    Some(format!("{}/{}", meta.get("namespace")?.as_str()?, meta.get("name")?.as_str()?))
 }
 
 /// How often leadership is looked at.

@@ -31,12 +31,47 @@ pub struct TenantSpec {
     pub labels: Labels,
 }
 
-/// A NetworkPolicy as the policy document to store (`namespace/name` its key).
+/// A policy object as the document to store, keyed by the object it comes from
+/// (`NetworkPolicy shop/web`, `ClusterNetworkPolicy deny-all`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicySpec {
     pub key: String,
-    pub namespace: String,
     pub document: Value,
+}
+
+/// A cluster-scoped policy kind of the network-policy-api project, watched when its CRD is
+/// installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+}
+
+/// ClusterNetworkPolicy at `v1alpha2` (served by every release that has the kind), and the
+/// older AdminNetworkPolicy and BaselineAdminNetworkPolicy.
+pub const CLUSTER_POLICY_KINDS: [PolicyKind; 3] = [
+    PolicyKind { group: "policy.networking.k8s.io", version: "v1alpha2", kind: "ClusterNetworkPolicy", plural: "clusternetworkpolicies" },
+    PolicyKind { group: "policy.networking.k8s.io", version: "v1alpha1", kind: "AdminNetworkPolicy", plural: "adminnetworkpolicies" },
+    PolicyKind {
+        group: "policy.networking.k8s.io",
+        version: "v1alpha1",
+        kind: "BaselineAdminNetworkPolicy",
+        plural: "baselineadminnetworkpolicies",
+    },
+];
+
+/// The key of a stored policy document the operator could have made (`Kind namespace/name` or
+/// `Kind name`); none for other kinds.
+pub fn policy_key(document: &Value) -> Option<String> {
+    let kind = document.get("kind")?.as_str()?;
+    let name = document.pointer("/metadata/name")?.as_str()?;
+    match kind {
+        "NetworkPolicy" => Some(format!("{kind} {}/{name}", document.pointer("/metadata/namespace")?.as_str()?)),
+        _ if CLUSTER_POLICY_KINDS.iter().any(|k| k.kind == kind) => Some(format!("{kind} {name}")),
+        _ => None,
+    }
 }
 
 /// An endpoint as the store holds it (the CNI plugin made it; the operator keeps its labels and
@@ -90,11 +125,11 @@ pub const SEGMENT_LABEL: &str = "tessera.io/segment";
 pub struct Held {
     pub hosts: BTreeMap<String, HostSpec>,
     pub tenants: BTreeMap<String, TenantSpec>,
-    /// `namespace/name` → document.
+    /// [`policy_key`] → document.
     pub policies: BTreeMap<String, Value>,
     pub other_hosts: BTreeSet<String>,
     pub other_tenants: BTreeSet<String>,
-    /// `namespace/name` of NetworkPolicies stored through the API.
+    /// [`policy_key`]s of the policies of the kinds the operator watches stored through the API.
     pub other_policies: BTreeSet<String>,
     /// The endpoints of the operator's tenants (pods are matched to them by address).
     pub endpoints: Vec<EndpointView>,
@@ -129,7 +164,7 @@ impl Change {
         match self {
             Change::CreateTenant(t) | Change::UpdateTenant(t) => Some(format!("Namespace {}", t.name)),
             Change::CreateHost(h) | Change::UpdateHost(h) => Some(format!("Node {}", h.name)),
-            Change::PutPolicy(p) => Some(format!("NetworkPolicy {}", p.key)),
+            Change::PutPolicy(p) => Some(p.key.clone()),
             Change::UpdateEndpoint { pod, .. } => Some(format!("Pod {pod}")),
             Change::ReleaseEndpoint(_) | Change::DeletePolicy(_) | Change::DeleteHost(_) | Change::DeleteTenant(_) => None,
         }
@@ -187,7 +222,19 @@ pub fn network_policy(policy: &NetworkPolicy) -> PolicySpec {
         "metadata": {"name": name, "namespace": namespace},
         "spec": serde_json::to_value(&policy.spec).unwrap_or(Value::Null),
     });
-    PolicySpec { key: format!("{namespace}/{name}"), namespace, document }
+    PolicySpec { key: format!("NetworkPolicy {namespace}/{name}"), document }
+}
+
+/// The policy document of a cluster policy object (`name` and `spec` of a `kind` object):
+/// like [`network_policy`], only what the engine reads.
+pub fn cluster_policy(kind: &PolicyKind, name: &str, spec: &Value) -> PolicySpec {
+    let document = json!({
+        "apiVersion": format!("{}/{}", kind.group, kind.version),
+        "kind": kind.kind,
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    PolicySpec { key: format!("{} {name}", kind.kind), document }
 }
 
 /// The pods that take part in traffic, by namespace and address: running or pending with an
@@ -226,7 +273,7 @@ pub fn unmatched_endpoints(pods: &[&Pod], held: &Held) -> BTreeSet<String> {
 pub fn plan(
     nodes: &[&Node],
     namespaces: &[&Namespace],
-    policies: &[&NetworkPolicy],
+    policies: Vec<PolicySpec>,
     pods: &[&Pod],
     held: &Held,
 ) -> (Vec<Change>, Vec<Skipped>) {
@@ -273,12 +320,12 @@ pub fn plan(
             None => changes.push(Change::CreateHost(want.clone())),
         }
     }
-    let wanted: BTreeMap<String, PolicySpec> = policies.iter().map(|p| network_policy(p)).map(|p| (p.key.clone(), p)).collect();
+    let wanted: BTreeMap<String, PolicySpec> = policies.into_iter().map(|p| (p.key.clone(), p)).collect();
     for (key, want) in &wanted {
         match held.policies.get(key) {
             Some(have) if *have == want.document => {}
             None if held.other_policies.contains(key) => skipped.push(Skipped {
-                object: format!("NetworkPolicy {key}"),
+                object: key.clone(),
                 reason: "a policy of the same name was stored through the API; left alone".into(),
                 warn: true,
             }),
@@ -372,7 +419,7 @@ mod tests {
             other_hosts: BTreeSet::from(["n2".to_string()]),
             ..Default::default()
         };
-        let (changes, skipped) = plan(&[&n1, &n2], &[&shop, &bank], &[], &[], &held);
+        let (changes, skipped) = plan(&[&n1, &n2], &[&shop, &bank], vec![], &[], &held);
         assert_eq!(
             changes,
             vec![
@@ -389,9 +436,26 @@ mod tests {
             other_hosts: BTreeSet::from(["n2".to_string()]),
             ..Default::default()
         };
-        assert_eq!(plan(&[&n1, &n2], &[&shop, &bank], &[], &[], &held).0, vec![]);
+        assert_eq!(plan(&[&n1, &n2], &[&shop, &bank], vec![], &[], &held).0, vec![]);
         // A Namespace gone: its tenant goes, after the hosts.
-        assert_eq!(plan(&[&n1, &n2], &[&shop], &[], &[], &held).0, vec![Change::DeleteTenant("bank".into())]);
+        assert_eq!(plan(&[&n1, &n2], &[&shop], vec![], &[], &held).0, vec![Change::DeleteTenant("bank".into())]);
+    }
+
+    #[test]
+    fn cluster_policies_are_keyed_by_kind_and_name_and_keep_only_their_spec() {
+        let spec = json!({"tier": "Admin", "priority": 3, "subject": {"namespaces": {}}});
+        let p = cluster_policy(&CLUSTER_POLICY_KINDS[0], "deny-all", &spec);
+        assert_eq!(p.key, "ClusterNetworkPolicy deny-all");
+        assert_eq!(p.document["apiVersion"], "policy.networking.k8s.io/v1alpha2");
+        assert_eq!(policy_key(&p.document).as_deref(), Some("ClusterNetworkPolicy deny-all"));
+        assert_eq!(policy_key(&json!({"kind": "TesseraPolicy", "metadata": {"name": "x", "namespace": "y"}})), None, "not a watched kind");
+        // The same key whatever else the stored document holds: a policy stored through the API
+        // under that name is someone else's.
+        let theirs = Held { other_policies: BTreeSet::from([p.key.clone()]), ..Default::default() };
+        let (changes, skipped) = plan(&[], &[], vec![p.clone()], &[], &theirs);
+        assert!(changes.is_empty() && skipped.len() == 1 && skipped[0].object == "ClusterNetworkPolicy deny-all", "{skipped:?}");
+        let held = Held { policies: BTreeMap::from([(p.key.clone(), p.document.clone())]), ..Default::default() };
+        assert_eq!(plan(&[], &[], vec![], &[], &held).0, vec![Change::DeletePolicy("ClusterNetworkPolicy deny-all".into())]);
     }
 
     #[test]
@@ -410,18 +474,21 @@ mod tests {
         let (a, b) = (policy("1", &["Ingress"]), policy("2", &["Ingress"]));
         assert_eq!(network_policy(&a), network_policy(&b), "bookkeeping is no change");
         let spec = network_policy(&a);
-        assert_eq!((spec.key.as_str(), spec.document["kind"].as_str()), ("shop/web", Some("NetworkPolicy")));
+        assert_eq!((spec.key.as_str(), spec.document["kind"].as_str()), ("NetworkPolicy shop/web", Some("NetworkPolicy")));
         let held = Held {
-            policies: BTreeMap::from([("shop/web".into(), spec.document.clone()), ("shop/old".into(), json!({}))]),
+            policies: BTreeMap::from([
+                ("NetworkPolicy shop/web".into(), spec.document.clone()),
+                ("NetworkPolicy shop/old".into(), json!({})),
+            ]),
             ..Default::default()
         };
         let egress = policy("3", &["Egress"]);
         assert_eq!(
-            plan(&[], &[], &[&egress], &[], &held).0,
-            vec![Change::PutPolicy(network_policy(&egress)), Change::DeletePolicy("shop/old".into())]
+            plan(&[], &[], vec![network_policy(&egress)], &[], &held).0,
+            vec![Change::PutPolicy(network_policy(&egress)), Change::DeletePolicy("NetworkPolicy shop/old".into())]
         );
-        let theirs = Held { other_policies: BTreeSet::from(["shop/web".to_string()]), ..Default::default() };
-        assert_eq!(plan(&[], &[], &[&a], &[], &theirs).0, vec![]);
+        let theirs = Held { other_policies: BTreeSet::from(["NetworkPolicy shop/web".to_string()]), ..Default::default() };
+        assert_eq!(plan(&[], &[], vec![network_policy(&a)], &[], &theirs).0, vec![]);
     }
 
     #[test]
@@ -451,7 +518,7 @@ mod tests {
         };
         let (web, db, host) =
             (pod("web", "10.96.0.2", "web", false), pod("db", "10.96.0.3", "db", false), pod("h", "10.96.0.9", "x", true));
-        let (changes, _) = plan(&[], &[], &[], &[&web, &db, &host], &held);
+        let (changes, _) = plan(&[], &[], vec![], &[&web, &db, &host], &held);
         assert_eq!(
             changes,
             vec![Change::UpdateEndpoint {
@@ -464,7 +531,7 @@ mod tests {
         // A pod of another namespace at the same address is not this endpoint's.
         let mut elsewhere = pod("web", "10.96.0.2", "web", false);
         elsewhere.metadata.namespace = Some("bank".into());
-        assert_eq!(plan(&[], &[], &[], &[&elsewhere], &held).0, vec![]);
+        assert_eq!(plan(&[], &[], vec![], &[&elsewhere], &held).0, vec![]);
         // Endpoints without a pod: candidates for collection.
         assert_eq!(unmatched_endpoints(&[&web], &held), BTreeSet::from(["cni/b/eth0".to_string()]));
         assert_eq!(unmatched_endpoints(&[&elsewhere], &held).len(), 2);
@@ -473,7 +540,7 @@ mod tests {
     #[test]
     fn a_node_that_loses_its_address_keeps_its_host() {
         let held = Held { hosts: BTreeMap::from([("n1".into(), host("n1", "10.0.0.1", "r1", None))]), ..Default::default() };
-        let (changes, skipped) = plan(&[&node("n1", &[], "r1", None)], &[], &[], &[], &held);
+        let (changes, skipped) = plan(&[&node("n1", &[], "r1", None)], &[], vec![], &[], &held);
         assert_eq!((changes, skipped.len()), (vec![], 1));
     }
 }

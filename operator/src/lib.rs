@@ -1,6 +1,6 @@
-//! Tessera's Kubernetes operator: watch → index → publish. Watches of Nodes, Namespaces and
-//! NetworkPolicies feed
-//! reflector stores (kube-runtime: resourceVersion-aware, bookmarks, a relist on 410 Gone,
+//! Tessera's Kubernetes operator: watch → index → publish. Watches of Nodes, Namespaces, Pods,
+//! NetworkPolicies and (when their CRDs are installed) the network-policy-api's cluster policies
+//! feed reflector stores (kube-runtime: resourceVersion-aware, bookmarks, a relist on 410 Gone,
 //! backoff); after each burst of events — and on a timer, as a safety net — the pure [`index`]
 //! maps the stores onto hosts and tenants and plans the changes against what the store holds,
 //! which the caller's [`Inventory`] carries out (in the controller: the operations layer, on
@@ -19,12 +19,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 pub use kube::Client;
 use kube::Resource as _;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
-pub use index::{Change, EndpointView, Held, HostSpec, PolicySpec, PortName, Skipped, TenantSpec};
+pub use index::{Change, EndpointView, Held, HostSpec, PolicyKind, PolicySpec, PortName, Skipped, TenantSpec, policy_key};
 
 /// What the operator changes: the caller's store.
 pub trait Inventory: Send + Sync {
@@ -53,6 +54,8 @@ pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<Client, Str
 const SETTLE: Duration = Duration::from_millis(100);
 /// A full pass even without events (a change that failed is tried again).
 const RESYNC: Duration = Duration::from_secs(30);
+/// How often a kind whose CRD is not installed is looked for again.
+const ABSENT_RECHECK: Duration = Duration::from_secs(10);
 
 /// The reflector stores of the watched kinds.
 struct Stores {
@@ -60,6 +63,8 @@ struct Stores {
     namespaces: Store<Namespace>,
     policies: Store<NetworkPolicy>,
     pods: Store<Pod>,
+    /// The network-policy-api kinds (empty while a CRD is not installed).
+    cluster_policies: Vec<(PolicyKind, ApiResource, Store<DynamicObject>)>,
 }
 
 impl Stores {
@@ -74,7 +79,11 @@ impl Stores {
                 scoped().and_then(|(ns, name)| self.policies.get(&ObjectRef::new(name).within(ns))).map(|o| o.object_ref(&()))
             }
             "Pod" => scoped().and_then(|(ns, name)| self.pods.get(&ObjectRef::new(name).within(ns))).map(|o| o.object_ref(&())),
-            _ => None,
+            _ => {
+                self.cluster_policies.iter().find(|(k, ..)| k.kind == kind).and_then(|(_, resource, store)| {
+                    store.get(&ObjectRef::new_with(rest, resource.clone())).map(|o| o.object_ref(resource))
+                })
+            }
         }
     }
 }
@@ -101,21 +110,32 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
     let (policies, policy_writer) = reflector::store::<NetworkPolicy>();
     let (pods, pod_writer) = reflector::store::<Pod>();
     // Each item: an error to report, or None for an event the stores took in.
-    let mut events = std::pin::pin!(futures_util::stream::select(
-        futures_util::stream::select(followed(node_writer, client.clone(), |_| {}), followed(namespace_writer, client.clone(), |_| {})),
-        futures_util::stream::select(
-            followed(policy_writer, client.clone(), |_| {}),
-            // Pods carry much the operator does not read (managed fields): dropped before they are kept.
-            followed(pod_writer, client, |pod: &mut Pod| pod.metadata.managed_fields = None),
-        ),
-    ));
-    let stores = Stores { nodes, namespaces, policies, pods };
-    // Nothing is published before every full list is in: a partial view would delete.
+    let mut streams: Vec<futures_util::stream::BoxStream<'static, Option<String>>> = vec![
+        followed(node_writer, client.clone(), |_| {}).boxed(),
+        followed(namespace_writer, client.clone(), |_| {}).boxed(),
+        followed(policy_writer, client.clone(), |_| {}).boxed(),
+        // Pods carry much the operator does not read (managed fields): dropped before they are kept.
+        followed(pod_writer, client.clone(), |pod: &mut Pod| pod.metadata.managed_fields = None).boxed(),
+    ];
+    let mut cluster_policies = Vec::new();
+    for kind in index::CLUSTER_POLICY_KINDS {
+        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(kind.group, kind.version, kind.kind), kind.plural);
+        let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+        cluster_policies.push((kind, resource.clone(), writer.as_reader()));
+        streams.push(followed_if_installed(writer, Api::all_with(client.clone(), &resource)).boxed());
+    }
+    let mut events = futures_util::stream::select_all(streams);
+    let stores = Stores { nodes, namespaces, policies, pods, cluster_policies };
+    // Nothing is published before every full list is in: a partial view would delete. (A kind
+    // whose CRD is not installed is ready at once, and empty.)
     let ready = async {
         let _ = stores.nodes.wait_until_ready().await;
         let _ = stores.namespaces.wait_until_ready().await;
         let _ = stores.policies.wait_until_ready().await;
         let _ = stores.pods.wait_until_ready().await;
+        for (.., store) in &stores.cluster_policies {
+            let _ = store.wait_until_ready().await;
+        }
     };
     tokio::pin!(ready);
     let mut is_ready = false;
@@ -159,6 +179,67 @@ where
         .map(|e| e.err().map(|e| e.to_string()))
 }
 
+/// Like [`followed`], for a custom kind whose CRD may not be installed: while it is not, the
+/// store is empty and ready (the operator's other kinds are not held up) and the kind is looked
+/// for again every [`ABSENT_RECHECK`]; once installed it is watched; if its CRD goes (and with it
+/// every object of the kind), the store empties.
+fn followed_if_installed(
+    writer: reflector::store::Writer<DynamicObject>,
+    api: Api<DynamicObject>,
+) -> impl futures_util::Stream<Item = Option<String>> {
+    type Events = futures_util::stream::BoxStream<'static, Result<watcher::Event<DynamicObject>, watcher::Error>>;
+    enum Phase {
+        Look,
+        Absent,
+        Watching(Events),
+    }
+    // An API group not served answers a bare "404 page not found" (no Status reason).
+    fn absent(error: &kube::Error) -> bool {
+        matches!(error, kube::Error::Api(status) if status.code == 404)
+    }
+    fn empty(writer: &mut reflector::store::Writer<DynamicObject>) {
+        writer.apply_watcher_event(&watcher::Event::Init);
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+    }
+    futures_util::stream::unfold((writer, Phase::Look), move |(mut writer, phase)| {
+        let api = api.clone();
+        async move {
+            let (item, next) = match phase {
+                Phase::Absent => {
+                    tokio::time::sleep(ABSENT_RECHECK).await;
+                    (None, Phase::Look)
+                }
+                Phase::Look => match api.list_metadata(&ListParams::default().limit(1)).await {
+                    Ok(_) => (None, Phase::Watching(watcher(api, watcher::Config::default()).default_backoff().boxed())),
+                    Err(e) if absent(&e) => {
+                        empty(&mut writer);
+                        (None, Phase::Absent)
+                    }
+                    Err(e) => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        (Some(e.to_string()), Phase::Look)
+                    }
+                },
+                Phase::Watching(mut events) => match events.next().await {
+                    Some(Ok(event)) => {
+                        writer.apply_watcher_event(&event);
+                        (None, Phase::Watching(events))
+                    }
+                    Some(Err(
+                        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e),
+                    )) if absent(&e) => {
+                        empty(&mut writer);
+                        (None, Phase::Absent)
+                    }
+                    Some(Err(e)) => (Some(e.to_string()), Phase::Watching(events)),
+                    None => return None,
+                },
+            };
+            Some((item, (writer, next)))
+        }
+    })
+}
+
 /// One pass: plan from the stores against what the inventory holds, and apply. A change the
 /// store refuses is a Warning Event on its object (repeats fold into one series), nothing is
 /// silently dropped, and it is tried again at the next pass.
@@ -181,8 +262,14 @@ async fn publish(
     let pod_refs: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
     let node_refs: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
     let namespace_refs: Vec<&Namespace> = namespaces.iter().map(AsRef::as_ref).collect();
-    let policy_refs: Vec<&NetworkPolicy> = policies.iter().map(AsRef::as_ref).collect();
-    let (mut changes, skipped) = index::plan(&node_refs, &namespace_refs, &policy_refs, &pod_refs, &held);
+    let mut documents: Vec<PolicySpec> = policies.iter().map(|p| index::network_policy(p)).collect();
+    for (kind, _, store) in &stores.cluster_policies {
+        for object in store.state() {
+            let spec = object.data.get("spec").cloned().unwrap_or_default();
+            documents.push(index::cluster_policy(kind, object.metadata.name.as_deref().unwrap_or_default(), &spec));
+        }
+    }
+    let (mut changes, skipped) = index::plan(&node_refs, &namespace_refs, documents, &pod_refs, &held);
     // Endpoints without a pod since longer than the grace time are collected.
     let now = std::time::Instant::now();
     let lacking = index::unmatched_endpoints(&pod_refs, &held);

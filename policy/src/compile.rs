@@ -496,11 +496,14 @@ fn paint(
             paint_ranges(&mut lower_map, ranges, &|_| Verdict::Allow);
         }
     } else {
+        // Baseline first match; a Pass leaves the tier for the default.
         for (action, ranges) in lower.iter().rev() {
-            let v = if *action == Action::Deny { Verdict::Deny } else { Verdict::Allow };
-            if *action != Action::Pass {
-                paint_ranges(&mut lower_map, ranges, &|_| v);
-            }
+            let v = match action {
+                Action::Allow => Verdict::Allow,
+                Action::Deny => Verdict::Deny,
+                Action::Pass => default,
+            };
+            paint_ranges(&mut lower_map, ranges, &|_| v);
         }
     }
     let mut result = lower_map.clone();

@@ -216,11 +216,12 @@ pub(crate) fn side(
             .collect();
         return SideVerdict { allowed: false, decision: Decision::Isolated { policies } };
     }
+    // In the baseline tier a Pass leaves the tier too: to the default, allow.
     for p in ordered(policies, false).into_iter().filter(|p| selecting(p)) {
         for r in p.rules(dir).into_iter().flatten() {
-            if r.action != Action::Pass && rule_matches(cluster, r, peer, dst, probe) {
+            if rule_matches(cluster, r, peer, dst, probe) {
                 return SideVerdict {
-                    allowed: r.action == Action::Allow,
+                    allowed: r.action != Action::Deny,
                     decision: Decision::ClusterRule { policy: p.id.clone(), rule: r.origin.clone(), action: r.action },
                 };
             }

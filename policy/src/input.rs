@@ -1,13 +1,14 @@
 //! Reading policy inputs: YAML or JSON text holding several documents (`---`) and/or `kind: List`
-//! objects with `items`: Namespaces, Pods, Nodes, NetworkPolicies, native Tessera policies and
-//! Romana v2 policies. Every error names the file, the object and the field.
+//! objects with `items`: Namespaces, Pods, Nodes, NetworkPolicies, the network-policy-api's
+//! cluster policies, native Tessera policies and Romana v2 policies. Every error names the file,
+//! the object and the field.
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::PolicyError;
 use crate::model::{Cluster, Policy};
-use crate::{k8s, native, romana};
+use crate::{k8s, native, network_policy_api, romana};
 
 /// Everything read from the inputs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,11 +104,15 @@ impl Inputs {
             }
             Some("TesseraPolicy") => self.push(native::tenant_policy(decode(value).map_err(at)?).map_err(at)?).map_err(at)?,
             Some("TesseraClusterPolicy") => self.push(native::cluster_policy(decode(value).map_err(at)?).map_err(at)?).map_err(at)?,
+            Some(kind @ ("ClusterNetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy")) => {
+                let kind = network_policy_api::Kind::of(kind, &api).map_err(at)?;
+                self.push(network_policy_api::policy(kind, decode(value).map_err(at)?).map_err(at)?).map_err(at)?
+            }
             Some(other) => {
                 return Err(at(PolicyError::field(
                     "kind",
                     format!(
-                        "`{other}` is not a kind Tessera reads (Namespace, Pod, Node, NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, List)"
+                        "`{other}` is not a kind Tessera reads (Namespace, Pod, Node, NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, List)"
                     ),
                 )));
             }

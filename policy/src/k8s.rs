@@ -292,7 +292,7 @@ fn peer(field: &str, ns: &str, p: &PeerDoc) -> Result<Peer, PolicyError> {
 }
 
 /// Kubernetes accepts `192.168.1.1/24` and means `192.168.1.0/24`; so does Tessera.
-fn parse_cidr(field: &str, text: &str) -> Result<IpNet, PolicyError> {
+pub(crate) fn parse_cidr(field: &str, text: &str) -> Result<IpNet, PolicyError> {
     text.trim().parse::<IpNet>().map(|n| n.trunc()).map_err(|_| PolicyError::field(field, format!("`{text}` is not a CIDR")))
 }
 

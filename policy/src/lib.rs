@@ -13,6 +13,7 @@ pub mod input;
 mod k8s;
 pub mod model;
 mod native;
+pub mod network_policy_api;
 pub mod nft;
 mod romana;
 pub mod selector;

@@ -5,7 +5,8 @@
 //!   segment, selector, CIDR with except, host, or any; protocols tcp, udp, sctp, icmp, icmpv6
 //!   (type and code) and any.
 //! - `TesseraClusterPolicy`: cluster-scoped, in the `admin` tier (before namespace policies) or the
-//!   `baseline` tier (after), ordered by `priority`, with actions allow, deny and pass (admin only).
+//!   `baseline` tier (after), ordered by `priority`, with actions allow, deny and pass (which
+//!   leaves the tier: from admin to the namespace policies, from baseline to the default, allow).
 
 use serde::Deserialize;
 
@@ -123,9 +124,9 @@ pub(crate) fn cluster_policy(doc: ClusterPolicyDoc) -> Result<Policy, PolicyErro
         .ok()
         .filter(|p| *p <= 1000)
         .ok_or_else(|| PolicyError::field("spec.priority", "must be between 0 and 1000"))?;
-    let (tier, admin) = match spec.tier.as_str() {
-        "admin" => (Tier::Admin { priority }, true),
-        "baseline" => (Tier::Baseline { priority }, false),
+    let tier = match spec.tier.as_str() {
+        "admin" => Tier::Admin { priority },
+        "baseline" => Tier::Baseline { priority },
         other => return Err(PolicyError::field("spec.tier", format!("`{other}` is not one of admin, baseline"))),
     };
     spec.subject.namespace_selector.validate("spec.subject.namespaceSelector")?;
@@ -137,12 +138,12 @@ pub(crate) fn cluster_policy(doc: ClusterPolicyDoc) -> Result<Policy, PolicyErro
         id: format!("TesseraClusterPolicy {}", doc.metadata.name),
         tier,
         subject,
-        ingress: cluster_rules("spec.ingress", spec.ingress.as_deref(), "from", admin)?,
-        egress: cluster_rules("spec.egress", spec.egress.as_deref(), "to", admin)?,
+        ingress: cluster_rules("spec.ingress", spec.ingress.as_deref(), "from")?,
+        egress: cluster_rules("spec.egress", spec.egress.as_deref(), "to")?,
     })
 }
 
-fn cluster_rules(field: &str, list: Option<&[NativeRule]>, peers_key: &str, admin: bool) -> Result<Option<Vec<Rule>>, PolicyError> {
+fn cluster_rules(field: &str, list: Option<&[NativeRule]>, peers_key: &str) -> Result<Option<Vec<Rule>>, PolicyError> {
     let Some(list) = list else { return Ok(None) };
     let mut out = Vec::new();
     for (i, r) in list.iter().enumerate() {
@@ -150,8 +151,7 @@ fn cluster_rules(field: &str, list: Option<&[NativeRule]>, peers_key: &str, admi
         let action = match r.action.as_deref() {
             Some("allow") => Action::Allow,
             Some("deny") => Action::Deny,
-            Some("pass") if admin => Action::Pass,
-            Some("pass") => return Err(PolicyError::field(format!("{rfield}.action"), "`pass` exists only in the admin tier")),
+            Some("pass") => Action::Pass,
             Some(other) => {
                 return Err(PolicyError::field(format!("{rfield}.action"), format!("`{other}` is not one of allow, deny, pass")));
             }

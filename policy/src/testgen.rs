@@ -216,7 +216,7 @@ pub fn cluster_yaml(seed: u64, shape: Shape) -> String {
             let key = if dir == "ingress" { "from" } else { "to" };
             let _ = writeln!(out, "  {dir}:");
             for _ in 0..1 + rng.below(2) {
-                let action = if tier == "admin" { rng.pick(&["allow", "deny", "pass"]) } else { rng.pick(&["allow", "deny"]) };
+                let action = rng.pick(&["allow", "deny", "pass"]);
                 let peer = match rng.below(3) {
                     0 => format!("{{namespaceSelector: {{matchLabels: {{team: t{}}}}}}}", rng.below(shape.namespaces as u64)),
                     1 => format!("{{cidr: 10.{}.0.0/16}}", 60 + rng.below(shape.namespaces as u64)),

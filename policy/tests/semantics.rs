@@ -302,8 +302,8 @@ fn invalid_input_names_file_object_and_field() {
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: x, namespace: shop}\nstatus: {podIP: 10.0.0.1}\n", "is also the address of shop/web"),
         ("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n", "`Service` is not a kind"),
         (
-            "apiVersion: tessera.io/v1\nkind: TesseraClusterPolicy\nmetadata: {name: x}\nspec: {tier: baseline, priority: 1, ingress: [{action: pass}]}\n",
-            "spec.ingress[0].action: `pass` exists only in the admin tier",
+            "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\nmetadata: {name: x}\nspec: {priority: 1, subject: {namespaces: {}}, egress: [{action: Allow, to: [{domainNames: [example.com]}]}]}\n",
+            "AdminNetworkPolicy x: spec.egress[0].to[0].domainNames: domain-name (FQDN) peers are not enforced",
         ),
         (
             "{\"name\": \"r\", \"applied_to\": [{\"tenant\": \"shop\"}], \"ingress\": [{\"peers\": [{\"peer\": \"local\"}], \"rules\": []}]}",
@@ -419,4 +419,76 @@ fn hostile_yaml_fails_fast_with_a_clear_error() {
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let err = Inputs::default().add_text("deep.yaml", &deep).expect_err("too deep");
     assert!(err.to_string().contains("not valid YAML or JSON"), "{err}");
+}
+
+#[test]
+fn network_policy_api_cluster_policies_in_their_tiers() {
+    let p = r#"
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: db-guard}
+spec:
+  priority: 10
+  subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: db}}}}
+  ingress:
+  - {name: metrics, action: Pass, from: [{namespaces: {matchLabels: {team: ops}}}], ports: [{portNumber: {protocol: TCP, port: 9100}}]}
+  - {action: Deny, from: [{namespaces: {matchLabels: {team: ops}}}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: ops-ssh}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {matchLabels: {team: shop}}}
+  ingress:
+  - {action: Accept, from: [{pods: {namespaceSelector: {matchLabels: {team: ops}}, podSelector: {matchLabels: {app: mon}}}}], protocols: [{tcp: {destinationPort: {number: 22}}}]}
+  egress:
+  - {action: Deny, to: [{networks: [192.0.2.0/24]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec: {podSelector: {matchLabels: {app: db}}, ingress: [{from: [{namespaceSelector: {}}], ports: [{port: 9100}]}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: shop-inside}
+spec:
+  tier: Baseline
+  priority: 1
+  subject: {namespaces: {}}
+  ingress:
+  - {action: Pass, from: [{namespaces: {matchLabels: {team: shop}}}]}
+  - {action: Deny, from: [{namespaces: {matchLabels: {team: ops}}}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: BaselineAdminNetworkPolicy
+metadata: {name: default}
+spec:
+  subject: {namespaces: {}}
+  ingress: [{action: Deny, from: [{namespaces: {}}]}]
+"#;
+    Case::new(p).expect(&[
+        // The admin ClusterNetworkPolicy (priority 5) accepts before the ANP (10) denies, and
+        // although a NetworkPolicy isolates db.
+        ("ops/mon", "shop/db", "tcp/22", true),
+        // The ANP denies the rest from ops, except 9100 which it passes to the NetworkPolicy.
+        ("ops/mon", "shop/db", "tcp/5432", false),
+        ("ops/mon", "shop/db", "tcp/9100", true),
+        // Isolated by the NetworkPolicy: it decides, the baseline tier does not apply.
+        ("shop/web", "shop/db", "tcp/9100", true),
+        ("shop/web", "shop/db", "tcp/5432", false),
+        // Not isolated: a baseline Pass leaves the tier for the default (the later
+        // BaselineAdminNetworkPolicy deny is not reached) ...
+        ("shop/db", "shop/web", "tcp/80", true),
+        ("shop/web", "ops/mon", "tcp/80", true),
+        // ... while the baseline deny applies to the rest.
+        ("ops/mon", "shop/web", "tcp/80", false),
+        // A namespaces peer is pods only: an outside address matches neither baseline policy.
+        ("192.0.2.9", "shop/web", "tcp/80", true),
+        // Egress to a network, for the subject only.
+        ("shop/web", "192.0.2.9", "tcp/443", false),
+        ("ops/mon", "192.0.2.9", "tcp/443", true),
+    ]);
 }

@@ -15,6 +15,19 @@ STAGING_VERSION="v0.${KUBE_VERSION#1.}"
 CACHE="${TESSERA_KUBE_CACHE:-$HOME/.cache/tessera/kube-$KUBE_VERSION}"
 BIN="${TESSERA_KUBE_BIN:-${KUBEBUILDER_ASSETS:-$CACHE/bin}}"
 KUSTOMIZE_VERSION="${KUSTOMIZE_VERSION:-v5.7.1}"
+
+# The network-policy-api project's CRDs, as it releases them (experimental channel: every
+# field, so the tests see what Tessera refuses): ClusterNetworkPolicy from v0.3.0,
+# AdminNetworkPolicy and BaselineAdminNetworkPolicy from v0.1.7, the last release with them.
+CRDS="${TESSERA_KUBE_CRDS:-$HOME/.cache/tessera/network-policy-api}"
+mkdir -p "$CRDS"
+for release in v0.3.0 v0.1.7; do
+    dir="$(go mod download -json "sigs.k8s.io/network-policy-api@$release" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
+    cp "$dir"/config/crd/experimental/policy.networking.k8s.io_*.yaml "$CRDS/"
+done
+chmod u+w "$CRDS"/*.yaml
+echo "network-policy-api CRDs in $CRDS: $(cd "$CRDS" && echo *.yaml)"
+
 if [[ -x "$BIN/etcd" && "$("$BIN/kube-apiserver" --version 2>/dev/null)" == "Kubernetes v$KUBE_VERSION" ]] \
     && "$BIN/kustomize" version 2>/dev/null | grep -qx "$KUSTOMIZE_VERSION"; then
     echo "kube-apiserver and etcd $KUBE_VERSION, kustomize $KUSTOMIZE_VERSION already built in $BIN"

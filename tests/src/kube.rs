@@ -12,12 +12,23 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
 /// Where `tests/kube/build.sh` puts the binaries, unless `TESSERA_KUBE_BIN` says otherwise.
 /// `KUBEBUILDER_ASSETS` (envtest's convention) is honoured too.
 pub fn bin_dir() -> PathBuf {
     std::env::var_os("TESSERA_KUBE_BIN").or_else(|| std::env::var_os("KUBEBUILDER_ASSETS")).map(PathBuf::from).unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
         home.join(".cache/tessera/kube-1.34.4/bin")
+    })
+}
+
+/// Where `tests/kube/build.sh` puts the network-policy-api project's CRDs, unless
+/// `TESSERA_KUBE_CRDS` says otherwise.
+pub fn network_policy_api_crds() -> PathBuf {
+    std::env::var_os("TESSERA_KUBE_CRDS").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".cache/tessera/network-policy-api")
     })
 }
 
@@ -149,6 +160,41 @@ impl Cluster {
         let status = answer.status().as_u16();
         let text = answer.text()?;
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// Create the CRDs of every `*.yaml` in `dir` and wait until each is established (served).
+    /// Returns their names.
+    pub fn install_crds(&self, dir: &Path) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e} (run `bash tests/kube/build.sh`)", dir.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.sort();
+        let mut names = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("CRD file");
+            for crd in tessera_policy::input::read_documents(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display())) {
+                let (status, body) = self.request("POST", CRDS, Some(&crd)).expect("create CRD");
+                assert_eq!(status, 201, "{}: {body}", file.display());
+                names.push(crd["metadata"]["name"].as_str().expect("name").to_string());
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for name in &names {
+            loop {
+                let (_, crd) = self.request("GET", &format!("{CRDS}/{name}"), None).expect("CRD");
+                let established = crd["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Established" && c["status"] == "True"));
+                if established {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "CRD {name} not established in 30 s: {crd}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        names
     }
 
     /// A kubeconfig for the admin (what an operator or kubectl would be given).

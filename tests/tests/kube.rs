@@ -313,3 +313,104 @@ fn bad_kubernetes_flags_are_named() {
         assert!(!out.status.success() && stderr.contains(flag), "{args:?}: {stderr}");
     }
 }
+
+/// The network-policy-api's cluster policies: the operator does not wait for their CRDs (a
+/// cluster without them works as before); once installed, ClusterNetworkPolicies,
+/// AdminNetworkPolicies and the BaselineAdminNetworkPolicy are stored (origin kubernetes,
+/// read-only through REST) and follow their changes; one the engine cannot enforce exactly gets
+/// a Warning Event naming the field and is not stored; removing a CRD removes its policies.
+#[test]
+fn cluster_policies_of_the_network_policy_api() {
+    let k = Cluster::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups:\n  - name: rack-1\n    assignment: {rack: r1}\n")
+        .expect("topology");
+    let kubeconfig = k.kubeconfig();
+    let (port, db, token) = (tessera_tests::free_port(), tessera_tests::sqlite_url(), format!("kube-admin-{}", rand::random::<u64>()));
+    let env = [
+        ("TESSERA_NO_DEMO", "true"),
+        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
+        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
+    ];
+    let c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    let policies = || c.get("/v1/policies");
+    let stored = |key: &str| {
+        let named = |p: &&serde_json::Value| {
+            format!("{} {}", p["document"]["kind"].as_str().unwrap_or(""), p["document"]["metadata"]["name"].as_str().unwrap_or("")) == key
+        };
+        policies().as_array().into_iter().flatten().find(named).cloned()
+    };
+
+    // No CRD installed: the operator still maps what there is.
+    assert_eq!(k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "shop"}}))).expect("ns").0, 201);
+    wait_for("the tenant without the CRDs", || c.get("/v1/tenants/shop")["origin"] == "kubernetes", || c.get("/v1/tenants").to_string());
+
+    let crds = k.install_crds(&tessera_tests::kube::network_policy_api_crds());
+    assert_eq!(crds.len(), 3, "{crds:?}");
+    let cnp = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "ops-ssh"},
+        "spec": {"tier": "Admin", "priority": 5, "subject": {"namespaces": {"matchLabels": {"team": "shop"}}},
+            "ingress": [{"name": "ssh", "action": "Accept", "from": [{"namespaces": {"matchLabels": {"team": "ops"}}}],
+                "protocols": [{"tcp": {"destinationPort": {"number": 22}}}]}]},
+    });
+    let anp = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy", "metadata": {"name": "db-guard"},
+        "spec": {"priority": 10, "subject": {"namespaces": {}}, "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"team": "ops"}}}]}]},
+    });
+    let banp = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy", "metadata": {"name": "default"},
+        "spec": {"subject": {"namespaces": {}}, "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]},
+    });
+    for (path, object) in [
+        ("/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies", &cnp),
+        ("/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies", &anp),
+        ("/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies", &banp),
+    ] {
+        let (status, body) = k.request("POST", path, Some(object)).expect("create");
+        assert_eq!(status, 201, "{body}");
+    }
+    for key in ["ClusterNetworkPolicy ops-ssh", "AdminNetworkPolicy db-guard", "BaselineAdminNetworkPolicy default"] {
+        wait_for(&format!("{key} stored"), || stored(key).is_some_and(|p| p["origin"] == "kubernetes"), || policies().to_string());
+    }
+    assert_eq!(stored("ClusterNetworkPolicy ops-ssh").expect("stored")["document"]["spec"], cnp["spec"]);
+
+    // Read-only through REST, naming where to change it.
+    let id = stored("AdminNetworkPolicy db-guard").expect("stored")["id"].as_str().expect("id").to_string();
+    let (status, body) = c.send("DELETE", &format!("/v1/policies/{id}"), json!(null));
+    assert!(status == 409 && body.to_string().contains("AdminNetworkPolicy"), "{status} {body}");
+
+    // A change follows.
+    let path = "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies/db-guard";
+    assert_eq!(k.merge_patch(path, &json!({"spec": {"priority": 20}})).0, 200);
+    wait_for(
+        "the ANP's change",
+        || stored("AdminNetworkPolicy db-guard").is_some_and(|p| p["document"]["spec"]["priority"] == 20),
+        || policies().to_string(),
+    );
+
+    // Valid for the API server, not enforceable exactly: refused, said on the object.
+    let fqdn = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "to-example"},
+        "spec": {"tier": "Admin", "priority": 7, "subject": {"namespaces": {}},
+            "egress": [{"action": "Accept", "to": [{"domainNames": ["example.com"]}]}]},
+    });
+    let (status, body) = k.request("POST", "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies", Some(&fqdn)).expect("create");
+    assert_eq!(status, 201, "{body}");
+    let refused = || warning(&k, "to-example", "Refused");
+    wait_for("a Warning Event on the refused policy", || refused().is_some(), String::new);
+    let note = refused().map(|e| e["note"].to_string()).unwrap_or_default();
+    assert!(note.contains("spec.egress[0].to[0].domainNames"), "the Event names the field: {note}");
+    assert!(stored("ClusterNetworkPolicy to-example").is_none(), "nothing of it is stored");
+
+    // Deleted in the cluster: gone from the store.
+    let (status, _) = k.request("DELETE", "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies/ops-ssh", None).expect("delete");
+    assert_eq!(status, 200);
+    wait_for("the CNP goes", || stored("ClusterNetworkPolicy ops-ssh").is_none(), || policies().to_string());
+
+    // A CRD removed takes its objects, and their policies, with it; the other kinds stay.
+    let crd = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/adminnetworkpolicies.policy.networking.k8s.io";
+    assert_eq!(k.request("DELETE", crd, None).expect("delete CRD").0, 200);
+    wait_for("the ANP goes with its CRD", || stored("AdminNetworkPolicy db-guard").is_none(), || policies().to_string());
+    assert!(stored("BaselineAdminNetworkPolicy default").is_some());
+}

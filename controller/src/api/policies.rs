@@ -174,10 +174,12 @@ fn tenant_of(doc: &serde_json::Value, origin: &str) -> ApiResult<Option<String>>
                 ApiError::invalid("metadata.namespace", format!("{origin}: a stored {} must name its namespace", kind.unwrap_or_default()))
             })
         }
-        Some("TesseraClusterPolicy") | None => Ok(None),
+        Some("TesseraClusterPolicy" | "ClusterNetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy") | None => Ok(None),
         Some(other) => Err(ApiError::invalid(
             "kind",
-            format!("{origin}: `{other}` is not a policy (NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, or a Romana policy)"),
+            format!(
+                "{origin}: `{other}` is not a policy (NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy, or a Romana policy)"
+            ),
         )),
     }
 }
