@@ -3,7 +3,8 @@
 //! their own state in a temp directory. No kubelet: objects such as Nodes are created through
 //! the API, as the operator's tests need.
 //!
-//! Access is a static admin token (group `system:masters`) over HTTPS, trusting the serving
+//! Access is a static admin token (group `system:masters`), and one with the identity of
+//! deploy/'s controller ServiceAccount, over HTTPS, trusting the serving
 //! certificate the apiserver generates; service-account tokens are signed with a key made here.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub struct Cluster {
     pub url: String,
     /// The admin bearer token.
     pub token: String,
+    /// A static token with the identity of deploy/'s controller ServiceAccount
+    /// (`tessera-system/tessera-controller`): what it may do is what deploy/'s RBAC grants.
+    pub controller_token: String,
     /// The apiserver's serving certificate (PEM), to trust.
     pub ca: Vec<u8>,
     pub dir: tempfile::TempDir,
@@ -91,7 +95,12 @@ impl Cluster {
             .expect("openssl");
         assert!(made.success(), "openssl could not make the service-account key");
         let token = format!("admin-{}", rand::random::<u64>());
-        std::fs::write(path("tokens.csv"), format!("{token},admin,admin,\"system:masters\"\n")).expect("token file");
+        let controller_token = format!("controller-{}", rand::random::<u64>());
+        let tokens = format!(
+            "{token},admin,admin,\"system:masters\"\n\
+             {controller_token},system:serviceaccount:tessera-system:tessera-controller,controller-sa,\"system:serviceaccounts,system:serviceaccounts:tessera-system\"\n"
+        );
+        std::fs::write(path("tokens.csv"), tokens).expect("token file");
         let apiserver = start(
             &bin.join("kube-apiserver"),
             &[
@@ -111,7 +120,8 @@ impl Cluster {
             ],
             &path("apiserver.log"),
         );
-        let mut cluster = Cluster { etcd, apiserver, url: format!("https://127.0.0.1:{secure}"), token, ca: Vec::new(), dir };
+        let mut cluster =
+            Cluster { etcd, apiserver, url: format!("https://127.0.0.1:{secure}"), token, controller_token, ca: Vec::new(), dir };
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(ca) = std::fs::read(cluster.dir.path().join("certs/apiserver.crt")) {
@@ -151,8 +161,17 @@ impl Cluster {
     }
 
     fn send(&self, method: &str, path: &str, body: Option<&Value>, content_type: &str) -> reqwest::Result<(u16, Value)> {
+        self.send_as(&self.token, method, path, body, content_type)
+    }
+
+    /// One request presenting `token`: the status and the body.
+    pub fn request_as(&self, token: &str, method: &str, path: &str, body: Option<&Value>) -> reqwest::Result<(u16, Value)> {
+        self.send_as(token, method, path, body, "application/json")
+    }
+
+    fn send_as(&self, token: &str, method: &str, path: &str, body: Option<&Value>, content_type: &str) -> reqwest::Result<(u16, Value)> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.client().request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        let mut request = self.client().request(method, format!("{}{path}", self.url)).bearer_auth(token);
         if let Some(body) = body {
             request = request.header("content-type", content_type).body(body.to_string());
         }
@@ -199,7 +218,12 @@ impl Cluster {
 
     /// A kubeconfig for the admin (what an operator or kubectl would be given).
     pub fn kubeconfig(&self) -> PathBuf {
-        let path = self.dir.path().join("kubeconfig");
+        self.kubeconfig_as("kubeconfig", &self.token)
+    }
+
+    /// A kubeconfig presenting `token`, written to the file `name` of the cluster's directory.
+    pub fn kubeconfig_as(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
         let ca = self.dir.path().join("certs/apiserver.crt");
         let doc = format!(
             "apiVersion: v1\nkind: Config\nclusters: [{{name: test, cluster: {{server: \"{}\", certificate-authority: \"{}\"}}}}]\n\
@@ -207,7 +231,7 @@ impl Cluster {
              current-context: test\n",
             self.url,
             ca.display(),
-            self.token
+            token
         );
         std::fs::write(&path, doc).expect("kubeconfig");
         path

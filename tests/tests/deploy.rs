@@ -25,6 +25,7 @@ fn collection(object: &Value) -> String {
         "Deployment" => ("/apis/apps/v1", "deployments", true),
         "DaemonSet" => ("/apis/apps/v1", "daemonsets", true),
         "PodDisruptionBudget" => ("/apis/policy/v1", "poddisruptionbudgets", true),
+        "CustomResourceDefinition" => ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", false),
         other => panic!("no path known for kind {other}"),
     };
     if namespaced { format!("{group}/namespaces/{namespace}/{plural}") } else { format!("{group}/{plural}") }
@@ -62,6 +63,63 @@ fn the_manifests_are_accepted_by_a_real_apiserver() {
     assert_eq!(projected["projected"]["sources"][0]["serviceAccountToken"]["audience"], "tessera");
     let caps = &spec["containers"][0]["securityContext"]["capabilities"];
     assert_eq!((caps["drop"].clone(), caps["add"].clone()), (json!(["ALL"]), json!(["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"])));
+}
+
+/// The controller's operator with exactly deploy/'s RBAC (the ServiceAccount's identity, the
+/// ClusterRole and its binding applied for real): it maps Namespaces, Nodes and the cluster
+/// policies, and says refusals as Events; it cannot read Secrets, change Nodes or delete
+/// Namespaces.
+#[test]
+fn the_operator_works_with_the_deployed_rbac_and_nothing_more() {
+    let k = Cluster::start();
+    k.install_crds(&tessera_tests::kube::network_policy_api_crds());
+    for object in render("sqlite") {
+        if ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"].contains(&object["kind"].as_str().unwrap_or_default()) {
+            let (status, body) = k.request("POST", &collection(&object), Some(&object)).expect("apply");
+            assert_eq!(status, 201, "{}: {body}", object["metadata"]["name"]);
+        }
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}]\n")
+        .expect("topology");
+    let kubeconfig = k.kubeconfig_as("controller.kubeconfig", &k.controller_token);
+    let env = [
+        ("TESSERA_NO_DEMO", "true"),
+        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
+        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
+    ];
+    let c = tessera_tests::Controller::start(&env);
+    assert_eq!(k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "shop"}}))).expect("ns").0, 201);
+    let cnp = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "to-example"},
+        "spec": {"tier": "Admin", "priority": 7, "subject": {"namespaces": {}}, "egress": [{"action": "Accept", "to": [{"domainNames": ["example.com"]}]}]},
+    });
+    assert_eq!(k.request("POST", "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies", Some(&cnp)).expect("cnp").0, 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let event = || {
+        let (_, events) =
+            k.request("GET", "/apis/events.k8s.io/v1/events?fieldSelector=regarding.name%3Dto-example", None).expect("events");
+        events["items"].as_array().is_some_and(|e| e.iter().any(|e| e["reason"] == "Refused"))
+    };
+    while !(c.get("/v1/tenants/shop")["origin"] == "kubernetes" && event()) {
+        assert!(std::time::Instant::now() < deadline, "the operator did not map the cluster with deploy/'s RBAC: {}", c.get("/v1/tenants"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // And nothing more.
+    for (method, path) in [
+        ("GET", "/api/v1/namespaces/kube-system/secrets"),
+        ("GET", "/api/v1/secrets"),
+        ("DELETE", "/api/v1/namespaces/shop"),
+        ("DELETE", "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies/to-example"),
+        ("POST", "/api/v1/namespaces/shop/pods"),
+    ] {
+        let body = json!({"metadata": {"name": "x"}, "spec": {"containers": [{"name": "x", "image": "x"}]}});
+        let (status, answer) = k.request_as(&k.controller_token, method, path, Some(&body)).expect("request");
+        assert_eq!(status, 403, "{method} {path} should be forbidden: {answer}");
+    }
+    let (status, answer) = k.request_as(&k.controller_token, "PATCH", "/api/v1/nodes/x", Some(&json!({}))).expect("request");
+    assert_eq!(status, 403, "patching a Node should be forbidden: {answer}");
 }
 
 #[test]
