@@ -38,6 +38,9 @@ pub fn network_policy_api_crds() -> PathBuf {
 pub struct Cluster {
     etcd: Child,
     apiserver: Child,
+    apiserver_args: Vec<String>,
+    /// etcd's client URL (`http://127.0.0.1:PORT`; its JSON gateway answers there too).
+    pub etcd_url: String,
     /// `https://127.0.0.1:PORT`
     pub url: String,
     /// The admin bearer token.
@@ -101,33 +104,65 @@ impl Cluster {
              {controller_token},system:serviceaccount:tessera-system:tessera-controller,controller-sa,\"system:serviceaccounts,system:serviceaccounts:tessera-system\"\n"
         );
         std::fs::write(path("tokens.csv"), tokens).expect("token file");
-        let apiserver = start(
-            &bin.join("kube-apiserver"),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                format!("--cert-dir={}", path("certs").display()),
-                format!("--secure-port={secure}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                "--service-cluster-ip-range=10.0.0.0/24".into(),
-                "--service-account-issuer=https://kubernetes.default.svc".into(),
-                format!("--service-account-key-file={}", key.display()),
-                format!("--service-account-signing-key-file={}", key.display()),
-                format!("--token-auth-file={}", path("tokens.csv").display()),
-                "--authorization-mode=RBAC".into(),
-                "--disable-admission-plugins=ServiceAccount".into(),
-                "--allow-privileged=true".into(),
-            ],
-            &path("apiserver.log"),
-        );
-        let mut cluster =
-            Cluster { etcd, apiserver, url: format!("https://127.0.0.1:{secure}"), token, controller_token, ca: Vec::new(), dir };
+        let apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--cert-dir={}", path("certs").display()),
+            format!("--secure-port={secure}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            format!("--service-account-key-file={}", key.display()),
+            format!("--service-account-signing-key-file={}", key.display()),
+            format!("--token-auth-file={}", path("tokens.csv").display()),
+            "--authorization-mode=RBAC".into(),
+            "--disable-admission-plugins=ServiceAccount".into(),
+            "--allow-privileged=true".into(),
+        ];
+        let apiserver = start(&bin.join("kube-apiserver"), &apiserver_args, &path("apiserver.log"));
+        let mut cluster = Cluster {
+            etcd,
+            apiserver,
+            apiserver_args,
+            etcd_url,
+            url: format!("https://127.0.0.1:{secure}"),
+            token,
+            controller_token,
+            ca: Vec::new(),
+            dir,
+        };
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Stop the apiserver (etcd keeps the state); [`Cluster::start_apiserver`] brings it back.
+    pub fn stop_apiserver(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+    }
+
+    /// Start the apiserver again, on the same port and etcd, and wait until it is ready.
+    pub fn start_apiserver(&mut self) {
+        let log = self.dir.path().join("apiserver.log");
+        self.apiserver = start(&bin_dir().join("kube-apiserver"), &self.apiserver_args, &log);
+        self.wait_ready();
+    }
+
+    /// A call to etcd's JSON gateway (`/v3/kv/range`, `/v3/kv/compaction`, ...).
+    pub fn etcd(&self, path: &str, body: &Value) -> Value {
+        let answer = reqwest::blocking::Client::new().post(format!("{}{path}", self.etcd_url)).json(body).send().expect("etcd");
+        assert!(answer.status().is_success(), "etcd {path}: {}", answer.status());
+        answer.json().expect("etcd answer")
+    }
+
+    fn wait_ready(&mut self) {
+        let cluster = self;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(ca) = std::fs::read(cluster.dir.path().join("certs/apiserver.crt")) {
                 cluster.ca = ca;
                 if cluster.request("GET", "/readyz", None).is_ok_and(|(status, _)| status == 200) {
-                    return cluster;
+                    return;
                 }
             }
             if let Ok(Some(status)) = cluster.apiserver.try_wait() {

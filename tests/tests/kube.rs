@@ -414,3 +414,129 @@ fn cluster_policies_of_the_network_policy_api() {
     wait_for("the ANP goes with its CRD", || stored("AdminNetworkPolicy db-guard").is_none(), || policies().to_string());
     assert!(stored("BaselineAdminNetworkPolicy default").is_some());
 }
+
+/// etcd's JSON gateway takes keys in base64.
+fn base64(text: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char } else { '=' });
+        }
+    }
+    out
+}
+
+/// Watch faults leave nothing stale: the apiserver restarted; a change no watch ever saw (a
+/// Namespace removed in etcd behind the apiserver's back, then etcd compacted, so the resumed
+/// watches get 410 Gone and the operator lists again); the controller SIGKILLed while the
+/// cluster changes.
+#[test]
+fn watch_faults_leave_nothing_stale() {
+    let mut k = Cluster::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}]\n")
+        .expect("topology");
+    let kubeconfig = k.kubeconfig();
+    let (port, db, token) = (tessera_tests::free_port(), tessera_tests::sqlite_url(), format!("kube-admin-{}", rand::random::<u64>()));
+    let env = [
+        ("TESSERA_NO_DEMO", "true"),
+        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
+        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
+    ];
+    let mut c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    // The test's own (the apiserver makes default and kube-* itself).
+    let tenants = |c: &tessera_tests::Controller| -> Vec<String> {
+        let mut names: Vec<String> = c
+            .get("/v1/tenants")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str().map(String::from))
+            .filter(|n| n.len() == 1)
+            .collect();
+        names.sort();
+        names
+    };
+    let namespace = |k: &Cluster, name: &str| {
+        let (status, body) = k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": name}}))).expect("ns");
+        assert_eq!(status, 201, "{body}");
+    };
+    let want = |c: &tessera_tests::Controller, names: &[&str], what: &str| {
+        wait_for(what, || tenants(c) == names, || format!("tenants: {:?}", tenants(c)));
+    };
+    namespace(&k, "a");
+    namespace(&k, "b");
+    want(&c, &["a", "b"], "the first tenants");
+
+    // The apiserver restarted: the watches resume.
+    k.stop_apiserver();
+    k.start_apiserver();
+    namespace(&k, "c");
+    want(&c, &["a", "b", "c"], "a Namespace made after the apiserver's restart");
+
+    // Behind every watch's back, then history compacted away: only a fresh list can tell.
+    k.stop_apiserver();
+    let deleted = k.etcd("/v3/kv/deleterange", &json!({"key": base64("/registry/namespaces/b")}));
+    assert_eq!(deleted["deleted"], "1", "{deleted}");
+    let revision = deleted["header"]["revision"].clone();
+    k.etcd("/v3/kv/compaction", &json!({"revision": revision, "physical": true}));
+    k.start_apiserver();
+    want(&c, &["a", "c"], "a Namespace gone without a watch event (410 Gone, relist)");
+
+    // The controller killed while Namespaces come and go: the restart catches up.
+    c.kill();
+    namespace(&k, "d");
+    assert_eq!(k.request("DELETE", "/api/v1/namespaces/a", None).expect("delete").0, 200);
+    let finalize = json!({"metadata": {"name": "a"}, "spec": {"finalizers": []}});
+    assert_eq!(k.request("PUT", "/api/v1/namespaces/a/finalize", Some(&finalize)).expect("finalize").0, 200);
+    let c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    want(&c, &["c", "d"], "the restart after SIGKILL catches up");
+}
+
+/// Two controllers on PostgreSQL, each running the operator; only the writer-lease holder
+/// writes. The holder killed while the cluster changes: the survivor takes the lease, lists
+/// everything again and leaves nothing stale.
+#[test]
+fn the_operator_moves_with_the_writer_lease() {
+    let k = Cluster::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}]\n")
+        .expect("topology");
+    let kubeconfig = k.kubeconfig();
+    let db = tokio::runtime::Runtime::new().expect("runtime").block_on(tessera_tests::pg::fresh_database());
+    let token = format!("kube-admin-{}", rand::random::<u64>());
+    let replica = |id: &str| {
+        let env = [
+            ("TESSERA_NO_DEMO", "true"),
+            ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
+            ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
+            ("TESSERA_LEASE_RENEW_MS", "300"),
+            ("TESSERA_LEASE_TTL_MS", "3000"),
+            ("TESSERA_REPLICA_ID", id),
+        ];
+        tessera_tests::Controller::start_with(tessera_tests::free_port(), &db, &token, &env)
+    };
+    let mut replicas = [replica("one"), replica("two")];
+    let has = |c: &tessera_tests::Controller, name: &str| c.get(&format!("/v1/tenants/{name}"))["origin"] == "kubernetes";
+    assert_eq!(k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "a"}}))).expect("ns").0, 201);
+    wait_for("the tenant", || has(&replicas[0], "a"), String::new);
+    let holder = replicas.iter().position(|r| r.get("/v1/leader")["thisReplicaHoldsIt"] == true).expect("a lease holder");
+    replicas[holder].kill();
+    let survivor = &replicas[1 - holder];
+    assert_eq!(k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "b"}}))).expect("ns").0, 201);
+    assert_eq!(k.request("DELETE", "/api/v1/namespaces/a", None).expect("delete").0, 200);
+    let finalize = json!({"metadata": {"name": "a"}, "spec": {"finalizers": []}});
+    assert_eq!(k.request("PUT", "/api/v1/namespaces/a/finalize", Some(&finalize)).expect("finalize").0, 200);
+    let started = std::time::Instant::now();
+    wait_for(
+        "the survivor takes over",
+        || has(survivor, "b") && survivor.get("/v1/tenants/a")["error"]["code"] == "not_found",
+        || survivor.get("/v1/tenants").to_string(),
+    );
+    println!("the survivor caught up {:.1} s after the holder was killed", started.elapsed().as_secs_f64());
+    assert_eq!(survivor.get("/v1/leader")["thisReplicaHoldsIt"], true);
+}
