@@ -39,27 +39,31 @@ pub struct PolicySpec {
     pub document: Value,
 }
 
-/// A cluster-scoped policy kind of the network-policy-api project, watched when its CRD is
-/// installed.
+/// A policy kind defined by a CRD, watched when the CRD is installed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PolicyKind {
     pub group: &'static str,
     pub version: &'static str,
     pub kind: &'static str,
     pub plural: &'static str,
+    pub namespaced: bool,
 }
 
-/// ClusterNetworkPolicy at `v1alpha2` (served by every release that has the kind), and the
-/// older AdminNetworkPolicy and BaselineAdminNetworkPolicy.
-pub const CLUSTER_POLICY_KINDS: [PolicyKind; 3] = [
-    PolicyKind { group: "policy.networking.k8s.io", version: "v1alpha2", kind: "ClusterNetworkPolicy", plural: "clusternetworkpolicies" },
-    PolicyKind { group: "policy.networking.k8s.io", version: "v1alpha1", kind: "AdminNetworkPolicy", plural: "adminnetworkpolicies" },
-    PolicyKind {
-        group: "policy.networking.k8s.io",
-        version: "v1alpha1",
-        kind: "BaselineAdminNetworkPolicy",
-        plural: "baselineadminnetworkpolicies",
-    },
+impl PolicyKind {
+    const fn cluster(group: &'static str, version: &'static str, kind: &'static str, plural: &'static str) -> PolicyKind {
+        PolicyKind { group, version, kind, plural, namespaced: false }
+    }
+}
+
+/// The network-policy-api's ClusterNetworkPolicy at `v1alpha2` (served by every release that
+/// has the kind) and the older AdminNetworkPolicy and BaselineAdminNetworkPolicy; Tessera's own
+/// TesseraPolicy and TesseraClusterPolicy.
+pub const CUSTOM_POLICY_KINDS: [PolicyKind; 5] = [
+    PolicyKind::cluster("policy.networking.k8s.io", "v1alpha2", "ClusterNetworkPolicy", "clusternetworkpolicies"),
+    PolicyKind::cluster("policy.networking.k8s.io", "v1alpha1", "AdminNetworkPolicy", "adminnetworkpolicies"),
+    PolicyKind::cluster("policy.networking.k8s.io", "v1alpha1", "BaselineAdminNetworkPolicy", "baselineadminnetworkpolicies"),
+    PolicyKind { group: "tessera.io", version: "v1", kind: "TesseraPolicy", plural: "tesserapolicies", namespaced: true },
+    PolicyKind::cluster("tessera.io", "v1", "TesseraClusterPolicy", "tesseraclusterpolicies"),
 ];
 
 /// The key of a stored policy document the operator could have made (`Kind namespace/name` or
@@ -67,10 +71,14 @@ pub const CLUSTER_POLICY_KINDS: [PolicyKind; 3] = [
 pub fn policy_key(document: &Value) -> Option<String> {
     let kind = document.get("kind")?.as_str()?;
     let name = document.pointer("/metadata/name")?.as_str()?;
-    match kind {
-        "NetworkPolicy" => Some(format!("{kind} {}/{name}", document.pointer("/metadata/namespace")?.as_str()?)),
-        _ if CLUSTER_POLICY_KINDS.iter().any(|k| k.kind == kind) => Some(format!("{kind} {name}")),
-        _ => None,
+    let namespaced = match kind {
+        "NetworkPolicy" => true,
+        _ => CUSTOM_POLICY_KINDS.iter().find(|k| k.kind == kind)?.namespaced,
+    };
+    if namespaced {
+        Some(format!("{kind} {}/{name}", document.pointer("/metadata/namespace")?.as_str()?))
+    } else {
+        Some(format!("{kind} {name}"))
     }
 }
 
@@ -225,16 +233,20 @@ pub fn network_policy(policy: &NetworkPolicy) -> PolicySpec {
     PolicySpec { key: format!("NetworkPolicy {namespace}/{name}"), document }
 }
 
-/// The policy document of a cluster policy object (`name` and `spec` of a `kind` object):
-/// like [`network_policy`], only what the engine reads.
-pub fn cluster_policy(kind: &PolicyKind, name: &str, spec: &Value) -> PolicySpec {
+/// The policy document of a custom policy object (the `spec` of a `kind` object named `name`,
+/// in `namespace` for a namespaced kind): like [`network_policy`], only what the engine reads.
+pub fn custom_policy(kind: &PolicyKind, namespace: Option<&str>, name: &str, spec: &Value) -> PolicySpec {
+    let (metadata, key) = match namespace.filter(|_| kind.namespaced) {
+        Some(ns) => (json!({"name": name, "namespace": ns}), format!("{} {ns}/{name}", kind.kind)),
+        None => (json!({"name": name}), format!("{} {name}", kind.kind)),
+    };
     let document = json!({
         "apiVersion": format!("{}/{}", kind.group, kind.version),
         "kind": kind.kind,
-        "metadata": {"name": name},
+        "metadata": metadata,
         "spec": spec,
     });
-    PolicySpec { key: format!("{} {name}", kind.kind), document }
+    PolicySpec { key, document }
 }
 
 /// The pods that take part in traffic, by namespace and address: running or pending with an
@@ -444,11 +456,16 @@ mod tests {
     #[test]
     fn cluster_policies_are_keyed_by_kind_and_name_and_keep_only_their_spec() {
         let spec = json!({"tier": "Admin", "priority": 3, "subject": {"namespaces": {}}});
-        let p = cluster_policy(&CLUSTER_POLICY_KINDS[0], "deny-all", &spec);
+        let p = custom_policy(&CUSTOM_POLICY_KINDS[0], None, "deny-all", &spec);
         assert_eq!(p.key, "ClusterNetworkPolicy deny-all");
         assert_eq!(p.document["apiVersion"], "policy.networking.k8s.io/v1alpha2");
         assert_eq!(policy_key(&p.document).as_deref(), Some("ClusterNetworkPolicy deny-all"));
-        assert_eq!(policy_key(&json!({"kind": "TesseraPolicy", "metadata": {"name": "x", "namespace": "y"}})), None, "not a watched kind");
+        assert_eq!(policy_key(&json!({"kind": "Pod", "metadata": {"name": "x", "namespace": "y"}})), None, "not a policy kind");
+        let tessera = custom_policy(&CUSTOM_POLICY_KINDS[3], Some("shop"), "web", &json!({}));
+        assert_eq!(
+            (tessera.key.as_str(), policy_key(&tessera.document)),
+            ("TesseraPolicy shop/web", Some("TesseraPolicy shop/web".into()))
+        );
         // The same key whatever else the stored document holds: a policy stored through the API
         // under that name is someone else's.
         let theirs = Held { other_policies: BTreeSet::from([p.key.clone()]), ..Default::default() };

@@ -7,6 +7,7 @@
 //! the writer-lease holder only). A start, a restart or a regained lease begins with the full
 //! lists, so nothing is left stale.
 
+pub mod crd;
 pub mod index;
 pub mod review;
 
@@ -63,8 +64,8 @@ struct Stores {
     namespaces: Store<Namespace>,
     policies: Store<NetworkPolicy>,
     pods: Store<Pod>,
-    /// The network-policy-api kinds (empty while a CRD is not installed).
-    cluster_policies: Vec<(PolicyKind, ApiResource, Store<DynamicObject>)>,
+    /// The policy kinds defined by CRDs (empty while a CRD is not installed).
+    custom: Vec<(PolicyKind, ApiResource, Store<DynamicObject>)>,
 }
 
 impl Stores {
@@ -79,11 +80,13 @@ impl Stores {
                 scoped().and_then(|(ns, name)| self.policies.get(&ObjectRef::new(name).within(ns))).map(|o| o.object_ref(&()))
             }
             "Pod" => scoped().and_then(|(ns, name)| self.pods.get(&ObjectRef::new(name).within(ns))).map(|o| o.object_ref(&())),
-            _ => {
-                self.cluster_policies.iter().find(|(k, ..)| k.kind == kind).and_then(|(_, resource, store)| {
-                    store.get(&ObjectRef::new_with(rest, resource.clone())).map(|o| o.object_ref(resource))
-                })
-            }
+            _ => self.custom.iter().find(|(k, ..)| k.kind == kind).and_then(|(k, resource, store)| {
+                let key = match rest.split_once('/').filter(|_| k.namespaced) {
+                    Some((ns, name)) => ObjectRef::new_with(name, resource.clone()).within(ns),
+                    None => ObjectRef::new_with(rest, resource.clone()),
+                };
+                store.get(&key).map(|o| o.object_ref(resource))
+            }),
         }
     }
 }
@@ -117,15 +120,15 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
         // Pods carry much the operator does not read (managed fields): dropped before they are kept.
         followed(pod_writer, client.clone(), |pod: &mut Pod| pod.metadata.managed_fields = None).boxed(),
     ];
-    let mut cluster_policies = Vec::new();
-    for kind in index::CLUSTER_POLICY_KINDS {
+    let mut custom = Vec::new();
+    for kind in index::CUSTOM_POLICY_KINDS {
         let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(kind.group, kind.version, kind.kind), kind.plural);
         let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
-        cluster_policies.push((kind, resource.clone(), writer.as_reader()));
+        custom.push((kind, resource.clone(), writer.as_reader()));
         streams.push(followed_if_installed(writer, Api::all_with(client.clone(), &resource)).boxed());
     }
     let mut events = futures_util::stream::select_all(streams);
-    let stores = Stores { nodes, namespaces, policies, pods, cluster_policies };
+    let stores = Stores { nodes, namespaces, policies, pods, custom };
     // Nothing is published before every full list is in: a partial view would delete. (A kind
     // whose CRD is not installed is ready at once, and empty.)
     let ready = async {
@@ -133,7 +136,7 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
         let _ = stores.namespaces.wait_until_ready().await;
         let _ = stores.policies.wait_until_ready().await;
         let _ = stores.pods.wait_until_ready().await;
-        for (.., store) in &stores.cluster_policies {
+        for (.., store) in &stores.custom {
             let _ = store.wait_until_ready().await;
         }
     };
@@ -162,7 +165,8 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
             return;
         }
         if is_ready {
-            publish(&stores, &inventory, &recorder, options, &mut unmatched).await;
+            let refused = publish(&stores, &inventory, &recorder, options, &mut unmatched).await;
+            report_status(&client, &stores, &refused).await;
         }
         dirty = false;
     }
@@ -249,12 +253,13 @@ async fn publish(
     recorder: &Recorder,
     options: Options,
     unmatched: &mut std::collections::HashMap<String, std::time::Instant>,
-) {
+) -> std::collections::HashMap<String, String> {
+    let mut refused = std::collections::HashMap::new();
     let held = match inventory.held().await {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the store; the next pass tries again");
-            return;
+            return refused;
         }
     };
     let (nodes, namespaces, policies, pods) =
@@ -263,10 +268,11 @@ async fn publish(
     let node_refs: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
     let namespace_refs: Vec<&Namespace> = namespaces.iter().map(AsRef::as_ref).collect();
     let mut documents: Vec<PolicySpec> = policies.iter().map(|p| index::network_policy(p)).collect();
-    for (kind, _, store) in &stores.cluster_policies {
+    for (kind, _, store) in &stores.custom {
         for object in store.state() {
             let spec = object.data.get("spec").cloned().unwrap_or_default();
-            documents.push(index::cluster_policy(kind, object.metadata.name.as_deref().unwrap_or_default(), &spec));
+            let (namespace, name) = (object.metadata.namespace.as_deref(), object.metadata.name.as_deref().unwrap_or_default());
+            documents.push(index::custom_policy(kind, namespace, name, &spec));
         }
     }
     let (mut changes, skipped) = index::plan(&node_refs, &namespace_refs, documents, &pod_refs, &held);
@@ -282,6 +288,9 @@ async fn publish(
     }
     for s in &skipped {
         tracing::debug!(object = %s.object, reason = %s.reason, "skipped");
+        if s.warn {
+            refused.insert(s.object.clone(), s.reason.clone());
+        }
         // What a person must act on is said on the object itself.
         if let Some(reference) = stores.named(&s.object).filter(|_| s.warn) {
             let event = Event {
@@ -301,6 +310,9 @@ async fn publish(
             Ok(()) => tracing::info!(?change, "applied from Kubernetes"),
             Err(e) => {
                 tracing::warn!(?change, error = %e, "refused; tried again at the next pass");
+                if let Some(object) = change.object() {
+                    refused.insert(object, e.clone());
+                }
                 let Some(reference) = change.object().and_then(|o| stores.named(&o)) else { continue };
                 let event = Event {
                     type_: EventType::Warning,
@@ -312,6 +324,54 @@ async fn publish(
                 if let Err(e) = recorder.publish(&event, &reference).await {
                     tracing::warn!(error = %e, "cannot publish the Event");
                 }
+            }
+        }
+    }
+    refused
+}
+
+/// Each custom policy object's `Accepted` condition, written to its status subresource when it
+/// changed: False with the engine's reason (or the conflict) for those `refused` (keyed by
+/// object, as [`Change::object`] names them), True for the others, which the store holds.
+async fn report_status(client: &Client, stores: &Stores, refused: &std::collections::HashMap<String, String>) {
+    for (kind, resource, store) in &stores.custom {
+        for object in store.state() {
+            let (namespace, name) = (object.metadata.namespace.as_deref(), object.metadata.name.clone().unwrap_or_default());
+            let key = index::custom_policy(kind, namespace, &name, &serde_json::Value::Null).key;
+            let generation = object.metadata.generation.unwrap_or_default();
+            let (status, reason, message) = match refused.get(&key) {
+                Some(why) => ("False", "Refused", truncate(why)),
+                None => ("True", "Accepted", "enforced as written".to_string()),
+            };
+            let current = object
+                .data
+                .pointer("/status/conditions")
+                .and_then(|c| c.as_array())
+                .and_then(|c| c.iter().find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Accepted")).cloned());
+            let same = |field: &str, want: serde_json::Value| current.as_ref().and_then(|c| c.get(field)) == Some(&want);
+            if same("status", status.into()) && same("message", message.clone().into()) && same("observedGeneration", generation.into()) {
+                continue;
+            }
+            // The transition time moves only when the status does.
+            let since = match current.as_ref().filter(|_| same("status", status.into())) {
+                Some(c) => c.get("lastTransitionTime").and_then(|t| t.as_str()).unwrap_or_default().to_string(),
+                None => k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            };
+            let condition = crd::Condition {
+                kind: "Accepted".into(),
+                status: status.into(),
+                reason: reason.into(),
+                message,
+                observed_generation: generation,
+                last_transition_time: since,
+            };
+            let patch = serde_json::json!({"status": {"observedGeneration": generation, "conditions": [condition]}});
+            let api: Api<DynamicObject> = match namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+                None => Api::all_with(client.clone(), resource),
+            };
+            if let Err(e) = api.patch_status(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+                tracing::warn!(object = %key, error = %e, "cannot write the status");
             }
         }
     }

@@ -200,6 +200,7 @@ pub(crate) struct IpBlockDoc {
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(schema_with = "crate::schema::int_or_string"))]
 pub(crate) enum IntOrString {
     Int(i64),
     String(String),

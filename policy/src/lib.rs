@@ -16,6 +16,8 @@ mod native;
 pub mod network_policy_api;
 pub mod nft;
 mod romana;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod selector;
 pub mod simulate;
 pub mod testgen;

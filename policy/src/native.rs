@@ -22,6 +22,7 @@ pub(crate) struct TenantPolicyDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct TenantPolicySpec {
     #[serde(default)]
@@ -32,6 +33,7 @@ pub(crate) struct TenantPolicySpec {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NativeRule {
     /// Cluster policies only.
@@ -42,6 +44,7 @@ pub(crate) struct NativeRule {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NativePeer {
     pub tenant: Option<String>,
@@ -57,12 +60,14 @@ pub(crate) struct NativePeer {
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(schema_with = "crate::schema::string_or_object"))]
 pub(crate) enum SegmentRef {
     Name(String),
     Full { tenant: String, name: String },
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct NativePort {
     pub protocol: String,
@@ -99,6 +104,7 @@ pub(crate) struct ClusterPolicyDoc {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ClusterPolicySpec {
     pub tier: String,
@@ -110,6 +116,7 @@ pub(crate) struct ClusterPolicySpec {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ClusterSubject {
     #[serde(default)]
