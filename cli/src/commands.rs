@@ -330,7 +330,8 @@ const BLOCK_COLUMNS: &[(&str, &str)] = &[
 ];
 const TOKEN_COLUMNS: &[(&str, &str)] =
     &[("ID", "id"), ("NAME", "name"), ("ROLE", "role"), ("TENANT", "tenant"), ("NODE", "node"), ("TOKEN", "token")];
-const POLICY_COLUMNS: &[(&str, &str)] = &[("ID", "id"), ("TENANT", "tenant"), ("REVISION", "revision")];
+const POLICY_COLUMNS: &[(&str, &str)] =
+    &[("ID", "id"), ("TENANT", "tenant"), ("REVISION", "revision"), ("ORIGIN", "origin"), ("ENFORCED ON", "enforcedOn")];
 const NODE_COLUMNS: &[(&str, &str)] = &[
     ("NODE", "node"),
     ("DESIRED", "desiredGeneration"),
@@ -545,7 +546,18 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Policy(cmd) => crate::policy::run(cmd, out)?,
         Command::Policies(cmd) => match cmd {
-            PoliciesCmd::List => print(out, &api.get("/v1/policies")?, POLICY_COLUMNS),
+            PoliciesCmd::List => {
+                let mut list = api.get("/v1/policies")?;
+                if out != Output::Json {
+                    // Realization as people read it: `3/5` nodes.
+                    for p in list.as_array_mut().into_iter().flatten() {
+                        if let Some(nodes) = p.get("nodes").filter(|n| n.is_object()).cloned() {
+                            p["enforcedOn"] = format!("{}/{} nodes", nodes["applied"], nodes["total"]).into();
+                        }
+                    }
+                }
+                print(out, &list, POLICY_COLUMNS)
+            }
             PoliciesCmd::Apply { files } => {
                 let mut text = String::new();
                 for f in files {

@@ -3,14 +3,15 @@
 //! takes the lease, stopped when it loses it; each start begins with the full lists, so what
 //! changed while no replica watched (or this one was down) is caught up.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tessera_operator::{Change, EndpointView, Held, HostSpec, PortName, TenantSpec, policy_key};
+use tessera_operator::{Change, EndpointView, Enforced, Held, HostSpec, PortName, TenantSpec, policy_key};
 use tessera_policy::model::{NamedPort, Protocol};
 use tokio::sync::watch;
 
 use crate::api::AppState;
-use crate::store::Origin;
+use crate::store::{ChangeKind, Origin};
 
 /// The store as the operator sees it, changed through the operations.
 struct Inventory {
@@ -54,12 +55,22 @@ impl tessera_operator::Inventory for Inventory {
                 held.endpoints.push(EndpointView { id: e.id, tenant: e.tenant, segment: e.segment, ips, labels: e.labels, named_ports });
             }
         }
+        let mut ids = BTreeMap::new();
         for p in store.policies().await.map_err(|e| e.to_string())? {
             let Some(key) = policy_key(&p.document) else { continue };
             if p.origin == Origin::Kubernetes {
-                held.policies.insert(key, p.document);
+                held.policies.insert(key.clone(), p.document);
+                ids.insert(p.id, key);
             } else {
                 held.other_policies.insert(key);
+            }
+        }
+        // How many nodes enforce each: a change older than the retained feed is in every state.
+        let retained = store.last_changes(ChangeKind::Policy).await.map_err(|e| e.to_string())?;
+        let changed_at = ids.keys().map(|id| (id.clone(), retained.get(id).copied().unwrap_or(0))).collect();
+        for (id, r) in self.state.dist.realization(&changed_at).await.map_err(|e| e.to_string())? {
+            if let Some(key) = ids.get(&id) {
+                held.enforced.insert(key.clone(), Enforced { applied: r.applied as u64, total: r.total as u64 });
             }
         }
         Ok(held)

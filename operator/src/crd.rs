@@ -27,6 +27,9 @@ pub struct PolicyStatus {
     /// `Accepted`: True once the engine has taken the object, False (reason `Refused`, the
     /// field in the message) when it refused it; nothing of a refused object is enforced.
     pub conditions: Vec<Condition>,
+    /// How many nodes enforce the object's latest generation, of how many (nodes that have
+    /// applied their latest state; a lower bound).
+    pub nodes: Option<crate::index::Enforced>,
 }
 
 /// A condition as Kubernetes objects carry them.
@@ -69,6 +72,8 @@ pub fn definitions() -> Vec<Value> {
 fn definition(kind: &PolicyKind, spec: Schema, status: Schema) -> Value {
     let mut columns = vec![
         json!({"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"}),
+        json!({"name": "Enforced", "type": "integer", "jsonPath": ".status.nodes.applied"}),
+        json!({"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes.total"}),
         json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}),
     ];
     if kind.kind == "TesseraClusterPolicy" {

@@ -141,6 +141,15 @@ pub struct Held {
     pub other_policies: BTreeSet<String>,
     /// The endpoints of the operator's tenants (pods are matched to them by address).
     pub endpoints: Vec<EndpointView>,
+    /// [`policy_key`] → how many nodes enforce the stored policy, of how many.
+    pub enforced: BTreeMap<String, Enforced>,
+}
+
+/// How many nodes enforce a policy, of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, schemars::JsonSchema)]
+pub struct Enforced {
+    pub applied: u64,
+    pub total: u64,
 }
 
 /// One change to the store.

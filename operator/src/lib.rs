@@ -26,7 +26,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 
-pub use index::{Change, EndpointView, Held, HostSpec, PolicyKind, PolicySpec, PortName, Skipped, TenantSpec, policy_key};
+pub use index::{Change, EndpointView, Enforced, Held, HostSpec, PolicyKind, PolicySpec, PortName, Skipped, TenantSpec, policy_key};
 
 /// What the operator changes: the caller's store.
 pub trait Inventory: Send + Sync {
@@ -165,8 +165,9 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
             return;
         }
         if is_ready {
-            let refused = publish(&stores, &inventory, &recorder, options, &mut unmatched).await;
-            report_status(&client, &stores, &refused).await;
+            if let Some(outcome) = publish(&stores, &inventory, &recorder, options, &mut unmatched).await {
+                report_status(&client, &stores, &outcome).await;
+            }
         }
         dirty = false;
     }
@@ -253,13 +254,13 @@ async fn publish(
     recorder: &Recorder,
     options: Options,
     unmatched: &mut std::collections::HashMap<String, std::time::Instant>,
-) -> std::collections::HashMap<String, String> {
+) -> Option<Outcome> {
     let mut refused = std::collections::HashMap::new();
     let held = match inventory.held().await {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the store; the next pass tries again");
-            return refused;
+            return None;
         }
     };
     let (nodes, namespaces, policies, pods) =
@@ -327,19 +328,27 @@ async fn publish(
             }
         }
     }
-    refused
+    Some(Outcome { refused, enforced: held.enforced })
+}
+
+/// What a pass found about the policy objects.
+struct Outcome {
+    /// Objects (named as [`Change::object`] names them) whose policy was refused, and why.
+    refused: std::collections::HashMap<String, String>,
+    /// As the store said at the start of the pass.
+    enforced: std::collections::BTreeMap<String, Enforced>,
 }
 
 /// Each custom policy object's `Accepted` condition, written to its status subresource when it
-/// changed: False with the engine's reason (or the conflict) for those `refused` (keyed by
-/// object, as [`Change::object`] names them), True for the others, which the store holds.
-async fn report_status(client: &Client, stores: &Stores, refused: &std::collections::HashMap<String, String>) {
+/// changed: False with the engine's reason (or the conflict) for those refused, True for the
+/// others, which the store holds; Tessera's own kinds also say how many nodes enforce them.
+async fn report_status(client: &Client, stores: &Stores, outcome: &Outcome) {
     for (kind, resource, store) in &stores.custom {
         for object in store.state() {
             let (namespace, name) = (object.metadata.namespace.as_deref(), object.metadata.name.clone().unwrap_or_default());
             let key = index::custom_policy(kind, namespace, &name, &serde_json::Value::Null).key;
             let generation = object.metadata.generation.unwrap_or_default();
-            let (status, reason, message) = match refused.get(&key) {
+            let (status, reason, message) = match outcome.refused.get(&key) {
                 Some(why) => ("False", "Refused", truncate(why)),
                 None => ("True", "Accepted", "enforced as written".to_string()),
             };
@@ -349,7 +358,14 @@ async fn report_status(client: &Client, stores: &Stores, refused: &std::collecti
                 .and_then(|c| c.as_array())
                 .and_then(|c| c.iter().find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Accepted")).cloned());
             let same = |field: &str, want: serde_json::Value| current.as_ref().and_then(|c| c.get(field)) == Some(&want);
-            if same("status", status.into()) && same("message", message.clone().into()) && same("observedGeneration", generation.into()) {
+            // Other projects' kinds have no place for it in their status.
+            let enforced = outcome.enforced.get(&key).filter(|_| kind.group == crd::GROUP && status == "True");
+            let nodes = enforced.map(|e| serde_json::json!(e));
+            let unchanged = same("status", status.into())
+                && same("message", message.clone().into())
+                && same("observedGeneration", generation.into())
+                && object.data.pointer("/status/nodes") == nodes.as_ref();
+            if unchanged {
                 continue;
             }
             // The transition time moves only when the status does.
@@ -365,7 +381,7 @@ async fn report_status(client: &Client, stores: &Stores, refused: &std::collecti
                 observed_generation: generation,
                 last_transition_time: since,
             };
-            let patch = serde_json::json!({"status": {"observedGeneration": generation, "conditions": [condition]}});
+            let patch = serde_json::json!({"status": {"observedGeneration": generation, "conditions": [condition], "nodes": nodes}});
             let api: Api<DynamicObject> = match namespace {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
                 None => Api::all_with(client.clone(), resource),

@@ -495,6 +495,12 @@ async fn stored_policies_are_validated_compiled_and_distributed() {
         assert_ne!(after["ruleset"], before["ruleset"]);
         let h2_after = api.admin(Method::GET, "/v1/nodes/h2/state", None).await.body;
         assert_eq!(h2_after["generation"], h2_before["generation"], "h2 has no endpoint: its state did not change");
+        // No agent has applied anything yet: enforced on no node, of every node.
+        let nodes = api.admin(Method::GET, "/v1/nodes", None).await.body.as_array().map(Vec::len).unwrap_or_default();
+        assert!(nodes >= 2, "{backend}");
+        for p in api.admin(Method::GET, "/v1/policies", None).await.body.as_array().expect("policies") {
+            assert_eq!(p["nodes"], json!({"applied": 0, "total": nodes}), "{backend}: {p}");
+        }
 
         // Invalid documents name the field and store nothing.
         let bad = STORED_POLICIES.replace("policyTypes: [Ingress]", "policyTypes: [Sideways]");

@@ -163,6 +163,10 @@ fn virtual_datacenter() {
     dc.put_policies(POLICIES);
     let took = dc.wait_converged(Duration::from_secs(20));
     eprintln!("policies reached every agent in {took:?}");
+    // Realization: every node enforces every policy once every agent has applied its state.
+    for p in dc.api("GET", "/v1/policies", None).as_array().expect("policies") {
+        assert_eq!(p["nodes"], json!({"applied": dc.hosts.len(), "total": dc.hosts.len()}), "{}", p["id"]);
+    }
     let compared = assert_enforced_as_simulated(&dc, POLICIES, "policies");
     eprintln!("{compared} verdicts compared with simulate");
 

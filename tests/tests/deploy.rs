@@ -139,6 +139,11 @@ fn the_operator_works_with_the_deployed_rbac_and_nothing_more() {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
+    let nodes = || k.request("GET", &format!("{cluster}/baseline"), None).expect("get").1["status"]["nodes"].clone();
+    while nodes() != json!({"applied": 0, "total": 0}) {
+        assert!(std::time::Instant::now() < deadline, "realization in the status (no node yet): {}", nodes());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     let stored = c.get("/v1/policies");
     let kinds: Vec<&str> = stored.as_array().into_iter().flatten().filter_map(|p| p["document"]["kind"].as_str()).collect();
     assert_eq!(kinds, ["TesseraClusterPolicy"], "only what the engine took is stored: {stored}");

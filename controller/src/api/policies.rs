@@ -1,5 +1,8 @@
-//! Stored policies: NetworkPolicy, TesseraPolicy, TesseraClusterPolicy and Romana documents,
-//! validated by the policy engine before anything is stored, then compiled and distributed.
+//! Stored policies: NetworkPolicy, TesseraPolicy, TesseraClusterPolicy, the network-policy-api's
+//! cluster policies and Romana documents, validated by the policy engine before anything is
+//! stored, then compiled and distributed; each shown with how many nodes enforce it.
+
+use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::extract::{Path, Request, State};
@@ -11,7 +14,8 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{DOCUMENT_TYPES, IfMatch, read_body};
-use crate::store::{NewPolicy, Origin, PolicyRecord, Principal, StoreError};
+use crate::distribute::Realization;
+use crate::store::{ChangeKind, NewPolicy, Origin, PolicyRecord, Principal, StoreError};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -24,20 +28,39 @@ pub struct PolicyView {
     pub document: serde_json::Value,
     /// Who made it: `api`, or `kubernetes` (a NetworkPolicy; read-only here).
     pub origin: Origin,
+    /// How many nodes enforce its latest revision, of how many (absent in a write's answer:
+    /// no node has it yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Realization>,
 }
 
 impl From<PolicyRecord> for PolicyView {
     fn from(r: PolicyRecord) -> PolicyView {
-        PolicyView { id: r.id, tenant: r.tenant, revision: r.revision, document: r.document, origin: r.origin }
+        PolicyView { id: r.id, tenant: r.tenant, revision: r.revision, document: r.document, origin: r.origin, nodes: None }
     }
+}
+
+/// The views of `records`, each with its realization.
+async fn realized(state: &AppState, records: Vec<PolicyRecord>) -> ApiResult<Vec<PolicyView>> {
+    let retained = state.store.last_changes(ChangeKind::Policy).await?;
+    // A change older than the retained feed is older than every node's state.
+    let changed_at: BTreeMap<String, i64> = records.iter().map(|r| (r.id.clone(), retained.get(&r.id).copied().unwrap_or(0))).collect();
+    let realization = state.dist.realization(&changed_at).await?;
+    Ok(records
+        .into_iter()
+        .map(|r| {
+            let nodes = realization.get(&r.id).copied();
+            PolicyView { nodes, ..PolicyView::from(r) }
+        })
+        .collect())
 }
 
 /// Policies the caller may read.
 #[utoipa::path(get, path = "/v1/policies", responses((status = 200, body = [PolicyView])))]
 pub async fn list_policies(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<PolicyView>>> {
     caller.tenant_filter(None)?;
-    let list = state.store.policies().await?;
-    Ok(Json(list.into_iter().filter(|p| readable(&caller, p)).map(PolicyView::from).collect()))
+    let list: Vec<PolicyRecord> = state.store.policies().await?.into_iter().filter(|p| readable(&caller, p)).collect();
+    Ok(Json(realized(&state, list).await?))
 }
 
 fn readable(caller: &Caller, p: &PolicyRecord) -> bool {
@@ -60,7 +83,8 @@ pub async fn get_policy(State(state): State<AppState>, caller: Caller, Path(id):
     if !readable(&caller, &p) {
         return Err(ApiError::not_found(format!("policy `{id}` not found")));
     }
-    Ok(Json(p.into()))
+    let mut views = realized(&state, vec![p]).await?;
+    Ok(Json(views.remove(0)))
 }
 
 /// Create or replace policies: YAML or JSON text, several documents (`---`) and/or `kind: List`.

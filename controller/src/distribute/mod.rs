@@ -25,6 +25,13 @@ use tokio::sync::watch;
 
 use crate::store::{Change, ChangeKind, NodeReport, Store, StoreError};
 
+/// How many nodes enforce a change, of how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Realization {
+    pub applied: usize,
+    pub total: usize,
+}
+
 /// How long a REST write waits for this replica to have applied it before answering.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -351,6 +358,23 @@ impl Distributor {
     pub async fn records(&self) -> Result<BTreeMap<String, crate::store::NodeRecord>, StoreError> {
         self.flush_reports().await?;
         self.store.node_records().await
+    }
+
+    /// For each object changed at a feed position (`changed_at`), how many nodes enforce its
+    /// latest change, of how many nodes: those that have applied their latest state, once this
+    /// replica has followed the feed past the change. (A node still applying a later state is
+    /// not counted even if the change is already in what it runs: a lower bound, never more.)
+    pub async fn realization(&self, changed_at: &BTreeMap<String, i64>) -> Result<BTreeMap<String, Realization>, StoreError> {
+        let records = self.records().await?;
+        let position = self.position();
+        let current = records.values().filter(|r| r.report.applied.is_some_and(|a| a >= r.generation)).count();
+        Ok(changed_at
+            .iter()
+            .map(|(object, at)| {
+                let applied = if position >= *at { current } else { 0 };
+                (object.clone(), Realization { applied, total: records.len() })
+            })
+            .collect())
     }
 
     /// Every node's status as the store has it (the same on every replica), with this

@@ -7,6 +7,8 @@
 //! other replicas): a lost one costs a poll interval, never a change. Old records are compacted;
 //! a follower whose cursor fell below the retained window must resync from the store.
 
+use std::collections::BTreeMap;
+
 use sqlx::AnyConnection;
 use sqlx::Row;
 
@@ -99,6 +101,15 @@ pub(super) async fn record(conn: &mut AnyConnection, kind: ChangeKind, object: &
 
 impl Store {
     /// The sequence of the newest change.
+    /// The feed position of each retained object's latest change of `kind`.
+    pub async fn last_changes(&self, kind: ChangeKind) -> Result<BTreeMap<String, i64>> {
+        let rows = sqlx::query("SELECT object, MAX(seq) AS seq FROM changes WHERE kind = $1 GROUP BY object")
+            .bind(kind.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("object")?, r.try_get("seq")?))).collect()
+    }
+
     pub async fn feed_head(&self) -> Result<i64> {
         Ok(sqlx::query("SELECT seq FROM feed_head WHERE id = 1").fetch_one(&self.pool).await?.try_get("seq")?)
     }

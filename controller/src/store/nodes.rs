@@ -27,6 +27,8 @@ pub struct NodeRecord {
     pub host: String,
     pub generation: u64,
     pub digest: String,
+    /// The feed position at which `generation` was numbered.
+    pub seq: i64,
     pub report: NodeReport,
 }
 
@@ -98,7 +100,7 @@ impl Store {
 
     /// Every node's row.
     pub async fn node_records(&self) -> Result<BTreeMap<String, NodeRecord>> {
-        let rows = sqlx::query("SELECT host, generation, digest, applied, last_error, last_seen, fabric FROM node_states")
+        let rows = sqlx::query("SELECT host, generation, digest, seq, applied, last_error, last_seen, fabric FROM node_states")
             .fetch_all(&self.pool)
             .await?;
         let mut out = BTreeMap::new();
@@ -112,7 +114,13 @@ impl Store {
             };
             out.insert(
                 host.clone(),
-                NodeRecord { host, generation: r.try_get::<i64, _>("generation")? as u64, digest: r.try_get("digest")?, report },
+                NodeRecord {
+                    host,
+                    generation: r.try_get::<i64, _>("generation")? as u64,
+                    digest: r.try_get("digest")?,
+                    seq: r.try_get("seq")?,
+                    report,
+                },
             );
         }
         Ok(out)
