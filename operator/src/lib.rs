@@ -164,10 +164,8 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
         if *stop.borrow() {
             return;
         }
-        if is_ready {
-            if let Some(outcome) = publish(&stores, &inventory, &recorder, options, &mut unmatched).await {
-                report_status(&client, &stores, &outcome).await;
-            }
+        if is_ready && let Some(outcome) = publish(&stores, &inventory, &recorder, options, &mut unmatched).await {
+            report_status(&client, &stores, &outcome).await;
         }
         dirty = false;
     }
