@@ -76,6 +76,8 @@ pub struct Datacenter {
     /// With a BGP fabric: each rack's ToR namespace (BIRD), in rack order; the spine is `router`.
     pub tors: Vec<String>,
     timers: Timers,
+    /// Extra environment of every controller replica.
+    controller_env: Vec<(String, String)>,
 }
 
 /// How fast failures are noticed: the controllers' VIP failover and the agents' report interval.
@@ -140,21 +142,27 @@ impl Datacenter {
     /// The same with `replicas` controllers sharing the store at `database_url` (PostgreSQL for
     /// more than one); every agent is given all of them, in order.
     pub fn with_replicas(racks: usize, per_rack: usize, topology: &str, replicas: usize, database_url: &str) -> Datacenter {
-        Datacenter::build(racks, per_rack, topology, replicas, database_url, Underlay::Static, Timers::FAST)
+        Datacenter::build(racks, per_rack, topology, replicas, database_url, Underlay::Static, Timers::FAST, &[])
+    }
+
+    /// One controller started with extra environment (e.g. `TESSERA_KUBECONFIG`: the operator).
+    pub fn with_controller_env(racks: usize, per_rack: usize, env: &[(&str, &str)]) -> Datacenter {
+        Datacenter::build(racks, per_rack, TOPOLOGY, 1, &sqlite_url(), Underlay::Static, Timers::FAST, env)
     }
 
     /// A datacenter whose racks are joined by a BGP fabric (see [`Underlay::Bgp`]); the
     /// topology's racks should peer with `10.200.R.1`, AS 65000+R, as AS [`HOSTS_AS`].
     /// A datacenter whose router learns the racks from the controller (see [`Underlay::RouteServer`]).
     pub fn with_route_server(racks: usize, per_rack: usize, topology: &str, timers: Timers) -> Datacenter {
-        Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::RouteServer, timers)
+        Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::RouteServer, timers, &[])
     }
 
     /// The routers' hold time is the agents' (BIRD proposes more), so the topology sets it.
     pub fn with_bgp_fabric(racks: usize, per_rack: usize, topology: &str, timers: Timers) -> Datacenter {
-        Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::Bgp, timers)
+        Datacenter::build(racks, per_rack, topology, 1, &sqlite_url(), Underlay::Bgp, timers, &[])
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn build(
         racks: usize,
         per_rack: usize,
@@ -163,6 +171,7 @@ impl Datacenter {
         database_url: &str,
         underlay: Underlay,
         timers: Timers,
+        controller_env: &[(&str, &str)],
     ) -> Datacenter {
         let v6 = topology.contains("::");
         let ports: Vec<u16> = (0..replicas.max(1)).map(|_| free_port()).collect();
@@ -190,6 +199,7 @@ impl Datacenter {
             resync_seconds: 1.0,
             tors: Vec::new(),
             timers,
+            controller_env: controller_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         dc.add_namespace(&router);
         run(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
@@ -401,6 +411,8 @@ impl Datacenter {
                 ("TESSERA_VIP_FAILOVER_SECONDS", failover.as_str()),
                 ("TESSERA_BGP_ROUTER_ID", "10.255.0.1"),
             ];
+            let mut env: Vec<(&str, &str)> = env.to_vec();
+            env.extend(self.controller_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             self.controllers.push(Some(Controller::start_with(port, &self.database_url, &self.token, &env)));
         }
     }

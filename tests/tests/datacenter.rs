@@ -398,3 +398,158 @@ fn drift_is_repaired_on_the_kernel_event_not_the_resync() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(repairs(), counted);
 }
+
+/// Kubernetes drives the datacenter: Namespaces, Pods (their addresses from `tessera-cni`),
+/// NetworkPolicies and the network-policy-api's cluster policies are made with the real
+/// apiserver and mapped by the operator; `tessera policy simulate` over the same objects
+/// exported from the apiserver gives, for every pair of pods and every probe, the verdict real
+/// packets meet.
+#[test]
+fn kubernetes_objects_are_enforced_as_simulated() {
+    require_root();
+    let k = tessera_tests::kube::Cluster::start();
+    k.install_crds(&tessera_tests::kube::network_policy_api_crds());
+    let kubeconfig = k.kubeconfig();
+    let mut dc = Datacenter::with_controller_env(2, 1, &[("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path"))]);
+    let create = |path: &str, object: Value| {
+        let (status, body) = k.request("POST", path, Some(&object)).expect("create");
+        assert_eq!(status, 201, "{path}: {body}");
+    };
+    for (name, team) in [("shop", "shop"), ("bank", "bank")] {
+        create("/api/v1/namespaces", json!({"metadata": {"name": name, "labels": {"team": team}}}));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ["shop", "bank"].iter().any(|t| dc.try_api("GET", &format!("/v1/tenants/{t}"), None).1["origin"] != "kubernetes") {
+        assert!(std::time::Instant::now() < deadline, "tenants from Namespaces: {}", dc.api("GET", "/v1/tenants", None));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Pods: the runtime calls tessera-cni; the apiserver learns the address as from a kubelet.
+    for (name, host, tenant, app) in
+        [("web1", 0, "shop", "web"), ("db1", 1, "shop", "db"), ("api1", 0, "bank", "api"), ("db2", 1, "bank", "db")]
+    {
+        let pod = dc.add_pod(name, host, tenant, "default", &[("app", app)]);
+        let ports = if app == "db" { json!([{"name": "pg", "containerPort": 5432}]) } else { json!([]) };
+        create(
+            &format!("/api/v1/namespaces/{tenant}/pods"),
+            json!({"metadata": {"name": name, "labels": {"app": app}},
+                "spec": {"nodeName": dc.hosts[host].name, "containers": [{"name": app, "image": app, "ports": ports}]}}),
+        );
+        let running = json!({"status": {"phase": "Running", "podIP": pod.ip, "podIPs": [{"ip": pod.ip}]}});
+        assert_eq!(k.merge_patch(&format!("/api/v1/namespaces/{tenant}/pods/{name}/status"), &running).0, 200);
+    }
+    let namespaces: Vec<String> = dc.pods.iter().map(|p| p.ns.clone()).collect();
+    for ns in namespaces {
+        dc.serve(&ns, &PORTS, &[WHOAMI], &[ECHO]);
+    }
+    dc.install_fabric_routes();
+    // Every tier: an admin ClusterNetworkPolicy, an AdminNetworkPolicy, a NetworkPolicy with a
+    // named port, a baseline ClusterNetworkPolicy and the BaselineAdminNetworkPolicy.
+    create(
+        "/apis/networking.k8s.io/v1/namespaces/shop/networkpolicies",
+        json!({"metadata": {"name": "db"}, "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": "pg"}]}]}}),
+    );
+    create(
+        "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+        json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "bank-reads-db"}, "spec": {"tier": "Admin", "priority": 5,
+            "subject": {"pods": {"namespaceSelector": {"matchLabels": {"team": "shop"}}, "podSelector": {"matchLabels": {"app": "db"}}}},
+            "ingress": [{"action": "Accept", "from": [{"namespaces": {"matchLabels": {"team": "bank"}}}], "protocols": [{"destinationNamedPort": "pg"}]}]}}),
+    );
+    create(
+        "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies",
+        json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy", "metadata": {"name": "bank-closed"}, "spec": {"priority": 10, "subject": {"namespaces": {"matchLabels": {"team": "bank"}}},
+            "ingress": [{"action": "Pass", "from": [{"namespaces": {"matchLabels": {"team": "bank"}}}]},
+                        {"action": "Deny", "from": [{"namespaces": {}}], "ports": [{"portNumber": {"protocol": "TCP", "port": 5432}}]}]}}),
+    );
+    create(
+        "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+        json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy", "metadata": {"name": "no-plain-http-to-bank"}, "spec": {"tier": "Baseline", "priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "bank"}}},
+            "ingress": [{"action": "Pass", "from": [{"namespaces": {"matchLabels": {"team": "bank"}}}]},
+                        {"action": "Deny", "from": [{"namespaces": {}}], "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]}]}}),
+    );
+    create(
+        "/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies",
+        json!({"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy", "metadata": {"name": "default"}, "spec": {"subject": {"namespaces": {}},
+            "ingress": [{"action": "Deny", "from": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "api"}}}}],
+                "ports": [{"portNumber": {"protocol": "UDP", "port": 53}}]}]}}),
+    );
+    while dc.api("GET", "/v1/policies", None).as_array().map_or(0, |p| p.iter().filter(|p| p["origin"] == "kubernetes").count()) < 5 {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(20), "policies: {}", dc.api("GET", "/v1/policies", None));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    dc.wait_converged(Duration::from_secs(20));
+
+    // The same objects, exported from the apiserver, simulated by the CLI.
+    let mut export = String::new();
+    for path in [
+        "/api/v1/namespaces?labelSelector=team",
+        "/api/v1/pods",
+        "/apis/networking.k8s.io/v1/networkpolicies",
+        "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+        "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies",
+        "/apis/policy.networking.k8s.io/v1alpha1/baselineadminnetworkpolicies",
+    ] {
+        let (status, list) = k.request("GET", path, None).expect("list");
+        assert_eq!(status, 200, "{path}: {list}");
+        // A list's items carry no kind or apiVersion: the list's say them.
+        let kind = list["kind"].as_str().expect("kind").trim_end_matches("List").to_string();
+        for mut item in list["items"].as_array().cloned().unwrap_or_default() {
+            item["kind"] = json!(kind);
+            item["apiVersion"] = list["apiVersion"].clone();
+            export.push_str(&format!("---\n{item}\n"));
+        }
+    }
+    let file = dc.dir.path().join("export.yaml");
+    std::fs::write(&file, &export).expect("export");
+    let out = std::process::Command::new(tessera_tests::binary("tessera"))
+        .args(["-o", "json", "policy", "simulate", "-f"])
+        .arg(&file)
+        .args(["--port", "tcp/80", "--port", "tcp/5432", "--port", "udp/53"])
+        .output()
+        .expect("tessera policy simulate");
+    assert!(out.status.success(), "simulate: {}", String::from_utf8_lossy(&out.stderr));
+    let verdicts: Value = serde_json::from_slice(&out.stdout).expect("verdicts");
+    let verdicts = verdicts["verdicts"].as_array().expect("verdicts").clone();
+    let ip: BTreeMap<String, String> = dc.pods.iter().map(|p| (format!("{}/{}", p.tenant, p.name), p.ip.clone())).collect();
+    assert_eq!(verdicts.len(), 4 * 3 * 3, "every ordered pair of the 4 pods, 3 probes");
+    let mut running = Vec::new();
+    for p in &dc.pods {
+        let from = format!("{}/{}", p.tenant, p.name);
+        let jobs: Vec<Value> = verdicts
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v["from"] == json!(from))
+            .map(|(i, v)| json!({"id": i.to_string(), "proto": v["protocol"].as_str().unwrap_or_default().to_lowercase(), "dst": ip[v["to"].as_str().expect("to")], "port": v["port"]}))
+            .collect();
+        running.push(dc.probe(&p.ns, &json!(jobs), 1.0));
+    }
+    let mut observed = BTreeMap::new();
+    for child in running {
+        observed.extend(finish(child));
+    }
+    let mut wrong = Vec::new();
+    for (i, v) in verdicts.iter().enumerate() {
+        let seen = observed.get(&i.to_string()).and_then(Value::as_bool);
+        if seen != v["allowed"].as_bool() {
+            wrong.push(format!(
+                "{} -> {} {}/{}: simulate says {}, packets say {seen:?} ({})",
+                v["from"], v["to"], v["protocol"], v["port"], v["allowed"], v["reason"]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "enforcement differs from simulate in {} of {} cases:\n{}", wrong.len(), verdicts.len(), wrong.join("\n"));
+    // The cases that make each tier decide, so the comparison is not vacuous.
+    let says = |from: &str, to: &str, port: u64| {
+        verdicts.iter().find(|v| v["from"] == from && v["to"] == to && v["port"] == port).map(|v| v["allowed"] == true)
+    };
+    assert_eq!(says("bank/api1", "shop/db1", 5432), Some(true), "the admin ClusterNetworkPolicy accepts over the NetworkPolicy");
+    assert_eq!(says("shop/web1", "shop/db1", 5432), Some(true), "the NetworkPolicy's named port");
+    assert_eq!(says("shop/web1", "shop/db1", 80), Some(false), "isolated by the NetworkPolicy");
+    assert_eq!(says("shop/web1", "bank/db2", 5432), Some(false), "the AdminNetworkPolicy denies");
+    assert_eq!(says("bank/api1", "bank/db2", 5432), Some(true), "the AdminNetworkPolicy passes, nothing isolates");
+    assert_eq!(says("shop/web1", "bank/api1", 80), Some(false), "the baseline ClusterNetworkPolicy denies");
+    assert_eq!(says("bank/db2", "bank/api1", 80), Some(true), "the baseline Pass leaves the tier");
+    let udp = verdicts.iter().find(|v| v["from"] == "bank/api1" && v["to"] == "shop/web1" && v["protocol"] == "UDP").expect("udp");
+    assert_eq!(udp["allowed"], false, "the BaselineAdminNetworkPolicy denies: {udp}");
+    eprintln!("{} verdicts of Kubernetes objects compared with real packets", verdicts.len());
+}
