@@ -51,6 +51,8 @@ pub struct Cluster {
     /// The apiserver's serving certificate (PEM), to trust.
     pub ca: Vec<u8>,
     pub dir: tempfile::TempDir,
+    /// One HTTPS client for every request (connections are reused).
+    https: std::sync::OnceLock<reqwest::blocking::Client>,
 }
 
 fn start(binary: &Path, args: &[String], log: &Path) -> Child {
@@ -130,6 +132,7 @@ impl Cluster {
             controller_token,
             ca: Vec::new(),
             dir,
+            https: std::sync::OnceLock::new(),
         };
         cluster.wait_ready();
         cluster
@@ -181,8 +184,12 @@ impl Cluster {
 
     /// A client that trusts the apiserver's certificate.
     pub fn client(&self) -> reqwest::blocking::Client {
-        let ca = reqwest::Certificate::from_pem(&self.ca).expect("the apiserver's certificate");
-        reqwest::blocking::Client::builder().add_root_certificate(ca).build().expect("client")
+        self.https
+            .get_or_init(|| {
+                let ca = reqwest::Certificate::from_pem(&self.ca).expect("the apiserver's certificate");
+                reqwest::blocking::Client::builder().add_root_certificate(ca).build().expect("client")
+            })
+            .clone()
     }
 
     /// One request as the admin: the status and the body as JSON (text bodies as a string).

@@ -417,6 +417,11 @@ impl Datacenter {
         }
     }
 
+    /// The process id of replica `i`, while it runs.
+    pub fn controller_pid(&self, i: usize) -> Option<u32> {
+        self.controllers.get(i).and_then(|c| c.as_ref()).map(Controller::pid)
+    }
+
     pub fn stop_controller(&mut self) {
         self.controllers.clear();
     }
