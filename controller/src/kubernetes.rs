@@ -76,6 +76,19 @@ impl tessera_operator::Inventory for Inventory {
         Ok(held)
     }
 
+    async fn apply_topology(&self, document: &serde_json::Value) -> Result<i64, String> {
+        if self.state.writer.fence().is_none() {
+            return Err("the writer lease was lost".into());
+        }
+        let text = document.to_string();
+        let (plan, revision) =
+            self.state.ops.apply_topology(text, tessera_topology::Format::Tessera, None, false).await.map_err(|e| e.to_string())?;
+        revision.ok_or_else(|| {
+            let reasons: Vec<String> = plan.refusals.iter().map(|r| format!("{}: {}", r.subject, r.message)).collect();
+            format!("the change would move allocated addresses: {}", reasons.join("; "))
+        })
+    }
+
     async fn apply(&self, change: &Change) -> Result<(), String> {
         // Only the lease holder writes.
         if self.state.writer.fence().is_none() {

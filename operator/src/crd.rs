@@ -1,6 +1,7 @@
 //! Tessera's own kinds as CustomResourceDefinitions (`tessera.io/v1`): `TesseraPolicy`
-//! (namespaced) and `TesseraClusterPolicy` (cluster-scoped). Their `spec` schemas are generated
-//! from the types the engine reads them with, so the apiserver refuses what cannot parse (a
+//! (namespaced), `TesseraClusterPolicy` and `TesseraTopology` (cluster-scoped; the one named
+//! `default` is the topology). Their `spec` schemas are generated from the types the engine and
+//! the topology parser read them with, so the apiserver refuses what cannot parse (a
 //! misspelt field, a wrong type) and the engine names the rest in the object's status; the
 //! status subresource is the operator's: whether the engine accepted the object, and how many
 //! nodes enforce it.
@@ -17,6 +18,23 @@ use serde_json::{Value, json};
 use crate::index::{CUSTOM_POLICY_KINDS, PolicyKind};
 
 pub const GROUP: &str = "tessera.io";
+
+/// The topology as a cluster-scoped object; only the one named [`TOPOLOGY_NAME`] is read.
+pub const TOPOLOGY: PolicyKind =
+    PolicyKind { group: GROUP, version: "v1", kind: "TesseraTopology", plural: "tesseratopologies", namespaced: false };
+pub const TOPOLOGY_NAME: &str = "default";
+
+/// What the operator says in the topology object's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologyStatus {
+    pub observed_generation: i64,
+    /// `Accepted`: True once the store holds this generation, False (reason `Refused`) with the
+    /// parser's field or the addresses the change would move.
+    pub conditions: Vec<Condition>,
+    /// The store's topology revision this generation became.
+    pub revision: Option<i64>,
+}
 
 /// What the operator says in a policy object's status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
@@ -56,7 +74,9 @@ pub fn definitions() -> Vec<Value> {
         })
         .with_transform(StructuralSchemaRewriter);
     let status = settings.clone().into_generator().into_root_schema_for::<PolicyStatus>();
-    CUSTOM_POLICY_KINDS
+    let accepted = json!({"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"});
+    let age = json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"});
+    let mut out: Vec<Value> = CUSTOM_POLICY_KINDS
         .iter()
         .filter(|kind| kind.group == GROUP)
         .map(|kind| {
@@ -64,22 +84,27 @@ pub fn definitions() -> Vec<Value> {
                 "TesseraPolicy" => tessera_policy::schema::tessera_policy(settings.clone()),
                 _ => tessera_policy::schema::tessera_cluster_policy(settings.clone()),
             };
-            definition(kind, spec, status.clone())
+            let mut columns = vec![
+                accepted.clone(),
+                json!({"name": "Enforced", "type": "integer", "jsonPath": ".status.nodes.applied"}),
+                json!({"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes.total"}),
+                age.clone(),
+            ];
+            if kind.kind == "TesseraClusterPolicy" {
+                columns.insert(0, json!({"name": "Tier", "type": "string", "jsonPath": ".spec.tier"}));
+                columns.insert(1, json!({"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"}));
+            }
+            definition(kind, spec, status.clone(), columns)
         })
-        .collect()
+        .collect();
+    let topology = tessera_topology::schema::document(settings.clone());
+    let topology_status = settings.into_generator().into_root_schema_for::<TopologyStatus>();
+    let columns = vec![accepted, json!({"name": "Revision", "type": "integer", "jsonPath": ".status.revision"}), age];
+    out.push(definition(&TOPOLOGY, topology, topology_status, columns));
+    out
 }
 
-fn definition(kind: &PolicyKind, spec: Schema, status: Schema) -> Value {
-    let mut columns = vec![
-        json!({"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"}),
-        json!({"name": "Enforced", "type": "integer", "jsonPath": ".status.nodes.applied"}),
-        json!({"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes.total"}),
-        json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}),
-    ];
-    if kind.kind == "TesseraClusterPolicy" {
-        columns.insert(0, json!({"name": "Tier", "type": "string", "jsonPath": ".spec.tier"}));
-        columns.insert(1, json!({"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"}));
-    }
+fn definition(kind: &PolicyKind, spec: Schema, status: Schema, columns: Vec<Value>) -> Value {
     let schema = json!({
         "type": "object",
         "required": ["spec"],

@@ -34,6 +34,9 @@ pub trait Inventory: Send + Sync {
     fn held(&self) -> impl Future<Output = Result<Held, String>> + Send;
     /// Carry out one change; an error is reported and the change tried again later.
     fn apply(&self, change: &Change) -> impl Future<Output = Result<(), String>> + Send;
+    /// Make `document` (a TesseraTopology's spec: Tessera's topology format) the topology: its
+    /// new revision, or why not (the field at fault, the addresses it would move).
+    fn apply_topology(&self, document: &serde_json::Value) -> impl Future<Output = Result<i64, String>> + Send;
 }
 
 /// How the cluster is reached: a kubeconfig file, or (None) the standard inference (in a pod:
@@ -66,6 +69,8 @@ struct Stores {
     pods: Store<Pod>,
     /// The policy kinds defined by CRDs (empty while a CRD is not installed).
     custom: Vec<(PolicyKind, ApiResource, Store<DynamicObject>)>,
+    /// TesseraTopology objects (empty while the CRD is not installed).
+    topology: (ApiResource, Store<DynamicObject>),
 }
 
 impl Stores {
@@ -120,15 +125,19 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
         // Pods carry much the operator does not read (managed fields): dropped before they are kept.
         followed(pod_writer, client.clone(), |pod: &mut Pod| pod.metadata.managed_fields = None).boxed(),
     ];
-    let mut custom = Vec::new();
-    for kind in index::CUSTOM_POLICY_KINDS {
+    // The custom kinds: watched while their CRDs are installed.
+    let mut watch_custom = |kind: PolicyKind| {
         let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(kind.group, kind.version, kind.kind), kind.plural);
         let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
-        custom.push((kind, resource.clone(), writer.as_reader()));
+        let store = writer.as_reader();
         streams.push(followed_if_installed(writer, Api::all_with(client.clone(), &resource)).boxed());
-    }
+        (resource, store)
+    };
+    let custom: Vec<_> = index::CUSTOM_POLICY_KINDS.into_iter().map(|kind| (kind, watch_custom(kind))).collect();
+    let custom = custom.into_iter().map(|(kind, (resource, store))| (kind, resource, store)).collect();
+    let topology = watch_custom(crd::TOPOLOGY);
     let mut events = futures_util::stream::select_all(streams);
-    let stores = Stores { nodes, namespaces, policies, pods, custom };
+    let stores = Stores { nodes, namespaces, policies, pods, custom, topology };
     // Nothing is published before every full list is in: a partial view would delete. (A kind
     // whose CRD is not installed is ready at once, and empty.)
     let ready = async {
@@ -139,6 +148,7 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
         for (.., store) in &stores.custom {
             let _ = store.wait_until_ready().await;
         }
+        let _ = stores.topology.1.wait_until_ready().await;
     };
     tokio::pin!(ready);
     let mut is_ready = false;
@@ -164,8 +174,12 @@ pub async fn run(client: Client, inventory: impl Inventory, options: Options, mu
         if *stop.borrow() {
             return;
         }
-        if is_ready && let Some(outcome) = publish(&stores, &inventory, &recorder, options, &mut unmatched).await {
-            report_status(&client, &stores, &outcome).await;
+        if is_ready {
+            // The topology first: hosts are placed in it.
+            follow_topology(&client, &stores, &inventory).await;
+            if let Some(outcome) = publish(&stores, &inventory, &recorder, options, &mut unmatched).await {
+                report_status(&client, &stores, &outcome).await;
+            }
         }
         dirty = false;
     }
@@ -345,49 +359,103 @@ async fn report_status(client: &Client, stores: &Stores, outcome: &Outcome) {
         for object in store.state() {
             let (namespace, name) = (object.metadata.namespace.as_deref(), object.metadata.name.clone().unwrap_or_default());
             let key = index::custom_policy(kind, namespace, &name, &serde_json::Value::Null).key;
-            let generation = object.metadata.generation.unwrap_or_default();
-            let (status, reason, message) = match outcome.refused.get(&key) {
-                Some(why) => ("False", "Refused", truncate(why)),
-                None => ("True", "Accepted", "enforced as written".to_string()),
+            let verdict = match outcome.refused.get(&key) {
+                Some(why) => Verdict { accepted: false, reason: "Refused", message: truncate(why) },
+                None => Verdict { accepted: true, reason: "Accepted", message: "enforced as written".into() },
             };
-            let current = object
-                .data
-                .pointer("/status/conditions")
-                .and_then(|c| c.as_array())
-                .and_then(|c| c.iter().find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Accepted")).cloned());
-            let same = |field: &str, want: serde_json::Value| current.as_ref().and_then(|c| c.get(field)) == Some(&want);
             // Other projects' kinds have no place for it in their status.
-            let enforced = outcome.enforced.get(&key).filter(|_| kind.group == crd::GROUP && status == "True");
-            let nodes = enforced.map(|e| serde_json::json!(e));
-            let unchanged = same("status", status.into())
-                && same("message", message.clone().into())
-                && same("observedGeneration", generation.into())
-                && object.data.pointer("/status/nodes") == nodes.as_ref();
-            if unchanged {
-                continue;
-            }
-            // The transition time moves only when the status does.
-            let since = match current.as_ref().filter(|_| same("status", status.into())) {
-                Some(c) => c.get("lastTransitionTime").and_then(|t| t.as_str()).unwrap_or_default().to_string(),
-                None => k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            };
-            let condition = crd::Condition {
-                kind: "Accepted".into(),
-                status: status.into(),
-                reason: reason.into(),
-                message,
-                observed_generation: generation,
-                last_transition_time: since,
-            };
-            let patch = serde_json::json!({"status": {"observedGeneration": generation, "conditions": [condition], "nodes": nodes}});
-            let api: Api<DynamicObject> = match namespace {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
-                None => Api::all_with(client.clone(), resource),
-            };
-            if let Err(e) = api.patch_status(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
-                tracing::warn!(object = %key, error = %e, "cannot write the status");
-            }
+            let enforced = outcome.enforced.get(&key).filter(|_| kind.group == crd::GROUP && verdict.accepted);
+            set_accepted(client, resource, &object, verdict, ("nodes", enforced.map(|e| serde_json::json!(e)))).await;
         }
+    }
+}
+
+/// What an object's `Accepted` condition says.
+struct Verdict {
+    accepted: bool,
+    reason: &'static str,
+    message: String,
+}
+
+/// Write `object`'s `Accepted` condition (and one more status field, `extra`) to its status
+/// subresource, unless that is what it says already; the transition time moves only when the
+/// condition's status does.
+async fn set_accepted(
+    client: &Client,
+    resource: &ApiResource,
+    object: &DynamicObject,
+    verdict: Verdict,
+    extra: (&str, Option<serde_json::Value>),
+) {
+    let (namespace, name) = (object.metadata.namespace.as_deref(), object.metadata.name.clone().unwrap_or_default());
+    let generation = object.metadata.generation.unwrap_or_default();
+    let status = if verdict.accepted { "True" } else { "False" };
+    let current = object
+        .data
+        .pointer("/status/conditions")
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.iter().find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Accepted")).cloned());
+    let same = |field: &str, want: serde_json::Value| current.as_ref().and_then(|c| c.get(field)) == Some(&want);
+    let (extra_field, extra_value) = extra;
+    let unchanged = same("status", status.into())
+        && same("message", verdict.message.clone().into())
+        && same("observedGeneration", generation.into())
+        && object.data.get("status").and_then(|s| s.get(extra_field)) == extra_value.as_ref();
+    if unchanged {
+        return;
+    }
+    let since = match current.as_ref().filter(|_| same("status", status.into())) {
+        Some(c) => c.get("lastTransitionTime").and_then(|t| t.as_str()).unwrap_or_default().to_string(),
+        None => k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    };
+    let condition = crd::Condition {
+        kind: "Accepted".into(),
+        status: status.into(),
+        reason: verdict.reason.into(),
+        message: verdict.message,
+        observed_generation: generation,
+        last_transition_time: since,
+    };
+    let mut patch = serde_json::json!({"status": {"observedGeneration": generation, "conditions": [condition]}});
+    patch["status"][extra_field] = extra_value.unwrap_or(serde_json::Value::Null);
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, resource),
+        None => Api::all_with(client.clone(), resource),
+    };
+    if let Err(e) = api.patch_status(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+        tracing::warn!(object = %name, kind = %resource.kind, error = %e, "cannot write the status");
+    }
+}
+
+/// The TesseraTopology named `default` carried into the store when its generation is new (or
+/// was refused before: tried again each pass); its status says what became of it, and any other
+/// object of the kind is said to be ignored.
+async fn follow_topology(client: &Client, stores: &Stores, inventory: &impl Inventory) {
+    let (resource, store) = &stores.topology;
+    for object in store.state() {
+        let generation = object.metadata.generation.unwrap_or_default();
+        let conditions = object.data.pointer("/status/conditions").and_then(|c| c.as_array()).cloned().unwrap_or_default();
+        let done = conditions.iter().any(|c| c["type"] == "Accepted" && c["status"] == "True" && c["observedGeneration"] == generation);
+        if done {
+            continue;
+        }
+        let (verdict, revision) = if object.metadata.name.as_deref() != Some(crd::TOPOLOGY_NAME) {
+            let message = format!("only the TesseraTopology named `{}` is the topology", crd::TOPOLOGY_NAME);
+            (Verdict { accepted: false, reason: "Ignored", message }, None)
+        } else {
+            let spec = object.data.get("spec").cloned().unwrap_or_default();
+            match inventory.apply_topology(&spec).await {
+                Ok(revision) => {
+                    let message = format!("the topology's revision {revision}");
+                    (Verdict { accepted: true, reason: "Accepted", message }, Some(serde_json::json!(revision)))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the TesseraTopology was refused");
+                    (Verdict { accepted: false, reason: "Refused", message: truncate(&e) }, None)
+                }
+            }
+        };
+        set_accepted(client, resource, &object, verdict, ("revision", revision)).await;
     }
 }
 

@@ -223,8 +223,8 @@ impl Cluster {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
     }
 
-    /// Create the CRDs of every `*.yaml` in `dir` and wait until each is established (served).
-    /// Returns their names.
+    /// Create the CRDs of every `*.yaml` in `dir` (other kinds there are left out) and wait
+    /// until each is established (served). Returns their names.
     pub fn install_crds(&self, dir: &Path) -> Vec<String> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("{}: {e} (run `bash tests/kube/build.sh`)", dir.display()))
@@ -235,7 +235,8 @@ impl Cluster {
         let mut names = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(&file).expect("CRD file");
-            for crd in tessera_policy::input::read_documents(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display())) {
+            let documents = tessera_policy::input::read_documents(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            for crd in documents.into_iter().filter(|d| d["kind"] == "CustomResourceDefinition") {
                 let (status, body) = self.request("POST", CRDS, Some(&crd)).expect("create CRD");
                 assert_eq!(status, 201, "{}: {body}", file.display());
                 names.push(crd["metadata"]["name"].as_str().expect("name").to_string());

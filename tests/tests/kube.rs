@@ -540,3 +540,65 @@ fn the_operator_moves_with_the_writer_lease() {
     println!("the survivor caught up {:.1} s after the holder was killed", started.elapsed().as_secs_f64());
     assert_eq!(survivor.get("/v1/leader")["thisReplicaHoldsIt"], true);
 }
+
+/// Tessera's CRDs as deploy/ has them.
+fn tessera_crds() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/crds")
+}
+
+/// The topology as a TesseraTopology: the one named `default` becomes the store's topology (its
+/// status names the revision); a document the parser refuses, or a change that would move
+/// allocated addresses, leaves the topology as it was and says why in the status; another name
+/// is ignored, and said so.
+#[test]
+fn the_topology_from_a_custom_resource() {
+    let k = Cluster::start();
+    k.install_crds(&tessera_crds());
+    let dir = tempfile::tempdir().expect("dir");
+    let topology = dir.path().join("topology.yaml");
+    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}]\n")
+        .expect("topology");
+    let kubeconfig = k.kubeconfig();
+    let env = [
+        ("TESSERA_NO_DEMO", "true"),
+        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
+        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
+    ];
+    let c = tessera_tests::Controller::start(&env);
+    let path = "/apis/tessera.io/v1/tesseratopologies";
+    let object = |name: &str, spec: serde_json::Value| json!({"apiVersion": "tessera.io/v1", "kind": "TesseraTopology", "metadata": {"name": name}, "spec": spec});
+    let two_racks = json!({"networks": [{"name": "pods", "cidr": "10.96.0.0/16"}],
+        "groups": [{"name": "rack-1", "assignment": {"rack": "r1"}}, {"name": "rack-2", "assignment": {"rack": "r2"}, "groups": [{"name": "rack-2a", "assignment": {"row": "a"}}]}]});
+    let (status, body) = k.request("POST", path, Some(&object("default", two_racks))).expect("create");
+    assert_eq!(status, 201, "{body}");
+    let accepted = |name: &str| {
+        let (_, o) = k.request("GET", &format!("{path}/{name}"), None).expect("get");
+        (
+            o["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Accepted").cloned()),
+            o["status"]["revision"].clone(),
+        )
+    };
+    let groups = || c.get("/v1/topology").to_string();
+    wait_for("the topology from the object", || groups().contains("rack-2a"), groups);
+    wait_for("its status", || accepted("default").0.is_some_and(|c| c["status"] == "True"), || format!("{:?}", accepted("default")));
+    let revision = accepted("default").1;
+    assert!(revision.as_i64().is_some_and(|r| r >= 2), "the store's revision: {revision}");
+
+    // Refused by the parser: the field is named, the topology stays.
+    let bad = json!({"spec": {"networks": [{"name": "pods", "cidr": "10.96.0.0/33"}]}});
+    assert_eq!(k.merge_patch(&format!("{path}/default"), &bad).0, 200);
+    let refused = || accepted("default").0.filter(|c| c["status"] == "False");
+    wait_for("the refusal in the status", || refused().is_some(), || format!("{:?}", accepted("default")));
+    let message = refused().map(|c| c["message"].to_string()).unwrap_or_default();
+    assert!(message.contains("networks[0].cidr"), "names the field: {message}");
+    assert!(groups().contains("rack-2a"), "the topology stayed");
+
+    // Another name: ignored, and said so.
+    let (status, body) = k.request("POST", path, Some(&object("other", json!({"networks": []})))).expect("create");
+    assert_eq!(status, 201, "{body}");
+    wait_for(
+        "the other object is ignored",
+        || accepted("other").0.is_some_and(|c| c["reason"] == "Ignored"),
+        || format!("{:?}", accepted("other")),
+    );
+}

@@ -139,6 +139,7 @@ impl BgpSpec {
 
 /// A group's `bgp` section as a document writes it (strings for communities), before checks.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct BgpText {
     mode: Option<String>,
@@ -152,6 +153,7 @@ pub(crate) struct BgpText {
 }
 
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PeerText {
     address: String,

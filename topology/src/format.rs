@@ -61,8 +61,9 @@ fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, SpecError>
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TesseraDoc {
+pub(crate) struct TesseraDoc {
     #[serde(default)]
     networks: Vec<TesseraNetwork>,
     #[serde(default)]
@@ -73,8 +74,9 @@ struct TesseraDoc {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TesseraNetwork {
+pub(crate) struct TesseraNetwork {
     name: String,
     cidr: String,
     block_prefix: Option<u8>,
@@ -84,8 +86,9 @@ struct TesseraNetwork {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TesseraTree {
+pub(crate) struct TesseraTree {
     networks: Vec<String>,
     slots: Option<u32>,
     #[serde(default)]
@@ -94,20 +97,23 @@ struct TesseraTree {
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum OneOrMany {
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema), schemars(schema_with = "crate::schema::string_or_list"))]
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TesseraGroup {
+pub(crate) struct TesseraGroup {
     name: String,
     #[serde(default)]
     assignment: Labels,
     cidr: Option<OneOrMany>,
     slots: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::nested_groups"))]
     groups: Vec<TesseraGroup>,
     #[serde(default)]
     hosts: Vec<TesseraHost>,
@@ -115,8 +121,9 @@ struct TesseraGroup {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TesseraHost {
+pub(crate) struct TesseraHost {
     name: String,
     ip: Option<String>,
     #[serde(default)]

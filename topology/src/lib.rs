@@ -13,6 +13,8 @@ pub mod ipam;
 pub mod layout;
 pub mod placement;
 pub mod plan;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod spec;
 
 pub use aggregate::{aggregate, subtract};
