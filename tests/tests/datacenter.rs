@@ -104,7 +104,35 @@ fn assert_enforced_as_simulated(dc: &Datacenter, policies: &str, label: &str) ->
     let yaml = dc.cluster_yaml(&TENANTS, policies);
     let mut inputs = Inputs::default();
     inputs.add_text(label, &yaml).unwrap_or_else(|e| panic!("{label}: {e}"));
-    let expected = simulate(&inputs, &[], &probes()).expect("simulate");
+    let expected: Vec<Expected> = simulate(&inputs, &[], &probes())
+        .expect("simulate")
+        .into_iter()
+        .map(|v| Expected {
+            from: v.from,
+            to: v.to,
+            protocol: v.protocol.to_lowercase(),
+            port: v.port,
+            allowed: v.allowed,
+            reason: v.reason,
+        })
+        .collect();
+    assert_packets_agree(dc, &expected, label);
+    expected.len()
+}
+
+/// What simulate says of one probe between two pods (`tenant/name`).
+struct Expected {
+    from: String,
+    to: String,
+    /// `tcp`, `udp`, ...
+    protocol: String,
+    port: Option<u16>,
+    allowed: bool,
+    reason: String,
+}
+
+/// Send every probe of `expected` from its pod with real packets; each must meet its verdict.
+fn assert_packets_agree(dc: &Datacenter, expected: &[Expected], label: &str) {
     let by_name: BTreeMap<String, &tessera_tests::vdc::Pod> = dc.pods.iter().map(|p| (format!("{}/{}", p.tenant, p.name), p)).collect();
     let mut running = Vec::new();
     for p in &dc.pods {
@@ -113,7 +141,7 @@ fn assert_enforced_as_simulated(dc: &Datacenter, policies: &str, label: &str) ->
             .iter()
             .enumerate()
             .filter(|(_, v)| v.from == key)
-            .map(|(i, v)| json!({"id": i.to_string(), "proto": v.protocol.to_lowercase(), "dst": by_name[&v.to].ip, "port": v.port}))
+            .map(|(i, v)| json!({"id": i.to_string(), "proto": v.protocol, "dst": by_name[&v.to].ip, "port": v.port}))
             .collect();
         running.push(dc.probe(&p.ns, &json!(jobs), 1.0));
     }
@@ -138,7 +166,6 @@ fn assert_enforced_as_simulated(dc: &Datacenter, policies: &str, label: &str) ->
         expected.len(),
         wrong.join("\n")
     );
-    expected.len()
 }
 
 fn pod<'a>(dc: &'a Datacenter, name: &str) -> &'a tessera_tests::vdc::Pod {
@@ -510,34 +537,19 @@ fn kubernetes_objects_are_enforced_as_simulated() {
     assert!(out.status.success(), "simulate: {}", String::from_utf8_lossy(&out.stderr));
     let verdicts: Value = serde_json::from_slice(&out.stdout).expect("verdicts");
     let verdicts = verdicts["verdicts"].as_array().expect("verdicts").clone();
-    let ip: BTreeMap<String, String> = dc.pods.iter().map(|p| (format!("{}/{}", p.tenant, p.name), p.ip.clone())).collect();
     assert_eq!(verdicts.len(), 4 * 3 * 3, "every ordered pair of the 4 pods, 3 probes");
-    let mut running = Vec::new();
-    for p in &dc.pods {
-        let from = format!("{}/{}", p.tenant, p.name);
-        let jobs: Vec<Value> = verdicts
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v["from"] == json!(from))
-            .map(|(i, v)| json!({"id": i.to_string(), "proto": v["protocol"].as_str().unwrap_or_default().to_lowercase(), "dst": ip[v["to"].as_str().expect("to")], "port": v["port"]}))
-            .collect();
-        running.push(dc.probe(&p.ns, &json!(jobs), 1.0));
-    }
-    let mut observed = BTreeMap::new();
-    for child in running {
-        observed.extend(finish(child));
-    }
-    let mut wrong = Vec::new();
-    for (i, v) in verdicts.iter().enumerate() {
-        let seen = observed.get(&i.to_string()).and_then(Value::as_bool);
-        if seen != v["allowed"].as_bool() {
-            wrong.push(format!(
-                "{} -> {} {}/{}: simulate says {}, packets say {seen:?} ({})",
-                v["from"], v["to"], v["protocol"], v["port"], v["allowed"], v["reason"]
-            ));
-        }
-    }
-    assert!(wrong.is_empty(), "enforcement differs from simulate in {} of {} cases:\n{}", wrong.len(), verdicts.len(), wrong.join("\n"));
+    let expected: Vec<Expected> = verdicts
+        .iter()
+        .map(|v| Expected {
+            from: v["from"].as_str().expect("from").into(),
+            to: v["to"].as_str().expect("to").into(),
+            protocol: v["protocol"].as_str().expect("protocol").to_lowercase(),
+            port: v["port"].as_u64().map(|p| p as u16),
+            allowed: v["allowed"] == true,
+            reason: v["reason"].as_str().unwrap_or_default().into(),
+        })
+        .collect();
+    assert_packets_agree(&dc, &expected, "Kubernetes objects");
     // The cases that make each tier decide, so the comparison is not vacuous.
     let says = |from: &str, to: &str, port: u64| {
         verdicts.iter().find(|v| v["from"] == from && v["to"] == to && v["port"] == port).map(|v| v["allowed"] == true)

@@ -30,6 +30,53 @@ fn a_real_apiserver_stores_namespaces_and_nodes_without_a_kubelet() {
     assert!(std::fs::read_to_string(k.kubeconfig()).expect("kubeconfig").contains(&k.url));
 }
 
+/// A controller running the operator against a cluster (topology: racks `r1`, `r2` as groups
+/// rack-1, rack-2 in 10.96.0.0/16), with what it needs to start again where it was.
+struct Operated {
+    _dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    port: u16,
+    db: String,
+    token: String,
+}
+
+impl Operated {
+    /// On a fresh SQLite store, with `extra` environment.
+    fn new(k: &Cluster, extra: &[(&str, &str)]) -> Operated {
+        Operated::on(k, tessera_tests::sqlite_url(), extra)
+    }
+
+    /// On the store at `db`.
+    fn on(k: &Cluster, db: String, extra: &[(&str, &str)]) -> Operated {
+        let dir = tempfile::tempdir().expect("dir");
+        let topology = dir.path().join("topology.yaml");
+        std::fs::write(
+            &topology,
+            "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}, {name: rack-2, assignment: {rack: r2}}]\n",
+        )
+        .expect("topology");
+        let mut env: Vec<(String, String)> = vec![
+            ("TESSERA_NO_DEMO".into(), "true".into()),
+            ("TESSERA_TOPOLOGY".into(), topology.display().to_string()),
+            ("TESSERA_KUBECONFIG".into(), k.kubeconfig().display().to_string()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let token = format!("kube-admin-{}", rand::random::<u64>());
+        Operated { _dir: dir, env, port: tessera_tests::free_port(), db, token }
+    }
+
+    fn start(&self) -> tessera_tests::Controller {
+        self.start_on(self.port, &[])
+    }
+
+    /// Another replica on the same store: its own port and `extra` environment.
+    fn start_on(&self, port: u16, extra: &[(&str, &str)]) -> tessera_tests::Controller {
+        let mut env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
+        tessera_tests::Controller::start_with(port, &self.db, &self.token, &env)
+    }
+}
+
 /// The Warning Event of `reason` on the object named `name`, if there is one.
 fn warning(k: &Cluster, name: &str, reason: &str) -> Option<serde_json::Value> {
     let (_, events) =
@@ -53,22 +100,8 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool, context: impl Fn() -> S
 #[test]
 fn nodes_and_namespaces_become_hosts_and_tenants() {
     let k = Cluster::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let topology = dir.path().join("topology.yaml");
-    std::fs::write(
-        &topology,
-        "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups:\n  - name: rack-1\n    assignment: {rack: r1}\n  - name: rack-2\n    assignment: {rack: r2}\n",
-    )
-    .expect("topology");
-    let kubeconfig = k.kubeconfig();
-    let (port, db, token) = (tessera_tests::free_port(), tessera_tests::sqlite_url(), format!("kube-admin-{}", rand::random::<u64>()));
-    let env = [
-        ("TESSERA_NO_DEMO", "true"),
-        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
-        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
-        ("TESSERA_ENDPOINT_GRACE_SECONDS", "3"),
-    ];
-    let mut c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    let operated = Operated::new(&k, &[("TESSERA_ENDPOINT_GRACE_SECONDS", "3")]);
+    let mut c = operated.start();
     let context = || format!("hosts: {}\ntenants: {}", c.get("/v1/hosts"), c.get("/v1/tenants"));
 
     let (status, body) =
@@ -213,7 +246,7 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
     let finalize = json!({"metadata": {"name": "shop"}, "spec": {"finalizers": []}});
     assert_eq!(k.request("PUT", "/api/v1/namespaces/shop/finalize", Some(&finalize)).expect("finalize").0, 200);
     assert_eq!(k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "bank"}}))).expect("ns").0, 201);
-    let c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    let c = operated.start();
     let context = || format!("tenants: {}", c.get("/v1/tenants"));
     wait_for(
         "the restart catches up",
@@ -232,16 +265,8 @@ fn nodes_and_namespaces_become_hosts_and_tenants() {
 #[test]
 fn an_agent_token_speaks_for_its_node_only() {
     let k = Cluster::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let topology = dir.path().join("topology.yaml");
-    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups:\n  - name: rack-1\n    assignment: {rack: r1}\n")
-        .expect("topology");
-    let kubeconfig = k.kubeconfig();
-    let c = tessera_tests::Controller::start(&[
-        ("TESSERA_NO_DEMO", "true"),
-        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
-        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
-    ]);
+    let operated = Operated::new(&k, &[]);
+    let c = operated.start();
     let ok = |(status, body): (u16, serde_json::Value)| {
         assert!((200..300).contains(&status), "{status} {body}");
         body
@@ -322,18 +347,8 @@ fn bad_kubernetes_flags_are_named() {
 #[test]
 fn cluster_policies_of_the_network_policy_api() {
     let k = Cluster::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let topology = dir.path().join("topology.yaml");
-    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups:\n  - name: rack-1\n    assignment: {rack: r1}\n")
-        .expect("topology");
-    let kubeconfig = k.kubeconfig();
-    let (port, db, token) = (tessera_tests::free_port(), tessera_tests::sqlite_url(), format!("kube-admin-{}", rand::random::<u64>()));
-    let env = [
-        ("TESSERA_NO_DEMO", "true"),
-        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
-        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
-    ];
-    let c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    let operated = Operated::new(&k, &[]);
+    let c = operated.start();
     let policies = || c.get("/v1/policies");
     let stored = |key: &str| {
         let named = |p: &&serde_json::Value| {
@@ -435,18 +450,8 @@ fn base64(text: &str) -> String {
 #[test]
 fn watch_faults_leave_nothing_stale() {
     let mut k = Cluster::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let topology = dir.path().join("topology.yaml");
-    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}]\n")
-        .expect("topology");
-    let kubeconfig = k.kubeconfig();
-    let (port, db, token) = (tessera_tests::free_port(), tessera_tests::sqlite_url(), format!("kube-admin-{}", rand::random::<u64>()));
-    let env = [
-        ("TESSERA_NO_DEMO", "true"),
-        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
-        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
-    ];
-    let mut c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    let operated = Operated::new(&k, &[]);
+    let mut c = operated.start();
     // The test's own (the apiserver makes default and kube-* itself).
     let tenants = |c: &tessera_tests::Controller| -> Vec<String> {
         let mut names: Vec<String> = c
@@ -492,7 +497,7 @@ fn watch_faults_leave_nothing_stale() {
     assert_eq!(k.request("DELETE", "/api/v1/namespaces/a", None).expect("delete").0, 200);
     let finalize = json!({"metadata": {"name": "a"}, "spec": {"finalizers": []}});
     assert_eq!(k.request("PUT", "/api/v1/namespaces/a/finalize", Some(&finalize)).expect("finalize").0, 200);
-    let c = tessera_tests::Controller::start_with(port, &db, &token, &env);
+    let c = operated.start();
     want(&c, &["c", "d"], "the restart after SIGKILL catches up");
 }
 
@@ -502,24 +507,10 @@ fn watch_faults_leave_nothing_stale() {
 #[test]
 fn the_operator_moves_with_the_writer_lease() {
     let k = Cluster::start();
-    let dir = tempfile::tempdir().expect("dir");
-    let topology = dir.path().join("topology.yaml");
-    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}]\n")
-        .expect("topology");
-    let kubeconfig = k.kubeconfig();
     let db = tokio::runtime::Runtime::new().expect("runtime").block_on(tessera_tests::pg::fresh_database());
-    let token = format!("kube-admin-{}", rand::random::<u64>());
-    let replica = |id: &str| {
-        let env = [
-            ("TESSERA_NO_DEMO", "true"),
-            ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
-            ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
-            ("TESSERA_LEASE_RENEW_MS", "300"),
-            ("TESSERA_LEASE_TTL_MS", "3000"),
-            ("TESSERA_REPLICA_ID", id),
-        ];
-        tessera_tests::Controller::start_with(tessera_tests::free_port(), &db, &token, &env)
-    };
+    let lease = [("TESSERA_LEASE_RENEW_MS", "300"), ("TESSERA_LEASE_TTL_MS", "3000")];
+    let operated = Operated::on(&k, db, &lease);
+    let replica = |id: &str| operated.start_on(tessera_tests::free_port(), &[("TESSERA_REPLICA_ID", id)]);
     let mut replicas = [replica("one"), replica("two")];
     let has = |c: &tessera_tests::Controller, name: &str| c.get(&format!("/v1/tenants/{name}"))["origin"] == "kubernetes";
     assert_eq!(k.request("POST", "/api/v1/namespaces", Some(&json!({"metadata": {"name": "a"}}))).expect("ns").0, 201);
@@ -554,17 +545,8 @@ fn tessera_crds() -> std::path::PathBuf {
 fn the_topology_from_a_custom_resource() {
     let k = Cluster::start();
     k.install_crds(&tessera_crds());
-    let dir = tempfile::tempdir().expect("dir");
-    let topology = dir.path().join("topology.yaml");
-    std::fs::write(&topology, "networks: [{name: pods, cidr: 10.96.0.0/16}]\ngroups: [{name: rack-1, assignment: {rack: r1}}]\n")
-        .expect("topology");
-    let kubeconfig = k.kubeconfig();
-    let env = [
-        ("TESSERA_NO_DEMO", "true"),
-        ("TESSERA_TOPOLOGY", topology.to_str().expect("path")),
-        ("TESSERA_KUBECONFIG", kubeconfig.to_str().expect("path")),
-    ];
-    let c = tessera_tests::Controller::start(&env);
+    let operated = Operated::new(&k, &[]);
+    let c = operated.start();
     let path = "/apis/tessera.io/v1/tesseratopologies";
     let object = |name: &str, spec: serde_json::Value| json!({"apiVersion": "tessera.io/v1", "kind": "TesseraTopology", "metadata": {"name": name}, "spec": spec});
     let two_racks = json!({"networks": [{"name": "pods", "cidr": "10.96.0.0/16"}],
