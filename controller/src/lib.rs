@@ -13,4 +13,5 @@ pub mod run;
 pub mod store;
 pub mod vips;
 pub mod vpc_routes;
+pub mod web;
 pub mod writer;

@@ -21,6 +21,7 @@ pub struct Api {
 #[derive(Debug)]
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
     pub etag: Option<String>,
     pub body: Value,
 }
@@ -44,9 +45,10 @@ impl Api {
         let resp = self.router.clone().oneshot(req).await.expect("response");
         let status = resp.status();
         let etag = resp.headers().get("etag").map(|v| v.to_str().expect("etag").to_string());
+        let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
         let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply { status, etag, body }
+        Reply { status, headers, etag, body }
     }
 
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Reply {

@@ -2,7 +2,7 @@
 //!
 //! `app(state)` builds the whole router, so tests drive it with `oneshot` and the binary serves it.
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod extract;
 mod fabric;
@@ -13,8 +13,8 @@ mod openapi;
 pub(crate) mod policies;
 mod policy;
 mod system;
-mod topology;
-mod views;
+pub(crate) mod topology;
+pub(crate) mod views;
 
 use std::sync::Arc;
 
@@ -111,6 +111,7 @@ pub fn app(state: AppState) -> Router {
         .route("/controllers", get(system::controllers));
     Router::new()
         .nest("/v1", v1)
+        .merge(crate::web::router())
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))

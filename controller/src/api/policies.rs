@@ -41,7 +41,7 @@ impl From<PolicyRecord> for PolicyView {
 }
 
 /// The views of `records`, each with its realization.
-async fn realized(state: &AppState, records: Vec<PolicyRecord>) -> ApiResult<Vec<PolicyView>> {
+pub(crate) async fn realized(state: &AppState, records: Vec<PolicyRecord>) -> ApiResult<Vec<PolicyView>> {
     let retained = state.store.last_changes(ChangeKind::Policy).await?;
     // A change older than the retained feed is older than every node's state.
     let changed_at: BTreeMap<String, i64> = records.iter().map(|r| (r.id.clone(), retained.get(&r.id).copied().unwrap_or(0))).collect();
@@ -63,7 +63,7 @@ pub async fn list_policies(State(state): State<AppState>, caller: Caller) -> Api
     Ok(Json(realized(&state, list).await?))
 }
 
-fn readable(caller: &Caller, p: &PolicyRecord) -> bool {
+pub(crate) fn readable(caller: &Caller, p: &PolicyRecord) -> bool {
     match &p.tenant {
         Some(t) => caller.can_read_tenant(t),
         None => caller.tenant_scope().is_none(),
@@ -96,6 +96,15 @@ pub async fn put_policies(State(state): State<AppState>, caller: Caller, request
         return Err(ApiError::forbidden("only admin and tenant tokens write policies"));
     }
     let body = read_body(request, DOCUMENT_TYPES).await?;
+    Ok(Json(store_policies(&state, &caller, body.to_vec()).await?))
+}
+
+/// Validate every policy of `body` (YAML or JSON documents) and store them all, or none: the
+/// API's and the web UI's one way to write policies.
+pub(crate) async fn store_policies(state: &AppState, caller: &Caller, body: Vec<u8>) -> ApiResult<Vec<PolicyView>> {
+    if matches!(caller.0, Principal::ReadOnly | Principal::Node(_)) {
+        return Err(ApiError::forbidden("only admin and tenant tokens write policies"));
+    }
     // Parsing is CPU work whatever its bounds: off the async workers.
     let parsed = tokio::task::spawn_blocking(move || parse_policies(&body))
         .await
@@ -114,7 +123,7 @@ pub async fn put_policies(State(state): State<AppState>, caller: Caller, request
         staged.push(policy);
     }
     let stored = state.ops.put_policies(staged).await?;
-    Ok(Json(stored.into_iter().map(PolicyView::from).collect()))
+    Ok(stored.into_iter().map(PolicyView::from).collect())
 }
 
 #[utoipa::path(delete, path = "/v1/policies/{id}", responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]

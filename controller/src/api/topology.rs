@@ -23,7 +23,7 @@ pub async fn get_topology(State(state): State<AppState>, caller: Caller) -> ApiR
     Ok((etag(view.revision), Json(view)).into_response())
 }
 
-async fn topology_view(state: &AppState) -> ApiResult<TopologyView> {
+pub(crate) async fn topology_view(state: &AppState) -> ApiResult<TopologyView> {
     let topology = state.store.topology().await?;
     let hosts = state.store.hosts().await?;
     let blocks = state.store.blocks(BlockFilter::default()).await?;

@@ -57,16 +57,7 @@ impl CompiledCluster {
         let stored_policies = store.policies().await?;
         let vips = store.vips().await?;
 
-        let mut cluster = Cluster::default();
-        for t in &tenants {
-            cluster.namespaces.insert(t.name.clone(), Namespace::new(&t.name, t.labels.clone()));
-        }
-        for e in &endpoints {
-            cluster.endpoints.insert(e.id.clone(), endpoint(e));
-        }
-        for h in &hosts {
-            cluster.hosts.insert(h.name.clone(), h.ips.clone());
-        }
+        let cluster = cluster_of(&tenants, &endpoints, &hosts);
         let mut segment_blocks: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
         for b in &blocks {
             if let (Some(t), Some(s)) = (&b.tenant, &b.segment) {
@@ -249,6 +240,31 @@ fn host_routes(
 }
 
 /// The policies one stored document defines (a Romana document may define several).
+/// Tenants, endpoints and hosts as the policy engine sees them.
+fn cluster_of(tenants: &[TenantRecord], endpoints: &[EndpointRecord], hosts: &[HostRecord]) -> Cluster {
+    let mut cluster = Cluster::default();
+    for t in tenants {
+        cluster.namespaces.insert(t.name.clone(), Namespace::new(&t.name, t.labels.clone()));
+    }
+    for e in endpoints {
+        cluster.endpoints.insert(e.id.clone(), endpoint(e));
+    }
+    for h in hosts {
+        cluster.hosts.insert(h.name.clone(), h.ips.clone());
+    }
+    cluster
+}
+
+/// What the store holds, as the policy engine reads it: for explanations of the live state.
+pub(crate) async fn live_inputs(store: &Store) -> Result<Inputs, StoreError> {
+    let (tenants, endpoints, hosts) = (store.tenants().await?, store.endpoints(None, None).await?, store.hosts().await?);
+    let mut inputs = Inputs { cluster: cluster_of(&tenants, &endpoints, &hosts), ..Inputs::default() };
+    for record in store.policies().await? {
+        inputs.policies.extend(read_stored(&record)?);
+    }
+    Ok(inputs)
+}
+
 fn read_stored(record: &PolicyRecord) -> Result<Vec<Policy>, StoreError> {
     let mut inputs = Inputs::default();
     let origin = format!("stored policy `{}`", record.id);

@@ -12,6 +12,7 @@
 //! in batches, and stores agents' reports every half second.
 
 mod compiled;
+pub(crate) use compiled::live_inputs;
 mod fabric;
 mod follow;
 
@@ -162,6 +163,11 @@ impl Distributor {
 
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// Follow the feed position this replica's state reflects (each change moves it).
+    pub fn positions(&self) -> watch::Receiver<i64> {
+        self.applied.subscribe()
     }
 
     pub fn node(&self, name: &str) -> Option<Arc<NodeChannel>> {

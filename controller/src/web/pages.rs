@@ -1,0 +1,326 @@
+//! The UI's views: each reads what the API would answer, through the same functions, and renders
+//! it; each refuses what the viewer's token may not see.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use minijinja::{Value, context};
+use serde::Deserialize;
+use tessera_policy::model::Tier;
+
+use super::{Viewer, refused, same_origin, tree};
+use crate::api::AppState;
+use crate::api::policies::{PolicyView, readable, realized, store_policies};
+use crate::store::{BlockFilter, Origin, Principal};
+
+/// Data for a template.
+fn data<T: serde::Serialize>(value: &T) -> Value {
+    Value::from(minijinja::value::Serde(value))
+}
+
+/// A store or engine failure, as a page.
+fn failed(viewer: &Viewer, e: impl std::fmt::Display) -> Response {
+    super::failure(&format!("{} ({})", e, viewer.label()))
+}
+
+pub async fn topology(viewer: Viewer, State(state): State<AppState>) -> Response {
+    if let Err(e) = viewer.0.require_infra_read() {
+        return refused(&viewer, StatusCode::FORBIDDEN, &e.message);
+    }
+    let view = match crate::api::topology::topology_view(&state).await {
+        Ok(v) => v,
+        Err(e) => return failed(&viewer, e.message),
+    };
+    let (topology, hosts, blocks) = match async {
+        Ok::<_, crate::store::StoreError>((
+            state.store.topology().await?,
+            state.store.hosts().await?,
+            state.store.blocks(BlockFilter::default()).await?,
+        ))
+    }
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => return failed(&viewer, e),
+    };
+    let plan = crate::routes::plan(&topology, &hosts, &blocks, None).unwrap_or_default();
+    let boxes: Vec<tree::Box> = view
+        .groups
+        .iter()
+        .map(|g| tree::Box {
+            path: g.path.clone(),
+            name: g.name.clone(),
+            cidrs: g.cidrs.values().cloned().collect(),
+            hosts: g.hosts,
+            utilization: g.utilization,
+            route: plan.fabric_routes.iter().filter(|r| r.scope == g.path).map(|r| r.dst.to_string()).reduce(|a, b| format!("{a} {b}")),
+        })
+        .collect();
+    let vpc = state.vpc_routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let vpc_tables: Vec<Value> =
+        vpc.tables.values().map(|t| context! { id => t.id.clone(), budget => t.budget, desired => data(&t.desired) }).collect();
+    let values = context! {
+        revision => view.revision,
+        tree => tree::svg(&boxes),
+        networks => data(&view.networks),
+        routes => data(&plan.fabric_routes),
+        over_coverage => data(&plan.over_coverage),
+        budget => plan.budget,
+        vpc_tables,
+        live => true,
+    };
+    viewer.page("topology.html", "/ui/topology", "Topology", values)
+}
+
+/// The policies the viewer may read, by tier, with how many nodes enforce each.
+async fn policy_list(viewer: &Viewer, state: &AppState) -> Result<Vec<Value>, Response> {
+    let records = state.store.policies().await.map_err(|e| failed(viewer, e))?;
+    let records: Vec<_> = records.into_iter().filter(|p| readable(&viewer.0, p)).collect();
+    let views = realized(state, records).await.map_err(|e| failed(viewer, e.message))?;
+    let mut tiers: BTreeMap<(u8, u32), (String, &'static str, Vec<PolicyView>)> = BTreeMap::new();
+    for view in views {
+        let tier = tier_of(&view.document);
+        let (key, label, class) = match tier {
+            Some(Tier::Admin { priority }) => ((0, priority), format!("Admin tier, priority {priority}"), "admin"),
+            Some(Tier::Baseline { priority }) => ((2, priority), format!("Baseline tier, priority {priority}"), "baseline"),
+            _ => ((1, 0), "Namespace tier (NetworkPolicy, TesseraPolicy, Romana)".to_string(), "namespace"),
+        };
+        tiers.entry(key).or_insert_with(|| (label, class, Vec::new())).2.push(view);
+    }
+    Ok(tiers
+        .into_iter()
+        .map(|((_, priority), (label, class, policies))| {
+            context! { key => format!("{class}-{priority}"), label, policies => data(&policies) }
+        })
+        .collect())
+}
+
+/// The tier of a stored document's (first) policy.
+fn tier_of(document: &serde_json::Value) -> Option<Tier> {
+    let mut inputs = tessera_policy::Inputs::default();
+    inputs.add_document("stored", document.clone()).ok()?;
+    inputs.policies.first().map(|p| p.tier)
+}
+
+fn can_write(viewer: &Viewer) -> bool {
+    !matches!(viewer.0.0, Principal::ReadOnly | Principal::Node(_))
+}
+
+pub async fn policies(viewer: Viewer, State(state): State<AppState>) -> Response {
+    let tiers = match policy_list(&viewer, &state).await {
+        Ok(t) => t,
+        Err(page) => return page,
+    };
+    viewer.page("policies.html", "/ui/policies", "Policies", context! { tiers, can_write => can_write(&viewer), live => true })
+}
+
+#[derive(Deserialize)]
+pub struct PolicyForm {
+    document: String,
+}
+
+/// Store the form's documents (all or none, as `POST /v1/policies`); on error the form comes
+/// back with the text as typed and the field at fault.
+pub async fn apply_policies(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<PolicyForm>,
+) -> Response {
+    if !same_origin(&headers) {
+        return refused(&viewer, StatusCode::FORBIDDEN, "The form came from another site.");
+    }
+    if !can_write(&viewer) {
+        return refused(&viewer, StatusCode::FORBIDDEN, "This token reads policies; it does not write them.");
+    }
+    let outcome = store_policies(&state, &viewer.0, form.document.clone().into_bytes()).await;
+    let tiers = match policy_list(&viewer, &state).await {
+        Ok(t) => t,
+        Err(page) => return page,
+    };
+    let (status, values) = match outcome {
+        Ok(stored) => {
+            let applied: Vec<String> = stored.into_iter().map(|p| p.id).collect();
+            (StatusCode::OK, context! { tiers, can_write => true, applied })
+        }
+        Err(e) => {
+            let error = context! { field => e.field.clone().unwrap_or_else(|| "document".into()), message => e.message };
+            (e.status, context! { tiers, can_write => true, error, document => form.document })
+        }
+    };
+    let mut page = viewer.page("policies.html", "/ui/policies", "Policies", values);
+    *page.status_mut() = status;
+    page
+}
+
+pub async fn policy(viewer: Viewer, State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let record = match state.store.policy(&id).await {
+        Ok(r) if readable(&viewer.0, &r) => r,
+        Ok(_) | Err(crate::store::StoreError::NotFound { .. }) => {
+            return refused(&viewer, StatusCode::NOT_FOUND, &format!("No policy `{id}` this token may read."));
+        }
+        Err(e) => return failed(&viewer, e),
+    };
+    let can_edit = record.origin == Origin::Api
+        && match &record.tenant {
+            Some(t) => viewer.0.require_tenant_write(t).is_ok(),
+            None => viewer.0.require_admin().is_ok(),
+        };
+    let view = match realized(&state, vec![record]).await {
+        Ok(mut v) => v.remove(0),
+        Err(e) => return failed(&viewer, e.message),
+    };
+    let yaml = serde_json::to_string_pretty(&view.document).unwrap_or_default();
+    let values = context! { policy => data(&view), yaml, can_edit };
+    viewer.page("policy.html", "/ui/policies", &view.id, values)
+}
+
+#[derive(Deserialize)]
+pub struct ExplainQuery {
+    from: Option<String>,
+    to: Option<String>,
+    port: Option<String>,
+}
+
+/// "Why is this blocked?" over the live state: both sides' decisions, the tier, policy and rule
+/// that made each, and the nodes that enforce them; the URL is the permalink.
+pub async fn explain(viewer: Viewer, State(state): State<AppState>, Query(q): Query<ExplainQuery>) -> Response {
+    // Explanations read every tenant's policies and endpoints.
+    if let Err(e) = viewer.0.require_infra_read() {
+        return refused(&viewer, StatusCode::FORBIDDEN, &e.message);
+    }
+    let (Some(from), Some(to)) = (q.from.clone().filter(|f| !f.is_empty()), q.to.clone().filter(|t| !t.is_empty())) else {
+        return viewer.page("explain.html", "/ui/explain", "Explain", context! { port => q.port });
+    };
+    let port = q.port.clone().unwrap_or_else(|| "tcp/80".into());
+    let form = context! { from => from.clone(), to => to.clone(), port => port.clone() };
+    let inputs = match crate::distribute::live_inputs(&state.store).await {
+        Ok(i) => i,
+        Err(e) => return failed(&viewer, e),
+    };
+    let answer = tessera_policy::simulate::parse_probe(&port).map_err(|e| ("port".to_string(), e.message)).and_then(|probe| {
+        tessera_policy::simulate::explain(&inputs, &from, &to, probe).map_err(|e| (e.field.trim_start_matches("--").to_string(), e.message))
+    });
+    let values = match answer {
+        Ok(verdict) => {
+            let side = |v: &tessera_policy::eval::SideVerdict, dir: &str, who: &str| {
+                v.compact(dir).unwrap_or_else(|| format!("{dir}: {who} is outside the cluster: no Tessera node decides"))
+            };
+            let host_of = |name: &str| {
+                let ip: Option<IpAddr> = name.parse().ok();
+                inputs
+                    .cluster
+                    .endpoints
+                    .get(name)
+                    .or_else(|| ip.and_then(|ip| inputs.cluster.endpoint_by_ip(ip)))
+                    .and_then(|e| e.host.clone())
+            };
+            let nodes: Vec<String> =
+                [host_of(&from), host_of(&to)].into_iter().flatten().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let permalink = format!("/ui/explain?from={}&to={}&port={}", encode(&from), encode(&to), encode(&port));
+            context! {
+                verdict => context! { allowed => verdict.allowed },
+                egress => side(&verdict.egress, "egress", &from),
+                ingress => side(&verdict.ingress, "ingress", &to),
+                nodes,
+                permalink,
+                ..form
+            }
+        }
+        Err((field, message)) => context! { error => context! { field, message }, ..form },
+    };
+    viewer.page("explain.html", "/ui/explain", "Explain", values)
+}
+
+/// Percent-encoding for a query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn nodes(viewer: Viewer, State(state): State<AppState>) -> Response {
+    if let Err(e) = viewer.0.require_infra_read() {
+        return refused(&viewer, StatusCode::FORBIDDEN, &e.message);
+    }
+    match state.dist.status().await {
+        Ok(nodes) => viewer.page("nodes.html", "/ui/nodes", "Nodes", context! { nodes => data(&nodes), live => true }),
+        Err(e) => failed(&viewer, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+}
+
+/// "Who owns 10.2.3.4?": the endpoint, block, segment, group and network of an address; or
+/// the tenant, host or group of a name.
+pub async fn search(viewer: Viewer, State(state): State<AppState>, Query(q): Query<SearchQuery>) -> Response {
+    let query = q.q.unwrap_or_default().trim().to_string();
+    let mut found: Vec<Value> = Vec::new();
+    let mut add = |kind: &str, what: String| found.push(context! { kind, what });
+    let scope = viewer.0.tenant_scope().map(String::from);
+    let visible = |tenant: &str| scope.as_deref().is_none_or(|t| t == tenant);
+    let lookup = async {
+        if let Ok(ip) = query.parse::<IpAddr>() {
+            for e in state.store.endpoints(None, None).await? {
+                if e.ips.contains(&ip) && visible(&e.tenant) {
+                    add("Endpoint", format!("{} (tenant {}, segment {}, on host {})", e.id, e.tenant, e.segment, e.host));
+                }
+            }
+            for b in state.store.blocks(BlockFilter::default()).await? {
+                let tenant = b.tenant.clone().unwrap_or_default();
+                if b.cidr.contains(&ip) && (viewer.infra() || visible(&tenant)) {
+                    let owner = match (&b.tenant, &b.segment) {
+                        (Some(t), Some(s)) => format!("segment {t}/{s}"),
+                        _ => "no segment".into(),
+                    };
+                    let host = b.host.as_deref().unwrap_or("none");
+                    add("Block", format!("{} of host {host} in group {} ({owner}; {} used)", b.cidr, b.group, b.used));
+                }
+            }
+            if viewer.infra() {
+                let topology = state.store.topology().await?;
+                for g in &topology.layout.groups {
+                    for cidr in g.cidrs.values().filter(|c| c.contains(&ip)) {
+                        add("Group", format!("{} ({cidr})", g.path));
+                    }
+                }
+                for n in topology.layout.networks.iter().filter(|n| n.cidr.contains(&ip)) {
+                    add("Network", format!("{} ({})", n.name, n.cidr));
+                }
+                for h in state.store.hosts().await? {
+                    if h.ips.contains(&ip) {
+                        add("Host", format!("{} (group {})", h.name, h.group));
+                    }
+                }
+            }
+        } else if !query.is_empty() {
+            for t in state.store.tenants().await?.into_iter().filter(|t| t.name == query && visible(&t.name)) {
+                add("Tenant", format!("{} (origin {})", t.name, t.origin.as_str()));
+            }
+            if viewer.infra() {
+                for h in state.store.hosts().await?.into_iter().filter(|h| h.name == query) {
+                    add("Host", format!("{} (group {}, {:?})", h.name, h.group, h.ips));
+                }
+                let topology = state.store.topology().await?;
+                for g in topology.layout.groups.iter().filter(|g| g.name == query || g.path == query) {
+                    let cidrs: Vec<String> = g.cidrs.values().map(ToString::to_string).collect();
+                    add("Group", format!("{} ({})", g.path, cidrs.join(", ")));
+                }
+            }
+        }
+        Ok::<_, crate::store::StoreError>(())
+    };
+    if let Err(e) = lookup.await {
+        return failed(&viewer, e);
+    }
+    viewer.page("search.html", "", "Search", context! { query, found })
+}
