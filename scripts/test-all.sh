@@ -18,10 +18,25 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v bird >/dev/null || need_apt+=(bird2)
 command -v gobgpd >/dev/null || need_apt+=(gobgpd)
 [ -x /usr/lib/frr/bgpd ] || need_apt+=(frr)
+# The web UI's browser test: Debian's chromium and its driver (never a downloaded browser).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# axe-core (npm) for the browser test's accessibility checks, pinned and checked, cached
+# outside the clone; it is injected into pages by the test only, never served by Tessera.
+AXE_VERSION=4.11.0
+AXE_SHA256=e9e5863c33a874f09bc01acd9234b7e3c871479f5eef8802fa582544465e6d01
+axe="$HOME/.cache/tessera/axe"
+if ! echo "$AXE_SHA256  $axe/node_modules/axe-core/axe.min.js" | sha256sum -c --quiet 2>/dev/null; then
+    mkdir -p "$axe"
+    npm install --silent --no-audit --no-fund --prefix "$axe" "axe-core@$AXE_VERSION"
+    echo "$AXE_SHA256  $axe/node_modules/axe-core/axe.min.js" | sha256sum -c --quiet
 fi
 
 # Python peers of the tests, in a project-local virtualenv: aggregate6 (route aggregation

@@ -76,6 +76,10 @@ impl tessera_operator::Inventory for Inventory {
         Ok(held)
     }
 
+    async fn settle(&self) -> Result<(), String> {
+        self.state.ops.settle().await.map_err(|e| e.to_string())
+    }
+
     async fn apply_topology(&self, document: &serde_json::Value) -> Result<i64, String> {
         if self.state.writer.fence().is_none() {
             return Err("the writer lease was lost".into());
@@ -102,7 +106,7 @@ impl tessera_operator::Inventory for Inventory {
             Change::UpdateHost(h) => ops.update_host(&h.name, &h.ips, h.labels, h.cloud_target, None).await.map(drop),
             Change::PutPolicy(p) => {
                 let policy = crate::api::policies::read_policy(p.document, "Kubernetes", Origin::Kubernetes)?;
-                ops.put_policies(vec![policy]).await.map(drop)
+                ops.write_policies(vec![policy]).await.map(drop)
             }
             Change::UpdateEndpoint { id, labels, named_ports, .. } => {
                 let ports = named_ports
@@ -117,7 +121,7 @@ impl tessera_operator::Inventory for Inventory {
                         Ok(NamedPort { name: p.name, port: p.port, protocol })
                     })
                     .collect::<Result<Vec<_>, String>>()?;
-                ops.update_endpoint_from_pod(&id, labels, ports).await.map(drop)
+                ops.label_endpoint_from_pod(&id, labels, ports).await.map(drop)
             }
             Change::ReleaseEndpoint(id) => ops.release(&id).await.map(drop),
             Change::DeletePolicy(key) => {

@@ -233,18 +233,40 @@ impl Ops {
         labels: Labels,
         named_ports: Vec<tessera_policy::model::NamedPort>,
     ) -> Result<EndpointRecord> {
-        labels_ok("labels", &labels)?;
-        let endpoint = self.store.update_endpoint_from_pod(id, labels, named_ports).await?;
+        let endpoint = self.label_endpoint_from_pod(id, labels, named_ports).await?;
         self.applied(endpoint).await
+    }
+
+    /// The same, answering once stored, before this replica has compiled it: for a writer of
+    /// many changes (the operator after a relist), which then waits once with [`Ops::settle`] —
+    /// the distributor compiles the whole batch in one pass instead of one pass per change.
+    pub async fn label_endpoint_from_pod(
+        &self,
+        id: &str,
+        labels: Labels,
+        named_ports: Vec<tessera_policy::model::NamedPort>,
+    ) -> Result<EndpointRecord> {
+        labels_ok("labels", &labels)?;
+        self.store.update_endpoint_from_pod(id, labels, named_ports).await
+    }
+
+    /// Wait until this replica has compiled every change stored so far.
+    pub async fn settle(&self) -> Result<()> {
+        self.applied(()).await
     }
 
     /// Store validated policy documents (see `api::policies` for reading a body), all or none.
     pub async fn put_policies(&self, policies: Vec<NewPolicy>) -> Result<Vec<PolicyRecord>> {
+        let stored = self.write_policies(policies).await?;
+        self.applied(stored).await
+    }
+
+    /// The same, answering once stored (see [`Ops::label_endpoint_from_pod`]).
+    pub async fn write_policies(&self, policies: Vec<NewPolicy>) -> Result<Vec<PolicyRecord>> {
         if policies.is_empty() {
             return Err(StoreError::invalid("body", "no policy documents"));
         }
-        let stored = self.store.put_policies(policies).await?;
-        self.applied(stored).await
+        self.store.put_policies(policies).await
     }
 
     pub async fn delete_policy(&self, id: &str, if_match: Option<i64>) -> Result<()> {

@@ -32,8 +32,12 @@ pub use index::{Change, EndpointView, Enforced, Held, HostSpec, PolicyKind, Poli
 pub trait Inventory: Send + Sync {
     /// The hosts and tenants the operator made, and the names of the others.
     fn held(&self) -> impl Future<Output = Result<Held, String>> + Send;
-    /// Carry out one change; an error is reported and the change tried again later.
+    /// Carry out one change; an error is reported and the change tried again later. It may
+    /// answer before the change is compiled (endpoint labels): [`Inventory::settle`] waits.
     fn apply(&self, change: &Change) -> impl Future<Output = Result<(), String>> + Send;
+    /// Wait until every change applied so far is compiled (once a pass: a relist's thousands of
+    /// changes cost one compile, not one each).
+    fn settle(&self) -> impl Future<Output = Result<(), String>> + Send;
     /// Make `document` (a TesseraTopology's spec: Tessera's topology format) the topology: its
     /// new revision, or why not (the field at fault, the addresses it would move).
     fn apply_topology(&self, document: &serde_json::Value) -> impl Future<Output = Result<i64, String>> + Send;
@@ -339,6 +343,11 @@ async fn publish(
                 }
             }
         }
+    }
+    if !changes.is_empty()
+        && let Err(e) = inventory.settle().await
+    {
+        tracing::warn!(error = %e, "the changes are stored but not yet compiled");
     }
     Some(Outcome { refused, enforced: held.enforced })
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod browser;
 pub mod cni;
 pub mod kube;
 pub mod netns;

@@ -38,9 +38,10 @@ const TEMPLATES: [(&str, &str); 9] = [
     ("error.html", include_str!("../../../web/templates/error.html")),
 ];
 
-const ASSETS: [(&str, &str, &str); 2] = [
+const ASSETS: [(&str, &str, &str); 3] = [
     ("tessera.css", "text/css; charset=utf-8", include_str!("../../../web/static/tessera.css")),
     ("tessera.js", "text/javascript; charset=utf-8", include_str!("../../../web/static/tessera.js")),
+    ("favicon.svg", "image/svg+xml", include_str!("../../../web/static/favicon.svg")),
 ];
 
 fn templates() -> &'static Environment<'static> {
@@ -73,7 +74,8 @@ pub fn router() -> Router<AppState> {
         .layer(axum::middleware::map_response(secure))
 }
 
-/// Every UI answer: no framing, no sniffing, nothing loaded from elsewhere, no referrer.
+/// Every UI answer: no framing, no sniffing, nothing loaded from elsewhere, no referrer to
+/// other sites (same-origin: with none at all, browsers send `Origin: null` on our own forms).
 async fn secure(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [
@@ -82,7 +84,7 @@ async fn secure(mut response: Response) -> Response {
             "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'",
         ),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("x-frame-options", "DENY"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));

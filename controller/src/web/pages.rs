@@ -141,19 +141,20 @@ pub async fn apply_policies(
         Ok(t) => t,
         Err(page) => return page,
     };
-    let (status, values) = match outcome {
+    // A refused form comes back as a page like any other (200), the error marked at the field:
+    // what failed is the document, not the request.
+    let values = match outcome {
         Ok(stored) => {
             let applied: Vec<String> = stored.into_iter().map(|p| p.id).collect();
-            (StatusCode::OK, context! { tiers, can_write => true, applied })
+            context! { tiers, can_write => true, applied }
         }
+        Err(e) if e.status == StatusCode::FORBIDDEN => return refused(&viewer, e.status, &e.message),
         Err(e) => {
             let error = context! { field => e.field.clone().unwrap_or_else(|| "document".into()), message => e.message };
-            (e.status, context! { tiers, can_write => true, error, document => form.document })
+            context! { tiers, can_write => true, error, document => form.document }
         }
     };
-    let mut page = viewer.page("policies.html", "/ui/policies", "Policies", values);
-    *page.status_mut() = status;
-    page
+    viewer.page("policies.html", "/ui/policies", "Policies", values)
 }
 
 pub async fn policy(viewer: Viewer, State(state): State<AppState>, Path(id): Path<String>) -> Response {
