@@ -97,6 +97,9 @@ fn a_person_uses_the_web_ui() {
     b.wait_for("the new policy on the open page", |b| b.text("main").contains("NetworkPolicy red/web"));
     assert_eq!(b.execute("return window.tesseraMarker === 1;"), json!(true), "updated in place, not reloaded");
 
+    b.goto(&format!("{}/ui/tenants", c.url));
+    assert!(b.text("main").contains("red"));
+    check_page(&b, &axe, "tenants");
     b.goto(&format!("{}/ui/nodes", c.url));
     check_page(&b, &axe, "nodes");
     b.goto(&format!("{}/ui/search?q=10.40.0.1", c.url));

@@ -168,3 +168,38 @@ async fn assets_are_embedded_and_pages_forbid_framing_and_foreign_scripts() {
     assert!(js.status == StatusCode::OK && html(&js).contains("EventSource"));
     assert_eq!(api.call(Method::GET, "/ui/static/nope.js", None, None, &[]).await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn tenants_and_segments_with_a_reachability_matrix_that_explains_itself() {
+    let api = api().await;
+    let r = post(&api, ADMIN, "/ui/tenants", "name=shop&labels=team%3Dshop%2C+env%3Dprod").await;
+    assert!(html(&r).contains("Tenant shop created"), "{}", html(&r));
+    assert_eq!(api.admin(Method::GET, "/v1/tenants/shop", None).await.body["labels"], json!({"team": "shop", "env": "prod"}));
+    let r = post(&api, ADMIN, "/ui/tenants", "name=bad+name%2F1").await;
+    assert!(html(&r).contains("class=\"error\"") && html(&r).contains("Nothing was changed"), "{}", html(&r));
+    for segment in ["front", "back"] {
+        let r = post(&api, ADMIN, "/ui/tenants/shop/segments", &format!("name={segment}")).await;
+        assert!(html(&r).contains(&format!("Segment shop/{segment} created")), "{}", html(&r));
+    }
+    for (id, segment) in [("shop/f1", "front"), ("shop/b1", "back")] {
+        let body = json!({"id": id, "tenant": "shop", "segment": segment, "host": "h1", "labels": {}});
+        assert_eq!(api.admin(Method::POST, "/v1/endpoints", Some(body)).await.status, StatusCode::CREATED);
+    }
+    let policy = "apiVersion: tessera.io/v1\nkind: TesseraPolicy\nmetadata: {name: back, namespace: shop}\nspec:\n  segment: back\n  ingress: [{from: [{segment: back}]}]\n";
+    assert_eq!(post(&api, ADMIN, "/ui/policies", &format!("document={}", form_encode(policy))).await.status, StatusCode::OK);
+    let listing = html(&page(&api, ADMIN, "/ui/tenants").await);
+    assert!(listing.contains("<caption>Who may reach whom on tcp/80"), "{listing}");
+    // front → back is denied (back takes only back), and the cell links to why.
+    assert!(listing.contains("/ui/explain?from=shop%2Ff1&to=shop%2Fb1&port=tcp%2F80\">denied"), "{listing}");
+    assert!(listing.contains("/ui/explain?from=shop%2Fb1&to=shop%2Ff1&port=tcp%2F80\">allowed"), "{listing}");
+    // A tenant token sees its own tenant only, and may add segments but not tenants.
+    let red = api.token("tenant", Some("red")).await;
+    let mine = html(&page(&api, &red, "/ui/tenants").await);
+    assert!(mine.contains("id=\"tenant-red\"") && !mine.contains("id=\"tenant-shop\"") && !mine.contains("New tenant"), "{mine}");
+    assert_eq!(post(&api, &red, "/ui/tenants", "name=mine").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(post(&api, &red, "/ui/tenants/shop/segments", "name=x").await.status, StatusCode::FORBIDDEN);
+    // Deleting: admin only.
+    assert_eq!(post(&api, &red, "/ui/tenants/red/delete", "").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(post(&api, ADMIN, "/ui/tenants/blue/delete", "").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(api.admin(Method::GET, "/v1/tenants/blue", None).await.status, StatusCode::NOT_FOUND);
+}

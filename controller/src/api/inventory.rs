@@ -95,7 +95,7 @@ pub async fn delete_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn tenant_view(state: &AppState, name: &str) -> ApiResult<TenantView> {
+pub(crate) async fn tenant_view(state: &AppState, name: &str) -> ApiResult<TenantView> {
     let tenant = state.store.tenant(name).await?;
     let segments = state.store.segments(name).await?;
     let blocks = state.store.blocks(BlockFilter { tenant: Some(name), ..Default::default() }).await?;
@@ -166,7 +166,7 @@ pub async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn segment_view(state: &AppState, tenant: &str, name: &str) -> ApiResult<SegmentView> {
+pub(crate) async fn segment_view(state: &AppState, tenant: &str, name: &str) -> ApiResult<SegmentView> {
     let segment = state.store.segment(tenant, name).await?;
     let blocks = state.store.blocks(BlockFilter { tenant: Some(tenant), segment: Some(name), ..Default::default() }).await?;
     let cidrs: Vec<_> = blocks.iter().map(|b| b.cidr).collect();

@@ -6,7 +6,7 @@ pub(crate) mod auth;
 mod error;
 mod extract;
 mod fabric;
-mod inventory;
+pub(crate) mod inventory;
 mod ipam;
 mod nodes;
 mod openapi;

@@ -6,6 +6,7 @@
 //! change feed (`/ui/events`, server-sent events).
 
 mod pages;
+mod tenants;
 mod tree;
 
 use std::sync::OnceLock;
@@ -26,7 +27,7 @@ use crate::store::Principal;
 /// The session cookie: the token itself, never readable by scripts.
 const COOKIE: &str = "tessera_session";
 
-const TEMPLATES: [(&str, &str); 9] = [
+const TEMPLATES: [(&str, &str); 10] = [
     ("layout.html", include_str!("../../../web/templates/layout.html")),
     ("login.html", include_str!("../../../web/templates/login.html")),
     ("topology.html", include_str!("../../../web/templates/topology.html")),
@@ -36,6 +37,7 @@ const TEMPLATES: [(&str, &str); 9] = [
     ("nodes.html", include_str!("../../../web/templates/nodes.html")),
     ("search.html", include_str!("../../../web/templates/search.html")),
     ("error.html", include_str!("../../../web/templates/error.html")),
+    ("tenants.html", include_str!("../../../web/templates/tenants.html")),
 ];
 
 const ASSETS: [(&str, &str, &str); 3] = [
@@ -67,6 +69,9 @@ pub fn router() -> Router<AppState> {
         .route("/ui/policies", get(pages::policies).post(pages::apply_policies))
         .route("/ui/policies/{*id}", get(pages::policy))
         .route("/ui/explain", get(pages::explain))
+        .route("/ui/tenants", get(tenants::tenants).post(tenants::create_tenant))
+        .route("/ui/tenants/{tenant}/segments", post(tenants::create_segment))
+        .route("/ui/tenants/{tenant}/delete", post(tenants::delete_tenant))
         .route("/ui/nodes", get(pages::nodes))
         .route("/ui/search", get(pages::search))
         .route("/ui/events", get(events))
@@ -151,6 +156,7 @@ impl Viewer {
         let mut nav = Vec::new();
         for (href, label, infra) in [
             ("/ui/topology", "Topology", true),
+            ("/ui/tenants", "Tenants", false),
             ("/ui/policies", "Policies", false),
             ("/ui/explain", "Explain", true),
             ("/ui/nodes", "Nodes", true),

@@ -17,7 +17,7 @@ use crate::api::policies::{PolicyView, readable, realized, store_policies};
 use crate::store::{BlockFilter, Origin, Principal};
 
 /// Data for a template.
-fn data<T: serde::Serialize>(value: &T) -> Value {
+pub(super) fn data<T: serde::Serialize>(value: &T) -> Value {
     Value::from(minijinja::value::Serde(value))
 }
 
@@ -237,7 +237,7 @@ pub async fn explain(viewer: Viewer, State(state): State<AppState>, Query(q): Qu
 }
 
 /// Percent-encoding for a query value.
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -1,0 +1,190 @@
+//! Tenants and segments: each with its aggregated CIDRs, a segment × segment reachability matrix
+//! (every cell links to its explanation), and the forms the token may use.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use minijinja::{Value, context};
+use serde::Deserialize;
+
+use super::pages::{data, encode};
+use super::{Viewer, refused, same_origin};
+use crate::api::AppState;
+use crate::api::inventory::{segment_view, tenant_view};
+use crate::store::Origin;
+
+/// What the matrix probes.
+const PROBE: &str = "tcp/80";
+/// Larger tenants get no matrix (each cell is an evaluation).
+const MATRIX_LIMIT: usize = 12;
+
+pub async fn tenants(viewer: Viewer, State(state): State<AppState>) -> Response {
+    render(&viewer, &state, context! {}).await
+}
+
+async fn render(viewer: &Viewer, state: &AppState, extra: Value) -> Response {
+    let listed = async {
+        let inputs = crate::distribute::live_inputs(&state.store).await.map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for t in state.store.tenants().await.map_err(|e| e.to_string())? {
+            if !viewer.0.can_read_tenant(&t.name) {
+                continue;
+            }
+            let view = tenant_view(state, &t.name).await.map_err(|e| e.message)?;
+            let mut segments = Vec::new();
+            for s in &view.segments {
+                segments.push(segment_view(state, &t.name, s).await.map_err(|e| e.message)?);
+            }
+            let matrix = matrix(&inputs, &t.name, &view.segments);
+            out.push(context! {
+                name => view.name.clone(),
+                origin => view.origin.as_str(),
+                labels => data(&view.labels),
+                cidrs => data(&view.cidrs),
+                segment_views => data(&segments),
+                matrix,
+                can_write => viewer.0.require_tenant_write(&t.name).is_ok(),
+                can_delete => viewer.0.require_admin().is_ok() && view.origin == Origin::Api,
+            });
+        }
+        Ok::<_, String>(out)
+    };
+    match listed.await {
+        Ok(tenants) => {
+            let values = context! { tenants, probe => PROBE, can_create => viewer.0.require_admin().is_ok(), live => true, ..extra };
+            viewer.page("tenants.html", "/ui/tenants", "Tenants", values)
+        }
+        Err(e) => super::failure(&e),
+    }
+}
+
+/// Rows of from-segment, cells of to-segment: the verdict between an endpoint of each (the first
+/// by id), linked to its explanation; none when a segment has no endpoint or there are too many.
+fn matrix(inputs: &tessera_policy::Inputs, tenant: &str, segments: &[String]) -> Option<Value> {
+    if segments.len() > MATRIX_LIMIT {
+        return None;
+    }
+    let mut first: BTreeMap<&str, &str> = BTreeMap::new();
+    for e in inputs.cluster.endpoints.values().filter(|e| e.namespace == tenant && !e.ips.is_empty()) {
+        first.entry(e.segment.as_str()).or_insert(e.id.as_str());
+    }
+    let with: Vec<&String> = segments.iter().filter(|s| first.contains_key(s.as_str())).collect();
+    if with.len() < 2 {
+        return None;
+    }
+    let probe = tessera_policy::simulate::parse_probe(PROBE).ok()?;
+    let rows: Vec<Value> = with
+        .iter()
+        .map(|from| {
+            let cells: Vec<Value> = with
+                .iter()
+                .map(|to| {
+                    let (a, b) = (first[from.as_str()], first[to.as_str()]);
+                    let allowed = tessera_policy::simulate::explain(inputs, a, b, probe).map(|v| v.allowed).unwrap_or(false);
+                    let href = format!("/ui/explain?from={}&to={}&port={}", encode(a), encode(b), encode(PROBE));
+                    context! { allowed, href }
+                })
+                .collect();
+            context! { segment => from.as_str(), cells }
+        })
+        .collect();
+    Some(context! { segments => data(&with), rows })
+}
+
+#[derive(Deserialize)]
+pub struct NewTenant {
+    name: String,
+    #[serde(default)]
+    labels: String,
+}
+
+/// `team=shop, env=prod` → labels; the first malformed pair is the error.
+fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not key=value"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// The page again with a form's outcome: the API's error at its field, or what was done.
+async fn outcome(viewer: &Viewer, state: &AppState, result: Result<String, crate::api::ApiError>) -> Response {
+    match result {
+        Ok(done) => render(viewer, state, context! { done }).await,
+        Err(e) if e.status == StatusCode::FORBIDDEN => refused(viewer, e.status, &e.message),
+        Err(e) => {
+            render(
+                viewer,
+                state,
+                context! { error => context! { field => e.field.unwrap_or_else(|| "form".into()), message => e.message } },
+            )
+            .await
+        }
+    }
+}
+
+pub async fn create_tenant(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<NewTenant>,
+) -> Response {
+    if !same_origin(&headers) {
+        return refused(&viewer, StatusCode::FORBIDDEN, "The form came from another site.");
+    }
+    let result = async {
+        viewer.0.require_admin()?;
+        let labels = parse_labels(&form.labels).map_err(|m| crate::api::ApiError::invalid("labels", m))?;
+        let tenant = state.ops.create_tenant(form.name.trim(), labels).await?;
+        Ok(format!("Tenant {} created, with its default segment.", tenant.name))
+    };
+    outcome(&viewer, &state, result.await).await
+}
+
+#[derive(Deserialize)]
+pub struct NewSegment {
+    name: String,
+}
+
+pub async fn create_segment(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    axum::Form(form): axum::Form<NewSegment>,
+) -> Response {
+    if !same_origin(&headers) {
+        return refused(&viewer, StatusCode::FORBIDDEN, "The form came from another site.");
+    }
+    let result = async {
+        viewer.0.require_tenant_write(&tenant)?;
+        let segment = state.ops.create_segment(&tenant, form.name.trim(), BTreeMap::new()).await?;
+        Ok(format!("Segment {}/{} created.", segment.tenant, segment.name))
+    };
+    outcome(&viewer, &state, result.await).await
+}
+
+pub async fn delete_tenant(viewer: Viewer, State(state): State<AppState>, headers: HeaderMap, Path(tenant): Path<String>) -> Response {
+    if !same_origin(&headers) {
+        return refused(&viewer, StatusCode::FORBIDDEN, "The form came from another site.");
+    }
+    let result = async {
+        viewer.0.require_admin()?;
+        if state.store.tenant(&tenant).await?.origin == Origin::Kubernetes {
+            return Err(crate::api::ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("tenant `{tenant}` is the Namespace `{tenant}`: delete it with the Kubernetes API"),
+            ));
+        }
+        state.ops.delete_tenant(&tenant, None).await?;
+        Ok(format!("Tenant {tenant} deleted."))
+    };
+    match result.await {
+        Ok(_) => Redirect::to("/ui/tenants").into_response(),
+        Err(e) => outcome(&viewer, &state, Err(e)).await,
+    }
+}
