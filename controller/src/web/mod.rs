@@ -128,8 +128,24 @@ fn session_token(headers: &HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// A form post must come from this site: SameSite=Strict keeps the cookie off other sites'
-/// requests, and a browser's `Origin`, when it sends one, must name this host.
+/// A form post from this site: SameSite=Strict keeps the cookie off other sites' requests, and
+/// a browser's `Origin`, when it sends one, must name this host. Others are refused before the
+/// form is read.
+#[derive(Debug)]
+pub struct FromThisSite;
+
+impl<S: Send + Sync> FromRequestParts<S> for FromThisSite {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        if same_origin(&parts.headers) {
+            Ok(FromThisSite)
+        } else {
+            Err((StatusCode::FORBIDDEN, render_plain("Refused", "The form came from another site.")).into_response())
+        }
+    }
+}
+
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
@@ -207,10 +223,7 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, axum::Form(form): axum::Form<LoginForm>) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, render_plain("Refused", "The form came from another site.")).into_response();
-    }
+async fn login(_: FromThisSite, State(state): State<AppState>, axum::Form(form): axum::Form<LoginForm>) -> Response {
     let token = form.token.trim();
     let refused = |error: &str| {
         let mut page = render("login.html", context! { title => "Log in", error });
@@ -234,10 +247,7 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, axum::Form(for
     }
 }
 
-async fn logout(headers: HeaderMap) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, render_plain("Refused", "The form came from another site.")).into_response();
-    }
+async fn logout(_: FromThisSite) -> Response {
     let mut answer = Redirect::to("/ui/login").into_response();
     answer
         .headers_mut()

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use minijinja::{Value, context};
 use serde::Deserialize;
 use tessera_policy::model::Tier;
 
-use super::{Viewer, refused, same_origin, tree};
+use super::{FromThisSite, Viewer, refused, tree};
 use crate::api::AppState;
 use crate::api::policies::{PolicyView, readable, realized, store_policies};
 use crate::store::{BlockFilter, Origin, Principal};
@@ -127,12 +127,9 @@ pub struct PolicyForm {
 pub async fn apply_policies(
     viewer: Viewer,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: FromThisSite,
     axum::Form(form): axum::Form<PolicyForm>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return refused(&viewer, StatusCode::FORBIDDEN, "The form came from another site.");
-    }
     if !can_write(&viewer) {
         return refused(&viewer, StatusCode::FORBIDDEN, "This token reads policies; it does not write them.");
     }

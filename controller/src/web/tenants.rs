@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use serde::Deserialize;
 
 use super::pages::{data, encode};
-use super::{Viewer, refused, same_origin};
+use super::{FromThisSite, Viewer, refused};
 use crate::api::AppState;
 use crate::api::inventory::{segment_view, tenant_view};
 use crate::store::Origin;
@@ -129,12 +129,9 @@ async fn outcome(viewer: &Viewer, state: &AppState, result: Result<String, crate
 pub async fn create_tenant(
     viewer: Viewer,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: FromThisSite,
     axum::Form(form): axum::Form<NewTenant>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return refused(&viewer, StatusCode::FORBIDDEN, "The form came from another site.");
-    }
     let result = async {
         viewer.0.require_admin()?;
         let labels = parse_labels(&form.labels).map_err(|m| crate::api::ApiError::invalid("labels", m))?;
@@ -152,13 +149,10 @@ pub struct NewSegment {
 pub async fn create_segment(
     viewer: Viewer,
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _: FromThisSite,
     Path(tenant): Path<String>,
     axum::Form(form): axum::Form<NewSegment>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return refused(&viewer, StatusCode::FORBIDDEN, "The form came from another site.");
-    }
     let result = async {
         viewer.0.require_tenant_write(&tenant)?;
         let segment = state.ops.create_segment(&tenant, form.name.trim(), BTreeMap::new()).await?;
@@ -167,10 +161,7 @@ pub async fn create_segment(
     outcome(&viewer, &state, result.await).await
 }
 
-pub async fn delete_tenant(viewer: Viewer, State(state): State<AppState>, headers: HeaderMap, Path(tenant): Path<String>) -> Response {
-    if !same_origin(&headers) {
-        return refused(&viewer, StatusCode::FORBIDDEN, "The form came from another site.");
-    }
+pub async fn delete_tenant(viewer: Viewer, State(state): State<AppState>, _: FromThisSite, Path(tenant): Path<String>) -> Response {
     let result = async {
         viewer.0.require_admin()?;
         if state.store.tenant(&tenant).await?.origin == Origin::Kubernetes {
