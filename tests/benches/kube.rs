@@ -75,8 +75,8 @@ fn main() {
     let pod_names: Vec<(usize, String, String, usize)> = (0..pods)
         .map(|i| {
             let ns = i % namespaces;
-            // Each namespace's pods on two hosts: 25 pods, 5 apps.
-            (i, names[ns].clone(), format!("p{i}"), (ns + i % 2) % HOSTS)
+            // A namespace's 25 pods over two hosts, namespaces round the four: 1,250 pods a host.
+            (i, names[ns].clone(), format!("p{i}"), (ns + i / namespaces % 2) % HOSTS)
         })
         .collect();
     let ips = std::sync::Mutex::new(vec![String::new(); pods]);
@@ -148,7 +148,7 @@ fn main() {
         let patch = json!({"spec": {"ingress": [{"from": [{"podSelector": {}}], "ports": [{"port": 9100 + round as u16}]}]}});
         let (status, body) = k.merge_patch(&format!("/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/np-0"), &patch);
         assert_eq!(status, 200, "{body}");
-        wait("the change applied everywhere", Duration::from_secs(60), || {
+        wait("the change applied everywhere", Duration::from_secs(300), || {
             let now = generations(&dc);
             now.iter().zip(&before).any(|((d, _), b)| d != b) && now.iter().all(|(d, a)| d == a)
         });
