@@ -11,7 +11,7 @@ use tessera_policy::model::{NamedPort, Protocol};
 use tokio::sync::watch;
 
 use crate::api::AppState;
-use crate::store::{ChangeKind, Origin};
+use crate::store::Origin;
 
 /// The store as the operator sees it, changed through the operations.
 struct Inventory {
@@ -65,10 +65,7 @@ impl tessera_operator::Inventory for Inventory {
                 held.other_policies.insert(key);
             }
         }
-        // How many nodes enforce each: a change older than the retained feed is in every state.
-        let retained = store.last_changes(ChangeKind::Policy).await.map_err(|e| e.to_string())?;
-        let changed_at = ids.keys().map(|id| (id.clone(), retained.get(id).copied().unwrap_or(0))).collect();
-        for (id, r) in self.state.dist.realization(&changed_at).await.map_err(|e| e.to_string())? {
+        for (id, r) in self.state.dist.policies_enforced(ids.keys()).await.map_err(|e| e.to_string())? {
             if let Some(key) = ids.get(&id) {
                 held.enforced.insert(key.clone(), Enforced { applied: r.applied as u64, total: r.total as u64 });
             }

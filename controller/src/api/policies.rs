@@ -2,8 +2,6 @@
 //! cluster policies and Romana documents, validated by the policy engine before anything is
 //! stored, then compiled and distributed; each shown with how many nodes enforce it.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
@@ -15,7 +13,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{DOCUMENT_TYPES, IfMatch, read_body};
 use crate::distribute::Realization;
-use crate::store::{ChangeKind, NewPolicy, Origin, PolicyRecord, Principal, StoreError};
+use crate::store::{NewPolicy, Origin, PolicyRecord, Principal, StoreError};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -42,10 +40,7 @@ impl From<PolicyRecord> for PolicyView {
 
 /// The views of `records`, each with its realization.
 pub(crate) async fn realized(state: &AppState, records: Vec<PolicyRecord>) -> ApiResult<Vec<PolicyView>> {
-    let retained = state.store.last_changes(ChangeKind::Policy).await?;
-    // A change older than the retained feed is older than every node's state.
-    let changed_at: BTreeMap<String, i64> = records.iter().map(|r| (r.id.clone(), retained.get(&r.id).copied().unwrap_or(0))).collect();
-    let realization = state.dist.realization(&changed_at).await?;
+    let realization = state.dist.policies_enforced(records.iter().map(|r| &r.id)).await?;
     Ok(records
         .into_iter()
         .map(|r| {

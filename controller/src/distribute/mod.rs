@@ -366,6 +366,14 @@ impl Distributor {
         self.store.node_records().await
     }
 
+    /// How many nodes enforce the latest change of each stored policy of `ids` (see
+    /// [`Distributor::realization`]); a change older than the retained feed is in every state.
+    pub async fn policies_enforced<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Result<BTreeMap<String, Realization>, StoreError> {
+        let retained = self.store.last_changes(ChangeKind::Policy).await?;
+        let changed_at = ids.map(|id| (id.clone(), retained.get(id).copied().unwrap_or(0))).collect();
+        self.realization(&changed_at).await
+    }
+
     /// For each object changed at a feed position (`changed_at`), how many nodes enforce its
     /// latest change, of how many nodes: those that have applied their latest state, once this
     /// replica has followed the feed past the change. (A node still applying a later state is
