@@ -62,6 +62,14 @@ async fn logging_in_takes_a_token_and_a_wrong_one_is_refused() {
     assert!(html(&wrong).contains("Unknown token"));
     let right = api.call(Method::POST, "/ui/login", None, Some(format!("token={ADMIN}")), &form).await;
     assert_eq!(right.status, StatusCode::SEE_OTHER);
+    let cookie = right.headers.get("set-cookie").and_then(|c| c.to_str().ok()).unwrap_or_default().to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"), "{cookie}");
+    let tls = [("content-type", "application/x-www-form-urlencoded"), ("origin", "https://ui.test"), ("host", "ui.test")];
+    let over_tls = api.call(Method::POST, "/ui/login", None, Some(format!("token={ADMIN}")), &tls).await;
+    assert!(
+        over_tls.headers.get("set-cookie").and_then(|c| c.to_str().ok()).is_some_and(|c| c.contains("; Secure")),
+        "over HTTPS the cookie is Secure"
+    );
     // A form from another site is refused.
     let cross = [("content-type", "application/x-www-form-urlencoded"), ("origin", "https://evil.test"), ("host", "ui.test")];
     assert_eq!(api.call(Method::POST, "/ui/login", None, Some(format!("token={ADMIN}")), &cross).await.status, StatusCode::FORBIDDEN);
@@ -152,6 +160,9 @@ async fn explain_names_the_deciding_policy_and_rule_with_a_permalink() {
     assert!(html(&allowed).contains("allowed by NetworkPolicy red/db spec.ingress[0]"), "{}", html(&allowed));
     let wrong = page(&api, ADMIN, "/ui/explain?from=red%2Fweb&to=red%2Fdb&port=tcp%2Fx").await;
     assert!(html(&wrong).contains("class=\"error\""), "{}", html(&wrong));
+    // Each node with what it enforces.
+    let nodes = html(&page(&api, ADMIN, "/ui/nodes").await);
+    assert!(nodes.contains("<th scope=\"col\">Set elements</th>") && nodes.contains("<td>h1</td>"), "{nodes}");
     // Who owns an address?
     let ip = api.admin(Method::GET, "/v1/endpoints/red/db", None).await.body["ips"][0].as_str().expect("ip").to_string();
     let found = page(&api, ADMIN, &format!("/ui/search?q={ip}")).await;

@@ -223,7 +223,7 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(_: FromThisSite, State(state): State<AppState>, axum::Form(form): axum::Form<LoginForm>) -> Response {
+async fn login(_: FromThisSite, State(state): State<AppState>, headers: HeaderMap, axum::Form(form): axum::Form<LoginForm>) -> Response {
     let token = form.token.trim();
     let refused = |error: &str| {
         let mut page = render("login.html", context! { title => "Log in", error });
@@ -237,7 +237,10 @@ async fn login(_: FromThisSite, State(state): State<AppState>, axum::Form(form):
     match state.store.authenticate(token).await {
         Ok(Some(Principal::Node(_))) => refused("A node's token is for its agent, not for people."),
         Ok(Some(_)) => {
-            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
+            // Over HTTPS (the browser says so in its Origin), the cookie never travels in clear.
+            let https = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| o.starts_with("https://"));
+            let secure = if https { "; Secure" } else { "" };
+            let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}");
             let mut answer = Redirect::to("/ui/topology").into_response();
             answer.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).unwrap_or(HeaderValue::from_static("")));
             answer

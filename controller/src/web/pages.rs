@@ -247,10 +247,21 @@ pub async fn nodes(viewer: Viewer, State(state): State<AppState>) -> Response {
     if let Err(e) = viewer.0.require_infra_read() {
         return refused(&viewer, StatusCode::FORBIDDEN, &e.message);
     }
-    match state.dist.status().await {
-        Ok(nodes) => viewer.page("nodes.html", "/ui/nodes", "Nodes", context! { nodes => data(&nodes), live => true }),
-        Err(e) => failed(&viewer, e),
-    }
+    let nodes = match state.dist.status().await {
+        Ok(nodes) => nodes,
+        Err(e) => return failed(&viewer, e),
+    };
+    // What each node enforces, from the state this replica serves it.
+    let rows: Vec<Value> = nodes
+        .iter()
+        .map(|n| {
+            let current = state.dist.node(&n.node).map(|c| c.current());
+            let (endpoints, rules, elements, routes) =
+                current.map(|s| (s.endpoints.len(), s.ruleset.rules, s.ruleset.element_count(), s.routes.len())).unwrap_or_default();
+            context! { endpoints, rules, elements, routes, ..data(n) }
+        })
+        .collect();
+    viewer.page("nodes.html", "/ui/nodes", "Nodes", context! { nodes => rows, live => true })
 }
 
 #[derive(Deserialize)]
