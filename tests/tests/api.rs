@@ -505,8 +505,8 @@ async fn stored_policies_are_validated_compiled_and_distributed() {
         // Invalid documents name the field and store nothing.
         let bad = STORED_POLICIES.replace("policyTypes: [Ingress]", "policyTypes: [Sideways]");
         let r = api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(bad), &yaml).await;
-        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("body"));
-        assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.contains("policyTypes")), "{}", r.body);
+        assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some("spec.policyTypes[0]"));
+        assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.starts_with("document 1: NetworkPolicy red/deny-all")), "{}", r.body);
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: red}\n";
         assert_error(
             &api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(pod.into()), &yaml).await,

@@ -126,7 +126,10 @@ async fn a_policy_with_an_error_comes_back_with_the_field_and_nothing_stored() {
     let r = post(&api, ADMIN, "/ui/policies", &format!("document={}", form_encode(bad))).await;
     assert_eq!(r.status, StatusCode::OK, "the form comes back");
     let text = html(&r);
-    assert!(text.contains(r#"aria-invalid="true""#) && text.contains("spec.ingress[0].ports[0].port"), "{text}");
+    assert!(
+        text.contains(r#"aria-invalid="true""#) && text.contains("<strong>spec.ingress[0].ports[0].port</strong>"),
+        "the field is named: {text}"
+    );
     assert!(text.contains("port: 99999"), "the text comes back as typed");
     assert!(text.contains("Nothing was stored"));
     assert_eq!(api.admin(Method::GET, "/v1/policies", None).await.body, json!([]));

@@ -157,7 +157,8 @@ fn parse_policies(body: &[u8]) -> ApiResult<Vec<(String, NewPolicy)>> {
         let origin = format!("document {}", i + 1);
         let tenant = tenant_of(&doc, &origin)?;
         let before = inputs.policies.len();
-        inputs.add_document(&origin, doc.clone()).map_err(|e| ApiError::invalid("body", e.to_string()))?;
+        // The field is the engine's path in the document; the message says which document.
+        inputs.add_document(&origin, doc.clone()).map_err(|e| ApiError::invalid(e.field.clone(), e.to_string()))?;
         let Some(first) = inputs.policies.get(before) else {
             return Err(ApiError::invalid("body", format!("{origin}: defines no policy")));
         };
