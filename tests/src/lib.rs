@@ -74,6 +74,17 @@ pub struct Controller {
     pub token: String,
 }
 
+/// The controller started with `args` must refuse to start, naming `flag` in its error.
+pub fn assert_refused_at_start(args: &[&str], flag: &str) {
+    let out = std::process::Command::new(binary("tessera-controller"))
+        .args(["--listen", "127.0.0.1:0", "--database-url", &sqlite_url(), "--no-demo"])
+        .args(args)
+        .output()
+        .expect("run the controller");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(flag), "{args:?}: {stderr}");
+}
+
 /// Whether this process runs as root (benchmarks that need namespaces skip otherwise).
 pub fn is_root() -> bool {
     std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)

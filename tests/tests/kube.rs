@@ -329,13 +329,7 @@ fn bad_kubernetes_flags_are_named() {
         (vec!["--agent-service-account", "a/b/c"], "--agent-service-account"),
         (vec!["--token-audience", " "], "--token-audience"),
     ] {
-        let out = std::process::Command::new(tessera_tests::binary("tessera-controller"))
-            .args(["--listen", "127.0.0.1:0", "--database-url", &tessera_tests::sqlite_url(), "--no-demo"])
-            .args(&args)
-            .output()
-            .expect("run the controller");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains(flag), "{args:?}: {stderr}");
+        tessera_tests::assert_refused_at_start(&args, flag);
     }
 }
 

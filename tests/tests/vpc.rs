@@ -451,13 +451,7 @@ fn bad_aws_configuration_is_named_and_the_controller_keeps_serving() {
         (vec!["--aws-region", "us-east-1", "--aws-route-table-tag", "managed"], "--aws-route-table-tag"),
         (vec!["--aws-region", "us-east-1", "--aws-route-tables", "rtb-12345678", "--aws-call-rate", "0"], "--aws-call-rate"),
     ] {
-        let out = std::process::Command::new(tessera_tests::binary("tessera-controller"))
-            .args(["--listen", "127.0.0.1:0", "--database-url", &tessera_tests::sqlite_url(), "--no-demo"])
-            .args(&args)
-            .output()
-            .expect("run the controller");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains(flag), "{args:?}: {stderr}");
+        tessera_tests::assert_refused_at_start(&args, flag);
     }
     let reported = |c: &Controller, what: &str, wanted: &dyn Fn(&str) -> bool| {
         wait_until(
