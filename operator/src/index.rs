@@ -242,13 +242,22 @@ pub fn network_policy(policy: &NetworkPolicy) -> PolicySpec {
     PolicySpec { key: format!("NetworkPolicy {namespace}/{name}"), document }
 }
 
+/// The key of a custom policy object (as [`policy_key`] names its stored document).
+pub fn custom_policy_key(kind: &PolicyKind, namespace: Option<&str>, name: &str) -> String {
+    match namespace.filter(|_| kind.namespaced) {
+        Some(ns) => format!("{} {ns}/{name}", kind.kind),
+        None => format!("{} {name}", kind.kind),
+    }
+}
+
 /// The policy document of a custom policy object (the `spec` of a `kind` object named `name`,
 /// in `namespace` for a namespaced kind): like [`network_policy`], only what the engine reads.
 pub fn custom_policy(kind: &PolicyKind, namespace: Option<&str>, name: &str, spec: &Value) -> PolicySpec {
-    let (metadata, key) = match namespace.filter(|_| kind.namespaced) {
-        Some(ns) => (json!({"name": name, "namespace": ns}), format!("{} {ns}/{name}", kind.kind)),
-        None => (json!({"name": name}), format!("{} {name}", kind.kind)),
+    let metadata = match namespace.filter(|_| kind.namespaced) {
+        Some(ns) => json!({"name": name, "namespace": ns}),
+        None => json!({"name": name}),
     };
+    let key = custom_policy_key(kind, namespace, name);
     let document = json!({
         "apiVersion": format!("{}/{}", kind.group, kind.version),
         "kind": kind.kind,

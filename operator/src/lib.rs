@@ -367,7 +367,7 @@ async fn report_status(client: &Client, stores: &Stores, outcome: &Outcome) {
     for (kind, resource, store) in &stores.custom {
         for object in store.state() {
             let (namespace, name) = (object.metadata.namespace.as_deref(), object.metadata.name.clone().unwrap_or_default());
-            let key = index::custom_policy(kind, namespace, &name, &serde_json::Value::Null).key;
+            let key = index::custom_policy_key(kind, namespace, &name);
             let verdict = match outcome.refused.get(&key) {
                 Some(why) => Verdict { accepted: false, reason: "Refused", message: truncate(why) },
                 None => Verdict { accepted: true, reason: "Accepted", message: "enforced as written".into() },

@@ -13,7 +13,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{DOCUMENT_TYPES, IfMatch, QueryParams, etag, read_body};
 use super::views::{GroupView, NetworkView, RoutesQuery, TopologyChangeView, TopologyQuery, TopologyView};
-use crate::store::BlockFilter;
+use crate::store::{BlockFilter, BlockRecord, HostRecord, TopologyRecord};
 
 /// The topology with computed CIDRs and utilization.
 #[utoipa::path(get, path = "/v1/topology", responses((status = 200, body = TopologyView), (status = 401, body = ErrorBody)))]
@@ -23,13 +23,18 @@ pub async fn get_topology(State(state): State<AppState>, caller: Caller) -> ApiR
     Ok((etag(view.revision), Json(view)).into_response())
 }
 
-pub(crate) async fn topology_view(state: &AppState) -> ApiResult<TopologyView> {
+async fn topology_view(state: &AppState) -> ApiResult<TopologyView> {
     let topology = state.store.topology().await?;
     let hosts = state.store.hosts().await?;
     let blocks = state.store.blocks(BlockFilter::default()).await?;
+    view_of(&topology, &hosts, &blocks)
+}
+
+/// The topology with each group's and network's hosts and use, from what the store holds.
+pub(crate) fn view_of(topology: &TopologyRecord, hosts: &[HostRecord], blocks: &[BlockRecord]) -> ApiResult<TopologyView> {
     let layout = &topology.layout;
     let mut host_count: BTreeMap<&str, usize> = BTreeMap::new();
-    for h in &hosts {
+    for h in hosts {
         *host_count.entry(h.group.as_str()).or_default() += 1;
     }
     let mut groups = Vec::new();

@@ -30,10 +30,6 @@ pub async fn topology(viewer: Viewer, State(state): State<AppState>) -> Response
     if let Err(e) = viewer.0.require_infra_read() {
         return refused(&viewer, StatusCode::FORBIDDEN, &e.message);
     }
-    let view = match crate::api::topology::topology_view(&state).await {
-        Ok(v) => v,
-        Err(e) => return failed(&viewer, e.message),
-    };
     let (topology, hosts, blocks) = match async {
         Ok::<_, crate::store::StoreError>((
             state.store.topology().await?,
@@ -45,6 +41,11 @@ pub async fn topology(viewer: Viewer, State(state): State<AppState>) -> Response
     {
         Ok(t) => t,
         Err(e) => return failed(&viewer, e),
+    };
+    // One read of the store serves the tree, the tables and the route plan.
+    let view = match crate::api::topology::view_of(&topology, &hosts, &blocks) {
+        Ok(v) => v,
+        Err(e) => return failed(&viewer, e.message),
     };
     let plan = crate::routes::plan(&topology, &hosts, &blocks, None).unwrap_or_default();
     let boxes: Vec<tree::Box> = view
