@@ -170,6 +170,18 @@ impl Controller {
         answer.ok().and_then(|r| r.json().ok()).unwrap_or(serde_json::Value::Null)
     }
 
+    /// A web UI page as the admin's browser gets it (session cookie): its status and HTML.
+    pub fn page(&self, path: &str) -> (u16, String) {
+        let answer = reqwest::blocking::Client::new()
+            .get(format!("{}{path}", self.url))
+            .header("cookie", format!("tessera_session={}", self.token))
+            .send();
+        match answer {
+            Ok(r) => (r.status().as_u16(), r.text().unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
     /// A write with the admin token: its status (0 when the replica does not answer) and JSON body.
     pub fn send(&self, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");

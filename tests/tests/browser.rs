@@ -60,6 +60,25 @@ fn a_person_uses_the_web_ui() {
     assert!(tree.contains("rack-1") && tree.contains("rack-2") && tree.contains("zone-a"), "{tree}");
     check_page(&b, &axe, "topology");
 
+    // A topology change: a dry run says what it would do. A third rack would move h2's
+    // addresses: refused, with why; a second network moves nothing: applied as previewed.
+    b.click("details summary");
+    let racks = "groups:\n  - name: zone-a\n    groups: [{name: rack-1, assignment: {rack: r1}}, {name: rack-2, assignment: {rack: r2}}]\n";
+    let three = racks.replace("}}]", "}}, {name: rack-3, assignment: {rack: r3}}]");
+    b.type_into("#document", &format!("networks: [{{name: pods, cidr: 10.40.0.0/16}}]\n{three}"));
+    b.click("button[value=dry-run]");
+    b.wait_for("the dry run", |b| b.has("#change"));
+    let refused = b.text("#change");
+    assert!(!b.has("button[value=apply]") && refused.contains("would move") && refused.contains("h2"), "{refused}");
+    b.type_into("#document", &format!("networks: [{{name: pods, cidr: 10.40.0.0/16}}, {{name: more, cidr: 10.41.0.0/16}}]\n{racks}"));
+    b.click("button[value=dry-run]");
+    b.wait_for("the second dry run", |b| b.has("button[value=apply]"));
+    assert!(b.text("#change").contains("10.41.0.0/17"), "{}", b.text("#change"));
+    check_page(&b, &axe, "topology-dry-run");
+    b.click("button[value=apply]");
+    b.wait_for("the change applied", |b| b.has("#change p.ok"));
+    assert!(b.text(".scroll").contains("10.41."), "the tree has the new network's CIDRs");
+
     // A policy with a deliberate error: the field is named, nothing is stored; then fixed.
     b.goto(&format!("{}/ui/policies", c.url));
     let bad = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db, namespace: red}\nspec:\n  podSelector: {matchLabels: {app: db}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: web}}}], ports: [{port: 70000}]}]\n";
@@ -102,6 +121,11 @@ fn a_person_uses_the_web_ui() {
     check_page(&b, &axe, "tenants");
     b.goto(&format!("{}/ui/nodes", c.url));
     check_page(&b, &axe, "nodes");
+    b.goto(&format!("{}/ui/endpoints?tenant=red", c.url));
+    assert!(b.text("main").contains("red/web") && b.text("main").contains("2 matching"), "{}", b.text("main"));
+    check_page(&b, &axe, "endpoints");
+    b.goto(&format!("{}/ui/routes", c.url));
+    check_page(&b, &axe, "routes");
     b.goto(&format!("{}/ui/search?q=10.40.0.1", c.url));
     check_page(&b, &axe, "search");
 

@@ -400,3 +400,49 @@ async fn concurrent_writes_leave_a_gapless_feed() {
         assert_eq!(follower.await.expect("follower"), 60, "{backend}");
     }
 }
+
+#[tokio::test]
+async fn endpoint_pages_filter_and_continue_alike_on_both_backends() {
+    use tessera_controller::store::EndpointQuery;
+    for (backend, store) in stores().await {
+        setup(&store).await;
+        host(&store, "h1", "a").await;
+        host(&store, "h2", "b").await;
+        for i in 0..30 {
+            let mut e = endpoint(&format!("t1/p{i:02}"), "t1", if i < 10 { "web" } else { "default" }, if i % 3 == 0 { "h2" } else { "h1" });
+            e.labels = labels(&[("app", if i % 2 == 0 { "even" } else { "odd" }), ("odd_key", "50%")]);
+            store.allocate(e).await.expect("allocate");
+        }
+        store.allocate(endpoint("t2/x_1", "t2", "default", "h1")).await.expect("allocate");
+        let all = |limit| EndpointQuery { limit, ..Default::default() };
+        // Pages of 7 continue by id until the last, which says there is no next.
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let page = store.endpoint_page(&EndpointQuery { after: after.clone(), ..all(7) }).await.expect("page");
+            assert_eq!(page.total, 31, "{backend}");
+            assert!(page.endpoints.iter().all(|e| !e.ips.is_empty()), "{backend}: each with its addresses");
+            seen.extend(page.endpoints.iter().map(|e| e.id.clone()));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!((seen.len(), &seen), (31, &sorted), "{backend}: every endpoint once, in id order");
+        let count = |q: EndpointQuery| {
+            let store = store.clone();
+            async move { store.endpoint_page(&q).await.expect("page").total }
+        };
+        assert_eq!(count(EndpointQuery { tenant: Some("t1".into()), segment: Some("web".into()), ..all(5) }).await, 10, "{backend}");
+        assert_eq!(count(EndpointQuery { host: Some("h2".into()), ..all(5) }).await, 10, "{backend}");
+        assert_eq!(count(EndpointQuery { labels: labels(&[("app", "even")]), ..all(5) }).await, 15, "{backend}");
+        assert_eq!(count(EndpointQuery { labels: labels(&[("odd_key", "50%")]), ..all(5) }).await, 30, "{backend}: literal % and _");
+        assert_eq!(count(EndpointQuery { labels: labels(&[("odd_key", "5%")]), ..all(5) }).await, 0, "{backend}");
+        assert_eq!(count(EndpointQuery { id_contains: Some("x_1".into()), ..all(5) }).await, 1, "{backend}");
+        assert_eq!(count(EndpointQuery { id_contains: Some("p_1".into()), ..all(5) }).await, 0, "{backend}: _ is literal");
+        let one = store.endpoint("t1/p07").await.expect("endpoint");
+        let page = store.endpoint_page(&EndpointQuery { address: Some(one.ips[0]), ..all(5) }).await.expect("page");
+        assert_eq!(page.endpoints, vec![one], "{backend}");
+    }
+}

@@ -205,6 +205,18 @@ fn a_vpc_route_table_gets_each_rack_through_a_healthy_gateway_and_keeps_its_fore
     assert_eq!(t["actual"]["0.0.0.0/0"], format!("gateway {}", vpc.setup["igw"].as_str().unwrap_or_default()), "{status}");
     assert_eq!(t["actual"]["10.50.0.0/16"], format!("peering {}", vpc.setup["pcx"].as_str().unwrap_or_default()), "{status}");
 
+    // The web UI's routes view: the table desired against actual, the repairs counted.
+    let (status, html) = c.page("/ui/routes");
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&format!("VPC route table <code>{table}</code>")), "{html}");
+    for dst in ["10.96.0.0/17", "10.96.128.0/17"] {
+        let row = html.split("<tr").find(|row| row.contains(&format!("<code>{dst}</code>"))).unwrap_or_default().to_string();
+        assert!(row.contains("in place") && row.contains("class=\"ok\""), "{dst}: {row}");
+    }
+    let foreign = html.split("<tr").find(|row| row.contains("<code>0.0.0.0/0</code>")).unwrap_or_default();
+    assert!(foreign.contains("not Tessera") && !foreign.contains("class=\"bad\""), "{foreign}");
+    assert!(!html.contains("0 drift repairs"), "the repairs are counted: {html}");
+
     // Metrics count the failover and the repairs; the CLI shows the table.
     assert!(metric(&c, "tessera_cloud_failovers_total") >= 1.0);
     assert!(metric(&c, "tessera_cloud_drift_repairs_total") >= 2.0);

@@ -217,3 +217,145 @@ async fn tenants_and_segments_with_a_reachability_matrix_that_explains_itself() 
     assert_eq!(post(&api, ADMIN, "/ui/tenants/blue/delete", "").await.status, StatusCode::SEE_OTHER);
     assert_eq!(api.admin(Method::GET, "/v1/tenants/blue", None).await.status, StatusCode::NOT_FOUND);
 }
+
+/// The rows of the endpoints table on a page, by id.
+fn endpoint_ids(text: &str) -> Vec<String> {
+    text.split("<tr><td>").skip(1).filter_map(|row| row.split("</td>").next()).map(String::from).collect()
+}
+
+#[tokio::test]
+async fn endpoints_are_filtered_in_the_database_and_shown_a_page_at_a_time() {
+    let api = api().await;
+    for i in 0..120 {
+        let (app, host) = if i % 2 == 0 { ("web", "h1") } else { ("db", "h2") };
+        let body = json!({"id": format!("red/e{i:03}"), "tenant": "red", "host": host, "labels": {"app": app}});
+        assert_eq!(api.admin(Method::POST, "/v1/endpoints", Some(body)).await.status, StatusCode::CREATED);
+    }
+    for i in 0..5 {
+        let body = json!({"id": format!("blue/b{i}"), "tenant": "blue", "host": "h1", "labels": {"app": "web"}});
+        assert_eq!(api.admin(Method::POST, "/v1/endpoints", Some(body)).await.status, StatusCode::CREATED);
+    }
+    // All of them: 125, 50 to a page, in id order, continued by id.
+    let first = html(&page(&api, ADMIN, "/ui/endpoints").await);
+    assert!(first.contains("125 matching"), "{first}");
+    let ids = endpoint_ids(&first);
+    assert_eq!((ids.len(), ids[0].as_str(), ids[49].as_str()), (50, "blue/b0", "red/e044"), "{ids:?}");
+    let next = first.split("href=\"").find_map(|h| h.split_once("\" rel=\"next\"")).map(|(href, _)| href.replace("&amp;", "&"));
+    let next = next.expect("a next page");
+    let second = html(&page(&api, ADMIN, &next).await);
+    assert_eq!(endpoint_ids(&second).first().map(String::as_str), Some("red/e045"), "{second}");
+    assert!(second.contains(">First page<"));
+    let last = html(&page(&api, ADMIN, "/ui/endpoints?after=red%2Fe094").await);
+    assert_eq!(endpoint_ids(&last).len(), 25);
+    assert!(!last.contains("rel=\"next\""), "the last page has no next");
+
+    // Filters: labels, host, part of the id, an address; wildcards are literal.
+    assert!(html(&page(&api, ADMIN, "/ui/endpoints?labels=app%3Ddb").await).contains("60 matching"));
+    assert!(html(&page(&api, ADMIN, "/ui/endpoints?labels=app%3Dweb&host=h1&tenant=red").await).contains("60 matching"));
+    assert!(html(&page(&api, ADMIN, "/ui/endpoints?labels=app%3Dweb%2C+tier%3Dx").await).contains("0 matching"));
+    let part = html(&page(&api, ADMIN, "/ui/endpoints?q=e01").await);
+    assert!(part.contains("10 matching") && endpoint_ids(&part).iter().all(|id| id.contains("e01")), "{part}");
+    assert!(html(&page(&api, ADMIN, "/ui/endpoints?q=%25").await).contains("0 matching"), "% is not a wildcard");
+    assert!(html(&page(&api, ADMIN, "/ui/endpoints?q=e_1").await).contains("0 matching"), "_ is not a wildcard");
+    let ip = api.admin(Method::GET, "/v1/endpoints/red/e007", None).await.body["ips"][0].as_str().expect("ip").to_string();
+    let by_address = html(&page(&api, ADMIN, &format!("/ui/endpoints?q={ip}")).await);
+    assert_eq!(endpoint_ids(&by_address), vec!["red/e007"], "{by_address}");
+    assert!(by_address.contains("/ui/explain?from=red%2Fe007"), "each endpoint explains itself: {by_address}");
+    let bad = html(&page(&api, ADMIN, "/ui/endpoints?labels=app").await);
+    assert!(bad.contains("<strong>labels</strong>") && bad.contains("aria-invalid"), "{bad}");
+
+    // A tenant's token lists its own tenant, and is refused another.
+    let blue = api.token("tenant", Some("blue")).await;
+    let own = html(&page(&api, &blue, "/ui/endpoints").await);
+    assert!(own.contains("5 matching") && endpoint_ids(&own).iter().all(|id| id.starts_with("blue/")), "{own}");
+    assert!(!own.contains("Explain…"), "explanations read every tenant: not for a tenant token");
+    assert_eq!(page(&api, &blue, "/ui/endpoints?tenant=red").await.status, StatusCode::FORBIDDEN);
+}
+
+/// The topology's edit form: its revision (what a dry run is made against).
+fn revision_in(text: &str) -> String {
+    text.split("name=\"revision\" value=\"").nth(1).and_then(|r| r.split('"').next()).expect("revision").to_string()
+}
+
+#[tokio::test]
+async fn a_topology_change_is_tried_first_and_applied_as_previewed() {
+    let api = api().await;
+    let body = json!({"id": "red/a", "tenant": "red", "host": "h1", "labels": {}});
+    assert_eq!(api.admin(Method::POST, "/v1/endpoints", Some(body)).await.status, StatusCode::CREATED);
+    let before = api.admin(Method::GET, "/v1/topology", None).await.body;
+    let shown = html(&page(&api, ADMIN, "/ui/topology").await);
+    assert!(shown.contains(">Dry run<") && shown.contains("Change the topology"), "{shown}");
+    let revision = revision_in(&shown);
+
+    // A third rack: a dry run shows what changes, stores nothing, and offers to apply it.
+    let grown = "networks: [{name: pods, cidr: 10.40.0.0/16}]\ngroups: [{name: rack-1}, {name: rack-2}, {name: rack-3}]\n";
+    let form = format!("action=dry-run&revision={revision}&document={}", form_encode(grown));
+    let dry = html(&post(&api, ADMIN, "/ui/topology", &form).await);
+    assert!(dry.contains("Dry run of the change") && dry.contains("<caption>CIDRs that change</caption>"), "{dry}");
+    assert!(dry.contains("<td>rack-3</td>") && dry.contains(">Apply this change<"), "{dry}");
+    assert_eq!(api.admin(Method::GET, "/v1/topology", None).await.body, before, "a dry run stores nothing");
+    // Applied as previewed: against the revision it was made on.
+    let apply = format!("action=apply&revision={revision}&document={}", form_encode(grown));
+    let done = html(&post(&api, ADMIN, "/ui/topology", &apply).await);
+    assert!(done.contains("Topology changed") && done.contains(">rack-3</text>"), "{done}");
+    let now = api.admin(Method::GET, "/v1/topology", None).await.body;
+    assert_ne!(now["revision"], before["revision"]);
+    // The same form again is against an older revision: refused, named, nothing changed.
+    let stale = html(&post(&api, ADMIN, "/ui/topology", &apply).await);
+    assert!(stale.contains("<strong>If-Match</strong>") && stale.contains("Nothing was changed"), "{stale}");
+
+    // A change that would move red/a's address: refused in the dry run, with why.
+    let shrunk = "networks: [{name: pods, cidr: 10.41.0.0/16}]\ngroups: [{name: rack-1}, {name: rack-2}]\n";
+    let form = format!("action=dry-run&revision={}&document={}", now["revision"], form_encode(shrunk));
+    let refused = html(&post(&api, ADMIN, "/ui/topology", &form).await);
+    assert!(refused.contains("it would move allocated addresses") && !refused.contains(">Apply this change<"), "{refused}");
+    // A malformed document: the field, and the text as typed.
+    let form = format!("action=dry-run&document={}", form_encode("networks: [{name: pods, cidr: 10.40.0.0/33}]\n"));
+    let bad = html(&post(&api, ADMIN, "/ui/topology", &form).await);
+    assert!(bad.contains("id=\"document-error\"") && bad.contains("networks[0].cidr") && bad.contains("10.40.0.0/33"), "{bad}");
+    assert_eq!(api.admin(Method::GET, "/v1/topology", None).await.body["revision"], now["revision"]);
+    // Only admins change the topology.
+    let reader = api.token("read", None).await;
+    assert!(!html(&page(&api, &reader, "/ui/topology").await).contains(">Dry run<"));
+    assert_eq!(post(&api, &reader, "/ui/topology", "action=dry-run&document=x").await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn tenants_and_segments_are_relabelled_by_whoever_may_write_them() {
+    let api = api().await;
+    let r = html(&post(&api, ADMIN, "/ui/tenants/red/labels", "labels=team%3Dshop%2C+env%3Dprod&revision=").await);
+    assert!(r.contains("Tenant red relabelled"), "{r}");
+    assert_eq!(api.admin(Method::GET, "/v1/tenants/red", None).await.body["labels"], json!({"team": "shop", "env": "prod"}));
+    let bad = html(&post(&api, ADMIN, "/ui/tenants/red/labels", "labels=team").await);
+    assert!(bad.contains("<strong>labels</strong>") && bad.contains("Nothing was changed"), "{bad}");
+    let bad = html(&post(&api, ADMIN, "/ui/tenants/red/labels", "labels=-x%3Dy").await);
+    assert!(bad.contains("Nothing was changed"), "a label key the API refuses: {bad}");
+    assert_eq!(api.admin(Method::GET, "/v1/tenants/red", None).await.body["labels"], json!({"team": "shop", "env": "prod"}));
+    // A stale form (the revision it showed is gone) is refused.
+    let stale = html(&post(&api, ADMIN, "/ui/tenants/red/labels", "labels=a%3Db&revision=1").await);
+    assert!(stale.contains("<strong>If-Match</strong>"), "{stale}");
+
+    // A tenant's token relabels its segments, not its tenant.
+    let red = api.token("tenant", Some("red")).await;
+    let r = html(&post(&api, &red, "/ui/tenants/red/segments/default/labels", "labels=tier%3Dweb").await);
+    assert!(r.contains("Segment red/default relabelled") && r.contains("tier=web"), "{r}");
+    assert_eq!(api.admin(Method::GET, "/v1/tenants/red/segments/default", None).await.body["labels"], json!({"tier": "web"}));
+    assert_eq!(post(&api, &red, "/ui/tenants/red/labels", "labels=a%3Db").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(post(&api, &red, "/ui/tenants/blue/segments/default/labels", "labels=a%3Db").await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_routes_view_shows_each_speaker_desired_against_announced() {
+    let api = api().await;
+    let bgp = "networks: [{name: pods, cidr: 10.40.0.0/16}]\ngroups:\n  - name: rack-1\n    bgp: {localAs: 65001, peers: [{address: 192.0.2.254, as: 65000}]}\n  - name: rack-2\n";
+    let r = api.call(Method::PUT, "/v1/topology", Some(ADMIN), Some(bgp.into()), &[("content-type", "application/yaml")]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let text = html(&page(&api, ADMIN, "/ui/routes").await);
+    // h1 (rack 1) speaks BGP; no agent has reported: what it should announce, and that it does not.
+    let row = text.split("<tr").find(|r| r.contains("<td>h1")).unwrap_or_default().to_string();
+    assert!(row.contains("65001") && row.contains("<code>10.40.") && row.contains("differs") && row.contains("none reported"), "{text}");
+    assert!(!text.contains("<td>h2"), "rack 2 speaks no BGP: {text}");
+    assert!(text.contains("1 not announcing what they should"), "{text}");
+    let tenant = api.token("tenant", Some("red")).await;
+    assert_eq!(page(&api, &tenant, "/ui/routes").await.status, StatusCode::FORBIDDEN);
+}

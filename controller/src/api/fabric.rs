@@ -75,6 +75,11 @@ pub async fn undrain_host(State(state): State<AppState>, caller: Caller, Path(na
 #[utoipa::path(get, path = "/v1/bgp", responses((status = 200, body = [BgpNodeView])))]
 pub async fn bgp(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<BgpNodeView>>> {
     caller.require_infra_read()?;
+    Ok(Json(bgp_nodes(&state).await?))
+}
+
+/// Each host's speaker: what it should announce beside what its agent reports.
+pub async fn bgp_nodes(state: &AppState) -> ApiResult<Vec<BgpNodeView>> {
     let hosts = state.store.hosts().await?;
     let mut records = state.dist.records().await?;
     let mut out = Vec::new();
@@ -100,7 +105,7 @@ pub async fn bgp(State(state): State<AppState>, caller: Caller) -> ApiResult<Jso
             sessions: fabric.sessions.into_iter().map(|s| serde_json::to_value(s).unwrap_or_default()).collect(),
         });
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 /// Controller mode: this replica's sessions with route servers and the hosts each announces as

@@ -14,7 +14,7 @@ use super::views::{HostView, NewHostBody, NewSegmentBody, NewTenantBody, Segment
 use crate::store::{BlockFilter, HostRecord, Origin, StoreError};
 
 /// Objects Kubernetes manages are changed there, not here (the operator would undo it).
-fn managed_here(origin: Origin, kind: &str, name: &str, object: &str) -> ApiResult<()> {
+pub(crate) fn managed_here(origin: Origin, kind: &str, name: &str, object: &str) -> ApiResult<()> {
     match origin {
         Origin::Api => Ok(()),
         Origin::Kubernetes => {

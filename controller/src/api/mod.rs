@@ -5,7 +5,7 @@
 pub(crate) mod auth;
 mod error;
 mod extract;
-mod fabric;
+pub(crate) mod fabric;
 pub(crate) mod inventory;
 mod ipam;
 mod nodes;

@@ -430,6 +430,96 @@ fn parse_ip(text: &str) -> Result<IpAddr> {
     text.parse().map_err(|_| StoreError::Corrupt(format!("address `{text}`")))
 }
 
+/// Which endpoints a listing shows: every filter optional; `after` continues by id.
+#[derive(Debug, Default, Clone)]
+pub struct EndpointQuery {
+    pub tenant: Option<String>,
+    pub segment: Option<String>,
+    pub host: Option<String>,
+    /// Part of the id.
+    pub id_contains: Option<String>,
+    /// An address the endpoint holds.
+    pub address: Option<IpAddr>,
+    /// Labels it must carry, each with exactly this value.
+    pub labels: Labels,
+    /// The last id of the previous page.
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+/// One page of a listing, and how many endpoints the filters match in all.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointPage {
+    pub endpoints: Vec<EndpointRecord>,
+    pub total: i64,
+    /// Where the next page starts (`after`), if there is one.
+    pub next: Option<String>,
+}
+
+/// `text` inside a LIKE pattern, matched literally (`\` escapes).
+fn like_literal(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+impl Store {
+    /// A page of endpoints in id order, filtered in the database: a listing of 100,000 reads
+    /// one page, not all of them.
+    pub async fn endpoint_page(&self, q: &EndpointQuery) -> Result<EndpointPage> {
+        // $1..$5 the fixed filters, then one LIKE per label (labels are stored as compact JSON).
+        let mut filter = String::from(
+            "($1 IS NULL OR e.tenant = $1) AND ($2 IS NULL OR e.segment = $2) AND ($3 IS NULL OR e.host = $3) \
+             AND ($4 IS NULL OR e.id LIKE $4 ESCAPE '\\') \
+             AND ($5 IS NULL OR e.id IN (SELECT endpoint FROM endpoint_addresses WHERE address = $5))",
+        );
+        let mut patterns = Vec::new();
+        for (key, value) in &q.labels {
+            let pair = format!("{}:{}", to_json(key)?, to_json(value)?);
+            patterns.push(format!("%{}%", like_literal(&pair)));
+            filter.push_str(&format!(" AND e.labels LIKE ${} ESCAPE '\\'", 5 + patterns.len()));
+        }
+        let contains = q.id_contains.as_deref().map(|c| format!("%{}%", like_literal(c)));
+        let address = q.address.map(|a| a.to_string());
+        let after_at = 6 + patterns.len();
+        let filters = [q.tenant.clone(), q.segment.clone(), q.host.clone(), contains, address]
+            .into_iter()
+            .chain(patterns.iter().cloned().map(Some))
+            .collect::<Vec<_>>();
+        fn bound<'q>(sql: &'q str, filters: &[Option<String>]) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+            filters.iter().fold(sqlx::query(sql), |query, f| query.bind(f.clone()))
+        }
+        let count_sql = format!("SELECT COUNT(*) AS n FROM endpoints e WHERE {filter}");
+        let total: i64 = bound(&count_sql, &filters).fetch_one(&self.pool).await?.try_get("n")?;
+        let page_sql = format!(
+            "SELECT p.id, p.tenant, p.segment, p.host, p.labels, p.revision, p.named_ports, a.address FROM \
+             (SELECT e.* FROM endpoints e WHERE {filter} AND (${after_at} IS NULL OR e.id > ${after_at}) ORDER BY e.id LIMIT ${}) p \
+             LEFT JOIN endpoint_addresses a ON a.endpoint = p.id ORDER BY p.id, a.address",
+            after_at + 1
+        );
+        // One more than asked says whether a next page exists.
+        let rows = bound(&page_sql, &filters).bind(q.after.clone()).bind((q.limit + 1) as i64).fetch_all(&self.pool).await?;
+        let mut endpoints: Vec<EndpointRecord> = Vec::new();
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            if endpoints.last().is_none_or(|e| e.id != id) {
+                endpoints.push(endpoint_from(&row)?);
+            }
+            if let (Some(e), Some(a)) = (endpoints.last_mut(), row.try_get::<Option<String>, _>("address")?) {
+                e.ips.push(parse_ip(&a)?);
+            }
+        }
+        let next = if endpoints.len() > q.limit {
+            endpoints.truncate(q.limit);
+            endpoints.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        for e in &mut endpoints {
+            e.ips.sort();
+        }
+        Ok(EndpointPage { endpoints, total, next })
+    }
+}
+
 fn endpoint_from(row: &sqlx::any::AnyRow) -> Result<EndpointRecord> {
     Ok(EndpointRecord {
         id: row.try_get("id")?,

@@ -24,7 +24,7 @@ use sqlx::{Any, AnyPool, Transaction};
 
 pub use feed::{Change, ChangeKind, FeedRead, NOTIFY_CHANNEL};
 pub use inventory::{DEFAULT_SEGMENT, HostRecord, NewHost, Origin, SegmentRecord, TenantRecord};
-pub use ipam::{BlockFilter, BlockRecord, EndpointRecord, NewEndpoint};
+pub use ipam::{BlockFilter, BlockRecord, EndpointPage, EndpointQuery, EndpointRecord, NewEndpoint};
 pub use lease::{Lease, ReplicaRecord};
 pub use nodes::{NodeRecord, NodeReport};
 pub use policies::{NewPolicy, PolicyRecord};

@@ -5,8 +5,11 @@
 //! changes here exactly what it may through the API. Views that show live state follow the
 //! change feed (`/ui/events`, server-sent events).
 
+mod endpoints;
 mod pages;
+mod routes;
 mod tenants;
+mod topology;
 mod tree;
 
 use std::sync::OnceLock;
@@ -27,7 +30,7 @@ use crate::store::Principal;
 /// The session cookie: the token itself, never readable by scripts.
 const COOKIE: &str = "tessera_session";
 
-const TEMPLATES: [(&str, &str); 10] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("layout.html", include_str!("../../../web/templates/layout.html")),
     ("login.html", include_str!("../../../web/templates/login.html")),
     ("topology.html", include_str!("../../../web/templates/topology.html")),
@@ -38,6 +41,8 @@ const TEMPLATES: [(&str, &str); 10] = [
     ("search.html", include_str!("../../../web/templates/search.html")),
     ("error.html", include_str!("../../../web/templates/error.html")),
     ("tenants.html", include_str!("../../../web/templates/tenants.html")),
+    ("endpoints.html", include_str!("../../../web/templates/endpoints.html")),
+    ("routes.html", include_str!("../../../web/templates/routes.html")),
 ];
 
 const ASSETS: [(&str, &str, &str); 3] = [
@@ -65,13 +70,17 @@ pub fn router() -> Router<AppState> {
         .route("/ui", get(|| async { Redirect::to("/ui/topology") }))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
-        .route("/ui/topology", get(pages::topology))
+        .route("/ui/topology", get(topology::topology).post(topology::change))
         .route("/ui/policies", get(pages::policies).post(pages::apply_policies))
         .route("/ui/policies/{*id}", get(pages::policy))
         .route("/ui/explain", get(pages::explain))
         .route("/ui/tenants", get(tenants::tenants).post(tenants::create_tenant))
         .route("/ui/tenants/{tenant}/segments", post(tenants::create_segment))
         .route("/ui/tenants/{tenant}/delete", post(tenants::delete_tenant))
+        .route("/ui/tenants/{tenant}/labels", post(tenants::relabel_tenant))
+        .route("/ui/tenants/{tenant}/segments/{segment}/labels", post(tenants::relabel_segment))
+        .route("/ui/endpoints", get(endpoints::endpoints))
+        .route("/ui/routes", get(routes::routes))
         .route("/ui/nodes", get(pages::nodes))
         .route("/ui/search", get(pages::search))
         .route("/ui/events", get(events))
@@ -95,6 +104,15 @@ async fn secure(mut response: Response) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// A form's number field that may be left empty.
+fn optional_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(n) => n.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 /// Who is looking: the session's token, authenticated as the API authenticates it. Nodes' tokens
@@ -173,9 +191,11 @@ impl Viewer {
         for (href, label, infra) in [
             ("/ui/topology", "Topology", true),
             ("/ui/tenants", "Tenants", false),
+            ("/ui/endpoints", "Endpoints", false),
             ("/ui/policies", "Policies", false),
             ("/ui/explain", "Explain", true),
             ("/ui/nodes", "Nodes", true),
+            ("/ui/routes", "Routes", true),
         ] {
             if !infra || self.infra() {
                 nav.push(context! { href, label, current => href == current });

@@ -11,7 +11,7 @@ use minijinja::{Value, context};
 use serde::Deserialize;
 use tessera_policy::model::Tier;
 
-use super::{FromThisSite, Viewer, refused, tree};
+use super::{FromThisSite, Viewer, refused};
 use crate::api::AppState;
 use crate::api::policies::{PolicyView, readable, realized, store_policies};
 use crate::store::{BlockFilter, Origin, Principal};
@@ -22,58 +22,8 @@ pub(super) fn data<T: serde::Serialize>(value: &T) -> Value {
 }
 
 /// A store or engine failure, as a page.
-fn failed(viewer: &Viewer, e: impl std::fmt::Display) -> Response {
+pub(super) fn failed(viewer: &Viewer, e: impl std::fmt::Display) -> Response {
     super::failure(&format!("{} ({})", e, viewer.label()))
-}
-
-pub async fn topology(viewer: Viewer, State(state): State<AppState>) -> Response {
-    if let Err(e) = viewer.0.require_infra_read() {
-        return refused(&viewer, StatusCode::FORBIDDEN, &e.message);
-    }
-    let (topology, hosts, blocks) = match async {
-        Ok::<_, crate::store::StoreError>((
-            state.store.topology().await?,
-            state.store.hosts().await?,
-            state.store.blocks(BlockFilter::default()).await?,
-        ))
-    }
-    .await
-    {
-        Ok(t) => t,
-        Err(e) => return failed(&viewer, e),
-    };
-    // One read of the store serves the tree, the tables and the route plan.
-    let view = match crate::api::topology::view_of(&topology, &hosts, &blocks) {
-        Ok(v) => v,
-        Err(e) => return failed(&viewer, e.message),
-    };
-    let plan = crate::routes::plan(&topology, &hosts, &blocks, None).unwrap_or_default();
-    let boxes: Vec<tree::Box> = view
-        .groups
-        .iter()
-        .map(|g| tree::Box {
-            path: g.path.clone(),
-            name: g.name.clone(),
-            cidrs: g.cidrs.values().cloned().collect(),
-            hosts: g.hosts,
-            utilization: g.utilization,
-            route: plan.fabric_routes.iter().filter(|r| r.scope == g.path).map(|r| r.dst.to_string()).reduce(|a, b| format!("{a} {b}")),
-        })
-        .collect();
-    let vpc = state.vpc_routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    let vpc_tables: Vec<Value> =
-        vpc.tables.values().map(|t| context! { id => t.id.clone(), budget => t.budget, desired => data(&t.desired) }).collect();
-    let values = context! {
-        revision => view.revision,
-        tree => tree::svg(&boxes),
-        networks => data(&view.networks),
-        routes => data(&plan.fabric_routes),
-        over_coverage => data(&plan.over_coverage),
-        budget => plan.budget,
-        vpc_tables,
-        live => true,
-    };
-    viewer.page("topology.html", "/ui/topology", "Topology", values)
 }
 
 /// The policies the viewer may read, by tier, with how many nodes enforce each.

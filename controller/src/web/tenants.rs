@@ -47,6 +47,10 @@ async fn render(viewer: &Viewer, state: &AppState, extra: Value) -> Response {
                 matrix,
                 can_write => viewer.0.require_tenant_write(&t.name).is_ok(),
                 can_delete => viewer.0.require_admin().is_ok() && view.origin == Origin::Api,
+                // A Namespace's labels are Kubernetes' to change.
+                can_relabel => viewer.0.require_admin().is_ok() && view.origin == Origin::Api,
+                label_text => labels_text(&view.labels),
+                revision => view.revision,
             });
         }
         Ok::<_, String>(out)
@@ -101,13 +105,62 @@ pub struct NewTenant {
 }
 
 /// `team=shop, env=prod` → labels; the first malformed pair is the error.
-fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(super) fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').ok_or_else(|| format!("`{pair}` is not key=value"))?;
         out.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(out)
+}
+
+/// Labels as the form shows them: `key=value, key=value`.
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+#[derive(Deserialize)]
+pub struct NewLabels {
+    #[serde(default)]
+    labels: String,
+    /// The revision the form showed: a relabel applies only over that one.
+    #[serde(default, deserialize_with = "super::optional_number")]
+    revision: Option<i64>,
+}
+
+/// Replace a tenant's labels (API-made tenants; a Namespace's are Kubernetes').
+pub async fn relabel_tenant(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    _: FromThisSite,
+    Path(tenant): Path<String>,
+    axum::Form(form): axum::Form<NewLabels>,
+) -> Response {
+    let result = async {
+        viewer.0.require_admin()?;
+        let labels = parse_labels(&form.labels).map_err(|m| crate::api::ApiError::invalid("labels", m))?;
+        crate::api::inventory::managed_here(state.store.tenant(&tenant).await?.origin, "tenant", &tenant, "Namespace")?;
+        state.ops.update_tenant(&tenant, labels, form.revision).await?;
+        Ok(format!("Tenant {tenant} relabelled."))
+    };
+    outcome(&viewer, &state, result.await).await
+}
+
+/// Replace a segment's labels.
+pub async fn relabel_segment(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    _: FromThisSite,
+    Path((tenant, segment)): Path<(String, String)>,
+    axum::Form(form): axum::Form<NewLabels>,
+) -> Response {
+    let result = async {
+        viewer.0.require_tenant_write(&tenant)?;
+        let labels = parse_labels(&form.labels).map_err(|m| crate::api::ApiError::invalid("labels", m))?;
+        state.ops.update_segment(&tenant, &segment, labels, form.revision).await?;
+        Ok(format!("Segment {tenant}/{segment} relabelled."))
+    };
+    outcome(&viewer, &state, result.await).await
 }
 
 /// The page again with a form's outcome: the API's error at its field, or what was done.
