@@ -409,7 +409,8 @@ async fn endpoint_pages_filter_and_continue_alike_on_both_backends() {
         host(&store, "h1", "a").await;
         host(&store, "h2", "b").await;
         for i in 0..30 {
-            let mut e = endpoint(&format!("t1/p{i:02}"), "t1", if i < 10 { "web" } else { "default" }, if i % 3 == 0 { "h2" } else { "h1" });
+            let mut e =
+                endpoint(&format!("t1/p{i:02}"), "t1", if i < 10 { "web" } else { "default" }, if i % 3 == 0 { "h2" } else { "h1" });
             e.labels = labels(&[("app", if i % 2 == 0 { "even" } else { "odd" }), ("odd_key", "50%")]);
             store.allocate(e).await.expect("allocate");
         }

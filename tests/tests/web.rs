@@ -202,6 +202,11 @@ async fn tenants_and_segments_with_a_reachability_matrix_that_explains_itself() 
     let policy = "apiVersion: tessera.io/v1\nkind: TesseraPolicy\nmetadata: {name: back, namespace: shop}\nspec:\n  segment: back\n  ingress: [{from: [{segment: back}]}]\n";
     assert_eq!(post(&api, ADMIN, "/ui/policies", &format!("document={}", form_encode(policy))).await.status, StatusCode::OK);
     let listing = html(&page(&api, ADMIN, "/ui/tenants").await);
+    assert!(
+        listing.contains("href=\"/ui/tenants/shop\"") && !listing.contains("<caption>"),
+        "the matrix is on the tenant's page: {listing}"
+    );
+    let listing = html(&page(&api, ADMIN, "/ui/tenants/shop").await);
     assert!(listing.contains("<caption>Who may reach whom on tcp/80"), "{listing}");
     // front → back is denied (back takes only back), and the cell links to why.
     assert!(listing.contains("/ui/explain?from=shop%2Ff1&to=shop%2Fb1&port=tcp%2F80\">denied"), "{listing}");
@@ -358,4 +363,44 @@ async fn the_routes_view_shows_each_speaker_desired_against_announced() {
     assert!(text.contains("1 not announcing what they should"), "{text}");
     let tenant = api.token("tenant", Some("red")).await;
     assert_eq!(page(&api, &tenant, "/ui/routes").await.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn long_listings_come_a_page_at_a_time_with_filters() {
+    let api = api().await;
+    for i in 0..45 {
+        assert_eq!(api.admin(Method::POST, "/v1/tenants", Some(json!({"name": format!("t{i:02}")}))).await.status, StatusCode::CREATED);
+    }
+    let mut documents = String::new();
+    for i in 0..120 {
+        documents.push_str(&format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: p{i:03}, namespace: red}}\nspec: {{podSelector: {{}}}}\n"
+        ));
+    }
+    let r = api.call(Method::POST, "/v1/policies", Some(ADMIN), Some(documents), &[("content-type", "application/yaml")]).await;
+    assert!(r.status.is_success(), "{}", r.body);
+    for i in 3..130 {
+        let r = api.admin(Method::POST, "/v1/hosts", Some(json!({"name": format!("n{i:03}"), "ips": [format!("192.0.2.{i}")]}))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    // Tenants: 47 (red, blue and 45 more), 20 to a page.
+    let first = html(&page(&api, ADMIN, "/ui/tenants").await);
+    assert!(first.contains("Page 1 of 3") && first.matches("<section aria-labelledby=\"tenant-").count() == 20, "{first}");
+    let last = html(&page(&api, ADMIN, "/ui/tenants?page=3").await);
+    assert!(last.contains("Page 3 of 3") && last.contains("rel=\"prev\"") && !last.contains("rel=\"next\""), "{last}");
+    let some = html(&page(&api, ADMIN, "/ui/tenants?q=t1").await);
+    assert!(some.contains("10 matching") && !some.contains("Page 1"), "{some}");
+    // Policies: 120, 50 to a page, the realization asked for the page only.
+    let first = html(&page(&api, ADMIN, "/ui/policies").await);
+    assert!(first.contains("Page 1 of 3") && first.matches("<tr><td><a href=\"/ui/policies/").count() == 50, "{first}");
+    assert!(first.contains("NetworkPolicy red/p000") && !first.contains("NetworkPolicy red/p050"), "in id order");
+    let third = html(&page(&api, ADMIN, "/ui/policies?page=3").await);
+    assert_eq!(third.matches("<tr><td><a href=\"/ui/policies/").count(), 20);
+    assert!(html(&page(&api, ADMIN, "/ui/policies?q=p11").await).contains("10 matching"));
+    // Nodes: 129, 100 to a page; none has an agent, so all are "never seen".
+    let nodes = html(&page(&api, ADMIN, "/ui/nodes").await);
+    assert!(nodes.contains("129 ·") && nodes.contains("129 never seen") && nodes.contains("Page 1 of 2"), "{nodes}");
+    assert_eq!(nodes.matches("<tr><td>").count(), 100);
+    let some = html(&page(&api, ADMIN, "/ui/nodes?q=n12&problems=on").await);
+    assert_eq!(some.matches("<tr><td>").count(), 10, "{some}");
 }

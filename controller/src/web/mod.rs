@@ -30,7 +30,7 @@ use crate::store::Principal;
 /// The session cookie: the token itself, never readable by scripts.
 const COOKIE: &str = "tessera_session";
 
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 13] = [
     ("layout.html", include_str!("../../../web/templates/layout.html")),
     ("login.html", include_str!("../../../web/templates/login.html")),
     ("topology.html", include_str!("../../../web/templates/topology.html")),
@@ -43,6 +43,7 @@ const TEMPLATES: [(&str, &str); 12] = [
     ("tenants.html", include_str!("../../../web/templates/tenants.html")),
     ("endpoints.html", include_str!("../../../web/templates/endpoints.html")),
     ("routes.html", include_str!("../../../web/templates/routes.html")),
+    ("pager.html", include_str!("../../../web/templates/pager.html")),
 ];
 
 const ASSETS: [(&str, &str, &str); 3] = [
@@ -75,6 +76,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/policies/{*id}", get(pages::policy))
         .route("/ui/explain", get(pages::explain))
         .route("/ui/tenants", get(tenants::tenants).post(tenants::create_tenant))
+        .route("/ui/tenants/{tenant}", get(tenants::tenant))
         .route("/ui/tenants/{tenant}/segments", post(tenants::create_segment))
         .route("/ui/tenants/{tenant}/delete", post(tenants::delete_tenant))
         .route("/ui/tenants/{tenant}/labels", post(tenants::relabel_tenant))
@@ -104,6 +106,23 @@ async fn secure(mut response: Response) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// One page of a listing held in memory (`?page=N`, from 1): its rows, and the pager the
+/// templates show (`pager.html`); `href` is the listing's URL with its filters, ending in `?`
+/// or `&`.
+fn paginate<T>(items: Vec<T>, page: Option<usize>, size: usize, href: &str) -> (Vec<T>, Value) {
+    let total = items.len();
+    let pages = total.div_ceil(size).max(1);
+    let page = page.unwrap_or(1).clamp(1, pages);
+    let rows: Vec<T> = items.into_iter().skip((page - 1) * size).take(size).collect();
+    let link = |n: usize| format!("{href}page={n}");
+    let pager = context! {
+        total, page, pages,
+        prev => (page > 1).then(|| link(page - 1)),
+        next => (page < pages).then(|| link(page + 1)),
+    };
+    (rows, pager)
 }
 
 /// A form's number field that may be left empty.

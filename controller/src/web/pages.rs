@@ -14,7 +14,7 @@ use tessera_policy::model::Tier;
 use super::{FromThisSite, Viewer, refused};
 use crate::api::AppState;
 use crate::api::policies::{PolicyView, readable, realized, store_policies};
-use crate::store::{BlockFilter, Origin, Principal};
+use crate::store::{BlockFilter, EndpointQuery, Origin, Principal};
 
 /// Data for a template.
 pub(super) fn data<T: serde::Serialize>(value: &T) -> Value {
@@ -26,27 +26,55 @@ pub(super) fn failed(viewer: &Viewer, e: impl std::fmt::Display) -> Response {
     super::failure(&format!("{} ({})", e, viewer.label()))
 }
 
-/// The policies the viewer may read, by tier, with how many nodes enforce each.
-async fn policy_list(viewer: &Viewer, state: &AppState) -> Result<Vec<Value>, Response> {
+/// Policies on one page.
+const POLICIES_PAGE: usize = 50;
+
+#[derive(Deserialize, Default)]
+pub struct PoliciesQuery {
+    #[serde(default)]
+    q: String,
+    page: Option<usize>,
+}
+
+/// One page of the policies the viewer may read (in tier order, then by id), grouped by tier,
+/// with how many nodes enforce each; and the pager.
+async fn policy_list(viewer: &Viewer, state: &AppState, q: &PoliciesQuery) -> Result<(Vec<Value>, Value), Response> {
     let records = state.store.policies().await.map_err(|e| failed(viewer, e))?;
-    let records: Vec<_> = records.into_iter().filter(|p| readable(&viewer.0, p)).collect();
+    let part = q.q.trim();
+    let mut listed: Vec<((u8, u32), _)> = records
+        .into_iter()
+        .filter(|p| readable(&viewer.0, p) && p.id.contains(part))
+        .map(|p| {
+            let rank = match tier_of(&p.document) {
+                Some(Tier::Admin { priority }) => (0, priority),
+                Some(Tier::Baseline { priority }) => (2, priority),
+                _ => (1, 0),
+            };
+            (rank, p)
+        })
+        .collect();
+    listed.sort_by(|(a, p), (b, r)| a.cmp(b).then_with(|| p.id.cmp(&r.id)));
+    let href = format!("/ui/policies?q={}&", encode(part));
+    let (page, pager) = super::paginate(listed, q.page, POLICIES_PAGE, &href);
+    let (ranks, records): (Vec<(u8, u32)>, Vec<_>) = page.into_iter().unzip();
+    // Realization is asked for this page's policies only.
     let views = realized(state, records).await.map_err(|e| failed(viewer, e.message))?;
     let mut tiers: BTreeMap<(u8, u32), (String, &'static str, Vec<PolicyView>)> = BTreeMap::new();
-    for view in views {
-        let tier = tier_of(&view.document);
-        let (key, label, class) = match tier {
-            Some(Tier::Admin { priority }) => ((0, priority), format!("Admin tier, priority {priority}"), "admin"),
-            Some(Tier::Baseline { priority }) => ((2, priority), format!("Baseline tier, priority {priority}"), "baseline"),
-            _ => ((1, 0), "Namespace tier (NetworkPolicy, TesseraPolicy, Romana)".to_string(), "namespace"),
+    for (rank, view) in ranks.into_iter().zip(views) {
+        let (label, class) = match rank {
+            (0, priority) => (format!("Admin tier, priority {priority}"), "admin"),
+            (2, priority) => (format!("Baseline tier, priority {priority}"), "baseline"),
+            _ => ("Namespace tier (NetworkPolicy, TesseraPolicy, Romana)".to_string(), "namespace"),
         };
-        tiers.entry(key).or_insert_with(|| (label, class, Vec::new())).2.push(view);
+        tiers.entry(rank).or_insert_with(|| (label, class, Vec::new())).2.push(view);
     }
-    Ok(tiers
+    let tiers = tiers
         .into_iter()
         .map(|((_, priority), (label, class, policies))| {
             context! { key => format!("{class}-{priority}"), label, policies => data(&policies) }
         })
-        .collect())
+        .collect();
+    Ok((tiers, pager))
 }
 
 /// The tier of a stored document's (first) policy.
@@ -60,12 +88,13 @@ fn can_write(viewer: &Viewer) -> bool {
     !matches!(viewer.0.0, Principal::ReadOnly | Principal::Node(_))
 }
 
-pub async fn policies(viewer: Viewer, State(state): State<AppState>) -> Response {
-    let tiers = match policy_list(&viewer, &state).await {
+pub async fn policies(viewer: Viewer, State(state): State<AppState>, Query(q): Query<PoliciesQuery>) -> Response {
+    let (tiers, pager) = match policy_list(&viewer, &state, &q).await {
         Ok(t) => t,
         Err(page) => return page,
     };
-    viewer.page("policies.html", "/ui/policies", "Policies", context! { tiers, can_write => can_write(&viewer), live => true })
+    let values = context! { tiers, pager, q => q.q.trim(), can_write => can_write(&viewer), live => true };
+    viewer.page("policies.html", "/ui/policies", "Policies", values)
 }
 
 #[derive(Deserialize)]
@@ -85,7 +114,7 @@ pub async fn apply_policies(
         return refused(&viewer, StatusCode::FORBIDDEN, "This token reads policies; it does not write them.");
     }
     let outcome = store_policies(&state, &viewer.0, form.document.clone().into_bytes()).await;
-    let tiers = match policy_list(&viewer, &state).await {
+    let (tiers, pager) = match policy_list(&viewer, &state, &PoliciesQuery::default()).await {
         Ok(t) => t,
         Err(page) => return page,
     };
@@ -94,12 +123,12 @@ pub async fn apply_policies(
     let values = match outcome {
         Ok(stored) => {
             let applied: Vec<String> = stored.into_iter().map(|p| p.id).collect();
-            context! { tiers, can_write => true, applied }
+            context! { tiers, pager, can_write => true, applied }
         }
         Err(e) if e.status == StatusCode::FORBIDDEN => return refused(&viewer, e.status, &e.message),
         Err(e) => {
             let error = context! { field => e.field.clone().unwrap_or_else(|| "document".into()), message => e.message };
-            context! { tiers, can_write => true, error, document => form.document }
+            context! { tiers, pager, can_write => true, error, document => form.document }
         }
     };
     viewer.page("policies.html", "/ui/policies", "Policies", values)
@@ -194,7 +223,20 @@ pub(super) fn encode(text: &str) -> String {
         .collect()
 }
 
-pub async fn nodes(viewer: Viewer, State(state): State<AppState>) -> Response {
+/// Nodes on one page.
+const NODES_PAGE: usize = 100;
+
+#[derive(Deserialize, Default)]
+pub struct NodesQuery {
+    #[serde(default)]
+    q: String,
+    /// Only nodes behind, failing or never seen.
+    #[serde(default)]
+    problems: Option<String>,
+    page: Option<usize>,
+}
+
+pub async fn nodes(viewer: Viewer, State(state): State<AppState>, Query(q): Query<NodesQuery>) -> Response {
     if let Err(e) = viewer.0.require_infra_read() {
         return refused(&viewer, StatusCode::FORBIDDEN, &e.message);
     }
@@ -202,8 +244,20 @@ pub async fn nodes(viewer: Viewer, State(state): State<AppState>) -> Response {
         Ok(nodes) => nodes,
         Err(e) => return failed(&viewer, e),
     };
+    let trouble = |n: &tessera_agent_api::NodeStatus| n.lag > 0 || n.last_error.is_some() || n.last_seen.is_none();
+    let summary = context! {
+        total => nodes.len(),
+        behind => nodes.iter().filter(|n| n.lag > 0).count(),
+        failing => nodes.iter().filter(|n| n.last_error.is_some()).count(),
+        unseen => nodes.iter().filter(|n| n.last_seen.is_none()).count(),
+    };
+    let part = q.q.trim().to_string();
+    let problems = q.problems.is_some();
+    let matching: Vec<_> = nodes.into_iter().filter(|n| n.node.contains(part.as_str()) && (!problems || trouble(n))).collect();
+    let href = format!("/ui/nodes?q={}{}&", encode(&part), if problems { "&problems=on" } else { "" });
+    let (page, pager) = super::paginate(matching, q.page, NODES_PAGE, &href);
     // What each node enforces, from the state this replica serves it.
-    let rows: Vec<Value> = nodes
+    let rows: Vec<Value> = page
         .iter()
         .map(|n| {
             let current = state.dist.node(&n.node).map(|c| c.current());
@@ -212,7 +266,8 @@ pub async fn nodes(viewer: Viewer, State(state): State<AppState>) -> Response {
             context! { endpoints, rules, elements, routes, ..data(n) }
         })
         .collect();
-    viewer.page("nodes.html", "/ui/nodes", "Nodes", context! { nodes => rows, live => true })
+    let values = context! { nodes => rows, summary, pager, q => part, problems, live => true };
+    viewer.page("nodes.html", "/ui/nodes", "Nodes", values)
 }
 
 #[derive(Deserialize)]
@@ -230,8 +285,9 @@ pub async fn search(viewer: Viewer, State(state): State<AppState>, Query(q): Que
     let visible = |tenant: &str| scope.as_deref().is_none_or(|t| t == tenant);
     let lookup = async {
         if let Ok(ip) = query.parse::<IpAddr>() {
-            for e in state.store.endpoints(None, None).await? {
-                if e.ips.contains(&ip) && visible(&e.tenant) {
+            let holder = EndpointQuery { address: Some(ip), tenant: scope.clone(), limit: 10, ..Default::default() };
+            for e in state.store.endpoint_page(&holder).await?.endpoints {
+                if visible(&e.tenant) {
                     add("Endpoint", format!("{} (tenant {}, segment {}, on host {})", e.id, e.tenant, e.segment, e.host));
                 }
             }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
@@ -20,24 +20,61 @@ const PROBE: &str = "tcp/80";
 /// Larger tenants get no matrix (each cell is an evaluation).
 const MATRIX_LIMIT: usize = 12;
 
-pub async fn tenants(viewer: Viewer, State(state): State<AppState>) -> Response {
-    render(&viewer, &state, context! {}).await
+/// Tenants on one page of the listing.
+const TENANTS_PAGE: usize = 20;
+
+#[derive(Deserialize, Default)]
+pub struct TenantsQuery {
+    #[serde(default)]
+    q: String,
+    page: Option<usize>,
 }
 
-async fn render(viewer: &Viewer, state: &AppState, extra: Value) -> Response {
+/// Which tenants a page shows: one page of the listing, or one tenant with its matrix.
+enum Shown<'a> {
+    Listing(&'a TenantsQuery),
+    One(&'a str),
+}
+
+pub async fn tenants(viewer: Viewer, State(state): State<AppState>, Query(q): Query<TenantsQuery>) -> Response {
+    render(&viewer, &state, Shown::Listing(&q), context! {}).await
+}
+
+/// One tenant: its segments, labels, forms, and the reachability matrix between its segments.
+pub async fn tenant(viewer: Viewer, State(state): State<AppState>, Path(tenant): Path<String>) -> Response {
+    render(&viewer, &state, Shown::One(&tenant), context! {}).await
+}
+
+async fn render(viewer: &Viewer, state: &AppState, shown: Shown<'_>, extra: Value) -> Response {
     let listed = async {
-        let inputs = crate::distribute::live_inputs(&state.store).await.map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        for t in state.store.tenants().await.map_err(|e| e.to_string())? {
-            if !viewer.0.can_read_tenant(&t.name) {
-                continue;
+        let all: Vec<String> = state.store.tenants().await.map_err(|e| e.to_string())?.into_iter().map(|t| t.name).collect();
+        let (names, pager, single) = match &shown {
+            Shown::One(name) => {
+                if !all.iter().any(|t| t == name) || !viewer.0.can_read_tenant(name) {
+                    return Ok(None);
+                }
+                (vec![name.to_string()], Value::from(()), true)
             }
-            let view = tenant_view(state, &t.name).await.map_err(|e| e.message)?;
+            Shown::Listing(q) => {
+                let part = q.q.trim();
+                let readable: Vec<String> = all.into_iter().filter(|t| viewer.0.can_read_tenant(t) && t.contains(part)).collect();
+                let (names, pager) = super::paginate(readable, q.page, TENANTS_PAGE, &format!("/ui/tenants?q={}&", encode(part)));
+                (names, pager, false)
+            }
+        };
+        // The matrix evaluates the live policies: only on a tenant's own page.
+        let inputs = match single {
+            true => Some(crate::distribute::live_inputs(&state.store).await.map_err(|e| e.to_string())?),
+            false => None,
+        };
+        let mut out = Vec::new();
+        for name in names {
+            let view = tenant_view(state, &name).await.map_err(|e| e.message)?;
             let mut segments = Vec::new();
             for s in &view.segments {
-                segments.push(segment_view(state, &t.name, s).await.map_err(|e| e.message)?);
+                segments.push(segment_view(state, &name, s).await.map_err(|e| e.message)?);
             }
-            let matrix = matrix(&inputs, &t.name, &view.segments);
+            let matrix = inputs.as_ref().and_then(|i| matrix(i, &name, &view.segments));
             out.push(context! {
                 name => view.name.clone(),
                 origin => view.origin.as_str(),
@@ -45,7 +82,7 @@ async fn render(viewer: &Viewer, state: &AppState, extra: Value) -> Response {
                 cidrs => data(&view.cidrs),
                 segment_views => data(&segments),
                 matrix,
-                can_write => viewer.0.require_tenant_write(&t.name).is_ok(),
+                can_write => viewer.0.require_tenant_write(&name).is_ok(),
                 can_delete => viewer.0.require_admin().is_ok() && view.origin == Origin::Api,
                 // A Namespace's labels are Kubernetes' to change.
                 can_relabel => viewer.0.require_admin().is_ok() && view.origin == Origin::Api,
@@ -53,13 +90,20 @@ async fn render(viewer: &Viewer, state: &AppState, extra: Value) -> Response {
                 revision => view.revision,
             });
         }
-        Ok::<_, String>(out)
+        Ok::<_, String>(Some((out, pager, single)))
     };
     match listed.await {
-        Ok(tenants) => {
-            let values = context! { tenants, probe => PROBE, can_create => viewer.0.require_admin().is_ok(), live => true, ..extra };
+        Ok(Some((tenants, pager, single))) => {
+            let q = match shown {
+                Shown::Listing(q) => q.q.trim().to_string(),
+                Shown::One(_) => String::new(),
+            };
+            let values = context! {
+                tenants, pager, single, q, probe => PROBE, matrix_limit => MATRIX_LIMIT, can_create => viewer.0.require_admin().is_ok() && !single, live => true, ..extra
+            };
             viewer.page("tenants.html", "/ui/tenants", "Tenants", values)
         }
+        Ok(None) => refused(viewer, StatusCode::NOT_FOUND, "No such tenant this token may read."),
         Err(e) => super::failure(&e),
     }
 }
@@ -143,7 +187,7 @@ pub async fn relabel_tenant(
         state.ops.update_tenant(&tenant, labels, form.revision).await?;
         Ok(format!("Tenant {tenant} relabelled."))
     };
-    outcome(&viewer, &state, result.await).await
+    outcome(&viewer, &state, Some(&tenant), result.await).await
 }
 
 /// Replace a segment's labels.
@@ -160,21 +204,23 @@ pub async fn relabel_segment(
         state.ops.update_segment(&tenant, &segment, labels, form.revision).await?;
         Ok(format!("Segment {tenant}/{segment} relabelled."))
     };
-    outcome(&viewer, &state, result.await).await
+    outcome(&viewer, &state, Some(&tenant), result.await).await
 }
 
 /// The page again with a form's outcome: the API's error at its field, or what was done.
-async fn outcome(viewer: &Viewer, state: &AppState, result: Result<String, crate::api::ApiError>) -> Response {
+/// `tenant` is the tenant the form was about (its page comes back), or none (the listing).
+async fn outcome(viewer: &Viewer, state: &AppState, tenant: Option<&str>, result: Result<String, crate::api::ApiError>) -> Response {
+    let listing = TenantsQuery::default();
+    let shown = || match tenant {
+        Some(t) => Shown::One(t),
+        None => Shown::Listing(&listing),
+    };
     match result {
-        Ok(done) => render(viewer, state, context! { done }).await,
+        Ok(done) => render(viewer, state, shown(), context! { done }).await,
         Err(e) if e.status == StatusCode::FORBIDDEN => refused(viewer, e.status, &e.message),
         Err(e) => {
-            render(
-                viewer,
-                state,
-                context! { error => context! { field => e.field.unwrap_or_else(|| "form".into()), message => e.message } },
-            )
-            .await
+            let error = context! { field => e.field.unwrap_or_else(|| "form".into()), message => e.message };
+            render(viewer, state, shown(), context! { error }).await
         }
     }
 }
@@ -191,7 +237,9 @@ pub async fn create_tenant(
         let tenant = state.ops.create_tenant(form.name.trim(), labels).await?;
         Ok(format!("Tenant {} created, with its default segment.", tenant.name))
     };
-    outcome(&viewer, &state, result.await).await
+    let result = result.await;
+    let created = result.is_ok().then(|| form.name.trim().to_string());
+    outcome(&viewer, &state, created.as_deref(), result).await
 }
 
 #[derive(Deserialize)]
@@ -211,7 +259,7 @@ pub async fn create_segment(
         let segment = state.ops.create_segment(&tenant, form.name.trim(), BTreeMap::new()).await?;
         Ok(format!("Segment {}/{} created.", segment.tenant, segment.name))
     };
-    outcome(&viewer, &state, result.await).await
+    outcome(&viewer, &state, Some(&tenant), result.await).await
 }
 
 pub async fn delete_tenant(viewer: Viewer, State(state): State<AppState>, _: FromThisSite, Path(tenant): Path<String>) -> Response {
@@ -229,6 +277,6 @@ pub async fn delete_tenant(viewer: Viewer, State(state): State<AppState>, _: Fro
     };
     match result.await {
         Ok(_) => Redirect::to("/ui/tenants").into_response(),
-        Err(e) => outcome(&viewer, &state, Err(e)).await,
+        Err(e) => outcome(&viewer, &state, Some(&tenant), Err(e)).await,
     }
 }
