@@ -17,75 +17,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tessera_controller::api::AppState;
-use tessera_controller::store::{NewEndpoint, NewHost, Store};
+use tessera_controller::store::Store;
+use tessera_tests::scale::{TENANTS, endpoint, populate};
 use tessera_tests::{Controller, free_port, percentile};
-use tessera_topology::Labels;
 
 const TOKEN: &str = "bench-admin-token-000000001";
 const WATCHES: usize = 2000;
 const CHANGES: usize = 20;
-const TENANTS: usize = 50;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn host_labels(i: usize) -> Labels {
-    [("zone".to_string(), format!("z{}", i % 3)), ("rack".to_string(), format!("r{}", (i / 3) % 8))].into_iter().collect()
-}
-
-fn endpoint(i: usize, hosts: usize) -> NewEndpoint {
-    let tenant = i % TENANTS;
-    let app = ["web", "api", "db", "cache"][(i / TENANTS) % 4];
-    let segment = if app == "db" { "back" } else { "front" };
-    NewEndpoint {
-        id: format!("t{tenant}/pod-{i}"),
-        tenant: format!("t{tenant}"),
-        segment: segment.into(),
-        host: format!("host-{}", i % hosts),
-        labels: [("app".to_string(), app.to_string())].into_iter().collect(),
-    }
-}
-
-/// Hosts, tenants with two segments, and endpoints, written through the store by 8 clients.
-async fn populate(store: &Store, hosts: usize, endpoints: usize) -> f64 {
-    tessera_tests::apply(store, &tessera_tests::zones_and_racks()).await;
-    for h in 0..hosts {
-        let ip = std::net::Ipv4Addr::from(0xc612_0000u32 + h as u32 + 1);
-        store
-            .create_host(NewHost {
-                name: format!("host-{h}"),
-                ips: vec![ip.into()],
-                labels: host_labels(h),
-                cloud_target: None,
-                origin: Default::default(),
-            })
-            .await
-            .expect("host");
-    }
-    for t in 0..TENANTS {
-        store
-            .create_tenant(&format!("t{t}"), [("team".to_string(), format!("team-{}", t % 5))].into_iter().collect())
-            .await
-            .expect("tenant");
-        for s in ["front", "back"] {
-            store.create_segment(&format!("t{t}"), s, Labels::new()).await.expect("segment");
-        }
-    }
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..8 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (c..endpoints).step_by(8) {
-                store.allocate(endpoint(i, hosts)).await.expect("allocate");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("client");
-    }
-    endpoints as f64 / started.elapsed().as_secs_f64()
 }
 
 /// Every state line each watch received: (node, generation, when).

@@ -8,6 +8,7 @@ pub mod cni;
 pub mod kube;
 pub mod netns;
 pub mod pg;
+pub mod scale;
 pub mod vdc;
 
 use std::path::PathBuf;
