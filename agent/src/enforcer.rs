@@ -27,6 +27,9 @@ pub struct Enforced {
     pub fabric: crate::fabric::Desired,
 }
 
+/// Seconds between resyncs, by default.
+pub const RESYNC_SECONDS: f64 = 10.0;
+
 /// While the table is watched, one resync in this many lists it whole (10 minutes at the
 /// default 10 s).
 pub const LISTING_EVERY: u64 = 60;

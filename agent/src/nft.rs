@@ -98,22 +98,30 @@ impl Nft {
         }
     }
 
-    /// Bring the table to `new`: a delta from `old` when only elements differ, else a full
-    /// replacement. `old` must be what the kernel holds (verified by the caller).
+    /// Bring the table to `new`: one transaction of what differs from `old` — declarations
+    /// (sets, maps, chains) added, removed or rewritten, and elements deleted and added — or a
+    /// full replacement when the skeleton cannot be read as declarations or the kernel refuses
+    /// the delta. `old` must be what the kernel holds (verified by the caller).
     pub fn apply(&self, old: Option<&Ruleset>, new: &Ruleset) -> Result<Applied, NftError> {
-        match old {
-            Some(old) if old == new => Ok(Applied::Unchanged),
-            Some(old) if old.skeleton == new.skeleton && old.sets.keys().eq(new.sets.keys()) => {
-                let deltas = set_deltas(old, new);
-                self.run(&["-f", "-"], Some(&delta_script(&deltas)))?;
-                self.verify_added(&deltas)?;
-                Ok(Applied::Delta(changes(&deltas)))
-            }
-            _ => {
-                self.run(&["-f", "-"], Some(&full_script(new)))?;
-                Ok(Applied::Full)
-            }
+        let Some(old) = old else {
+            self.run(&["-f", "-"], Some(&full_script(new)))?;
+            return Ok(Applied::Full);
+        };
+        if old == new {
+            return Ok(Applied::Unchanged);
         }
+        let Some(delta) = Delta::between(old, new) else {
+            self.run(&["-f", "-"], Some(&full_script(new)))?;
+            return Ok(Applied::Full);
+        };
+        if let Err(e) = self.run(&["-f", "-"], Some(&delta.script())) {
+            // Nothing of a refused transaction is applied: the whole table, then.
+            tracing::warn!(error = %e, "the kernel refused a delta; replacing the table");
+            self.run(&["-f", "-"], Some(&full_script(new)))?;
+            return Ok(Applied::Full);
+        }
+        self.verify_added(&delta.sets)?;
+        Ok(Applied::Delta(delta.changes()))
     }
 
     /// After a delta: every added element is in the kernel (and every map element with its
@@ -184,41 +192,124 @@ struct SetDelta<'a> {
     size: usize,
 }
 
-/// The sets whose elements differ between `old` and `new` (their names are the same).
-fn set_deltas<'a>(old: &'a Ruleset, new: &'a Ruleset) -> Vec<SetDelta<'a>> {
-    let mut out = Vec::new();
-    for (name, new_elements) in &new.sets {
-        let old_elements = old.sets.get(name).map(Vec::as_slice).unwrap_or_default();
-        if old_elements == new_elements.as_slice() {
-            continue;
+/// One declaration of a skeleton: a set, map or chain, and its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Declaration<'a> {
+    kind: &'a str,
+    name: &'a str,
+    text: &'a str,
+}
+
+/// A skeleton's declarations in order, by name; `None` when it is not one table of them.
+fn declarations(skeleton: &str) -> Option<BTreeMap<&str, Declaration<'_>>> {
+    let header = format!("table inet {TABLE} {{\n");
+    let mut rest = skeleton.strip_prefix(header.as_str())?.strip_suffix("}\n")?;
+    let mut out = BTreeMap::new();
+    while !rest.is_empty() {
+        // Inner lines are indented twice: the first line that closes at one tab ends the block.
+        let end = rest.find("\n\t}\n")? + 4;
+        let (text, tail) = rest.split_at(end);
+        let mut head = text.lines().next()?.trim_start_matches('\t').split(' ');
+        let (kind, name) = (head.next()?, head.next()?);
+        if !matches!(kind, "set" | "map" | "chain") || head.next()? != "{" || head.next().is_some() {
+            return None;
         }
-        let before: HashSet<&String> = old_elements.iter().collect();
-        let after: HashSet<&String> = new_elements.iter().collect();
-        out.push(SetDelta {
-            name,
-            gone: old_elements.iter().filter(|e| !after.contains(e)).collect(),
-            came: new_elements.iter().filter(|e| !before.contains(e)).collect(),
-            size: new_elements.len(),
-        });
+        if out.insert(name, Declaration { kind, name, text }).is_some() {
+            return None;
+        }
+        rest = tail;
     }
-    out
+    Some(out)
 }
 
-/// Elements deleted and added, all sets together.
-fn changes(deltas: &[SetDelta<'_>]) -> usize {
-    deltas.iter().map(|d| d.gone.len() + d.came.len()).sum()
+/// What differs between two rulesets, as one transaction's parts.
+struct Delta<'a> {
+    /// Chains whose rules change: flushed, and declared again with their rules.
+    rewritten: Vec<Declaration<'a>>,
+    removed: Vec<Declaration<'a>>,
+    added: Vec<Declaration<'a>>,
+    sets: Vec<SetDelta<'a>>,
 }
 
-/// Element deletions first (an interval may be replaced by an overlapping one), then additions.
-fn delta_script(deltas: &[SetDelta<'_>]) -> String {
-    let mut s = String::new();
-    for d in deltas {
-        add_elements(&mut s, "delete", d.name, d.gone.iter().copied());
+impl<'a> Delta<'a> {
+    fn between(old: &'a Ruleset, new: &'a Ruleset) -> Option<Delta<'a>> {
+        let (before, after) = (declarations(&old.skeleton)?, declarations(&new.skeleton)?);
+        let mut delta = Delta { rewritten: Vec::new(), removed: Vec::new(), added: Vec::new(), sets: Vec::new() };
+        for (name, was) in &before {
+            match after.get(name) {
+                Some(now) if now == was => {}
+                // A chain keeps its name and references; a set or map is made anew.
+                Some(now) if now.kind == "chain" && was.kind == "chain" => delta.rewritten.push(*now),
+                Some(now) => {
+                    delta.removed.push(*was);
+                    delta.added.push(*now);
+                }
+                None => delta.removed.push(*was),
+            }
+        }
+        delta.added.extend(after.iter().filter(|(name, _)| !before.contains_key(*name)).map(|(_, d)| *d));
+        let made_anew: HashSet<&str> = delta.added.iter().map(|d| d.name).collect();
+        for (name, new_elements) in &new.sets {
+            let old_elements = match made_anew.contains(name.as_str()) {
+                true => &[][..],
+                false => old.sets.get(name).map(Vec::as_slice).unwrap_or_default(),
+            };
+            if old_elements == new_elements.as_slice() {
+                continue;
+            }
+            let before: HashSet<&String> = old_elements.iter().collect();
+            let after: HashSet<&String> = new_elements.iter().collect();
+            delta.sets.push(SetDelta {
+                name,
+                gone: old_elements.iter().filter(|e| !after.contains(e)).collect(),
+                came: new_elements.iter().filter(|e| !before.contains(e)).collect(),
+                size: new_elements.len(),
+            });
+        }
+        Some(delta)
     }
-    for d in deltas {
-        add_elements(&mut s, "add", d.name, d.came.iter().copied());
+
+    /// Elements and declarations changed.
+    fn changes(&self) -> usize {
+        let elements: usize = self.sets.iter().map(|d| d.gone.len() + d.came.len()).sum();
+        elements + self.rewritten.len() + self.removed.len() + self.added.len()
     }
-    s
+
+    /// One transaction, in the order references allow: elements deleted (map elements that
+    /// jump to a chain going away among them), rewritten chains flushed (their rules may name
+    /// sets going away), chains then sets removed, sets then chains declared (with their rules),
+    /// elements added. An interval element may be replaced by an overlapping one.
+    fn script(&self) -> String {
+        let mut s = String::new();
+        let kept = |name: &str| !self.removed.iter().any(|d| d.name == name);
+        for d in self.sets.iter().filter(|d| kept(d.name)) {
+            add_elements(&mut s, "delete", d.name, d.gone.iter().copied());
+        }
+        for d in &self.rewritten {
+            let _ = writeln!(s, "flush chain inet {TABLE} {}", d.name);
+        }
+        for kinds in [["chain", "chain"], ["set", "map"]] {
+            for d in self.removed.iter().filter(|d| kinds.contains(&d.kind)) {
+                let _ = writeln!(s, "delete {} inet {TABLE} {}", d.kind, d.name);
+            }
+        }
+        let declared: Vec<&Declaration<'_>> = self
+            .added
+            .iter()
+            .filter(|d| d.kind != "chain")
+            .chain(self.added.iter().filter(|d| d.kind == "chain"))
+            .chain(self.rewritten.iter())
+            .collect();
+        if !declared.is_empty() {
+            let _ = writeln!(s, "table inet {TABLE} {{");
+            declared.iter().for_each(|d| s.push_str(d.text));
+            s.push_str("}\n");
+        }
+        for d in &self.sets {
+            add_elements(&mut s, "add", d.name, d.came.iter().copied());
+        }
+        s
+    }
 }
 
 fn add_elements<'a>(s: &mut String, verb: &str, set: &str, elements: impl Iterator<Item = &'a String>) {
@@ -249,10 +340,54 @@ mod tests {
     fn delta_deletes_before_it_adds_and_counts_changes() {
         let old = ruleset(&[("a", &["1", "2"]), ("b", &["x"])]);
         let new = ruleset(&[("a", &["2", "3"]), ("b", &["x"])]);
-        let deltas = set_deltas(&old, &new);
-        let script = delta_script(&deltas);
-        assert_eq!(changes(&deltas), 2);
-        assert_eq!(script, "delete element inet tessera a { 1 }\nadd element inet tessera a { 3 }\n");
+        let delta = Delta::between(&old, &new).expect("declarations");
+        assert_eq!(delta.changes(), 2);
+        assert_eq!(delta.script(), "delete element inet tessera a { 1 }\nadd element inet tessera a { 3 }\n");
+    }
+
+    fn with_skeleton(declarations: &[&str], sets: &[(&str, &[&str])]) -> Ruleset {
+        Ruleset { skeleton: format!("table inet tessera {{\n{}}}\n", declarations.concat()), ..ruleset(sets) }
+    }
+
+    #[test]
+    fn declarations_change_in_the_order_references_allow() {
+        let local = "\tset local4 {\n\t\ttype ipv4_addr\n\t}\n";
+        let group = |n: &str| {
+            format!(
+                "\tset g{n} {{\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t}}\n\tchain c{n} {{\n\t\tip saddr . meta l4proto . th dport @g{n} return\n\t\tdrop\n\t}}\n"
+            )
+        };
+        let map = "\tmap d4 {\n\t\ttype ipv4_addr : verdict\n\t}\n";
+        let forward = |extra: &str| {
+            format!(
+                "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip daddr vmap @d4{extra}\n\t}}\n"
+            )
+        };
+        let old = with_skeleton(
+            &[local, &group("1"), map, &forward("")],
+            &[("local4", &["10.0.0.1"]), ("g1", &["10.1.0.1 . 6 . 80"]), ("d4", &["10.0.0.1 : jump c1"])],
+        );
+        let new = with_skeleton(
+            &[local, &group("2"), map, &forward(" counter")],
+            &[("local4", &["10.0.0.2"]), ("g2", &["10.1.0.1 . 6 . 80"]), ("d4", &["10.0.0.2 : jump c2"])],
+        );
+        let delta = Delta::between(&old, &new).expect("declarations");
+        let script = delta.script();
+        let at = |needle: &str| script.find(needle).unwrap_or_else(|| panic!("`{needle}` in:\n{script}"));
+        // The jump goes before its chain, the chain before its set; new sets before new chains
+        // that name them, before the elements that jump to them.
+        assert!(at("delete element inet tessera d4 { 10.0.0.1 : jump c1 }") < at("flush chain inet tessera forward"));
+        assert!(at("flush chain inet tessera forward") < at("delete chain inet tessera c1"));
+        assert!(at("delete chain inet tessera c1") < at("delete set inet tessera g1"));
+        assert!(at("delete set inet tessera g1") < at("\tset g2 {") && at("\tset g2 {") < at("\tchain c2 {"));
+        assert!(
+            at("\tchain c2 {") < at("ip daddr vmap @d4 counter") && at("ip daddr vmap @d4 counter") < at("add element inet tessera g2")
+        );
+        assert!(at("\tchain c2 {") < at("add element inet tessera d4 { 10.0.0.2 : jump c2 }"));
+        assert!(!script.contains("delete element inet tessera g1"), "a removed set's elements go with it");
+        // An unreadable skeleton: no delta.
+        let odd = Ruleset { skeleton: "table inet tessera {\n\tflowtable f {\n\t}\n}\n".into(), ..ruleset(&[]) };
+        assert!(Delta::between(&old, &odd).is_none());
     }
 
     #[test]

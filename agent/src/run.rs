@@ -46,7 +46,7 @@ pub struct Args {
     #[arg(long, env = "TESSERA_AGENT_SOCKET", default_value = "/run/tessera/agent.sock")]
     pub socket: PathBuf,
     /// Seconds between resyncs (drift repair).
-    #[arg(long, env = "TESSERA_RESYNC_SECONDS", default_value_t = 10.0)]
+    #[arg(long, env = "TESSERA_RESYNC_SECONDS", default_value_t = crate::enforcer::RESYNC_SECONDS)]
     pub resync: f64,
     /// Seconds between reports to the controller (liveness, which VIP failover counts on, and
     /// BGP sessions).

@@ -1,14 +1,24 @@
 //! Rendering a node's compiled endpoints as one nftables table, `inet tessera`, as data: `nft`
 //! text for people and nftables JSON for machines. Both load with `nft -f` / `nft -j -f`.
 //!
-//! Per-packet cost does not grow with peers or rules: a packet from or to a local endpoint does
-//! at most four set/map lookups per side. Each side of each endpoint has a default verdict (a
-//! verdict map keyed by the endpoint's address) and exception regions (interval sets keyed by
-//! endpoint . peer . protocol . port, or ICMP type . code); a packet in an exception region gets
-//! the opposite of the default. Established and related traffic (ICMP errors of allowed flows
-//! included) is accepted first, invalid traffic of endpoints dropped.
+//! Established and related traffic (ICMP errors of allowed flows included) is accepted first,
+//! invalid traffic of local endpoints dropped. A new flow from or to a local endpoint then
+//! costs one hash lookup per side: the side's dispatch map, keyed by the local address. A side
+//! without exceptions has its verdict there (a denying one `drop`s; an allowing one has no
+//! element); the others jump to their *side group's* chain. A side group is the local
+//! endpoints whose rules for that side and family are equal; its chain holds the group's
+//! exceptions — regions whose verdict is the opposite of its default — in sets of its own:
+//! exact peer . protocol . port triples in a hash set, port regions with a peer or port range
+//! (CIDRs) in an interval set, ICMP type . code and other protocols in interval sets. So the
+//! lookups a new flow costs do not grow with the number of endpoints or elements on the node:
+//! the hash lookups are constant, and interval sets hold one group's ranges only (what its
+//! policies' CIDRs and port ranges need, never the node's whole set).
+//!
+//! Names are stable under change: a group is named after its lowest local address, so a
+//! change of its peers or ports changes elements only; sets are declared only when they have
+//! elements, and agents apply a change of declarations as a delta too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -96,36 +106,61 @@ fn names(family: Family) -> Names {
     }
 }
 
-/// Elements of one side, by set kind.
-#[derive(Default)]
-struct Elements {
-    defaults: Vec<(String, Verdict)>,
-    ports: Vec<(String, Region)>,
-    icmp: Vec<(String, Region)>,
-    proto: Vec<(String, Region)>,
+/// The local endpoints whose rules for one side and family are equal: they share one chain and
+/// its sets. Named after its lowest local address, so a change to its peers or ports changes
+/// elements only, and the name survives every change but that address leaving the group.
+struct SideGroup<'a> {
+    name: String,
+    default: Verdict,
+    exceptions: Vec<&'a Region>,
+    /// The members' addresses of this family.
+    locals: Vec<std::net::IpAddr>,
 }
 
-fn collect(endpoints: &[&EndpointRules], family: Family, side: Side) -> Elements {
-    let mut out = Elements::default();
+/// The side groups of one side and family, in name order; sides without exceptions get no
+/// group (their verdict is in the dispatch map itself, or absent when it is allow).
+fn side_groups<'a>(endpoints: &[&'a EndpointRules], family: Family, side: Side) -> (Vec<SideGroup<'a>>, Vec<(std::net::IpAddr, Verdict)>) {
+    let mut groups: Vec<SideGroup<'a>> = Vec::new();
+    let mut by_rules: HashMap<*const SideRules, usize> = HashMap::new();
+    let mut by_content: HashMap<(Verdict, Vec<&'a Region>), usize> = HashMap::new();
+    let mut plain = Vec::new();
     for e in endpoints {
-        let rules: &SideRules = match side {
+        let rules: &'a std::sync::Arc<SideRules> = match side {
             Side::Ingress => &e.ingress,
             Side::Egress => &e.egress,
         };
-        for ip in e.ips.iter().filter(|ip| Family::of(ip) == family) {
-            let local = ip.to_string();
-            out.defaults.push((local.clone(), rules.default));
-            for r in rules.exceptions.iter().filter(|r| r.family == family) {
-                let list = match r.class {
-                    Class::Ports(_) => &mut out.ports,
-                    Class::Icmp => &mut out.icmp,
-                    Class::Other => &mut out.proto,
-                };
-                list.push((local.clone(), r.clone()));
+        let locals: Vec<std::net::IpAddr> = e.ips.iter().copied().filter(|ip| Family::of(ip) == family).collect();
+        if locals.is_empty() {
+            continue;
+        }
+        let index = match by_rules.get(&std::sync::Arc::as_ptr(rules)) {
+            Some(&i) => Some(i),
+            None => {
+                let exceptions: Vec<&'a Region> = rules.exceptions.iter().filter(|r| r.family == family).collect();
+                if exceptions.is_empty() {
+                    plain.extend(locals.iter().map(|ip| (*ip, rules.default)));
+                    continue;
+                }
+                let i = *by_content.entry((rules.default, exceptions.clone())).or_insert_with(|| {
+                    groups.push(SideGroup { name: String::new(), default: rules.default, exceptions, locals: Vec::new() });
+                    groups.len() - 1
+                });
+                by_rules.insert(std::sync::Arc::as_ptr(rules), i);
+                Some(i)
             }
+        };
+        if let Some(i) = index {
+            groups[i].locals.extend(locals);
         }
     }
-    out
+    for g in &mut groups {
+        g.locals.sort();
+        let lowest = g.locals[0].to_string().replace(['.', ':'], "_");
+        g.name = format!("{}{}_{lowest}", side.prefix(), names(family).suffix);
+    }
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    plain.sort();
+    (groups, plain)
 }
 
 fn verdict_word(v: Verdict, flip: bool) -> &'static str {
@@ -143,6 +178,8 @@ struct Out {
     skeleton: String,
     cmds: Vec<Value>,
     sets: BTreeMap<String, Vec<String>>,
+    set_elements: usize,
+    rules: usize,
 }
 
 impl Out {
@@ -157,6 +194,24 @@ impl Out {
         if self.full {
             self.cmds.push(cmd());
         }
+    }
+
+    /// A chain and its rules (a base chain when `hook` says how it is hooked).
+    fn chain(&mut self, name: &str, hook: Option<(&str, Value)>, body: &[(String, Value)]) {
+        self.push_str(&format!("\tchain {name} {{\n"));
+        match hook {
+            Some((text, json)) => {
+                self.push_str(&format!("\t\t{text}\n"));
+                self.push_cmd(|| json!({"add": {"chain": json}}));
+            }
+            None => self.push_cmd(|| json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": name}}})),
+        }
+        for (t, j) in body {
+            self.push_str(&format!("\t\t{t}\n"));
+            self.push_cmd(|| json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": name, "expr": j}}}));
+            self.rules += 1;
+        }
+        self.push_str("\t}\n");
     }
 }
 
@@ -183,6 +238,68 @@ pub fn render_sets(endpoints: &[&EndpointRules]) -> NodeSets {
     NodeSets { skeleton: r.skeleton, sets: r.sets, set_elements: r.set_elements, rules: r.rules }
 }
 
+/// One group's exceptions by set: exact peer . protocol . port triples (a hash set), and the
+/// interval sets: port regions with a peer or port range, ICMP, other protocols.
+#[derive(Default)]
+struct GroupSets {
+    exact: (Vec<String>, Vec<Value>),
+    ports: (Vec<String>, Vec<Value>),
+    icmp: (Vec<String>, Vec<Value>),
+    proto: (Vec<String>, Vec<Value>),
+}
+
+fn group_sets(g: &SideGroup<'_>, family: Family, full: bool) -> GroupSets {
+    let mut out = GroupSets::default();
+    for r in &g.exceptions {
+        match r.class {
+            Class::Ports(proto) if r.peer_first == r.peer_last && r.service_first == r.service_last => {
+                let peer = addr(family, r.peer_first);
+                out.exact.0.push(format!("{peer} . {proto} . {}", r.service_first));
+                if full {
+                    out.exact.1.push(json!({"concat": [peer, proto, r.service_first]}));
+                }
+            }
+            Class::Ports(proto) => {
+                out.ports.0.push(format!(
+                    "{} . {proto} . {}",
+                    peer_text(family, r),
+                    range_text(r.service_first.to_string(), r.service_last.to_string())
+                ));
+                if full {
+                    out.ports
+                        .1
+                        .push(json!({"concat": [peer_json(family, r), proto, range_json(json!(r.service_first), json!(r.service_last))]}));
+                }
+            }
+            Class::Icmp => {
+                for (t0, t1, c0, c1) in icmp_boxes(r.service_first, r.service_last) {
+                    out.icmp.0.push(format!(
+                        "{} . {} . {}",
+                        peer_text(family, r),
+                        range_text(t0.to_string(), t1.to_string()),
+                        range_text(c0.to_string(), c1.to_string())
+                    ));
+                    if full {
+                        out.icmp.1.push(
+                            json!({"concat": [peer_json(family, r), range_json(json!(t0), json!(t1)), range_json(json!(c0), json!(c1))]}),
+                        );
+                    }
+                }
+            }
+            Class::Other => {
+                out.proto.0.push(format!("{} . 0-255", peer_text(family, r)));
+                if full {
+                    out.proto.1.push(json!({"concat": [peer_json(family, r), {"range": [0, 255]}]}));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A dispatch map: its name, key type, and elements as text and JSON.
+type DispatchMap = (String, &'static str, Vec<(String, Value)>);
+
 /// The ruleset; its text and JSON only when `full`.
 fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
     let header = format!("table inet {TABLE} {{\n");
@@ -192,164 +309,121 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
         skeleton: header,
         cmds: vec![json!({"add": {"table": {"family": "inet", "name": TABLE}}})],
         sets: BTreeMap::new(),
+        set_elements: 0,
+        rules: 0,
     };
-    let mut set_elements = 0;
-    let mut rules = 0;
-    let mut chain_rules: Vec<(String, Vec<(String, Value)>)> = Vec::new();
     let mut forward: Vec<(String, Value)> = vec![(
         "ct state established,related accept".into(),
         json!([m("in", ct_state(), json!(["established", "related"])), {"accept": null}]),
     )];
+    // Group chains are declared before the dispatch maps whose elements jump to them.
+    let mut chains: Vec<(String, Vec<(String, Value)>)> = Vec::new();
+    let mut dispatch: Vec<DispatchMap> = Vec::new();
     for family in [Family::V4, Family::V6] {
         let n = names(family);
-        let locals: Vec<String> =
-            endpoints.iter().flat_map(|e| e.ips.iter().filter(|ip| Family::of(ip) == family).map(ToString::to_string)).collect();
-        set_elements += locals.len();
-        let json_locals = locals.iter().filter(|_| full).map(|l| json!(l)).collect();
-        write_set(&mut out, &format!("local{}", n.suffix), n.addr_type, false, locals, json_locals);
+        let s = n.suffix;
+        let mut locals: Vec<std::net::IpAddr> =
+            endpoints.iter().flat_map(|e| e.ips.iter().copied().filter(|ip| Family::of(ip) == family)).collect();
+        locals.sort();
+        let json_locals = locals.iter().filter(|_| full).map(|l| json!(l.to_string())).collect();
+        write_set(&mut out, &format!("local{s}"), n.addr_type, false, locals.iter().map(ToString::to_string).collect(), json_locals);
         for side in [Side::Egress, Side::Ingress] {
             let (local_field, peer_field) = side.fields();
             let p = side.prefix();
-            let els = collect(endpoints, family, side);
-            let s = n.suffix;
-            // Default and flipped verdict per endpoint.
-            for (name, flip) in [(format!("{p}_default{s}"), false), (format!("{p}_flip{s}"), true)] {
-                let texts: Vec<String> = els.defaults.iter().map(|(l, v)| format!("{l} : {}", verdict_word(*v, flip))).collect();
-                let jsons: Vec<Value> =
-                    els.defaults.iter().filter(|_| full).map(|(l, v)| json!([l, {verdict_word(*v, flip): null}])).collect();
-                set_elements += texts.len();
-                write_map(&mut out, &name, n.addr_type, texts, jsons);
+            let (groups, plain) = side_groups(endpoints, family, side);
+            let mut entries: Vec<(std::net::IpAddr, String, Value)> = Vec::new();
+            // Sides without exceptions: a denying one drops here; an allowing one needs no element.
+            for (ip, _) in plain.into_iter().filter(|(_, v)| *v == Verdict::Deny) {
+                entries.push((ip, "drop".into(), json!({"drop": null})));
             }
-            let ports_type = format!("{0} . {0} . inet_proto . inet_service", n.addr_type);
-            let (mut t, mut j) = (Vec::new(), Vec::new());
-            for (l, r) in &els.ports {
-                let Class::Ports(proto) = r.class else { continue };
-                let peer = peer_text(family, r);
-                t.push(format!("{l} . {peer} . {proto} . {}", range_text(r.service_first.to_string(), r.service_last.to_string())));
-                if full {
-                    j.push(json!({"concat": [l, peer_json(family, r), proto, range_json(json!(r.service_first), json!(r.service_last))]}));
-                }
-            }
-            set_elements += t.len();
-            write_set(&mut out, &format!("{p}_ports{s}"), &ports_type, true, t, j);
-
-            let icmp_type = format!("{0} . {0} . {1}_type . {1}_code", n.addr_type, if family == Family::V4 { "icmp" } else { "icmpv6" });
-            let mut t = Vec::new();
-            let mut j = Vec::new();
-            for (l, r) in &els.icmp {
-                let peer = peer_text(family, r);
-                for (t0, t1, c0, c1) in icmp_boxes(r.service_first, r.service_last) {
-                    t.push(format!(
-                        "{l} . {peer} . {} . {}",
-                        range_text(t0.to_string(), t1.to_string()),
-                        range_text(c0.to_string(), c1.to_string())
-                    ));
-                    if full {
-                        j.push(json!({"concat": [l, peer_json(family, r), range_json(json!(t0), json!(t1)), range_json(json!(c0), json!(c1))]}));
-                    }
-                }
-            }
-            set_elements += t.len();
-            write_set(&mut out, &format!("{p}_icmp{s}"), &icmp_type, true, t, j);
-
-            let proto_type = format!("{0} . {0} . inet_proto", n.addr_type);
-            let (mut t, mut j) = (Vec::new(), Vec::new());
-            for (l, r) in &els.proto {
-                t.push(format!("{l} . {} . 0-255", peer_text(family, r)));
-                if full {
-                    j.push(json!({"concat": [l, peer_json(family, r), {"range": [0, 255]}]}));
-                }
-            }
-            set_elements += t.len();
-            write_set(&mut out, &format!("{p}_proto{s}"), &proto_type, true, t, j);
-
-            // The side's chain: exceptions flip the endpoint's default, else the default.
-            let chain = format!("{}{s}", if side == Side::Ingress { "ingress" } else { "egress" });
-            let lp = json!({"payload": {"protocol": n.ip, "field": local_field}});
             let pp = json!({"payload": {"protocol": n.ip, "field": peer_field}});
             let l4 = json!({"meta": {"key": "l4proto"}});
-            let flip = json!({"vmap": {"key": lp, "data": format!("@{p}_flip{s}")}});
-            let icmp_t = json!({"payload": {"protocol": n.icmp, "field": "type"}});
-            let icmp_c = json!({"payload": {"protocol": n.icmp, "field": "code"}});
-            let dport = json!({"payload": {"protocol": "th", "field": "dport"}});
-            let body = vec![
-                (
-                    format!(
-                        "meta l4proto {{ tcp, udp, sctp }} {ip} {local_field} . {ip} {peer_field} . meta l4proto . th dport @{p}_ports{s} {ip} {local_field} vmap @{p}_flip{s}",
-                        ip = n.ip
-                    ),
-                    json!([
-                        m("==", l4.clone(), json!({"set": ["tcp", "udp", "sctp"]})),
-                        m("==", json!({"concat": [lp, pp, l4, dport]}), json!(format!("@{p}_ports{s}"))),
-                        flip
-                    ]),
-                ),
-                (
-                    format!(
-                        "meta l4proto {icmp} {ip} {local_field} . {ip} {peer_field} . {icmp} type . {icmp} code @{p}_icmp{s} {ip} {local_field} vmap @{p}_flip{s}",
-                        ip = n.ip,
-                        icmp = n.icmp
-                    ),
-                    json!([
-                        m("==", l4.clone(), json!(n.icmp)),
-                        m("==", json!({"concat": [lp, pp, icmp_t, icmp_c]}), json!(format!("@{p}_icmp{s}"))),
-                        flip
-                    ]),
-                ),
-                (
-                    format!(
-                        "meta l4proto != {{ tcp, udp, sctp, {icmp} }} {ip} {local_field} . {ip} {peer_field} . meta l4proto @{p}_proto{s} {ip} {local_field} vmap @{p}_flip{s}",
-                        ip = n.ip,
-                        icmp = n.icmp
-                    ),
-                    json!([
-                        m("!=", l4.clone(), json!({"set": ["tcp", "udp", "sctp", n.icmp]})),
-                        m("==", json!({"concat": [lp, pp, l4]}), json!(format!("@{p}_proto{s}"))),
-                        flip
-                    ]),
-                ),
-                (
-                    format!("{} {local_field} vmap @{p}_default{s}", n.ip),
-                    json!([{"vmap": {"key": lp, "data": format!("@{p}_default{s}")}}]),
-                ),
-            ];
-            chain_rules.push((chain.clone(), body));
+            for g in &groups {
+                let sets = group_sets(g, family, full);
+                let flip = verdict_word(g.default, true);
+                let mut body = Vec::new();
+                let port_key = json!({"concat": [pp, l4, {"payload": {"protocol": "th", "field": "dport"}}]});
+                for (kind, (texts, jsons), interval) in [("exact", sets.exact, false), ("ports", sets.ports, true)] {
+                    if texts.is_empty() {
+                        continue;
+                    }
+                    let set = format!("{}_{kind}", g.name);
+                    body.push((
+                        format!("meta l4proto {{ tcp, udp, sctp }} {} {peer_field} . meta l4proto . th dport @{set} {flip}", n.ip),
+                        json!([m("==", l4.clone(), json!({"set": ["tcp", "udp", "sctp"]})), m("==", port_key.clone(), json!(format!("@{set}"))), {flip: null}]),
+                    ));
+                    write_set(&mut out, &set, &format!("{0} . inet_proto . inet_service", n.addr_type), interval, texts, jsons);
+                }
+                let (texts, jsons) = sets.icmp;
+                if !texts.is_empty() {
+                    let set = format!("{}_icmp", g.name);
+                    let key = json!({"concat": [pp, {"payload": {"protocol": n.icmp, "field": "type"}}, {"payload": {"protocol": n.icmp, "field": "code"}}]});
+                    body.push((
+                        format!("meta l4proto {icmp} {} {peer_field} . {icmp} type . {icmp} code @{set} {flip}", n.ip, icmp = n.icmp),
+                        json!([m("==", l4.clone(), json!(n.icmp)), m("==", key, json!(format!("@{set}"))), {flip: null}]),
+                    ));
+                    write_set(&mut out, &set, &format!("{0} . {1}_type . {1}_code", n.addr_type, n.icmp), true, texts, jsons);
+                }
+                let (texts, jsons) = sets.proto;
+                if !texts.is_empty() {
+                    let set = format!("{}_proto", g.name);
+                    body.push((
+                        format!(
+                            "meta l4proto != {{ tcp, udp, sctp, {icmp} }} {} {peer_field} . meta l4proto @{set} {flip}",
+                            n.ip,
+                            icmp = n.icmp
+                        ),
+                        json!([
+                            m("!=", l4.clone(), json!({"set": ["tcp", "udp", "sctp", n.icmp]})),
+                            m("==", json!({"concat": [pp, l4]}), json!(format!("@{set}"))),
+                            {flip: null}
+                        ]),
+                    ));
+                    write_set(&mut out, &set, &format!("{0} . inet_proto", n.addr_type), true, texts, jsons);
+                }
+                let default = verdict_word(g.default, false);
+                body.push((default.to_string(), json!([{default: null}])));
+                for ip in &g.locals {
+                    entries.push((*ip, format!("jump {}", g.name), json!({"jump": {"target": g.name}})));
+                }
+                chains.push((g.name.clone(), body));
+            }
+            entries.sort_by_key(|e| e.0);
+            let map = format!("{p}_dispatch{s}");
+            let elements = entries.into_iter().map(|(ip, t, j)| (format!("{ip} : {t}"), json!([ip.to_string(), j]))).collect();
+            dispatch.push((map.clone(), n.addr_type, elements));
             let local_set = format!("@local{s}");
             if side == Side::Egress {
-                forward.push((
-                    format!("{} saddr {local_set} ct state invalid drop", n.ip),
-                    json!([m("==", json!({"payload": {"protocol": n.ip, "field": "saddr"}}), json!(local_set)), m("in", ct_state(), json!(["invalid"])), {"drop": null}]),
-                ));
-                forward.push((
-                    format!("{} daddr {local_set} ct state invalid drop", n.ip),
-                    json!([m("==", json!({"payload": {"protocol": n.ip, "field": "daddr"}}), json!(local_set)), m("in", ct_state(), json!(["invalid"])), {"drop": null}]),
-                ));
+                for field in ["saddr", "daddr"] {
+                    forward.push((
+                        format!("{} {field} {local_set} ct state invalid drop", n.ip),
+                        json!([m("==", json!({"payload": {"protocol": n.ip, "field": field}}), json!(local_set)), m("in", ct_state(), json!(["invalid"])), {"drop": null}]),
+                    ));
+                }
             }
-            forward.push((
-                format!("{} {local_field} {local_set} jump {chain}", n.ip),
-                json!([m("==", json!({"payload": {"protocol": n.ip, "field": local_field}}), json!(local_set)), {"jump": {"target": chain}}]),
-            ));
+            let lp = json!({"payload": {"protocol": n.ip, "field": local_field}});
+            forward.push((format!("{} {local_field} vmap @{map}", n.ip), json!([{"vmap": {"key": lp, "data": format!("@{map}")}}])));
         }
     }
-    for (chain, body) in &chain_rules {
-        out.push_str(&format!("\tchain {chain} {{\n"));
-        out.push_cmd(|| json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": chain}}}));
-        for (t, j) in body {
-            out.push_str(&format!("\t\t{t}\n"));
-            out.push_cmd(|| json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": chain, "expr": j}}}));
-            rules += 1;
-        }
-        out.push_str("\t}\n");
+    for (name, body) in &chains {
+        out.chain(name, None, body);
     }
-    out.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n");
-    out.push_cmd(|| json!({"add": {"chain": {"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}}));
-    for (t, j) in &forward {
-        out.push_str(&format!("\t\t{t}\n"));
-        out.push_cmd(|| json!({"add": {"rule": {"family": "inet", "table": TABLE, "chain": "forward", "expr": j}}}));
-        rules += 1;
+    for (name, addr_type, elements) in dispatch {
+        let (texts, jsons): (Vec<String>, Vec<Value>) = elements.into_iter().unzip();
+        write_map(&mut out, &name, addr_type, texts, if full { jsons } else { Vec::new() });
     }
-    out.push_str("\t}\n}\n");
-    NodeRuleset { text: out.text, json: json!({"nftables": out.cmds}), skeleton: out.skeleton, sets: out.sets, set_elements, rules }
+    let hook =
+        json!({"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"});
+    out.chain("forward", Some(("type filter hook forward priority filter; policy accept;", hook)), &forward);
+    out.push_str("}\n");
+    NodeRuleset {
+        text: out.text,
+        json: json!({"nftables": out.cmds}),
+        skeleton: out.skeleton,
+        sets: out.sets,
+        set_elements: out.set_elements,
+        rules: out.rules,
+    }
 }
 
 fn m(op: &str, left: Value, right: Value) -> Value {
@@ -385,6 +459,7 @@ fn finish_set(out: &mut Out, name: &str, elements: Vec<String>, json_elements: V
         write_elements(&mut out.text, &elements);
     }
     out.push_str("\t}\n");
+    out.set_elements += elements.len();
     out.sets.insert(name.to_string(), elements);
     if !json_elements.is_empty() {
         out.push_cmd(|| json!({"add": {"element": {"family": "inet", "table": TABLE, "name": name, "elem": json_elements}}}));

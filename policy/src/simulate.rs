@@ -432,14 +432,25 @@ fn families(ips: &[IpAddr]) -> &'static str {
 
 /// The verdict for one pair, with every deciding rule.
 pub fn explain(inputs: &Inputs, from: &str, to: &str, probe: Probe) -> Result<Verdict, PolicyError> {
+    explain_in(&inputs.cluster, &inputs.policies, from, to, probe)
+}
+
+/// [`explain`] over a cluster and policies held elsewhere (a compiler's).
+pub fn explain_in(
+    cluster: &crate::model::Cluster,
+    policies: &[crate::model::Policy],
+    from: &str,
+    to: &str,
+    probe: Probe,
+) -> Result<Verdict, PolicyError> {
     let find = |name: &str, field: &str| -> Result<(Vec<IpAddr>, Option<&crate::model::Endpoint>), PolicyError> {
-        if let Some(e) = inputs.cluster.endpoints.get(name) {
+        if let Some(e) = cluster.endpoints.get(name) {
             return Ok((e.ips.clone(), Some(e)));
         }
         let ip: IpAddr = name.parse().map_err(|_| {
             PolicyError::field(field, format!("`{name}` is neither a pod (NAMESPACE/NAME) with an IP in the inputs nor an IP address"))
         })?;
-        Ok(match inputs.cluster.endpoint_by_ip(ip) {
+        Ok(match cluster.endpoint_by_ip(ip) {
             Some(e) => (vec![ip], Some(e)),
             None => (vec![ip], None),
         })
@@ -447,5 +458,5 @@ pub fn explain(inputs: &Inputs, from: &str, to: &str, probe: Probe) -> Result<Ve
     let (from_ips, from_e) = find(from, "--from")?;
     let (to_ips, to_e) = find(to, "--to")?;
     let (a, b) = addresses(&from_ips, &to_ips).ok_or_else(|| PolicyError::field("--to", "the two sides share no address family"))?;
-    Ok(evaluate(&inputs.cluster, &inputs.policies, party(from_e, a), party(to_e, b), probe))
+    Ok(evaluate(cluster, policies, party(from_e, a), party(to_e, b), probe))
 }

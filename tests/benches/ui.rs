@@ -82,7 +82,9 @@ fn main() {
         store.create_token("bench", tessera_controller::store::Role::Admin, None, Some(TOKEN)).await.expect("token");
         rate
     });
-    println!("web UI at scale: {hosts} hosts, {endpoints} endpoints in {TENANTS} tenants (store filled at {rate:.0} allocations/s), SQLite");
+    println!(
+        "web UI at scale: {hosts} hosts, {endpoints} endpoints in {TENANTS} tenants (store filled at {rate:.0} allocations/s), SQLite"
+    );
     let started = Instant::now();
     let c = Controller::start_with(free_port(), &db, TOKEN, &[("TESSERA_NO_DEMO", "true")]);
     println!("  controller serving {:.1} s after start", started.elapsed().as_secs_f64());
@@ -118,7 +120,11 @@ fn main() {
         ("policies, page 1", "/ui/policies".into(), Some("/v1/policies")),
         ("tenants, page 1", "/ui/tenants".into(), Some("/v1/tenants")),
         ("tenant t7 with its matrix", "/ui/tenants/t7".into(), None),
-        ("explain a blocked pair", format!("/ui/explain?from={}&to={}&port=tcp%2F22", web_pod.replace('/', "%2F"), db_pod.replace('/', "%2F")), None),
+        (
+            "explain a blocked pair",
+            format!("/ui/explain?from={}&to={}&port=tcp%2F22", web_pod.replace('/', "%2F"), db_pod.replace('/', "%2F")),
+            None,
+        ),
         ("search: who owns an address", format!("/ui/search?q={ip}"), None),
     ];
     for (name, path, yardstick) in &pages {
@@ -140,7 +146,8 @@ fn main() {
     b.click("form button[type=submit]");
     b.wait_for("logged in", |b| b.url().ends_with("/ui/topology"));
     println!("  in chromium (headless), median of {RUNS} loads: HTML received / interactive (DOMContentLoaded) / load event, HTML size");
-    for (name, path) in [("topology", "/ui/topology"), ("endpoints", "/ui/endpoints"), ("nodes", "/ui/nodes"), ("policies", "/ui/policies")] {
+    for (name, path) in [("topology", "/ui/topology"), ("endpoints", "/ui/endpoints"), ("nodes", "/ui/nodes"), ("policies", "/ui/policies")]
+    {
         let (response, interactive, load, size) = navigation(&b, &format!("{}{path}", c.url));
         println!(
             "    {name:<12} {:>6.0} ms / {:>6.0} ms / {:>6.0} ms  {}",

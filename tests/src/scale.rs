@@ -66,4 +66,3 @@ pub async fn populate(store: &Store, hosts: usize, endpoints: usize) -> f64 {
     }
     endpoints as f64 / started.elapsed().as_secs_f64()
 }
-

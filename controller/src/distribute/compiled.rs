@@ -119,6 +119,11 @@ impl CompiledCluster {
     }
 
     /// A VIP was defined, moved or removed (`None`): the nodes whose state changed.
+    /// The cluster and policies as compiled: what explanations are asked of.
+    pub(super) fn policy_view(&self) -> (&tessera_policy::model::Cluster, &[Policy]) {
+        (self.compiler.cluster(), self.compiler.policies())
+    }
+
     pub(super) fn apply_vip(&mut self, address: IpAddr, record: Option<VipRecord>) -> BTreeSet<String> {
         self.holders.set(address, record.and_then(|v| v.holder))
     }
@@ -253,16 +258,6 @@ fn cluster_of(tenants: &[TenantRecord], endpoints: &[EndpointRecord], hosts: &[H
         cluster.hosts.insert(h.name.clone(), h.ips.clone());
     }
     cluster
-}
-
-/// What the store holds, as the policy engine reads it: for explanations of the live state.
-pub(crate) async fn live_inputs(store: &Store) -> Result<Inputs, StoreError> {
-    let (tenants, endpoints, hosts) = (store.tenants().await?, store.endpoints(None, None).await?, store.hosts().await?);
-    let mut inputs = Inputs { cluster: cluster_of(&tenants, &endpoints, &hosts), ..Inputs::default() };
-    for record in store.policies().await? {
-        inputs.policies.extend(read_stored(&record)?);
-    }
-    Ok(inputs)
 }
 
 fn read_stored(record: &PolicyRecord) -> Result<Vec<Policy>, StoreError> {

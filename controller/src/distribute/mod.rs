@@ -12,7 +12,6 @@
 //! in batches, and stores agents' reports every half second.
 
 mod compiled;
-pub(crate) use compiled::live_inputs;
 mod fabric;
 mod follow;
 
@@ -252,6 +251,17 @@ impl Distributor {
     }
 
     /// Publish nodes still waiting for a generation.
+    /// Ask `question` of the cluster and policies exactly as this replica compiled and
+    /// distributed them (no store read); `None` before the first compile. The compiled model
+    /// waits meanwhile: keep questions short.
+    pub async fn ask<R>(&self, question: impl FnOnce(&tessera_policy::model::Cluster, &[tessera_policy::model::Policy]) -> R) -> Option<R> {
+        let guard = self.model.lock().await;
+        guard.as_ref().map(|model| {
+            let (cluster, policies) = model.policy_view();
+            question(cluster, policies)
+        })
+    }
+
     async fn retry_pending(&self) -> Result<(), StoreError> {
         let waiting: BTreeSet<String> = std::mem::take(&mut *lock(&self.pending));
         if waiting.is_empty() {

@@ -465,38 +465,51 @@ impl Store {
     /// A page of endpoints in id order, filtered in the database: a listing of 100,000 reads
     /// one page, not all of them.
     pub async fn endpoint_page(&self, q: &EndpointQuery) -> Result<EndpointPage> {
-        // $1..$5 the fixed filters, then one LIKE per label (labels are stored as compact JSON).
-        let mut filter = String::from(
-            "($1 IS NULL OR e.tenant = $1) AND ($2 IS NULL OR e.segment = $2) AND ($3 IS NULL OR e.host = $3) \
-             AND ($4 IS NULL OR e.id LIKE $4 ESCAPE '\\') \
-             AND ($5 IS NULL OR e.id IN (SELECT endpoint FROM endpoint_addresses WHERE address = $5))",
-        );
-        let mut patterns = Vec::new();
+        // Only the filters given become conditions (so the database can use its indexes); labels
+        // are stored as compact JSON, each pair a LIKE on its exact text.
+        let mut conditions: Vec<String> = Vec::new();
+        let mut filters: Vec<Option<String>> = Vec::new();
+        let mut condition = |sql: &str, value: String| {
+            filters.push(Some(value));
+            conditions.push(sql.replace('?', &format!("${}", filters.len())));
+        };
+        for (column, value) in [("tenant", &q.tenant), ("segment", &q.segment), ("host", &q.host)] {
+            if let Some(v) = value {
+                condition(&format!("e.{column} = ?"), v.clone());
+            }
+        }
+        if let Some(part) = &q.id_contains {
+            condition("e.id LIKE ? ESCAPE '\\'", format!("%{}%", like_literal(part)));
+        }
+        if let Some(address) = q.address {
+            condition("e.id IN (SELECT endpoint FROM endpoint_addresses WHERE address = ?)", address.to_string());
+        }
         for (key, value) in &q.labels {
             let pair = format!("{}:{}", to_json(key)?, to_json(value)?);
-            patterns.push(format!("%{}%", like_literal(&pair)));
-            filter.push_str(&format!(" AND e.labels LIKE ${} ESCAPE '\\'", 5 + patterns.len()));
+            condition("e.labels LIKE ? ESCAPE '\\'", format!("%{}%", like_literal(&pair)));
         }
-        let contains = q.id_contains.as_deref().map(|c| format!("%{}%", like_literal(c)));
-        let address = q.address.map(|a| a.to_string());
-        let after_at = 6 + patterns.len();
-        let filters = [q.tenant.clone(), q.segment.clone(), q.host.clone(), contains, address]
-            .into_iter()
-            .chain(patterns.iter().cloned().map(Some))
-            .collect::<Vec<_>>();
+        let filter = if conditions.is_empty() { "1 = 1".to_string() } else { conditions.join(" AND ") };
         fn bound<'q>(sql: &'q str, filters: &[Option<String>]) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
             filters.iter().fold(sqlx::query(sql), |query, f| query.bind(f.clone()))
         }
         let count_sql = format!("SELECT COUNT(*) AS n FROM endpoints e WHERE {filter}");
         let total: i64 = bound(&count_sql, &filters).fetch_one(&self.pool).await?.try_get("n")?;
+        let mut page_filters = filters.clone();
+        let after = match &q.after {
+            Some(after) => {
+                page_filters.push(Some(after.clone()));
+                format!(" AND e.id > ${}", page_filters.len())
+            }
+            None => String::new(),
+        };
         let page_sql = format!(
             "SELECT p.id, p.tenant, p.segment, p.host, p.labels, p.revision, p.named_ports, a.address FROM \
-             (SELECT e.* FROM endpoints e WHERE {filter} AND (${after_at} IS NULL OR e.id > ${after_at}) ORDER BY e.id LIMIT ${}) p \
+             (SELECT e.* FROM endpoints e WHERE {filter}{after} ORDER BY e.id LIMIT ${}) p \
              LEFT JOIN endpoint_addresses a ON a.endpoint = p.id ORDER BY p.id, a.address",
-            after_at + 1
+            page_filters.len() + 1
         );
         // One more than asked says whether a next page exists.
-        let rows = bound(&page_sql, &filters).bind(q.after.clone()).bind((q.limit + 1) as i64).fetch_all(&self.pool).await?;
+        let rows = bound(&page_sql, &page_filters).bind((q.limit + 1) as i64).fetch_all(&self.pool).await?;
         let mut endpoints: Vec<EndpointRecord> = Vec::new();
         for row in rows {
             let id: String = row.try_get("id")?;

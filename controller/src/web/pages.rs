@@ -175,40 +175,44 @@ pub async fn explain(viewer: Viewer, State(state): State<AppState>, Query(q): Qu
     };
     let port = q.port.clone().unwrap_or_else(|| "tcp/80".into());
     let form = context! { from => from.clone(), to => to.clone(), port => port.clone() };
-    let inputs = match crate::distribute::live_inputs(&state.store).await {
-        Ok(i) => i,
-        Err(e) => return failed(&viewer, e),
+    let probe = match tessera_policy::simulate::parse_probe(&port) {
+        Ok(p) => p,
+        Err(e) => {
+            let error = context! { field => "port", message => e.message };
+            return viewer.page("explain.html", "/ui/explain", "Explain", context! { error, ..form });
+        }
     };
-    let answer = tessera_policy::simulate::parse_probe(&port).map_err(|e| ("port".to_string(), e.message)).and_then(|probe| {
-        tessera_policy::simulate::explain(&inputs, &from, &to, probe).map_err(|e| (e.field.trim_start_matches("--").to_string(), e.message))
-    });
-    let values = match answer {
-        Ok(verdict) => {
+    // Asked of the policies exactly as compiled and distributed.
+    let answered = state
+        .dist
+        .ask(|cluster, policies| {
+            let verdict = tessera_policy::simulate::explain_in(cluster, policies, &from, &to, probe)
+                .map_err(|e| (e.field.trim_start_matches("--").to_string(), e.message))?;
+            let host_of = |name: &str| {
+                let ip: Option<IpAddr> = name.parse().ok();
+                cluster.endpoints.get(name).or_else(|| ip.and_then(|ip| cluster.endpoint_by_ip(ip))).and_then(|e| e.host.clone())
+            };
+            let nodes: std::collections::BTreeSet<String> = [host_of(&from), host_of(&to)].into_iter().flatten().collect();
+            Ok((verdict, nodes))
+        })
+        .await;
+    let values = match answered {
+        None => return failed(&viewer, "the policies are not compiled yet"),
+        Some(Ok((verdict, nodes))) => {
             let side = |v: &tessera_policy::eval::SideVerdict, dir: &str, who: &str| {
                 v.compact(dir).unwrap_or_else(|| format!("{dir}: {who} is outside the cluster: no Tessera node decides"))
             };
-            let host_of = |name: &str| {
-                let ip: Option<IpAddr> = name.parse().ok();
-                inputs
-                    .cluster
-                    .endpoints
-                    .get(name)
-                    .or_else(|| ip.and_then(|ip| inputs.cluster.endpoint_by_ip(ip)))
-                    .and_then(|e| e.host.clone())
-            };
-            let nodes: Vec<String> =
-                [host_of(&from), host_of(&to)].into_iter().flatten().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
             let permalink = format!("/ui/explain?from={}&to={}&port={}", encode(&from), encode(&to), encode(&port));
             context! {
                 verdict => context! { allowed => verdict.allowed },
                 egress => side(&verdict.egress, "egress", &from),
                 ingress => side(&verdict.ingress, "ingress", &to),
-                nodes,
+                nodes => nodes.into_iter().collect::<Vec<_>>(),
                 permalink,
                 ..form
             }
         }
-        Err((field, message)) => context! { error => context! { field, message }, ..form },
+        Some(Err((field, message))) => context! { error => context! { field, message }, ..form },
     };
     viewer.page("explain.html", "/ui/explain", "Explain", values)
 }

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use minijinja::{Value, context};
 use serde::Deserialize;
+use tessera_policy::model::{Cluster, Policy};
 
 use super::pages::{data, encode};
 use super::{FromThisSite, Viewer, refused};
@@ -62,11 +63,6 @@ async fn render(viewer: &Viewer, state: &AppState, shown: Shown<'_>, extra: Valu
                 (names, pager, false)
             }
         };
-        // The matrix evaluates the live policies: only on a tenant's own page.
-        let inputs = match single {
-            true => Some(crate::distribute::live_inputs(&state.store).await.map_err(|e| e.to_string())?),
-            false => None,
-        };
         let mut out = Vec::new();
         for name in names {
             let view = tenant_view(state, &name).await.map_err(|e| e.message)?;
@@ -74,7 +70,11 @@ async fn render(viewer: &Viewer, state: &AppState, shown: Shown<'_>, extra: Valu
             for s in &view.segments {
                 segments.push(segment_view(state, &name, s).await.map_err(|e| e.message)?);
             }
-            let matrix = inputs.as_ref().and_then(|i| matrix(i, &name, &view.segments));
+            // The matrix evaluates the compiled policies: only on a tenant's own page.
+            let matrix = match single {
+                true => state.dist.ask(|cluster, policies| matrix(cluster, policies, &name, &view.segments)).await.flatten(),
+                false => None,
+            };
             out.push(context! {
                 name => view.name.clone(),
                 origin => view.origin.as_str(),
@@ -110,12 +110,12 @@ async fn render(viewer: &Viewer, state: &AppState, shown: Shown<'_>, extra: Valu
 
 /// Rows of from-segment, cells of to-segment: the verdict between an endpoint of each (the first
 /// by id), linked to its explanation; none when a segment has no endpoint or there are too many.
-fn matrix(inputs: &tessera_policy::Inputs, tenant: &str, segments: &[String]) -> Option<Value> {
+fn matrix(cluster: &Cluster, policies: &[Policy], tenant: &str, segments: &[String]) -> Option<Value> {
     if segments.len() > MATRIX_LIMIT {
         return None;
     }
     let mut first: BTreeMap<&str, &str> = BTreeMap::new();
-    for e in inputs.cluster.endpoints.values().filter(|e| e.namespace == tenant && !e.ips.is_empty()) {
+    for e in cluster.endpoints.values().filter(|e| e.namespace == tenant && !e.ips.is_empty()) {
         first.entry(e.segment.as_str()).or_insert(e.id.as_str());
     }
     let with: Vec<&String> = segments.iter().filter(|s| first.contains_key(s.as_str())).collect();
@@ -130,7 +130,7 @@ fn matrix(inputs: &tessera_policy::Inputs, tenant: &str, segments: &[String]) ->
                 .iter()
                 .map(|to| {
                     let (a, b) = (first[from.as_str()], first[to.as_str()]);
-                    let allowed = tessera_policy::simulate::explain(inputs, a, b, probe).map(|v| v.allowed).unwrap_or(false);
+                    let allowed = tessera_policy::simulate::explain_in(cluster, policies, a, b, probe).map(|v| v.allowed).unwrap_or(false);
                     let href = format!("/ui/explain?from={}&to={}&port={}", encode(a), encode(b), encode(PROBE));
                     context! { allowed, href }
                 })

@@ -131,6 +131,11 @@ impl Compiler {
         &self.cluster
     }
 
+    /// The policies it compiles (in no particular order: evaluation orders them).
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
     /// The compiled endpoints of one node.
     pub fn node_rules(&self, host: &str) -> Vec<&EndpointRules> {
         self.rules.values().filter(|r| r.host.as_deref() == Some(host)).collect()
