@@ -156,10 +156,20 @@ impl Enforcer {
                 tracing::warn!(error = %e, generation = ack.generation, "ack not delivered");
             }
         });
+        // A delta is checked against the kernel once acknowledged; a difference is repaired as
+        // drift is.
+        if let Err(e) = tokio::task::block_in_place(|| self.nft.verify_delta()) {
+            tracing::warn!(error = %e, "a delta is not what the kernel holds; restoring the table");
+            let Some(state) = self.current.clone() else { return };
+            match tokio::task::block_in_place(|| self.nft.replace(&state.ruleset)) {
+                Ok(()) => self.metrics.drift_repaired("nftables"),
+                Err(e) => tracing::error!(error = %e, "restoring table inet tessera failed"),
+            }
+        }
     }
 
-    /// After a full replacement, compare what the kernel holds with `state` (a delta verified
-    /// its own elements in `Nft::apply`; the periodic resync lists the whole table).
+    /// After a full replacement, compare what the kernel holds with `state` (a delta is checked
+    /// once acknowledged, `Nft::verify_delta`; the periodic resync lists the whole table).
     fn verify(&self, state: &NodeState, applied: Applied) -> Result<(), EnforceError> {
         if matches!(applied, Applied::Unchanged | Applied::Delta(_)) && self.current.is_some() {
             return Ok(());

@@ -20,13 +20,46 @@ use crate::error::NftError;
 /// The one table the agent owns: the one the policy engine renders.
 pub use tessera_agent_api::NFT_TABLE as TABLE;
 
-/// Sets up to this size are checked element by element after a delta.
+/// Sets up to this size are listed and checked after a delta.
 pub const DELTA_VERIFY_LIMIT: usize = 10_000;
+
+/// At most this many changed sets are listed after a delta (each listing is an nft run).
+pub const VERIFY_SETS: usize = 4;
+
+/// A verdict map's element as nft lists it in JSON, in the state's text form
+/// (`10.0.0.1 : jump chain`, `10.0.0.2 : drop`).
+fn map_element(element: &Value) -> Option<String> {
+    let pair = element.get("elem").and_then(|e| e.get("val")).map_or(element, |v| v);
+    let [key, verdict] = pair.as_array()?.as_slice() else { return None };
+    let verdict = verdict.as_object()?;
+    let (word, detail) = verdict.iter().next()?;
+    let target = detail.get("target").and_then(Value::as_str);
+    Some(match target {
+        Some(chain) => format!("{} : {word} {chain}", key.as_str()?),
+        None => format!("{} : {word}", key.as_str()?),
+    })
+}
 
 #[derive(Debug, Clone)]
 pub struct Nft {
     pub binary: String,
     pub own: OwnRuns,
+    /// What the last delta changed, until [`Nft::verify_delta`] checks it.
+    unverified: Arc<Mutex<Vec<SetCheck>>>,
+}
+
+/// A set or map a delta changed: how many elements it must hold, and (a map) the elements it
+/// gained, in the state's text form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SetCheck {
+    kind: String,
+    name: String,
+    size: usize,
+    added: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The process ids of this agent's latest `nft` runs, so a watcher of nf_tables commits can tell
@@ -68,7 +101,7 @@ impl Census {
 
 impl Nft {
     pub fn new(binary: &str) -> Nft {
-        Nft { binary: binary.to_string(), own: OwnRuns::default() }
+        Nft { binary: binary.to_string(), own: OwnRuns::default(), unverified: Arc::default() }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
@@ -107,45 +140,53 @@ impl Nft {
             self.run(&["-f", "-"], Some(&full_script(new)))?;
             return Ok(Applied::Full);
         };
-        if old == new {
-            return Ok(Applied::Unchanged);
-        }
         let Some(delta) = Delta::between(old, new) else {
             self.run(&["-f", "-"], Some(&full_script(new)))?;
             return Ok(Applied::Full);
         };
+        if delta.changes() == 0 && old.rules == new.rules {
+            return Ok(Applied::Unchanged);
+        }
         if let Err(e) = self.run(&["-f", "-"], Some(&delta.script())) {
             // Nothing of a refused transaction is applied: the whole table, then.
             tracing::warn!(error = %e, "the kernel refused a delta; replacing the table");
             self.run(&["-f", "-"], Some(&full_script(new)))?;
             return Ok(Applied::Full);
         }
-        self.verify_added(&delta.sets)?;
+        *lock(&self.unverified) = delta.checks();
         Ok(Applied::Delta(delta.changes()))
     }
 
-    /// After a delta: every added element is in the kernel (and every map element with its
-    /// verdict), asked with `nft get element`. nft loads the whole set to answer, so sets larger
-    /// than [`DELTA_VERIFY_LIMIT`] are left to the periodic resync (measured: 0.4 s for 100k).
-    fn verify_added(&self, deltas: &[SetDelta<'_>]) -> Result<(), NftError> {
-        let mut script = String::new();
-        let mut verdicts: Vec<(&str, &str, &str)> = Vec::new();
-        for d in deltas.iter().filter(|d| d.size <= DELTA_VERIFY_LIMIT) {
-            for chunk in d.came.chunks(500) {
-                let keys: Vec<&str> = chunk.iter().map(|e| e.split(" : ").next().unwrap_or(e)).collect();
-                let _ = writeln!(script, "get element inet {TABLE} {} {{ {} }}", d.name, keys.join(", "));
-                verdicts.extend(chunk.iter().filter_map(|e| e.split_once(" : ")).map(|(k, v)| (d.name, k, v)));
+    /// Check the last delta against the kernel: each changed set or map (up to [`VERIFY_SETS`]
+    /// of them, of at most [`DELTA_VERIFY_LIMIT`] elements) holds as many elements as the
+    /// state says, and a map every added element with its verdict. Asked after the delta is
+    /// acknowledged — the transaction committed when nft said so; this catches what else could
+    /// differ, off the path that makes a change reach the node. Listed one set at a time: nft
+    /// reads only that set (asking for elements makes it load every set of the table). The
+    /// others are left to the periodic resync.
+    pub fn verify_delta(&self) -> Result<(), NftError> {
+        let checks = std::mem::take(&mut *lock(&self.unverified));
+        for c in checks.iter().filter(|c| c.size <= DELTA_VERIFY_LIMIT).take(VERIFY_SETS) {
+            let listing =
+                self.run(&["-j", "list", &c.kind, "inet", TABLE, &c.name], None).map_err(|e| NftError::Verification(e.to_string()))?;
+            let json: Value = serde_json::from_str(&listing)?;
+            let elements: Vec<&Value> = json
+                .get("nftables")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item.get(&c.kind).and_then(|set| set.get("elem")).and_then(Value::as_array))
+                .flatten()
+                .collect();
+            if elements.len() != c.size {
+                return Err(NftError::Verification(format!("{} {} holds {} elements, not {}", c.kind, c.name, elements.len(), c.size)));
+            }
+            let held: HashSet<String> = elements.iter().filter_map(|e| map_element(e)).collect();
+            if let Some(missing) = c.added.iter().find(|e| !held.contains(e.as_str())) {
+                return Err(NftError::Verification(format!("map {} lacks `{missing}`", c.name)));
             }
         }
-        if script.is_empty() {
-            return Ok(());
-        }
-        // One nft run for every set: each `get` fails unless all its elements are there.
-        let listing = self.run(&["-f", "-"], Some(&script)).map_err(|e| NftError::Verification(e.to_string()))?;
-        match verdicts.iter().find(|(_, k, v)| !listing.contains(&format!("{k} : {v}"))) {
-            Some((name, k, v)) => Err(NftError::Verification(format!("map {name} lacks `{k} : {v}`"))),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Replace the table unconditionally (start-up and drift repair).
@@ -187,6 +228,8 @@ pub fn full_script(r: &Ruleset) -> String {
 /// How one set or map changes: elements to delete and to add, and its size afterwards.
 struct SetDelta<'a> {
     name: &'a str,
+    /// `set` or `map`, as nft names it.
+    kind: &'a str,
     gone: Vec<&'a String>,
     came: Vec<&'a String>,
     size: usize,
@@ -233,8 +276,10 @@ struct Delta<'a> {
 
 impl<'a> Delta<'a> {
     fn between(old: &'a Ruleset, new: &'a Ruleset) -> Option<Delta<'a>> {
-        let (before, after) = (declarations(&old.skeleton)?, declarations(&new.skeleton)?);
         let mut delta = Delta { rewritten: Vec::new(), removed: Vec::new(), added: Vec::new(), sets: Vec::new() };
+        // The same skeleton (most changes): the same declarations, only elements may differ.
+        let after = declarations(&new.skeleton)?;
+        let before = if old.skeleton == new.skeleton { after.clone() } else { declarations(&old.skeleton)? };
         for (name, was) in &before {
             match after.get(name) {
                 Some(now) if now == was => {}
@@ -250,6 +295,9 @@ impl<'a> Delta<'a> {
         delta.added.extend(after.iter().filter(|(name, _)| !before.contains_key(*name)).map(|(_, d)| *d));
         let made_anew: HashSet<&str> = delta.added.iter().map(|d| d.name).collect();
         for (name, new_elements) in &new.sets {
+            if !made_anew.contains(name.as_str()) && old.same_set(new, name) {
+                continue;
+            }
             let old_elements = match made_anew.contains(name.as_str()) {
                 true => &[][..],
                 false => old.sets.get(name).map(Vec::as_slice).unwrap_or_default(),
@@ -257,16 +305,31 @@ impl<'a> Delta<'a> {
             if old_elements == new_elements.as_slice() {
                 continue;
             }
+            let kind = after.get(name.as_str()).map_or("set", |d| d.kind);
             let before: HashSet<&String> = old_elements.iter().collect();
             let after: HashSet<&String> = new_elements.iter().collect();
             delta.sets.push(SetDelta {
                 name,
+                kind,
                 gone: old_elements.iter().filter(|e| !after.contains(e)).collect(),
                 came: new_elements.iter().filter(|e| !before.contains(e)).collect(),
                 size: new_elements.len(),
             });
         }
         Some(delta)
+    }
+
+    /// What to check once the delta is applied.
+    fn checks(&self) -> Vec<SetCheck> {
+        self.sets
+            .iter()
+            .map(|d| SetCheck {
+                kind: d.kind.to_string(),
+                name: d.name.to_string(),
+                size: d.size,
+                added: if d.kind == "map" { d.came.iter().map(|e| e.to_string()).collect() } else { Vec::new() },
+            })
+            .collect()
     }
 
     /// Elements and declarations changed.
@@ -333,6 +396,7 @@ mod tests {
             skeleton: "table inet tessera {\n}\n".into(),
             sets: sets.iter().map(|(n, e)| (n.to_string(), e.iter().map(|s| s.to_string()).collect())).collect(),
             rules: 0,
+            digests: BTreeMap::new(),
         }
     }
 

@@ -133,6 +133,18 @@ pub struct LocalEndpoint {
     pub ips: Vec<IpAddr>,
 }
 
+/// A set's elements, hashed: each element and its length (so no two lists hash alike by
+/// where the boundaries fall).
+fn set_digest(elements: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for e in elements {
+        hash.update((e.len() as u64).to_le_bytes());
+        hash.update(e.as_bytes());
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
 /// The node's `table inet tessera`: the table with every set declared empty (`skeleton`, nft
 /// text), and the elements of each set and map by name (nft element syntax). Split so that an
 /// agent can apply a change of elements alone as a delta.
@@ -142,9 +154,24 @@ pub struct Ruleset {
     pub skeleton: String,
     pub sets: BTreeMap<String, Vec<String>>,
     pub rules: usize,
+    /// Each set's digest (SHA-256 of its elements, truncated to 128 bits): an agent finds the
+    /// sets a change touches without comparing every element. Absent from older controllers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
 }
 
 impl Ruleset {
+    /// A ruleset with its sets' digests.
+    pub fn new(skeleton: String, sets: BTreeMap<String, Vec<String>>, rules: usize) -> Ruleset {
+        let digests = sets.iter().map(|(name, elements)| (name.clone(), set_digest(elements))).collect();
+        Ruleset { skeleton, sets, rules, digests }
+    }
+
+    /// Whether set `name` is known to hold the same elements in both (by digest).
+    pub fn same_set(&self, other: &Ruleset, name: &str) -> bool {
+        matches!((self.digests.get(name), other.digests.get(name)), (Some(a), Some(b)) if a == b)
+    }
+
     pub fn element_count(&self) -> usize {
         self.sets.values().map(Vec::len).sum()
     }

@@ -216,7 +216,7 @@ impl CompiledCluster {
             generation: 0,
             digest: String::new(),
             endpoints,
-            ruleset: Ruleset { skeleton: rendered.skeleton, sets: rendered.sets, rules: rendered.rules },
+            ruleset: Ruleset::new(rendered.skeleton, rendered.sets, rendered.rules),
             routes: self.routes.get(host).cloned().unwrap_or_default(),
             bgp: None,
             vips: Vec::new(),
