@@ -129,12 +129,16 @@ impl Enforcer {
             Ok(applied) => {
                 self.metrics.apply_seconds.observe(elapsed.as_secs_f64());
                 tracing::info!(generation = state.generation, ?applied, ms = elapsed.as_secs_f64() * 1e3, "applied");
-                if let Err(e) = self.disk.save_state(&state) {
+                // Enforced now: the CNI plugin waiting for it goes on (its Wire call brings
+                // the pod's route) while the state is saved and routes are synced.
+                self.current = Some(state);
+                self.publish();
+                if let Some(state) = &self.current
+                    && let Err(e) = self.disk.save_state(state)
+                {
                     tracing::error!(error = %e, "could not save the last-known-good state");
                 }
-                self.current = Some(state);
                 let routed = self.sync_routes().await;
-                self.publish();
                 let current = self.current.as_ref().map(|s| (s.generation, s.digest.clone())).unwrap_or_default();
                 let error = routed.err().map(|e| e.to_string());
                 Ack { generation: current.0, digest: current.1, error, apply_ms: elapsed.as_secs_f64() * 1e3 }
