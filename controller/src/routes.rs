@@ -22,3 +22,9 @@ pub fn plan(
     let block_infos: Vec<BlockInfo> = blocks.iter().filter_map(|b| b.host.clone().map(|host| BlockInfo { cidr: b.cidr, host })).collect();
     plan_routes(layout, &host_infos, &block_infos, budget)
 }
+
+/// The fabric part of the plan only (fabric routes, over-coverage, budget): no host routes,
+/// which grow with the hosts of a leaf squared and which views of the fabric do not show.
+pub fn fabric_plan(topology: &TopologyRecord, hosts: &[HostRecord], budget: Option<usize>) -> Result<RoutePlan, PlanError> {
+    plan(topology, hosts, &[], budget)
+}

@@ -60,7 +60,13 @@ fn main() {
         .collect();
     applies.sort_by(f64::total_cmp);
     if !applies.is_empty() {
-        println!("{:>22}: p50 {:6.1} ms p99 {:6.1} ms ({} states)", "agent applies", percentile(&applies, 0.5), percentile(&applies, 0.99), applies.len());
+        println!(
+            "{:>22}: p50 {:6.1} ms p99 {:6.1} ms ({} states)",
+            "agent applies",
+            percentile(&applies, 0.5),
+            percentile(&applies, 0.99),
+            applies.len()
+        );
     }
     let data = dc.dir.path().join("host-local");
     let reference = json!({

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tessera_controller::api::AppState;
 use tessera_controller::store::Store;
-use tessera_tests::scale::{TENANTS, endpoint, populate};
+use tessera_tests::scale::{TENANTS, endpoint, filled, populate};
 use tessera_tests::{Controller, free_port, percentile};
 
 const TOKEN: &str = "bench-admin-token-000000001";
@@ -79,12 +79,7 @@ fn main() {
     let endpoints = env_or("TESSERA_BENCH_ENDPOINTS", 50_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let db = runtime.block_on(tessera_tests::pg::fresh_database());
-    let rate = runtime.block_on(async {
-        let store = Store::connect(&db).await.expect("store");
-        let rate = populate(&store, hosts, endpoints).await;
-        store.create_token("bench", tessera_controller::store::Role::Admin, None, Some(TOKEN)).await.expect("token");
-        rate
-    });
+    let rate = runtime.block_on(filled(&db, hosts, endpoints, TOKEN));
     println!(
         "control plane at scale: {hosts} hosts, {endpoints} endpoints ({rate:.0} allocations/s while filling the store), 3 replicas, {WATCHES} watch streams"
     );

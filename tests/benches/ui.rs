@@ -12,9 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use tessera_controller::store::Store;
 use tessera_tests::browser::Browser;
-use tessera_tests::scale::{TENANTS, populate};
+use tessera_tests::scale::{TENANTS, filled};
 use tessera_tests::{Controller, free_port, percentile};
 
 const TOKEN: &str = "bench-admin-token-000000001";
@@ -76,12 +75,7 @@ fn main() {
     let endpoints = env_or("TESSERA_BENCH_ENDPOINTS", 100_000);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let db = tessera_tests::sqlite_url();
-    let rate = runtime.block_on(async {
-        let store = Store::connect(&db).await.expect("store");
-        let rate = populate(&store, hosts, endpoints).await;
-        store.create_token("bench", tessera_controller::store::Role::Admin, None, Some(TOKEN)).await.expect("token");
-        rate
-    });
+    let rate = runtime.block_on(filled(&db, hosts, endpoints, TOKEN));
     println!(
         "web UI at scale: {hosts} hosts, {endpoints} endpoints in {TENANTS} tenants (store filled at {rate:.0} allocations/s), SQLite"
     );

@@ -66,3 +66,12 @@ pub async fn populate(store: &Store, hosts: usize, endpoints: usize) -> f64 {
     }
     endpoints as f64 / started.elapsed().as_secs_f64()
 }
+
+/// A store at `db` filled by [`populate`], with an admin token `token`: the fill rate
+/// (allocations per second).
+pub async fn filled(db: &str, hosts: usize, endpoints: usize, token: &str) -> f64 {
+    let store = Store::connect(db).await.expect("store");
+    let rate = populate(&store, hosts, endpoints).await;
+    store.create_token("bench", tessera_controller::store::Role::Admin, None, Some(token)).await.expect("token");
+    rate
+}

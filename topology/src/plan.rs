@@ -216,12 +216,16 @@ fn leaf_host_routes(hosts: &[HostInfo], blocks: &[BlockInfo], plan: &mut RoutePl
     for b in blocks {
         blocks_of.entry(b.host.as_str()).or_default().push(b.cidr);
     }
+    let mut group_of: BTreeMap<GroupId, Vec<&HostInfo>> = BTreeMap::new();
     for h in hosts {
-        let mut routes = Vec::new();
-        for peer in hosts.iter().filter(|p| p.group == h.group && p.name != h.name) {
-            let Some(peer_blocks) = blocks_of.get(peer.name.as_str()) else {
-                continue;
-            };
+        group_of.entry(h.group).or_default().push(h);
+    }
+    // Each host's aggregated blocks, once: every other host of its leaf group routes to them.
+    let mut routes_to: BTreeMap<&str, Vec<HostRoute>> = BTreeMap::new();
+    for peers in group_of.values().filter(|peers| peers.len() > 1) {
+        for peer in peers {
+            let Some(peer_blocks) = blocks_of.get(peer.name.as_str()) else { continue };
+            let mut routes = Vec::new();
             for dst in aggregate(peer_blocks) {
                 match ip_for(peer, Family::of_net(&dst)) {
                     Some(via) => routes.push(HostRoute { dst, via_host: peer.name.clone(), via }),
@@ -232,7 +236,13 @@ fn leaf_host_routes(hosts: &[HostInfo], blocks: &[BlockInfo], plan: &mut RoutePl
                     )),
                 }
             }
+            routes_to.insert(peer.name.as_str(), routes);
         }
+    }
+    for h in hosts {
+        let peers = group_of.get(&h.group).map(Vec::as_slice).unwrap_or_default();
+        let routes =
+            peers.iter().filter(|p| p.name != h.name).flat_map(|p| routes_to.get(p.name.as_str()).into_iter().flatten().cloned()).collect();
         plan.host_routes.insert(h.name.clone(), routes);
     }
     plan.diagnostics.sort();

@@ -40,7 +40,7 @@ async fn render(viewer: &Viewer, state: &AppState, change: Option<Value>) -> Res
         Ok(v) => v,
         Err(e) => return failed(viewer, e.message),
     };
-    let plan = crate::routes::plan(&topology, &hosts, &blocks, None).unwrap_or_default();
+    let plan = crate::routes::fabric_plan(&topology, &hosts, None).unwrap_or_default();
     let boxes: Vec<tree::Box> = view
         .groups
         .iter()
