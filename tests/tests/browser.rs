@@ -116,8 +116,19 @@ fn a_person_uses_the_web_ui() {
     b.wait_for("the new policy on the open page", |b| b.text("main").contains("NetworkPolicy red/web"));
     assert_eq!(b.execute("return window.tesseraMarker === 1;"), json!(true), "updated in place, not reloaded");
 
+    // A tenant and a segment made with the forms; the tenant's own page has its matrix.
     b.goto(&format!("{}/ui/tenants", c.url));
-    assert!(b.text("main").contains("red"));
+    b.type_into("#tenant-name", "blue");
+    b.type_into("#tenant-labels", "team=blue");
+    b.click("form.card.narrow button[type=submit]");
+    b.wait_for("the tenant made", |b| b.has("p.ok"));
+    assert!(b.text("p.ok").contains("Tenant blue created"), "{}", b.text("main"));
+    b.type_into("#segment-blue", "front");
+    b.click("form[action='/ui/tenants/blue/segments'] button");
+    b.wait_for("the segment made", |b| b.has("p.ok") && b.text("p.ok").contains("Segment blue/front created"));
+    check_page(&b, &axe, "tenant");
+    b.goto(&format!("{}/ui/tenants", c.url));
+    assert!(b.text("main").contains("red") && b.text("main").contains("blue"));
     check_page(&b, &axe, "tenants");
     b.goto(&format!("{}/ui/nodes", c.url));
     check_page(&b, &axe, "nodes");

@@ -161,6 +161,20 @@ async fn explain_names_the_deciding_policy_and_rule_with_a_permalink() {
     assert!(text.contains("Permalink"));
     let allowed = page(&api, ADMIN, "/ui/explain?from=red%2Fweb&to=red%2Fdb&port=tcp%2F5432").await;
     assert!(html(&allowed).contains("allowed by NetworkPolicy red/db spec.ingress[0]"), "{}", html(&allowed));
+    // A segment and a CIDR stand for their first endpoint; a CIDR without one for its first address.
+    let by_segment = html(&page(&api, ADMIN, "/ui/explain?from=red%2Fweb&to=red%2Fdefault&port=tcp%2F5432").await);
+    assert!(
+        by_segment.contains("segment red/default is represented by its first endpoint, red/db") && by_segment.contains(">Allowed<"),
+        "{by_segment}"
+    );
+    let db_ip = api.admin(Method::GET, "/v1/endpoints/red/db", None).await.body["ips"][0].as_str().expect("ip").to_string();
+    let by_cidr = html(&page(&api, ADMIN, &format!("/ui/explain?from=red%2Fweb&to={db_ip}%2F32&port=tcp%2F22")).await);
+    assert!(by_cidr.contains("represented by its first endpoint, red/db") && by_cidr.contains(">Denied<"), "{by_cidr}");
+    let outside = html(&page(&api, ADMIN, "/ui/explain?from=198.51.100.0%2F24&to=red%2Fdb&port=tcp%2F5432").await);
+    assert!(
+        outside.contains("198.51.100.0/24 holds no endpoint: represented by 198.51.100.1") && outside.contains(">Denied<"),
+        "{outside}"
+    );
     let wrong = page(&api, ADMIN, "/ui/explain?from=red%2Fweb&to=red%2Fdb&port=tcp%2Fx").await;
     assert!(html(&wrong).contains("class=\"error\""), "{}", html(&wrong));
     // Each node with what it enforces.

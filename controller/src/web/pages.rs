@@ -186,19 +186,23 @@ pub async fn explain(viewer: Viewer, State(state): State<AppState>, Query(q): Qu
     let answered = state
         .dist
         .ask(|cluster, policies| {
-            let verdict = tessera_policy::simulate::explain_in(cluster, policies, &from, &to, probe)
+            let (source, source_note) = stand_in(cluster, &from);
+            let (target, target_note) = stand_in(cluster, &to);
+            let verdict = tessera_policy::simulate::explain_in(cluster, policies, &source, &target, probe)
                 .map_err(|e| (e.field.trim_start_matches("--").to_string(), e.message))?;
+            let notes: Vec<String> = [source_note, target_note].into_iter().flatten().collect();
+            let (from, to) = (source, target);
             let host_of = |name: &str| {
                 let ip: Option<IpAddr> = name.parse().ok();
                 cluster.endpoints.get(name).or_else(|| ip.and_then(|ip| cluster.endpoint_by_ip(ip))).and_then(|e| e.host.clone())
             };
             let nodes: std::collections::BTreeSet<String> = [host_of(&from), host_of(&to)].into_iter().flatten().collect();
-            Ok((verdict, nodes))
+            Ok((verdict, nodes, notes))
         })
         .await;
     let values = match answered {
         None => return failed(&viewer, "the policies are not compiled yet"),
-        Some(Ok((verdict, nodes))) => {
+        Some(Ok((verdict, nodes, notes))) => {
             let side = |v: &tessera_policy::eval::SideVerdict, dir: &str, who: &str| {
                 v.compact(dir).unwrap_or_else(|| format!("{dir}: {who} is outside the cluster: no Tessera node decides"))
             };
@@ -208,6 +212,7 @@ pub async fn explain(viewer: Viewer, State(state): State<AppState>, Query(q): Qu
                 egress => side(&verdict.egress, "egress", &from),
                 ingress => side(&verdict.ingress, "ingress", &to),
                 nodes => nodes.into_iter().collect::<Vec<_>>(),
+                notes,
                 permalink,
                 ..form
             }
@@ -215,6 +220,30 @@ pub async fn explain(viewer: Viewer, State(state): State<AppState>, Query(q): Qu
         Some(Err((field, message))) => context! { error => context! { field, message }, ..form },
     };
     viewer.page("explain.html", "/ui/explain", "Explain", values)
+}
+
+/// What an explanation asks about for `text`: an endpoint (by id) or an address as given; a
+/// segment (`tenant/segment`) by its first endpoint; a CIDR by its first endpoint inside it, or
+/// its first address when none is. The note says who stands in.
+fn stand_in(cluster: &tessera_policy::model::Cluster, text: &str) -> (String, Option<String>) {
+    if cluster.endpoints.contains_key(text) || text.parse::<IpAddr>().is_ok() {
+        return (text.to_string(), None);
+    }
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return match cluster.endpoints.values().find(|e| e.ips.iter().any(|ip| net.contains(ip))) {
+            Some(e) => (e.id.clone(), Some(format!("{text} is represented by its first endpoint, {}", e.id))),
+            None => {
+                let first = net.hosts().next().unwrap_or(net.addr());
+                (first.to_string(), Some(format!("{text} holds no endpoint: represented by {first}")))
+            }
+        };
+    }
+    if let Some((tenant, segment)) = text.split_once('/')
+        && let Some(e) = cluster.endpoints.values().find(|e| e.namespace == tenant && e.segment == segment)
+    {
+        return (e.id.clone(), Some(format!("segment {text} is represented by its first endpoint, {}", e.id)));
+    }
+    (text.to_string(), None)
 }
 
 /// Percent-encoding for a query value.
