@@ -158,7 +158,17 @@ fn side_groups<'a>(endpoints: &[&'a EndpointRules], family: Family, side: Side) 
         let lowest = g.locals[0].to_string().replace(['.', ':'], "_");
         g.name = format!("{}{}_{lowest}", side.prefix(), names(family).suffix);
     }
-    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    groups.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.locals.cmp(&b.locals)));
+    // Two groups share a lowest address only when two endpoints share an address (a mistake
+    // reported elsewhere): their names must still differ.
+    let mut taken = std::collections::HashSet::new();
+    for g in &mut groups {
+        let mut k = 1;
+        while !taken.insert(g.name.clone()) {
+            k += 1;
+            g.name = format!("{}_n{k}", g.name.split("_n").next().unwrap_or_default());
+        }
+    }
     plain.sort();
     (groups, plain)
 }
@@ -389,6 +399,8 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
                 chains.push((g.name.clone(), body));
             }
             entries.sort_by_key(|e| e.0);
+            // One verdict per address, even when two endpoints hold one by mistake.
+            entries.dedup_by_key(|e| e.0);
             let map = format!("{p}_dispatch{s}");
             let elements = entries.into_iter().map(|(ip, t, j)| (format!("{ip} : {t}"), json!([ip.to_string(), j]))).collect();
             dispatch.push((map.clone(), n.addr_type, elements));
@@ -525,6 +537,42 @@ mod tests {
                 (&sets.skeleton, &sets.sets, sets.set_elements, sets.rules)
             );
         }
+    }
+
+    #[test]
+    fn side_groups_share_a_chain_and_keep_distinct_names() {
+        use crate::compile::{Class, Region, SideRules, Verdict};
+        let allow_from = |peer: u32| SideRules {
+            default: Verdict::Deny,
+            exceptions: vec![Region {
+                family: Family::V4,
+                peer_first: peer.into(),
+                peer_last: peer.into(),
+                class: Class::Ports(6),
+                service_first: 80,
+                service_last: 80,
+            }],
+        };
+        let endpoint = |id: &str, ip: [u8; 4], ingress: &std::sync::Arc<SideRules>| EndpointRules {
+            endpoint: id.into(),
+            host: None,
+            ips: vec![std::net::IpAddr::from(ip)],
+            ingress: ingress.clone(),
+            egress: SideRules { default: Verdict::Allow, exceptions: Vec::new() }.into(),
+        };
+        let (a, b) = (std::sync::Arc::new(allow_from(0x0b00_0001)), std::sync::Arc::new(allow_from(0x0b00_0002)));
+        // Two endpoints alike share one chain; a third holds the lower one's address by
+        // mistake, with other rules: each group still has a name of its own.
+        let endpoints = [endpoint("x", [10, 0, 0, 2], &a), endpoint("y", [10, 0, 0, 1], &a), endpoint("z", [10, 0, 0, 1], &b)];
+        let refs: Vec<&EndpointRules> = endpoints.iter().collect();
+        let r = render(&refs);
+        assert!(r.text.contains("chain in4_10_0_0_1 {") && r.text.contains("chain in4_10_0_0_1_n2 {"), "{}", r.text);
+        assert_eq!(r.text.matches("chain in4_").count(), 2, "x and y share one chain: {}", r.text);
+        // Names in the order of the groups' addresses; the shared address keeps one verdict.
+        assert_eq!(r.sets["in_dispatch4"], vec!["10.0.0.1 : jump in4_10_0_0_1", "10.0.0.2 : jump in4_10_0_0_1_n2"]);
+        assert_eq!(r.sets["in4_10_0_0_1_exact"], vec!["11.0.0.2 . 6 . 80"]);
+        assert_eq!(r.sets["in4_10_0_0_1_n2_exact"], vec!["11.0.0.1 . 6 . 80"]);
+        assert!(!r.sets.contains_key("eg_dispatch4_x") && r.sets["eg_dispatch4"].is_empty(), "allowing sides need no element");
     }
 
     #[test]
