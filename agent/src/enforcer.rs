@@ -44,6 +44,8 @@ pub enum Event {
     Drift(Drift),
     /// The CNI plugin wired (or unwired: `None`) an endpoint's host interface.
     Wire { endpoint: String, interface: Option<String>, done: oneshot::Sender<Result<(), EnforceError>> },
+    /// The kernel does not hold what the last delta should have made: restore the table.
+    Differs(String),
 }
 
 pub struct Enforcer {
@@ -59,6 +61,8 @@ pub struct Enforcer {
     pub enforced: watch::Sender<Enforced>,
     pub current: Option<NodeState>,
     pub wired: BTreeMap<String, String>,
+    /// The enforcer's own queue, once running: a delta's check reports a difference through it.
+    pub events: Option<mpsc::Sender<Event>>,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -94,6 +98,7 @@ impl Enforcer {
                 Event::State(state) => self.apply(*state).await,
                 Event::Resync => self.resync().await,
                 Event::Drift(drift) => self.repair(drift).await,
+                Event::Differs(why) => self.restore(&why),
                 Event::Wire { endpoint, interface, done } => {
                     match interface {
                         Some(i) => self.wired.insert(endpoint, i),
@@ -160,15 +165,32 @@ impl Enforcer {
                 tracing::warn!(error = %e, generation = ack.generation, "ack not delivered");
             }
         });
-        // A delta is checked against the kernel once acknowledged; a difference is repaired as
-        // drift is.
-        if let Err(e) = tokio::task::block_in_place(|| self.nft.verify_delta()) {
-            tracing::warn!(error = %e, "a delta is not what the kernel holds; restoring the table");
-            let Some(state) = self.current.clone() else { return };
-            match tokio::task::block_in_place(|| self.nft.replace(&state.ruleset)) {
-                Ok(()) => self.metrics.drift_repaired("nftables"),
-                Err(e) => tracing::error!(error = %e, "restoring table inet tessera failed"),
+        // A delta is checked against the kernel once acknowledged, beside the next events (a
+        // CNI plugin's Wire call does not wait for it); a difference comes back as an event.
+        match self.events.clone() {
+            Some(events) => {
+                let nft = self.nft.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = nft.verify_delta() {
+                        let _ = events.blocking_send(Event::Differs(e.to_string()));
+                    }
+                });
             }
+            None => {
+                if let Err(e) = tokio::task::block_in_place(|| self.nft.verify_delta()) {
+                    self.restore(&e.to_string());
+                }
+            }
+        }
+    }
+
+    /// The table is not what the current state says: replace it whole, counted as drift.
+    fn restore(&mut self, why: &str) {
+        tracing::warn!(error = %why, "the kernel does not hold what was applied; restoring the table");
+        let Some(state) = self.current.clone() else { return };
+        match tokio::task::block_in_place(|| self.nft.replace(&state.ruleset)) {
+            Ok(()) => self.metrics.drift_repaired("nftables"),
+            Err(e) => tracing::error!(error = %e, "restoring table inet tessera failed"),
         }
     }
 

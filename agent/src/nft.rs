@@ -44,8 +44,10 @@ fn map_element(element: &Value) -> Option<String> {
 pub struct Nft {
     pub binary: String,
     pub own: OwnRuns,
-    /// What the last delta changed, until [`Nft::verify_delta`] checks it.
-    unverified: Arc<Mutex<Vec<SetCheck>>>,
+    /// What the last delta changed, until [`Nft::verify_delta`] checks it, and the apply it was.
+    unverified: Arc<Mutex<(u64, Vec<SetCheck>)>>,
+    /// Applies begun so far: a check listed while a later apply began proves nothing.
+    applies: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A set or map a delta changed: how many elements it must hold, and (a map) the elements it
@@ -101,7 +103,7 @@ impl Census {
 
 impl Nft {
     pub fn new(binary: &str) -> Nft {
-        Nft { binary: binary.to_string(), own: OwnRuns::default(), unverified: Arc::default() }
+        Nft { binary: binary.to_string(), own: OwnRuns::default(), unverified: Arc::default(), applies: Arc::default() }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NftError> {
@@ -136,6 +138,7 @@ impl Nft {
     /// full replacement when the skeleton cannot be read as declarations or the kernel refuses
     /// the delta. `old` must be what the kernel holds (verified by the caller).
     pub fn apply(&self, old: Option<&Ruleset>, new: &Ruleset) -> Result<Applied, NftError> {
+        let this = self.applies.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let Some(old) = old else {
             self.run(&["-f", "-"], Some(&full_script(new)))?;
             return Ok(Applied::Full);
@@ -153,22 +156,26 @@ impl Nft {
             self.run(&["-f", "-"], Some(&full_script(new)))?;
             return Ok(Applied::Full);
         }
-        *lock(&self.unverified) = delta.checks();
+        *lock(&self.unverified) = (this, delta.checks());
         Ok(Applied::Delta(delta.changes()))
     }
 
     /// Check the last delta against the kernel: each changed set or map (up to [`VERIFY_SETS`]
     /// of them, of at most [`DELTA_VERIFY_LIMIT`] elements) holds as many elements as the
     /// state says, and a map every added element with its verdict. Asked after the delta is
-    /// acknowledged — the transaction committed when nft said so; this catches what else could
-    /// differ, off the path that makes a change reach the node. Listed one set at a time: nft
+    /// acknowledged, beside the enforcer's work — the transaction committed when nft said so;
+    /// this catches what else could differ, off the path that makes a change reach the node. Listed one set at a time: nft
     /// reads only that set (asking for elements makes it load every set of the table). The
     /// others are left to the periodic resync.
     pub fn verify_delta(&self) -> Result<(), NftError> {
-        let checks = std::mem::take(&mut *lock(&self.unverified));
+        let (apply, checks) = std::mem::take(&mut *lock(&self.unverified));
         for c in checks.iter().filter(|c| c.size <= DELTA_VERIFY_LIMIT).take(VERIFY_SETS) {
             let listing =
                 self.run(&["-j", "list", &c.kind, "inet", TABLE, &c.name], None).map_err(|e| NftError::Verification(e.to_string()))?;
+            if self.applies.load(std::sync::atomic::Ordering::SeqCst) != apply {
+                // A later apply began: this listing may show it; that apply is checked instead.
+                return Ok(());
+            }
             let json: Value = serde_json::from_str(&listing)?;
             let elements: Vec<&Value> = json
                 .get("nftables")

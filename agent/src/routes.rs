@@ -25,10 +25,15 @@ pub async fn desired(nl: &Netlink, state: &NodeState, wired: &BTreeMap<String, S
     for r in &state.routes {
         out.insert(OwnedRoute { destination: r.destination, gateway: Some(r.via), device: None, table: ROUTE_TABLE });
     }
+    // One dump of the links serves every endpoint (a lookup each costs a round trip per pod).
+    let indexes: BTreeMap<String, u32> = match state.endpoints.iter().any(|e| wired.contains_key(&e.id)) {
+        true => nl.links().await.map_err(|e| RouteError::new("listing links", e))?.into_iter().map(|(index, name)| (name, index)).collect(),
+        false => BTreeMap::new(),
+    };
     for e in &state.endpoints {
         let Some(ifname) = wired.get(&e.id) else { continue };
         // A wired endpoint whose veth is gone (pod deleted, DEL pending) has no route to keep.
-        let Some(index) = nl.link_index(ifname).await.map_err(|e| RouteError::new(format!("link {ifname}"), e))? else { continue };
+        let Some(&index) = indexes.get(ifname) else { continue };
         for ip in &e.ips {
             out.insert(OwnedRoute { destination: IpNet::from(*ip), gateway: None, device: Some(index), table: MAIN_TABLE });
         }

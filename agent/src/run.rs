@@ -103,6 +103,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         enforced: enforced_tx,
         current: None,
         wired: Default::default(),
+        events: None,
     };
     // Never open: the last-known-good state is enforced before anything else happens.
     if let Err(e) = enforcer.start().await {
@@ -128,6 +129,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(fabric.run(desired_rx, controller.clone(), Duration::from_secs_f64(args.report)));
     let (events, queue) = mpsc::channel(64);
     enforcer.watch = Some(crate::drift::start(events.clone(), enforcer.nft.own.clone()));
+    enforcer.events = Some(events.clone());
     let enforcer_task = tokio::spawn(enforcer.run(queue));
 
     let socket = Socket { controller: controller.clone(), events: events.clone(), enforced: enforced_rx.clone() };
