@@ -51,7 +51,8 @@ pub struct TableStatus {
     pub vpc: String,
     /// Destination → target wanted.
     pub desired: BTreeMap<String, String>,
-    /// Every route the table holds (destination → target), foreign ones included.
+    /// Every route the table holds after the last pass's calls (destination → target), foreign
+    /// ones included.
     pub actual: BTreeMap<String, String>,
     /// Routes Tessera may write here: the limit less the routes it does not own.
     pub budget: usize,
@@ -387,7 +388,18 @@ async fn reconcile_table(
             .map_err(|e| (e.to_string(), calls, throttles))?;
     }
     let shown = |routes: &BTreeMap<IpNet, Target>| routes.iter().map(|(d, t)| (d.to_string(), target_text(t))).collect();
-    let actual: BTreeMap<IpNet, Target> = table.routes.iter().map(|r: &Route| (r.destination.trunc(), r.target.clone())).collect();
+    // What the table holds once this pass's calls (each answered) are made.
+    let mut actual: BTreeMap<IpNet, Target> = table.routes.iter().map(|r: &Route| (r.destination.trunc(), r.target.clone())).collect();
+    for call in &plan.calls {
+        match call {
+            Call::Create { destination, target } | Call::Replace { destination, target } => {
+                actual.insert(*destination, target.clone());
+            }
+            Call::Delete { destination } => {
+                actual.remove(destination);
+            }
+        }
+    }
     Ok(TableStatus {
         id: table.id.clone(),
         vpc: table.vpc.clone(),

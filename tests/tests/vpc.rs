@@ -208,6 +208,8 @@ fn a_vpc_route_table_gets_each_rack_through_a_healthy_gateway_and_keeps_its_fore
     // The web UI's routes view: the table desired against actual, the repairs counted.
     let (status, html) = c.page("/ui/routes");
     assert_eq!(status, 200, "{html}");
+    // As a reader sees it (the templates escape `/` and `'`).
+    let html = html.replace("&#x2f;", "/").replace("&#x27;", "'");
     assert!(html.contains(&format!("VPC route table <code>{table}</code>")), "{html}");
     for dst in ["10.96.0.0/17", "10.96.128.0/17"] {
         let row = html.split("<tr").find(|row| row.contains(&format!("<code>{dst}</code>"))).unwrap_or_default().to_string();
