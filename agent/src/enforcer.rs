@@ -98,7 +98,7 @@ impl Enforcer {
                 Event::State(state) => self.apply(*state).await,
                 Event::Resync => self.resync().await,
                 Event::Drift(drift) => self.repair(drift).await,
-                Event::Differs(why) => self.restore(&why),
+                Event::Differs(why) => self.differs(&why),
                 Event::Wire { endpoint, interface, done } => {
                     match interface {
                         Some(i) => self.wired.insert(endpoint, i),
@@ -178,15 +178,20 @@ impl Enforcer {
             }
             None => {
                 if let Err(e) = tokio::task::block_in_place(|| self.nft.verify_delta()) {
-                    self.restore(&e.to_string());
+                    self.differs(&e.to_string());
                 }
             }
         }
     }
 
-    /// The table is not what the current state says: replace it whole, counted as drift.
-    fn restore(&mut self, why: &str) {
+    /// A delta's check found the kernel holding something else.
+    fn differs(&mut self, why: &str) {
         tracing::warn!(error = %why, "the kernel does not hold what was applied; restoring the table");
+        self.restore();
+    }
+
+    /// The table is not what the current state says: replace it whole, counted as drift.
+    fn restore(&mut self) {
         let Some(state) = self.current.clone() else { return };
         match tokio::task::block_in_place(|| self.nft.replace(&state.ruleset)) {
             Ok(()) => self.metrics.drift_repaired("nftables"),
@@ -232,12 +237,8 @@ impl Enforcer {
             Drift::Routes => self.repair_routes().await,
             Drift::Unknown => self.check_nftables(),
             Drift::Nftables { by } => {
-                let Some(state) = self.current.clone() else { return };
                 tracing::warn!(by = %by, "table inet tessera changed by another process; restoring it");
-                match tokio::task::block_in_place(|| self.nft.replace(&state.ruleset)) {
-                    Ok(()) => self.metrics.drift_repaired("nftables"),
-                    Err(e) => tracing::error!(error = %e, "restoring table inet tessera failed"),
-                }
+                self.restore();
             }
         }
     }

@@ -164,9 +164,9 @@ impl Nft {
     /// of them, of at most [`DELTA_VERIFY_LIMIT`] elements) holds as many elements as the
     /// state says, and a map every added element with its verdict. Asked after the delta is
     /// acknowledged, beside the enforcer's work — the transaction committed when nft said so;
-    /// this catches what else could differ, off the path that makes a change reach the node. Listed one set at a time: nft
-    /// reads only that set (asking for elements makes it load every set of the table). The
-    /// others are left to the periodic resync.
+    /// this catches what else could differ, off the path that makes a change reach the node.
+    /// Listed one set at a time: nft reads only that set (asking for elements makes it load
+    /// every set of the table). The others are left to the periodic resync.
     pub fn verify_delta(&self) -> Result<(), NftError> {
         let (apply, checks) = std::mem::take(&mut *lock(&self.unverified));
         for c in checks.iter().filter(|c| c.size <= DELTA_VERIFY_LIMIT).take(VERIFY_SETS) {
@@ -302,13 +302,11 @@ impl<'a> Delta<'a> {
         delta.added.extend(after.iter().filter(|(name, _)| !before.contains_key(*name)).map(|(_, d)| *d));
         let made_anew: HashSet<&str> = delta.added.iter().map(|d| d.name).collect();
         for (name, new_elements) in &new.sets {
-            if !made_anew.contains(name.as_str()) && old.same_set(new, name) {
+            let anew = made_anew.contains(name.as_str());
+            if !anew && old.same_set(new, name) {
                 continue;
             }
-            let old_elements = match made_anew.contains(name.as_str()) {
-                true => &[][..],
-                false => old.sets.get(name).map(Vec::as_slice).unwrap_or_default(),
-            };
+            let old_elements = if anew { &[][..] } else { old.sets.get(name).map(Vec::as_slice).unwrap_or_default() };
             if old_elements == new_elements.as_slice() {
                 continue;
             }

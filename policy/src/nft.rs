@@ -307,8 +307,30 @@ fn group_sets(g: &SideGroup<'_>, family: Family, full: bool) -> GroupSets {
     out
 }
 
-/// A dispatch map: its name, key type, and elements as text and JSON.
-type DispatchMap = (String, &'static str, Vec<(String, Value)>);
+/// What a dispatch map gives a local address: a drop, or its side group's chain.
+enum DispatchVerdict {
+    Drop,
+    Jump(String),
+}
+
+impl DispatchVerdict {
+    fn text(&self) -> String {
+        match self {
+            DispatchVerdict::Drop => "drop".into(),
+            DispatchVerdict::Jump(chain) => format!("jump {chain}"),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            DispatchVerdict::Drop => json!({"drop": null}),
+            DispatchVerdict::Jump(chain) => json!({"jump": {"target": chain}}),
+        }
+    }
+}
+
+/// A dispatch map: its name, key type, and elements (local address, verdict).
+type DispatchMap = (String, &'static str, Vec<(std::net::IpAddr, DispatchVerdict)>);
 
 /// The ruleset; its text and JSON only when `full`.
 fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
@@ -341,10 +363,10 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
             let (local_field, peer_field) = side.fields();
             let p = side.prefix();
             let (groups, plain) = side_groups(endpoints, family, side);
-            let mut entries: Vec<(std::net::IpAddr, String, Value)> = Vec::new();
+            let mut entries: Vec<(std::net::IpAddr, DispatchVerdict)> = Vec::new();
             // Sides without exceptions: a denying one drops here; an allowing one needs no element.
             for (ip, _) in plain.into_iter().filter(|(_, v)| *v == Verdict::Deny) {
-                entries.push((ip, "drop".into(), json!({"drop": null})));
+                entries.push((ip, DispatchVerdict::Drop));
             }
             let pp = json!({"payload": {"protocol": n.ip, "field": peer_field}});
             let l4 = json!({"meta": {"key": "l4proto"}});
@@ -394,7 +416,7 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
                 let default = verdict_word(g.default, false);
                 body.push((default.to_string(), json!([{default: null}])));
                 for ip in &g.locals {
-                    entries.push((*ip, format!("jump {}", g.name), json!({"jump": {"target": g.name}})));
+                    entries.push((*ip, DispatchVerdict::Jump(g.name.clone())));
                 }
                 chains.push((g.name.clone(), body));
             }
@@ -402,8 +424,7 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
             // One verdict per address, even when two endpoints hold one by mistake.
             entries.dedup_by_key(|e| e.0);
             let map = format!("{p}_dispatch{s}");
-            let elements = entries.into_iter().map(|(ip, t, j)| (format!("{ip} : {t}"), json!([ip.to_string(), j]))).collect();
-            dispatch.push((map.clone(), n.addr_type, elements));
+            dispatch.push((map.clone(), n.addr_type, entries));
             let local_set = format!("@local{s}");
             if side == Side::Egress {
                 for field in ["saddr", "daddr"] {
@@ -421,8 +442,9 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
         out.chain(name, None, body);
     }
     for (name, addr_type, elements) in dispatch {
-        let (texts, jsons): (Vec<String>, Vec<Value>) = elements.into_iter().unzip();
-        write_map(&mut out, &name, addr_type, texts, if full { jsons } else { Vec::new() });
+        let texts = elements.iter().map(|(ip, v)| format!("{ip} : {}", v.text())).collect();
+        let jsons = elements.iter().filter(|_| full).map(|(ip, v)| json!([ip.to_string(), v.json()])).collect();
+        write_map(&mut out, &name, addr_type, texts, jsons);
     }
     let hook =
         json!({"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"});

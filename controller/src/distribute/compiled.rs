@@ -118,12 +118,12 @@ impl CompiledCluster {
         Ok(changed)
     }
 
-    /// A VIP was defined, moved or removed (`None`): the nodes whose state changed.
     /// The cluster and policies as compiled: what explanations are asked of.
     pub(super) fn policy_view(&self) -> (&tessera_policy::model::Cluster, &[Policy]) {
         (self.compiler.cluster(), self.compiler.policies())
     }
 
+    /// A VIP was defined, moved or removed (`None`): the nodes whose state changed.
     pub(super) fn apply_vip(&mut self, address: IpAddr, record: Option<VipRecord>) -> BTreeSet<String> {
         self.holders.set(address, record.and_then(|v| v.holder))
     }

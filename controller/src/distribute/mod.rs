@@ -250,7 +250,6 @@ impl Distributor {
         Ok(())
     }
 
-    /// Publish nodes still waiting for a generation.
     /// Ask `question` of the cluster and policies exactly as this replica compiled and
     /// distributed them (no store read); `None` before the first compile. The compiled model
     /// waits meanwhile: keep questions short.
@@ -262,6 +261,7 @@ impl Distributor {
         })
     }
 
+    /// Publish nodes still waiting for a generation.
     async fn retry_pending(&self) -> Result<(), StoreError> {
         let waiting: BTreeSet<String> = std::mem::take(&mut *lock(&self.pending));
         if waiting.is_empty() {

@@ -251,21 +251,7 @@ impl Store {
         .bind(host)
         .fetch_all(&self.pool)
         .await?;
-        let mut out: Vec<EndpointRecord> = Vec::new();
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            let address: Option<String> = row.try_get("address")?;
-            if out.last().is_none_or(|e| e.id != id) {
-                out.push(endpoint_from(&row)?);
-            }
-            if let (Some(e), Some(a)) = (out.last_mut(), address) {
-                e.ips.push(parse_ip(&a)?);
-            }
-        }
-        for e in &mut out {
-            e.ips.sort();
-        }
-        Ok(out)
+        with_addresses(rows)
     }
 
     pub async fn blocks(&self, filter: BlockFilter<'_>) -> Result<Vec<BlockRecord>> {
@@ -510,27 +496,34 @@ impl Store {
         );
         // One more than asked says whether a next page exists.
         let rows = bound(&page_sql, &page_filters).bind((q.limit + 1) as i64).fetch_all(&self.pool).await?;
-        let mut endpoints: Vec<EndpointRecord> = Vec::new();
-        for row in rows {
-            let id: String = row.try_get("id")?;
-            if endpoints.last().is_none_or(|e| e.id != id) {
-                endpoints.push(endpoint_from(&row)?);
-            }
-            if let (Some(e), Some(a)) = (endpoints.last_mut(), row.try_get::<Option<String>, _>("address")?) {
-                e.ips.push(parse_ip(&a)?);
-            }
-        }
+        let mut endpoints = with_addresses(rows)?;
         let next = if endpoints.len() > q.limit {
             endpoints.truncate(q.limit);
             endpoints.last().map(|e| e.id.clone())
         } else {
             None
         };
-        for e in &mut endpoints {
-            e.ips.sort();
-        }
         Ok(EndpointPage { endpoints, total, next })
     }
+}
+
+/// Endpoints from rows of endpoint columns and one `address` each (ordered by id; an endpoint
+/// without addresses has one row with none), each with its addresses sorted.
+fn with_addresses(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<EndpointRecord>> {
+    let mut out: Vec<EndpointRecord> = Vec::new();
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        if out.last().is_none_or(|e| e.id != id) {
+            out.push(endpoint_from(&row)?);
+        }
+        if let (Some(e), Some(a)) = (out.last_mut(), row.try_get::<Option<String>, _>("address")?) {
+            e.ips.push(parse_ip(&a)?);
+        }
+    }
+    for e in &mut out {
+        e.ips.sort();
+    }
+    Ok(out)
 }
 
 fn endpoint_from(row: &sqlx::any::AnyRow) -> Result<EndpointRecord> {
