@@ -418,3 +418,20 @@ async fn long_listings_come_a_page_at_a_time_with_filters() {
     let some = html(&page(&api, ADMIN, "/ui/nodes?q=n12&problems=on").await);
     assert_eq!(some.matches("<tr><td>").count(), 10, "{some}");
 }
+
+#[tokio::test]
+async fn malformed_paging_and_revision_fields_are_refused_naming_them() {
+    let api = api().await;
+    for path in ["/ui/nodes?page=x", "/ui/policies?page=-1", "/ui/tenants?page=two"] {
+        let r = page(&api, ADMIN, path).await;
+        assert!(r.status.is_client_error() && html(&r).contains("page"), "{path}: {} {}", r.status, html(&r));
+    }
+    let r = post(&api, ADMIN, "/ui/tenants/red/labels", "labels=a%3Db&revision=x").await;
+    assert!(r.status.is_client_error() && html(&r).contains("revision"), "{} {}", r.status, html(&r));
+    let r = post(&api, ADMIN, "/ui/topology", "action=apply&revision=1.5&document=x").await;
+    assert!(r.status.is_client_error() && html(&r).contains("revision"), "{} {}", r.status, html(&r));
+    assert!(
+        api.admin(Method::GET, "/v1/tenants/red", None).await.body["labels"].as_object().is_some_and(|l| l.is_empty()),
+        "nothing stored"
+    );
+}
