@@ -99,7 +99,9 @@ async fn render(viewer: &Viewer, state: &AppState, shown: Shown<'_>, extra: Valu
                 Shown::One(_) => String::new(),
             };
             let values = context! {
-                tenants, pager, single, q, probe => PROBE, matrix_limit => MATRIX_LIMIT, can_create => viewer.0.require_admin().is_ok() && !single, live => true, ..extra
+                tenants, pager, single, q, probe => PROBE, matrix_limit => MATRIX_LIMIT, can_create => viewer.0.require_admin().is_ok() && !single,
+                // A form's outcome stays as it is: a live refresh would fetch the listing over it.
+                live => extra.len() == Some(0), ..extra
             };
             viewer.page("tenants.html", "/ui/tenants", "Tenants", values)
         }
