@@ -160,7 +160,7 @@ fn run(ns: &str) {
         let started = Instant::now();
         let applied = nft.apply(Some(&current), &next).expect("delta");
         deltas.push(started.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(applied, Applied::Delta(1));
+        assert_eq!(applied, Applied::Elements(1));
         let started = Instant::now();
         nft.verify_delta().expect("the kernel holds the delta");
         checks.push(started.elapsed().as_secs_f64() * 1e3);

@@ -64,7 +64,7 @@ pub fn start(events: mpsc::Sender<Event>, own: OwnRuns) -> Arc<Watch> {
     let nft = queue(|w| &w.nft_queued, watch.clone(), events.clone());
     let mine = |family: &str, name: &str| family == "inet" && name == TABLE;
     let started = watch_nftables(move |event| match event {
-        NftEvent::Commit(c) if c.tables.iter().any(|(f, n)| mine(f, n)) && !own.contains(c.pid) => {
+        NftEvent::Commit(c) if c.tables.iter().any(|(f, n)| mine(f, n)) && !own.made(c.pid, c.port) => {
             nft(Drift::Nftables { by: format!("{} (pid {}, generation {})", c.process, c.pid, c.generation) })
         }
         NftEvent::Commit(_) => true,

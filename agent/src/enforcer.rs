@@ -202,7 +202,7 @@ impl Enforcer {
     /// After a full replacement, compare what the kernel holds with `state` (a delta is checked
     /// once acknowledged, `Nft::verify_delta`; the periodic resync lists the whole table).
     fn verify(&self, state: &NodeState, applied: Applied) -> Result<(), EnforceError> {
-        if matches!(applied, Applied::Unchanged | Applied::Delta(_)) && self.current.is_some() {
+        if matches!(applied, Applied::Unchanged | Applied::Delta(_) | Applied::Elements(_)) && self.current.is_some() {
             return Ok(());
         }
         let want = Census::of(&state.ruleset);

@@ -13,6 +13,8 @@ pub enum NftError {
     Refused { args: String, stderr: String },
     #[error("unreadable nft listing: {0}")]
     Listing(#[from] serde_json::Error),
+    #[error("nf_tables batch: {0}")]
+    Batch(String),
     #[error("verification after a delta: {0}")]
     Verification(String),
 }

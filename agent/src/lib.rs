@@ -6,6 +6,7 @@ pub use tessera_bgp_speaker as bgp;
 pub mod client;
 pub mod disk;
 pub mod drift;
+pub mod elements;
 pub mod enforcer;
 pub mod error;
 pub mod fabric;

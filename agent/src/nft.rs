@@ -1,10 +1,13 @@
 //! The agent's hold on `table inet tessera`: it owns that table and nothing else.
 //!
 //! A full state replaces the table in one `nft -f` transaction (create-if-missing, delete,
-//! recreate), so there is no moment without the table. A change of set elements alone is one
-//! transaction of element deletions and additions, verified by asking for the added elements.
-//! A full verification lists the table and compares what the kernel holds (elements per set,
-//! rules) with what was applied.
+//! recreate), so there is no moment without the table. A change is one transaction of what
+//! differs: a change of elements alone (most changes: peers and ports come and go) is sent to
+//! nf_tables over netlink as one batch, encoded by [`crate::elements`] — no `nft` process, no
+//! reading of the table's declarations; a change of declarations is an `nft -f` script. Once
+//! acknowledged, the changed sets are listed and checked off the change's path. A full
+//! verification lists the table and compares what the kernel holds (elements per set, rules)
+//! with what was applied.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -15,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tessera_agent_api::Ruleset;
 
+use crate::elements::KeyType;
 use crate::error::NftError;
 
 /// The one table the agent owns: the one the policy engine renders.
@@ -64,18 +68,32 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The process ids of this agent's latest `nft` runs, so a watcher of nf_tables commits can tell
-/// the agent's own from anyone else's. The lock is held from spawning a run until its pid is
-/// recorded, and a watcher asks under it: a commit is never judged before its pid is known.
+/// Who made this agent's latest nf_tables commits — the process ids of its `nft` runs and the
+/// netlink ports of its own batches — so a watcher of commits can tell the agent's own from
+/// anyone else's. An id is recorded before the commit can happen (a run's pid under the lock
+/// held from spawning it, a batch's port before sending), and a watcher asks under the lock: a
+/// commit is never judged before its sender is known.
 #[derive(Debug, Clone, Default)]
 pub struct OwnRuns(Arc<Mutex<VecDeque<u32>>>);
 
-/// How many runs are remembered (a watcher is at most a few commits behind).
+/// How many senders are remembered (a watcher is at most a few commits behind).
 const OWN_RUNS: usize = 64;
 
 impl OwnRuns {
-    pub fn contains(&self, pid: u32) -> bool {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&pid)
+    /// Whether a commit announced with this process id and sender port is the agent's. The
+    /// kernel numbers the process in the initial pid namespace and the port (an `nft` process's
+    /// own pid, by default) in the sender's: an agent in a container of its own pid namespace
+    /// knows its runs by port.
+    pub fn made(&self, pid: u32, port: u32) -> bool {
+        let own = lock(&self.0);
+        own.contains(&pid) || (port != 0 && own.contains(&port))
+    }
+
+    fn record(&self, own: &mut VecDeque<u32>, id: u32) {
+        own.push_back(id);
+        if own.len() > OWN_RUNS {
+            own.pop_front();
+        }
     }
 }
 
@@ -83,8 +101,10 @@ impl OwnRuns {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     Full,
-    /// Element additions and deletions, and how many.
+    /// What differs, in one `nft` transaction, and how many changes (declarations, elements).
     Delta(usize),
+    /// Element additions and deletions alone, in one netlink batch, and how many.
+    Elements(usize),
     Unchanged,
 }
 
@@ -116,10 +136,7 @@ impl Nft {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(failed)?;
-        runs.push_back(child.id());
-        if runs.len() > OWN_RUNS {
-            runs.pop_front();
-        }
+        self.own.record(&mut runs, child.id());
         drop(runs);
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes()).map_err(failed)?;
@@ -150,14 +167,26 @@ impl Nft {
         if delta.changes() == 0 && old.rules == new.rules {
             return Ok(Applied::Unchanged);
         }
-        if let Err(e) = self.run(&["-f", "-"], Some(&delta.script())) {
+        let by_nft = |applied| self.run(&["-f", "-"], Some(&delta.script())).map(|_| applied);
+        let sent = match delta.batch() {
+            Some(batch) => match self.send(batch) {
+                Ok(()) => Ok(Applied::Elements(delta.changes())),
+                Err(Unsent::Refused(e)) => Err(e),
+                Err(Unsent::NoSocket(e)) => {
+                    tracing::debug!(error = %e, "no nf_tables netlink socket; the delta goes through nft");
+                    by_nft(Applied::Delta(delta.changes()))
+                }
+            },
+            None => by_nft(Applied::Delta(delta.changes())),
+        };
+        if let Err(e) = &sent {
             // Nothing of a refused transaction is applied: the whole table, then.
             tracing::warn!(error = %e, "the kernel refused a delta; replacing the table");
             self.run(&["-f", "-"], Some(&full_script(new)))?;
             return Ok(Applied::Full);
         }
         *lock(&self.unverified) = (this, delta.checks());
-        Ok(Applied::Delta(delta.changes()))
+        sent
     }
 
     /// Check the last delta against the kernel: each changed set or map (up to [`VERIFY_SETS`]
@@ -196,6 +225,16 @@ impl Nft {
         Ok(())
     }
 
+    /// Send a batch of element changes over netlink, its sender recorded as the agent's own.
+    fn send(&self, batch: tessera_netlink::nftables::Batch) -> Result<(), Unsent> {
+        let socket = tessera_netlink::nftables::Socket::open().map_err(Unsent::NoSocket)?;
+        {
+            let mut own = lock(&self.own.0);
+            self.own.record(&mut own, socket.port);
+        }
+        socket.commit(batch).map_err(|e| Unsent::Refused(NftError::Batch(e.to_string())))
+    }
+
     /// Replace the table unconditionally (start-up and drift repair).
     pub fn replace(&self, ruleset: &Ruleset) -> Result<(), NftError> {
         self.run(&["-f", "-"], Some(&full_script(ruleset))).map(|_| ())
@@ -232,11 +271,20 @@ pub fn full_script(r: &Ruleset) -> String {
     s
 }
 
+/// Why a batch was not committed: no socket (nft may still do it), or the kernel refused it
+/// or did not answer (nothing of it applied, or not known).
+enum Unsent {
+    NoSocket(std::io::Error),
+    Refused(NftError),
+}
+
 /// How one set or map changes: elements to delete and to add, and its size afterwards.
 struct SetDelta<'a> {
     name: &'a str,
     /// `set` or `map`, as nft names it.
     kind: &'a str,
+    /// Its declaration's text.
+    declared: &'a str,
     gone: Vec<&'a String>,
     came: Vec<&'a String>,
     size: usize,
@@ -310,12 +358,13 @@ impl<'a> Delta<'a> {
             if old_elements == new_elements.as_slice() {
                 continue;
             }
-            let kind = after.get(name.as_str()).map_or("set", |d| d.kind);
+            let (kind, declared) = after.get(name.as_str()).map_or(("set", ""), |d| (d.kind, d.text));
             let before: HashSet<&String> = old_elements.iter().collect();
             let after: HashSet<&String> = new_elements.iter().collect();
             delta.sets.push(SetDelta {
                 name,
                 kind,
+                declared,
                 gone: old_elements.iter().filter(|e| !after.contains(e)).collect(),
                 came: new_elements.iter().filter(|e| !before.contains(e)).collect(),
                 size: new_elements.len(),
@@ -341,6 +390,28 @@ impl<'a> Delta<'a> {
     fn changes(&self) -> usize {
         let elements: usize = self.sets.iter().map(|d| d.gone.len() + d.came.len()).sum();
         elements + self.rewritten.len() + self.removed.len() + self.added.len()
+    }
+
+    /// A change of elements alone as one netlink batch: deletions, then additions; `None` when
+    /// declarations change too, or an element does not read as its set's key.
+    fn batch(&self) -> Option<tessera_netlink::nftables::Batch> {
+        if !(self.rewritten.is_empty() && self.removed.is_empty() && self.added.is_empty()) {
+            return None;
+        }
+        let mut changes = Vec::new();
+        for d in &self.sets {
+            let key = KeyType::of_declaration(d.declared)?;
+            let encode = |elements: &[&String]| elements.iter().map(|e| key.element(e)).collect::<Option<Vec<_>>>();
+            changes.push((d.name, encode(&d.gone)?, encode(&d.came)?));
+        }
+        let mut batch = tessera_netlink::nftables::Batch::new(tessera_netlink::nftables::FAMILY_INET, TABLE);
+        for (set, gone, _) in &changes {
+            batch.delete(set, gone);
+        }
+        for (set, _, came) in &changes {
+            batch.add(set, came);
+        }
+        Some(batch)
     }
 
     /// One transaction, in the order references allow: elements deleted (map elements that

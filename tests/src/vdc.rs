@@ -73,6 +73,9 @@ pub struct Datacenter {
     namespaces: Vec<String>,
     children: Vec<Child>,
     pub resync_seconds: f64,
+    /// Agents started from now on run in a pid namespace of their own, as in a container
+    /// without the host's: the kernel then numbers their processes differently from them.
+    pub agent_pid_namespace: bool,
     /// With a BGP fabric: each rack's ToR namespace (BIRD), in rack order; the spine is `router`.
     pub tors: Vec<String>,
     timers: Timers,
@@ -197,6 +200,7 @@ impl Datacenter {
             namespaces: Vec::new(),
             children: Vec::new(),
             resync_seconds: 1.0,
+            agent_pid_namespace: false,
             tors: Vec::new(),
             timers,
             controller_env: controller_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -458,8 +462,10 @@ impl Datacenter {
     fn start_agent_with(&mut self, i: usize, env: &[(&str, &str)]) {
         let h = &self.hosts[i];
         let log = File::options().create(true).append(true).open(h.dir.join("agent.log")).expect("agent log");
+        let own_pids: &[&str] = if self.agent_pid_namespace { &["unshare", "--pid", "--fork", "--kill-child"] } else { &[] };
         let child = Command::new("ip")
             .args(["netns", "exec", &h.ns])
+            .args(own_pids)
             .arg(binary("tessera-agent"))
             .args(["--controller", &self.urls(), "--node", &h.name])
             .arg("--token-file")

@@ -253,3 +253,155 @@ fn json_and_text_renderings_load_identically() {
         assert_eq!(list(&text_lab), list(&json_lab), "seed {seed}");
     }
 }
+
+/// A change of elements alone goes to nf_tables over netlink (the agent's own encoding, not
+/// nft's): the kernel must then hold exactly the table nft builds from the changed state —
+/// every element of every kind of set (exact, port ranges, ICMP, other protocols, both
+/// families) and every verdict of the dispatch maps, added and deleted.
+#[test]
+fn element_changes_sent_over_netlink_leave_the_table_nft_builds() {
+    use tessera_agent::nft::{Applied, Nft};
+    use tessera_agent_api::Ruleset;
+    require_root();
+    let mut cases: Vec<(String, Ruleset)> = Vec::new();
+    for seed in [6u64, 7] {
+        let mut inputs = Inputs::default();
+        let yaml = cluster_yaml(seed, Shape { namespaces: 3, pods: 8, policies: 6, cluster_policies: true, whole_segment_peers: false });
+        inputs.add_text("generated", &yaml).expect("valid");
+        let compiled = compile(&inputs.cluster, &BTreeMap::new(), &inputs.policies, Options::default());
+        let r = tessera_policy::nft::render_sets(&compiled.values().collect::<Vec<_>>());
+        cases.push((format!("seed {seed}"), Ruleset::new(r.skeleton, r.sets, r.rules)));
+    }
+    let r = tessera_policy::nft::render_sets(&every_kind_of_set().iter().collect::<Vec<_>>());
+    cases.push(("every kind of set".into(), Ruleset::new(r.skeleton, r.sets, r.rules)));
+
+    // Run `work` with nft and netlink in `ns` (a thread that joined it; nft runs inherit it).
+    let inside = |ns: &str, work: Box<dyn FnOnce(Nft) + Send>| {
+        let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("netns");
+        std::thread::spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("enter netns");
+            work(Nft::new("nft"));
+        })
+        .join()
+        .expect("the work in the namespace");
+    };
+    for (label, before) in cases {
+        let after = changed(&before);
+        let changes: usize = before.sets.keys().map(|name| differences(&before.sets[name], &after.sets[name])).sum();
+        let (delta_lab, reference) = (Lab::new(), Lab::new());
+        let (b, a) = (before.clone(), after.clone());
+        inside(
+            &delta_lab.node,
+            Box::new(move |nft| {
+                nft.replace(&b).expect("the first state");
+                assert_eq!(nft.apply(Some(&b), &a).expect("the delta"), Applied::Elements(changes), "sent as one netlink batch");
+                nft.verify_delta().expect("the changed sets hold what was sent");
+            }),
+        );
+        inside(&reference.node, Box::new(move |nft| nft.replace(&after).expect("the changed state, by nft")));
+        assert_eq!(listing(&delta_lab.node), listing(&reference.node), "{label}");
+    }
+}
+
+/// How many elements differ between two lists.
+fn differences(a: &[String], b: &[String]) -> usize {
+    a.iter().filter(|e| !b.contains(e)).count() + b.iter().filter(|e| !a.contains(e)).count()
+}
+
+/// The table as nft lists it in JSON, handles left out and each set's elements sorted (a hash
+/// set lists in its hash's order).
+fn listing(ns: &str) -> serde_json::Value {
+    let text = tessera_tests::netns::run(&["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "tessera"]);
+    let mut json: serde_json::Value = serde_json::from_str(&text).expect("nft JSON");
+    fn normalize(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("handle");
+                if let Some(serde_json::Value::Array(elements)) = map.get_mut("elem") {
+                    elements.sort_by_key(|e| e.to_string());
+                }
+                map.values_mut().for_each(normalize);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(normalize),
+            _ => {}
+        }
+    }
+    normalize(&mut json);
+    json
+}
+
+/// `before` with each set's first element taken out and another put in — a new peer in a
+/// hash set, a part of the element taken out in an interval set (elements there may not
+/// overlap) — and each dispatch map's first verdict turned around: elements change,
+/// declarations do not.
+fn changed(before: &tessera_agent_api::Ruleset) -> tessera_agent_api::Ruleset {
+    let mut sets = before.sets.clone();
+    for (name, elements) in &mut sets {
+        let v6 = name.ends_with('6') || name.get(2..3) == Some("6");
+        let peer = if v6 { "fd00:99::7" } else { "10.99.0.7" };
+        if name.contains("_dispatch") {
+            if let Some((key, verdict)) = elements.first().cloned().as_deref().and_then(|e| e.split_once(" : ")) {
+                elements[0] = format!("{key} : {}", if verdict == "drop" { "accept" } else { "drop" });
+            }
+            elements.push(format!("{peer} : drop"));
+            continue;
+        }
+        let first = if elements.is_empty() { None } else { Some(elements.remove(0)) };
+        match name.rsplit('_').next() {
+            Some("exact") => elements.push(format!("{peer} . 6 . 4242")),
+            Some("ports" | "icmp" | "proto") => {
+                let part =
+                    first.as_deref().map(|e| e.split(" . ").map(|f| f.split('-').next().unwrap_or(f)).collect::<Vec<_>>().join(" . "));
+                elements.extend(part.filter(|p| Some(p) != first.as_ref()));
+            }
+            _ => elements.push(peer.to_string()),
+        }
+    }
+    tessera_agent_api::Ruleset::new(before.skeleton.clone(), sets, before.rules)
+}
+
+/// Endpoints whose rules fill every kind of set of both families: exact ports, port ranges
+/// and CIDR peers, ICMP, other protocols, and a denying side without exceptions.
+fn every_kind_of_set() -> Vec<tessera_policy::compile::EndpointRules> {
+    use tessera_policy::compile::{Class, EndpointRules, Family, Region, SideRules, Verdict};
+    let region = |family, first: u128, last: u128, class, service: (u16, u16)| Region {
+        family,
+        peer_first: first,
+        peer_last: last,
+        class,
+        service_first: service.0,
+        service_last: service.1,
+    };
+    let v4 = |s: &str| u128::from(u32::from(s.parse::<std::net::Ipv4Addr>().expect("v4")));
+    let v6 = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().expect("v6"));
+    let exceptions = |family: Family, one: u128, net: (u128, u128)| {
+        let icmp = if family == Family::V4 { (8 << 8, 8 << 8 | 255) } else { (128 << 8, 129 << 8 | 255) };
+        vec![
+            region(family, one, one, Class::Ports(6), (5432, 5432)),
+            region(family, one + 2, one + 2, Class::Ports(132), (9000, 9000)),
+            region(family, net.0, net.1, Class::Ports(17), (53, 53)),
+            region(family, one, one, Class::Ports(6), (8000, 8099)),
+            region(family, net.0, net.1, Class::Icmp, icmp),
+            region(family, one, one, Class::Other, (0, 255)),
+        ]
+    };
+    let ips = |a: &str, b: &str| vec![a.parse().expect("ip"), b.parse().expect("ip")];
+    let mut ingress = exceptions(Family::V4, v4("10.1.0.5"), (v4("10.2.0.0"), v4("10.2.255.255")));
+    ingress.extend(exceptions(Family::V6, v6("fd00:1::5"), (v6("fd00:2::"), v6("fd00:2::ffff"))));
+    vec![
+        EndpointRules {
+            endpoint: "a".into(),
+            host: Some("n".into()),
+            ips: ips("10.0.0.1", "fd00::1"),
+            ingress: SideRules { default: Verdict::Deny, exceptions: ingress.clone() }.into(),
+            egress: SideRules { default: Verdict::Allow, exceptions: ingress }.into(),
+        },
+        EndpointRules {
+            endpoint: "b".into(),
+            host: Some("n".into()),
+            ips: ips("10.0.0.2", "fd00::2"),
+            ingress: SideRules { default: Verdict::Deny, exceptions: Vec::new() }.into(),
+            egress: SideRules { default: Verdict::Allow, exceptions: Vec::new() }.into(),
+        },
+    ]
+}

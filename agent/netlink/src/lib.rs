@@ -6,6 +6,7 @@
 //! netlink socket belongs to the namespace of the thread that opens it.
 
 pub mod monitor;
+pub mod nftables;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

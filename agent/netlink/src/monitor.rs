@@ -16,8 +16,11 @@ use nix::sys::socket::{AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockT
 pub struct NftCommit {
     /// The ruleset generation it made.
     pub generation: u32,
-    /// The process that committed it.
+    /// The process (thread) that committed it, as the initial pid namespace numbers it.
     pub pid: u32,
+    /// The netlink port of the socket that sent it: a process's own pid as its pid namespace
+    /// numbers it (the kernel binds a socket there first), or the port a socket was bound to.
+    pub port: u32,
     pub process: String,
     /// The tables it touched: (family, name), the family as nftables names it (`inet`, `ip`…).
     pub tables: BTreeSet<(String, String)>,
@@ -80,7 +83,7 @@ fn subscribe(protocol: SockProtocol, groups: u32) -> std::io::Result<OwnedFd> {
 }
 
 /// Read messages until `handle` says stop; ENOBUFS is reported as an overrun.
-fn read_loop(fd: OwnedFd, mut handle: impl FnMut(Option<(u16, &[u8])>) -> bool) {
+fn read_loop(fd: OwnedFd, mut handle: impl FnMut(Option<Message<'_>>) -> bool) {
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let n = match recv(fd.as_raw_fd(), &mut buffer, nix::sys::socket::MsgFlags::empty()) {
@@ -94,23 +97,27 @@ fn read_loop(fd: OwnedFd, mut handle: impl FnMut(Option<(u16, &[u8])>) -> bool) 
             Err(Errno::EINTR) => continue,
             Err(_) => return,
         };
-        for (kind, payload) in messages(&buffer[..n]) {
-            if !handle(Some((kind, payload))) {
+        for message in messages(&buffer[..n]) {
+            if !handle(Some(message)) {
                 return;
             }
         }
     }
 }
 
-/// The netlink messages of a datagram: (type, payload after the 16-octet header).
-fn messages(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+/// A netlink message: its type, the port of its sender, its payload after the 16-octet header.
+type Message<'a> = (u16, u32, &'a [u8]);
+
+/// The netlink messages of a datagram.
+fn messages(mut data: &[u8]) -> Vec<Message<'_>> {
     let mut out = Vec::new();
     while data.len() >= 16 {
         let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
         if len < 16 || len > data.len() {
             break;
         }
-        out.push((u16::from_ne_bytes([data[4], data[5]]), &data[16..len]));
+        let port = u32::from_ne_bytes([data[12], data[13], data[14], data[15]]);
+        out.push((u16::from_ne_bytes([data[4], data[5]]), port, &data[16..len]));
         data = &data[align(len).min(data.len())..];
     }
     out
@@ -158,8 +165,9 @@ pub struct NftParser {
 }
 
 impl NftParser {
-    /// One message (its type and payload); a finished commit when it is the generation message.
-    pub fn feed(&mut self, kind: u16, payload: &[u8]) -> Option<NftCommit> {
+    /// One message (its type, its sender's port, its payload); a finished commit when it is the
+    /// generation message.
+    pub fn feed(&mut self, kind: u16, port: u32, payload: &[u8]) -> Option<NftCommit> {
         if kind >> 8 != NFNL_SUBSYS_NFTABLES || payload.len() < 4 {
             return None;
         }
@@ -169,6 +177,7 @@ impl NftParser {
             return Some(NftCommit {
                 generation: be(NFTA_GEN_ID).unwrap_or(0),
                 pid: be(NFTA_GEN_PROC_PID).unwrap_or(0),
+                port,
                 process: attrs.iter().find(|(a, _)| *a == NFTA_GEN_PROC_NAME).map(|(_, v)| c_string(v)).unwrap_or_default(),
                 tables: std::mem::take(&mut self.pending),
             });
@@ -191,7 +200,7 @@ pub fn watch_nftables(mut sink: impl FnMut(NftEvent) -> bool + Send + 'static) -
                 parser = NftParser::default();
                 sink(NftEvent::Overrun)
             }
-            Some((kind, payload)) => parser.feed(kind, payload).is_none_or(|commit| sink(NftEvent::Commit(commit))),
+            Some((kind, port, payload)) => parser.feed(kind, port, payload).is_none_or(|commit| sink(NftEvent::Commit(commit))),
         });
     })
 }
@@ -224,7 +233,7 @@ pub fn watch_routes(mut sink: impl FnMut(RouteWatch) -> bool + Send + 'static) -
     std::thread::Builder::new().name("route-watch".into()).spawn(move || {
         read_loop(fd, |message| match message {
             None => sink(RouteWatch::Overrun),
-            Some((kind, payload)) => route_event(kind, payload).is_none_or(|e| sink(RouteWatch::Change(e))),
+            Some((kind, _, payload)) => route_event(kind, payload).is_none_or(|e| sink(RouteWatch::Change(e))),
         });
     })
 }
@@ -247,8 +256,8 @@ mod tests {
         let mut parser = NftParser::default();
         let object = |family: u8, table: &str| [vec![family, 0, 0, 0], attr(NFTA_TABLE, format!("{table}\0").as_bytes())].concat();
         let newsetelem = NFNL_SUBSYS_NFTABLES << 8 | 12;
-        assert_eq!(parser.feed(newsetelem, &object(1, "tessera")), None);
-        assert_eq!(parser.feed(NFNL_SUBSYS_NFTABLES << 8 | 6, &object(2, "nat")), None);
+        assert_eq!(parser.feed(newsetelem, 77, &object(1, "tessera")), None);
+        assert_eq!(parser.feed(NFNL_SUBSYS_NFTABLES << 8 | 6, 77, &object(2, "nat")), None);
         let generation = [
             vec![0, 0, 0, 0],
             attr(NFTA_GEN_ID, &42u32.to_be_bytes()),
@@ -256,12 +265,12 @@ mod tests {
             attr(NFTA_GEN_PROC_NAME, b"nft\0"),
         ]
         .concat();
-        let commit = parser.feed(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN, &generation).expect("a commit");
-        assert_eq!((commit.generation, commit.pid, commit.process.as_str()), (42, 1234, "nft"));
+        let commit = parser.feed(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN, 77, &generation).expect("a commit");
+        assert_eq!((commit.generation, commit.pid, commit.port, commit.process.as_str()), (42, 1234, 77, "nft"));
         assert_eq!(commit.tables, BTreeSet::from([("inet".into(), "tessera".into()), ("ip".into(), "nat".into())]));
         // The next commit starts empty; other subsystems are not ours.
-        assert_eq!(parser.feed(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN, &generation).map(|c| c.tables.len()), Some(0));
-        assert_eq!(parser.feed(1 << 8 | 12, &object(1, "tessera")), None);
+        assert_eq!(parser.feed(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN, 77, &generation).map(|c| c.tables.len()), Some(0));
+        assert_eq!(parser.feed(1 << 8 | 12, 77, &object(1, "tessera")), None);
     }
 
     #[test]
