@@ -138,9 +138,9 @@ fn run(ns: &str) {
     // The raw tool on Tessera's own table: one-element adds into one of its sets (then taken
     // out again), what nft costs for this table's size of declarations.
     let mut raw_own = Vec::new();
-    let own_set = base.sets.keys().find(|name| name.ends_with("_exact")).expect("an exact set").clone();
+    let own_set = base.sets.keys().find(|name| name.ends_with("_peers")).expect("a service's peer set").clone();
     for k in 0..21u32 {
-        let element = format!("{} . 6 . 5432", Ipv4Addr::from(0x0e00_0000 + k));
+        let element = Ipv4Addr::from(0x0e00_0000 + k).to_string();
         let started = Instant::now();
         raw(&format!("add element inet tessera {own_set} {{ {element} }}\n"));
         raw_own.push(started.elapsed().as_secs_f64() * 1e3);

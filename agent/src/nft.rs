@@ -31,17 +31,37 @@ pub const DELTA_VERIFY_LIMIT: usize = 10_000;
 pub const VERIFY_SETS: usize = 4;
 
 /// A verdict map's element as nft lists it in JSON, in the state's text form
-/// (`10.0.0.1 : jump chain`, `10.0.0.2 : drop`).
+/// (`10.0.0.1 : jump chain`, `10.0.0.2 : drop`, `6 . 5432 : goto chain`).
 fn map_element(element: &Value) -> Option<String> {
     let pair = element.get("elem").and_then(|e| e.get("val")).map_or(element, |v| v);
     let [key, verdict] = pair.as_array()?.as_slice() else { return None };
     let verdict = verdict.as_object()?;
     let (word, detail) = verdict.iter().next()?;
     let target = detail.get("target").and_then(Value::as_str);
+    let key = key_text(key)?;
     Some(match target {
-        Some(chain) => format!("{} : {word} {chain}", key.as_str()?),
-        None => format!("{} : {word}", key.as_str()?),
+        Some(chain) => format!("{key} : {word} {chain}"),
+        None => format!("{key} : {word}"),
     })
+}
+
+/// A key as nft lists it in JSON, in the state's text form: a concatenation's fields joined
+/// by ` . `, protocols by number.
+fn key_text(key: &Value) -> Option<String> {
+    match key {
+        Value::String(s) => Some(match s.as_str() {
+            "tcp" => "6".into(),
+            "udp" => "17".into(),
+            "sctp" => "132".into(),
+            other => other.to_string(),
+        }),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Object(o) => {
+            let fields = o.get("concat")?.as_array()?;
+            Some(fields.iter().map(key_text).collect::<Option<Vec<_>>>()?.join(" . "))
+        }
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -528,6 +548,16 @@ mod tests {
         // An unreadable skeleton: no delta.
         let odd = Ruleset { skeleton: "table inet tessera {\n\tflowtable f {\n\t}\n}\n".into(), ..ruleset(&[]) };
         assert!(Delta::between(&old, &odd).is_none());
+    }
+
+    #[test]
+    fn map_elements_listed_by_nft_read_as_the_state_writes_them() {
+        let listed = |v: Value| map_element(&v);
+        assert_eq!(listed(serde_json::json!(["10.0.0.1", {"jump": {"target": "in4_x"}}])).as_deref(), Some("10.0.0.1 : jump in4_x"));
+        assert_eq!(listed(serde_json::json!(["10.0.0.2", {"drop": null}])).as_deref(), Some("10.0.0.2 : drop"));
+        let service = serde_json::json!({"elem": {"val": [{"concat": ["tcp", 5432]}, {"goto": {"target": "in4_x_tcp5432"}}]}});
+        assert_eq!(listed(service).as_deref(), Some("6 . 5432 : goto in4_x_tcp5432"));
+        assert_eq!(listed(serde_json::json!([{"concat": [132, 9000]}, {"goto": {"target": "c"}}])).as_deref(), Some("132 . 9000 : goto c"));
     }
 
     #[test]

@@ -7,16 +7,21 @@
 //! without exceptions has its verdict there (a denying one `drop`s; an allowing one has no
 //! element); the others jump to their *side group's* chain. A side group is the local
 //! endpoints whose rules for that side and family are equal; its chain holds the group's
-//! exceptions — regions whose verdict is the opposite of its default — in sets of its own:
-//! exact peer . protocol . port triples in a hash set, port regions with a peer or port range
-//! (CIDRs) in an interval set, ICMP type . code and other protocols in interval sets. So the
-//! lookups a new flow costs do not grow with the number of endpoints or elements on the node:
-//! the hash lookups are constant, and interval sets hold one group's ranges only (what its
-//! policies' CIDRs and port ranges need, never the node's whole set).
+//! exceptions — regions whose verdict is the opposite of its default — in sets of its own.
+//! Single peers on one port (most exceptions) go by service: a verdict map keyed by protocol
+//! and port (`…_services`) leads with a `goto` to the service's chain (`…_tcp5432`), which looks
+//! the peer up in a plain address set (`…_tcp5432_peers`) and otherwise decides as the group
+//! does. Port regions with a CIDR peer or a port range are in an interval set (`…_ports`),
+//! ICMP type . code and other protocols in interval sets of their own. So the lookups a new
+//! flow costs do not grow with the number of endpoints or elements on the node: the hash
+//! lookups are constant, and interval sets hold one group's ranges only (what its policies'
+//! CIDRs and port ranges need, never the node's whole set). The bulk of a node's elements are
+//! plain addresses: what nft and the kernel load cheapest.
 //!
 //! Names are stable under change: a group is named after its lowest local address, so a
-//! change of its peers or ports changes elements only; sets are declared only when they have
-//! elements, and agents apply a change of declarations as a delta too.
+//! change of its peers changes elements only (a new port: a service chain and its set too);
+//! sets are declared only when they have elements, and agents apply a change of declarations
+//! as a delta too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
@@ -187,6 +192,8 @@ struct Out {
     text: String,
     skeleton: String,
     cmds: Vec<Value>,
+    /// JSON commands that add elements going to chains: after every chain is added.
+    after_chains: Vec<Value>,
     sets: BTreeMap<String, Vec<String>>,
     set_elements: usize,
     rules: usize,
@@ -248,11 +255,12 @@ pub fn render_sets(endpoints: &[&EndpointRules]) -> NodeSets {
     NodeSets { skeleton: r.skeleton, sets: r.sets, set_elements: r.set_elements, rules: r.rules }
 }
 
-/// One group's exceptions by set: exact peer . protocol . port triples (a hash set), and the
-/// interval sets: port regions with a peer or port range, ICMP, other protocols.
+/// One group's exceptions by set: single peers by protocol and port (plain address sets, one
+/// per service), and the interval sets: port regions with a peer or port range, ICMP, other
+/// protocols.
 #[derive(Default)]
 struct GroupSets {
-    exact: (Vec<String>, Vec<Value>),
+    exact: BTreeMap<(u8, u16), (Vec<String>, Vec<Value>)>,
     ports: (Vec<String>, Vec<Value>),
     icmp: (Vec<String>, Vec<Value>),
     proto: (Vec<String>, Vec<Value>),
@@ -264,10 +272,11 @@ fn group_sets(g: &SideGroup<'_>, family: Family, full: bool) -> GroupSets {
         match r.class {
             Class::Ports(proto) if r.peer_first == r.peer_last && r.service_first == r.service_last => {
                 let peer = addr(family, r.peer_first);
-                out.exact.0.push(format!("{peer} . {proto} . {}", r.service_first));
+                let (texts, jsons) = out.exact.entry((proto, r.service_first)).or_default();
                 if full {
-                    out.exact.1.push(json!({"concat": [peer, proto, r.service_first]}));
+                    jsons.push(json!(peer));
                 }
+                texts.push(peer);
             }
             Class::Ports(proto) => {
                 out.ports.0.push(format!(
@@ -340,6 +349,7 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
         text: if full { header.clone() } else { String::new() },
         skeleton: header,
         cmds: vec![json!({"add": {"table": {"family": "inet", "name": TABLE}}})],
+        after_chains: Vec::new(),
         sets: BTreeMap::new(),
         set_elements: 0,
         rules: 0,
@@ -374,18 +384,52 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
                 let sets = group_sets(g, family, full);
                 let flip = verdict_word(g.default, true);
                 let mut body = Vec::new();
-                let port_key = json!({"concat": [pp, l4, {"payload": {"protocol": "th", "field": "dport"}}]});
-                for (kind, (texts, jsons), interval) in [("exact", sets.exact, false), ("ports", sets.ports, true)] {
-                    if texts.is_empty() {
-                        continue;
-                    }
-                    let set = format!("{}_{kind}", g.name);
-                    body.push((
+                let dport = json!({"payload": {"protocol": "th", "field": "dport"}});
+                let port_key = json!({"concat": [pp, l4, dport]});
+                let (texts, jsons) = sets.ports;
+                let ports_rule = (!texts.is_empty()).then(|| {
+                    let set = format!("{}_ports", g.name);
+                    write_set(&mut out, &set, &format!("{0} . inet_proto . inet_service", n.addr_type), true, texts, jsons);
+                    (
                         format!("meta l4proto {{ tcp, udp, sctp }} {} {peer_field} . meta l4proto . th dport @{set} {flip}", n.ip),
                         json!([m("==", l4.clone(), json!({"set": ["tcp", "udp", "sctp"]})), m("==", port_key.clone(), json!(format!("@{set}"))), {flip: null}]),
+                    )
+                });
+                let default = verdict_word(g.default, false);
+                let default_rule = (default.to_string(), json!([{default: null}]));
+                if !sets.exact.is_empty() {
+                    // Single peers by service: the packet's protocol and port pick the service's
+                    // chain (a goto: its verdicts are the group's), which looks the peer up in a
+                    // plain address set, then decides as the group would.
+                    let map = format!("{}_services", g.name);
+                    let (mut services, mut service_jsons) = (Vec::new(), Vec::new());
+                    for ((proto, port), (texts, jsons)) in sets.exact {
+                        let chain = format!("{}_{}{port}", g.name, protocol_word(proto));
+                        let set = format!("{chain}_peers");
+                        write_set(&mut out, &set, n.addr_type, false, texts, jsons);
+                        let mut rules = vec![(
+                            format!("{} {peer_field} @{set} {flip}", n.ip),
+                            json!([m("==", pp.clone(), json!(format!("@{set}"))), {flip: null}]),
+                        )];
+                        rules.extend(ports_rule.clone());
+                        rules.push(default_rule.clone());
+                        services.push(format!("{proto} . {port} : goto {chain}"));
+                        if full {
+                            service_jsons.push(json!([{"concat": [proto, port]}, {"goto": {"target": chain}}]));
+                        }
+                        chains.push((chain, rules));
+                    }
+                    write_map(&mut out, &map, "inet_proto . inet_service", services, Vec::new());
+                    if full {
+                        let add = json!({"add": {"element": {"family": "inet", "table": TABLE, "name": map, "elem": service_jsons}}});
+                        out.after_chains.push(add);
+                    }
+                    body.push((
+                        format!("meta l4proto . th dport vmap @{map}"),
+                        json!([{"vmap": {"key": {"concat": [l4, dport]}, "data": format!("@{map}")}}]),
                     ));
-                    write_set(&mut out, &set, &format!("{0} . inet_proto . inet_service", n.addr_type), interval, texts, jsons);
                 }
+                body.extend(ports_rule);
                 let (texts, jsons) = sets.icmp;
                 if !texts.is_empty() {
                     let set = format!("{}_icmp", g.name);
@@ -413,8 +457,7 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
                     ));
                     write_set(&mut out, &set, &format!("{0} . inet_proto", n.addr_type), true, texts, jsons);
                 }
-                let default = verdict_word(g.default, false);
-                body.push((default.to_string(), json!([{default: null}])));
+                body.push(default_rule);
                 for ip in &g.locals {
                     entries.push((*ip, DispatchVerdict::Jump(g.name.clone())));
                 }
@@ -441,6 +484,8 @@ fn build(endpoints: &[&EndpointRules], full: bool) -> NodeRuleset {
     for (name, body) in &chains {
         out.chain(name, None, body);
     }
+    let after_chains = std::mem::take(&mut out.after_chains);
+    out.cmds.extend(after_chains);
     for (name, addr_type, elements) in dispatch {
         let texts = elements.iter().map(|(ip, v)| format!("{ip} : {}", v.text())).collect();
         let jsons = elements.iter().filter(|_| full).map(|(ip, v)| json!([ip.to_string(), v.json()])).collect();
@@ -471,9 +516,7 @@ fn ct_state() -> Value {
 fn write_set(out: &mut Out, name: &str, kind: &str, interval: bool, elements: Vec<String>, json_elements: Vec<Value>) {
     let flags = if interval { "\t\tflags interval\n" } else { "" };
     out.push_str(&format!("\tset {name} {{\n\t\ttype {kind}\n{flags}"));
-    let types: Vec<&str> = kind.split(" . ").collect();
-    let ty = if types.len() == 1 { json!(types[0]) } else { json!(types) };
-    let mut set = json!({"family": "inet", "table": TABLE, "name": name, "type": ty});
+    let mut set = json!({"family": "inet", "table": TABLE, "name": name, "type": type_json(kind)});
     if interval {
         set["flags"] = json!(["interval"]);
     }
@@ -483,8 +526,25 @@ fn write_set(out: &mut Out, name: &str, kind: &str, interval: bool, elements: Ve
 
 fn write_map(out: &mut Out, name: &str, kind: &str, elements: Vec<String>, json_elements: Vec<Value>) {
     out.push_str(&format!("\tmap {name} {{\n\t\ttype {kind} : verdict\n"));
-    out.push_cmd(|| json!({"add": {"map": {"family": "inet", "table": TABLE, "name": name, "type": kind, "map": "verdict"}}}));
+    let ty = type_json(kind);
+    out.push_cmd(|| json!({"add": {"map": {"family": "inet", "table": TABLE, "name": name, "type": ty, "map": "verdict"}}}));
     finish_set(out, name, elements, json_elements);
+}
+
+/// A key type in nftables JSON: a name, or the names of a concatenation's fields.
+fn type_json(kind: &str) -> Value {
+    let types: Vec<&str> = kind.split(" . ").collect();
+    if types.len() == 1 { json!(types[0]) } else { json!(types) }
+}
+
+/// A protocol with ports as a word in chain and set names.
+fn protocol_word(proto: u8) -> String {
+    match proto {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        other => format!("p{other}"),
+    }
 }
 
 /// A set's or map's elements, and the end of its declaration.
@@ -589,11 +649,13 @@ mod tests {
         let refs: Vec<&EndpointRules> = endpoints.iter().collect();
         let r = render(&refs);
         assert!(r.text.contains("chain in4_10_0_0_1 {") && r.text.contains("chain in4_10_0_0_1_n2 {"), "{}", r.text);
-        assert_eq!(r.text.matches("chain in4_").count(), 2, "x and y share one chain: {}", r.text);
+        let groups = r.text.lines().filter(|l| l.trim_start().starts_with("chain in4_") && !l.contains("_tcp80 ")).count();
+        assert_eq!(groups, 2, "x and y share one chain: {}", r.text);
         // Names in the order of the groups' addresses; the shared address keeps one verdict.
         assert_eq!(r.sets["in_dispatch4"], vec!["10.0.0.1 : jump in4_10_0_0_1", "10.0.0.2 : jump in4_10_0_0_1_n2"]);
-        assert_eq!(r.sets["in4_10_0_0_1_exact"], vec!["11.0.0.2 . 6 . 80"]);
-        assert_eq!(r.sets["in4_10_0_0_1_n2_exact"], vec!["11.0.0.1 . 6 . 80"]);
+        assert_eq!(r.sets["in4_10_0_0_1_tcp80_peers"], vec!["11.0.0.2"]);
+        assert_eq!(r.sets["in4_10_0_0_1_n2_tcp80_peers"], vec!["11.0.0.1"]);
+        assert_eq!(r.sets["in4_10_0_0_1_services"], vec!["6 . 80 : goto in4_10_0_0_1_tcp80"]);
         assert!(!r.sets.contains_key("eg_dispatch4_x") && r.sets["eg_dispatch4"].is_empty(), "allowing sides need no element");
     }
 
