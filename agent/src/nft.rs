@@ -109,7 +109,7 @@ impl OwnRuns {
         own.contains(&pid) || (port != 0 && own.contains(&port))
     }
 
-    fn record(&self, own: &mut VecDeque<u32>, id: u32) {
+    fn record(own: &mut VecDeque<u32>, id: u32) {
         own.push_back(id);
         if own.len() > OWN_RUNS {
             own.pop_front();
@@ -156,7 +156,7 @@ impl Nft {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(failed)?;
-        self.own.record(&mut runs, child.id());
+        OwnRuns::record(&mut runs, child.id());
         drop(runs);
         if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(text.as_bytes()).map_err(failed)?;
@@ -250,7 +250,7 @@ impl Nft {
         let socket = tessera_netlink::nftables::Socket::open().map_err(Unsent::NoSocket)?;
         {
             let mut own = lock(&self.own.0);
-            self.own.record(&mut own, socket.port);
+            OwnRuns::record(&mut own, socket.port);
         }
         socket.commit(batch).map_err(|e| Unsent::Refused(NftError::Batch(e.to_string())))
     }
