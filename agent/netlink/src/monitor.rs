@@ -108,22 +108,42 @@ fn read_loop(fd: OwnedFd, mut handle: impl FnMut(Option<Message<'_>>) -> bool) {
 /// A netlink message: its type, the port of its sender, its payload after the 16-octet header.
 type Message<'a> = (u16, u32, &'a [u8]);
 
-/// The netlink messages of a datagram.
-fn messages(mut data: &[u8]) -> Vec<Message<'_>> {
+/// The netlink messages of a datagram (type, sender port, payload).
+fn messages(data: &[u8]) -> Vec<Message<'_>> {
+    framed(data).into_iter().map(|m| (m.kind, m.port, m.payload)).collect()
+}
+
+/// One message of a datagram, as framed by its header.
+pub(crate) struct Framed<'a> {
+    pub kind: u16,
+    pub seq: u32,
+    /// The sender's port.
+    pub port: u32,
+    /// What follows the 16-octet header.
+    pub payload: &'a [u8],
+}
+
+/// Split a datagram into its messages (a truncated one ends the list).
+pub(crate) fn framed(mut data: &[u8]) -> Vec<Framed<'_>> {
+    let word = |d: &[u8], at: usize| u32::from_ne_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]);
     let mut out = Vec::new();
     while data.len() >= 16 {
-        let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+        let len = word(data, 0) as usize;
         if len < 16 || len > data.len() {
             break;
         }
-        let port = u32::from_ne_bytes([data[12], data[13], data[14], data[15]]);
-        out.push((u16::from_ne_bytes([data[4], data[5]]), port, &data[16..len]));
+        out.push(Framed {
+            kind: u16::from_ne_bytes([data[4], data[5]]),
+            seq: word(data, 8),
+            port: word(data, 12),
+            payload: &data[16..len],
+        });
         data = &data[align(len).min(data.len())..];
     }
     out
 }
 
-const fn align(n: usize) -> usize {
+pub(crate) const fn align(n: usize) -> usize {
     (n + 3) & !3
 }
 

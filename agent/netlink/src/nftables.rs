@@ -17,6 +17,8 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
+use crate::monitor::{align, framed};
+
 /// `NFPROTO_INET`: the family of `table inet …`.
 pub const FAMILY_INET: u8 = 1;
 
@@ -230,10 +232,6 @@ impl Batch {
     }
 }
 
-const fn align(n: usize) -> usize {
-    (n + 3) & !3
-}
-
 /// A netlink socket for nf_tables, in the network namespace of the thread that opened it.
 #[derive(Debug)]
 pub struct Socket {
@@ -294,18 +292,8 @@ impl Socket {
 }
 
 /// The messages of a datagram: (type, sequence number, payload after the header).
-fn replies(mut data: &[u8]) -> Vec<(u16, u32, &[u8])> {
-    let mut out = Vec::new();
-    while data.len() >= 16 {
-        let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
-        if len < 16 || len > data.len() {
-            break;
-        }
-        let seq = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
-        out.push((u16::from_ne_bytes([data[4], data[5]]), seq, &data[16..len]));
-        data = &data[align(len).min(data.len())..];
-    }
-    out
+fn replies(data: &[u8]) -> Vec<(u16, u32, &[u8])> {
+    framed(data).into_iter().map(|m| (m.kind, m.seq, m.payload)).collect()
 }
 
 #[cfg(test)]
