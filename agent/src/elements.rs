@@ -56,6 +56,9 @@ pub struct KeyType {
     fields: Vec<Field>,
     interval: bool,
     verdicts: bool,
+    /// Whether nft lists its elements as the policy engine writes them: no ranges, no ICMP
+    /// fields (nft names ICMP types).
+    canonical: bool,
 }
 
 impl KeyType {
@@ -71,6 +74,7 @@ impl KeyType {
             _ => return None,
         };
         let fields = key.split(" . ").map(Field::of).collect::<Option<Vec<_>>>()?;
+        let named = key.contains("icmp");
         let interval = match lines.next()? {
             "flags interval" => {
                 lines.next().filter(|l| *l == "}")?;
@@ -83,7 +87,12 @@ impl KeyType {
         if interval && (fields.len() < 2 || verdicts) {
             return None;
         }
-        lines.next().is_none().then_some(KeyType { fields, interval, verdicts })
+        lines.next().is_none().then_some(KeyType { fields, interval, verdicts, canonical: !interval && !named })
+    }
+
+    /// Whether nft lists this set's elements exactly as the policy engine writes them.
+    pub fn listed_as_written(&self) -> bool {
+        self.canonical
     }
 
     /// One element's text as the kernel's element; `None` when it does not read as this type.

@@ -30,11 +30,11 @@ pub const DELTA_VERIFY_LIMIT: usize = 10_000;
 /// At most this many changed sets are listed after a delta (each listing is an nft run).
 pub const VERIFY_SETS: usize = 4;
 
-/// A verdict map's element as nft lists it in JSON, in the state's text form
-/// (`10.0.0.1 : jump chain`, `10.0.0.2 : drop`, `6 . 5432 : goto chain`).
-fn map_element(element: &Value) -> Option<String> {
-    let pair = element.get("elem").and_then(|e| e.get("val")).map_or(element, |v| v);
-    let [key, verdict] = pair.as_array()?.as_slice() else { return None };
+/// An element as nft lists it in JSON, in the state's text form (`10.0.0.1`, `10.0.0.1 : jump
+/// chain`, `10.0.0.2 : drop`, `6 . 5432 : goto chain`).
+fn listed_element(element: &Value) -> Option<String> {
+    let element = element.get("elem").and_then(|e| e.get("val")).map_or(element, |v| v);
+    let [key, verdict] = element.as_array().map(Vec::as_slice).unwrap_or_default() else { return key_text(element) };
     let verdict = verdict.as_object()?;
     let (word, detail) = verdict.iter().next()?;
     let target = detail.get("target").and_then(Value::as_str);
@@ -211,7 +211,9 @@ impl Nft {
 
     /// Check the last delta against the kernel: each changed set or map (up to [`VERIFY_SETS`]
     /// of them, of at most [`DELTA_VERIFY_LIMIT`] elements) holds as many elements as the
-    /// state says, and a map every added element with its verdict. Asked after the delta is
+    /// state says, and every added element (with its verdict, in a map) where nft lists
+    /// elements as the state writes them (not ranges, which it may list as prefixes, nor ICMP
+    /// types, which it names). Asked after the delta is
     /// acknowledged, beside the enforcer's work — the transaction committed when nft said so;
     /// this catches what else could differ, off the path that makes a change reach the node.
     /// Listed one set at a time: nft reads only that set (asking for elements makes it load
@@ -237,9 +239,9 @@ impl Nft {
             if elements.len() != c.size {
                 return Err(NftError::Verification(format!("{} {} holds {} elements, not {}", c.kind, c.name, elements.len(), c.size)));
             }
-            let held: HashSet<String> = elements.iter().filter_map(|e| map_element(e)).collect();
+            let held: HashSet<String> = elements.iter().filter_map(|e| listed_element(e)).collect();
             if let Some(missing) = c.added.iter().find(|e| !held.contains(e.as_str())) {
-                return Err(NftError::Verification(format!("map {} lacks `{missing}`", c.name)));
+                return Err(NftError::Verification(format!("{} {} lacks `{missing}`", c.kind, c.name)));
             }
         }
         Ok(())
@@ -401,7 +403,11 @@ impl<'a> Delta<'a> {
                 kind: d.kind.to_string(),
                 name: d.name.to_string(),
                 size: d.size,
-                added: if d.kind == "map" { d.came.iter().map(|e| e.to_string()).collect() } else { Vec::new() },
+                added: if d.kind == "map" || KeyType::of_declaration(d.declared).is_some_and(|k| k.listed_as_written()) {
+                    d.came.iter().map(|e| e.to_string()).collect()
+                } else {
+                    Vec::new()
+                },
             })
             .collect()
     }
@@ -551,13 +557,15 @@ mod tests {
     }
 
     #[test]
-    fn map_elements_listed_by_nft_read_as_the_state_writes_them() {
-        let listed = |v: Value| map_element(&v);
+    fn elements_listed_by_nft_read_as_the_state_writes_them() {
+        let listed = |v: Value| listed_element(&v);
         assert_eq!(listed(serde_json::json!(["10.0.0.1", {"jump": {"target": "in4_x"}}])).as_deref(), Some("10.0.0.1 : jump in4_x"));
         assert_eq!(listed(serde_json::json!(["10.0.0.2", {"drop": null}])).as_deref(), Some("10.0.0.2 : drop"));
         let service = serde_json::json!({"elem": {"val": [{"concat": ["tcp", 5432]}, {"goto": {"target": "in4_x_tcp5432"}}]}});
         assert_eq!(listed(service).as_deref(), Some("6 . 5432 : goto in4_x_tcp5432"));
         assert_eq!(listed(serde_json::json!([{"concat": [132, 9000]}, {"goto": {"target": "c"}}])).as_deref(), Some("132 . 9000 : goto c"));
+        assert_eq!(listed(serde_json::json!("fd00::1")).as_deref(), Some("fd00::1"));
+        assert_eq!(listed(serde_json::json!({"elem": {"val": "10.0.0.3", "counter": {"packets": 0}}})).as_deref(), Some("10.0.0.3"));
     }
 
     #[test]
