@@ -133,6 +133,7 @@ impl Enforcer {
         let ack = match outcome {
             Ok(applied) => {
                 self.metrics.apply_seconds.observe(elapsed.as_secs_f64());
+                self.metrics.applied(applied.how());
                 tracing::info!(generation = state.generation, ?applied, ms = elapsed.as_secs_f64() * 1e3, "applied");
                 // Enforced now: the CNI plugin waiting for it goes on (its Wire call brings
                 // the pod's route) while the state is saved and routes are synced.

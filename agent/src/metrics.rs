@@ -14,6 +14,13 @@ pub struct DriftLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApplyLabels {
+    /// `full` (the whole table), `delta` (an nft transaction of what differs), `elements` (a
+    /// netlink batch of element changes) or `unchanged`.
+    pub how: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
     pub peer: String,
 }
@@ -25,6 +32,7 @@ pub struct Metrics {
     pub set_elements: Gauge,
     pub apply_seconds: Histogram,
     pub apply_failures: Counter,
+    pub applies: Family<ApplyLabels, Counter>,
     pub drift_repairs: Family<DriftLabels, Counter>,
     pub reconnects: Counter,
     pub bgp_up: Family<PeerLabels, Gauge>,
@@ -42,6 +50,7 @@ impl Default for Metrics {
             set_elements: Gauge::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             apply_failures: Counter::default(),
+            applies: Family::default(),
             drift_repairs: Family::default(),
             reconnects: Counter::default(),
             bgp_up: Family::default(),
@@ -55,6 +64,11 @@ impl Default for Metrics {
         registry.register("set_elements", "Elements in the sets and maps of table inet tessera", m.set_elements.clone());
         registry.register("apply_duration_seconds", "Time to apply a node state", m.apply_seconds.clone());
         registry.register("apply_failures", "Node states that could not be applied", m.apply_failures.clone());
+        registry.register(
+            "applies",
+            "Node states applied, by how: the whole table, a delta through nft, element changes over netlink, nothing to change",
+            m.applies.clone(),
+        );
         registry.register("drift_repairs", "Drift found and repaired by the resync", m.drift_repairs.clone());
         registry.register("watch_reconnects", "Reconnections of the state watch", m.reconnects.clone());
         registry.register("bgp_session_established", "1 while the BGP session with the peer is established", m.bgp_up.clone());
@@ -67,6 +81,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn applied(&self, how: &str) {
+        self.applies.get_or_create(&ApplyLabels { how: how.into() }).inc();
+    }
+
     pub fn drift_repaired(&self, kind: &str) {
         self.drift_repairs.get_or_create(&DriftLabels { kind: kind.into() }).inc();
     }

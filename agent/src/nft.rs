@@ -128,6 +128,18 @@ pub enum Applied {
     Unchanged,
 }
 
+impl Applied {
+    /// How, in a word (the `how` of the agent's `applies` metric).
+    pub fn how(self) -> &'static str {
+        match self {
+            Applied::Full => "full",
+            Applied::Delta(_) => "delta",
+            Applied::Elements(_) => "elements",
+            Applied::Unchanged => "unchanged",
+        }
+    }
+}
+
 /// The kernel's table, reduced to what verification compares.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Census {
