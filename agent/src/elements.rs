@@ -17,8 +17,10 @@ use tessera_netlink::nftables::{Element, Verdict};
 enum Field {
     Ipv4,
     Ipv6,
-    /// One octet: `inet_proto`, an ICMP type or code.
-    Octet,
+    /// One octet: `inet_proto`.
+    Proto,
+    /// One octet: an ICMP type or code (which nft lists by name).
+    Icmp,
     /// Two octets in network order: `inet_service`.
     Service,
 }
@@ -28,7 +30,8 @@ impl Field {
         Some(match name {
             "ipv4_addr" => Field::Ipv4,
             "ipv6_addr" => Field::Ipv6,
-            "inet_proto" | "icmp_type" | "icmp_code" | "icmpv6_type" | "icmpv6_code" => Field::Octet,
+            "inet_proto" => Field::Proto,
+            "icmp_type" | "icmp_code" | "icmpv6_type" | "icmpv6_code" => Field::Icmp,
             "inet_service" => Field::Service,
             _ => return None,
         })
@@ -39,7 +42,7 @@ impl Field {
         match self {
             Field::Ipv4 => out.extend_from_slice(&text.parse::<Ipv4Addr>().ok()?.octets()),
             Field::Ipv6 => out.extend_from_slice(&text.parse::<Ipv6Addr>().ok()?.octets()),
-            Field::Octet => out.extend_from_slice(&[text.parse::<u8>().ok()?, 0, 0, 0]),
+            Field::Proto | Field::Icmp => out.extend_from_slice(&[text.parse::<u8>().ok()?, 0, 0, 0]),
             Field::Service => {
                 let [a, b] = text.parse::<u16>().ok()?.to_be_bytes();
                 out.extend_from_slice(&[a, b, 0, 0]);
@@ -56,9 +59,6 @@ pub struct KeyType {
     fields: Vec<Field>,
     interval: bool,
     verdicts: bool,
-    /// Whether nft lists its elements as the policy engine writes them: no ranges, no ICMP
-    /// fields (nft names ICMP types).
-    canonical: bool,
 }
 
 impl KeyType {
@@ -74,7 +74,6 @@ impl KeyType {
             _ => return None,
         };
         let fields = key.split(" . ").map(Field::of).collect::<Option<Vec<_>>>()?;
-        let named = key.contains("icmp");
         let interval = match lines.next()? {
             "flags interval" => {
                 lines.next().filter(|l| *l == "}")?;
@@ -87,12 +86,13 @@ impl KeyType {
         if interval && (fields.len() < 2 || verdicts) {
             return None;
         }
-        lines.next().is_none().then_some(KeyType { fields, interval, verdicts, canonical: !interval && !named })
+        lines.next().is_none().then_some(KeyType { fields, interval, verdicts })
     }
 
-    /// Whether nft lists this set's elements exactly as the policy engine writes them.
+    /// Whether nft lists this set's elements exactly as the policy engine writes them: no
+    /// ranges (nft may list them as prefixes), no ICMP fields (nft names ICMP types).
     pub fn listed_as_written(&self) -> bool {
-        self.canonical
+        !self.interval && !self.fields.contains(&Field::Icmp)
     }
 
     /// One element's text as the kernel's element; `None` when it does not read as this type.
@@ -151,9 +151,10 @@ mod tests {
         let exact = key("\tset in4_10_0_0_1_exact {\n\t\ttype ipv4_addr . inet_proto . inet_service\n\t}\n");
         assert_eq!((exact.fields.len(), exact.interval, exact.verdicts), (3, false, false));
         let icmp = key("\tset in6_fd00__1_icmp {\n\t\ttype ipv6_addr . icmpv6_type . icmpv6_code\n\t\tflags interval\n\t}\n");
-        assert_eq!((icmp.fields, icmp.interval), (vec![Field::Ipv6, Field::Octet, Field::Octet], true));
+        assert_eq!((&icmp.fields, icmp.interval), (&vec![Field::Ipv6, Field::Icmp, Field::Icmp], true));
         let map = key("\tmap in_dispatch4 {\n\t\ttype ipv4_addr : verdict\n\t}\n");
         assert!(map.verdicts);
+        assert!(exact.listed_as_written() && map.listed_as_written() && !icmp.listed_as_written());
         // What nft would read differently, or this module cannot encode, is left to nft.
         for other in [
             "\tset s {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t}\n",

@@ -262,10 +262,7 @@ impl Nft {
     /// Send a batch of element changes over netlink, its sender recorded as the agent's own.
     fn send(&self, batch: tessera_netlink::nftables::Batch) -> Result<(), Unsent> {
         let socket = tessera_netlink::nftables::Socket::open().map_err(Unsent::NoSocket)?;
-        {
-            let mut own = lock(&self.own.0);
-            OwnRuns::record(&mut own, socket.port);
-        }
+        OwnRuns::record(&mut lock(&self.own.0), socket.port);
         socket.commit(batch).map_err(|e| Unsent::Refused(NftError::Batch(e.to_string())))
     }
 
@@ -317,8 +314,8 @@ struct SetDelta<'a> {
     name: &'a str,
     /// `set` or `map`, as nft names it.
     kind: &'a str,
-    /// Its declaration's text.
-    declared: &'a str,
+    /// Its key as declared; `None` when the agent cannot encode it (nft then applies it).
+    key: Option<KeyType>,
     gone: Vec<&'a String>,
     came: Vec<&'a String>,
     size: usize,
@@ -392,13 +389,13 @@ impl<'a> Delta<'a> {
             if old_elements == new_elements.as_slice() {
                 continue;
             }
-            let (kind, declared) = after.get(name.as_str()).map_or(("set", ""), |d| (d.kind, d.text));
+            let (kind, key) = after.get(name.as_str()).map_or(("set", None), |d| (d.kind, KeyType::of_declaration(d.text)));
             let before: HashSet<&String> = old_elements.iter().collect();
             let after: HashSet<&String> = new_elements.iter().collect();
             delta.sets.push(SetDelta {
                 name,
                 kind,
-                declared,
+                key,
                 gone: old_elements.iter().filter(|e| !after.contains(e)).collect(),
                 came: new_elements.iter().filter(|e| !before.contains(e)).collect(),
                 size: new_elements.len(),
@@ -415,7 +412,7 @@ impl<'a> Delta<'a> {
                 kind: d.kind.to_string(),
                 name: d.name.to_string(),
                 size: d.size,
-                added: if d.kind == "map" || KeyType::of_declaration(d.declared).is_some_and(|k| k.listed_as_written()) {
+                added: if d.kind == "map" || d.key.as_ref().is_some_and(KeyType::listed_as_written) {
                     d.came.iter().map(|e| e.to_string()).collect()
                 } else {
                     Vec::new()
@@ -438,7 +435,7 @@ impl<'a> Delta<'a> {
         }
         let mut changes = Vec::new();
         for d in &self.sets {
-            let key = KeyType::of_declaration(d.declared)?;
+            let key = d.key.as_ref()?;
             let encode = |elements: &[&String]| elements.iter().map(|e| key.element(e)).collect::<Option<Vec<_>>>();
             changes.push((d.name, encode(&d.gone)?, encode(&d.came)?));
         }

@@ -126,11 +126,6 @@ impl Batch {
         self.elements(NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, set, elements, "adding elements to");
     }
 
-    /// Messages that change something (the batch's begin and end aside).
-    pub fn messages(&self) -> usize {
-        self.acked.len()
-    }
-
     fn elements(&mut self, kind: u16, flags: u16, set: &str, elements: &[Element], verb: &str) {
         let mut rest = elements;
         while !rest.is_empty() {
@@ -266,7 +261,7 @@ impl Socket {
         if sent != bytes.len() {
             return Err(BatchError::Answer(format!("sent {sent} of {} octets", bytes.len())));
         }
-        let mut waiting: Vec<(u32, String)> = acked;
+        let mut waiting = acked;
         let mut refused = None;
         let mut buffer = vec![0u8; 64 * 1024];
         while !waiting.is_empty() {
@@ -321,9 +316,8 @@ mod tests {
         let many: Vec<Element> = (0..5_000).map(exact).collect();
         batch.add("s", &many);
         batch.add("m", &[Element { key: vec![10, 0, 0, 1], key_end: None, verdict: Some(Verdict::Jump("in4_g".into())) }]);
-        let messages = batch.messages();
         let (bytes, acked) = batch.finish();
-        assert_eq!(acked.len(), messages);
+        let messages = acked.len();
         let framed = split(&bytes);
         assert_eq!(framed.first().map(|m| m.0), Some(NFNL_MSG_BATCH_BEGIN));
         assert_eq!(framed.last().map(|m| m.0), Some(NFNL_MSG_BATCH_END));
